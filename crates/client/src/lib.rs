@@ -1,0 +1,1 @@
+//! Typed SDK for crm-auth.

@@ -1,0 +1,1 @@
+//! The crm-auth service library.

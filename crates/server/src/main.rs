@@ -1,0 +1,2 @@
+//! The `crm-auth` binary.
+fn main() {}
