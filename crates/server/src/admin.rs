@@ -1,0 +1,260 @@
+//! What the admin commands do, as plain functions on a connection (the command line and the tests call them).
+
+use crm_auth_core::limits::MAX_NAME_CHARS;
+use crm_auth_core::{ApiKey, new_id};
+use diesel::Connection as _;
+
+use crate::db::api_key::{self, ApiKeyRow};
+use crate::db::organisation::{self, Organisation};
+use crate::db::session::{self, Session};
+use crate::db::unit::{self, Unit};
+use crate::db::user::{self, User};
+use crate::db::{DbConnection, name_key};
+use crate::error::is_unique_violation;
+
+/// Why an admin command failed; the message is one line fit for an operator.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// Bad input: unknown or duplicate name, empty value.
+    #[error("{0}")]
+    Invalid(String),
+    /// The database failed.
+    #[error("database error: {0}")]
+    Db(#[from] diesel::result::Error),
+    /// Generating a key failed.
+    #[error("cannot generate a key: {0}")]
+    Random(String),
+}
+
+fn invalid(message: impl Into<String>) -> AdminError {
+    AdminError::Invalid(message.into())
+}
+
+fn check_name(kind: &str, name: &str) -> Result<(), AdminError> {
+    if name.trim().is_empty() {
+        return Err(invalid(format!("{kind} must not be empty")));
+    }
+    if name.chars().count() > MAX_NAME_CHARS {
+        return Err(invalid(format!("{kind} is longer than {MAX_NAME_CHARS} characters")));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(invalid(format!("{kind} must not contain control characters")));
+    }
+    Ok(())
+}
+
+/// Finds an organisation by id or name (case-insensitive).
+pub fn find_organisation(conn: &mut DbConnection, org: &str) -> Result<Organisation, AdminError> {
+    organisation::find_by_id_or_name(conn, org)?.ok_or_else(|| invalid(format!("no organisation {org:?}")))
+}
+
+/// Finds a unit of the organisation by id, name or code.
+pub fn find_unit(conn: &mut DbConnection, org: &Organisation, wanted: &str) -> Result<Unit, AdminError> {
+    unit::find_in_organisation(conn, &org.id, wanted)?
+        .ok_or_else(|| invalid(format!("no unit {wanted:?} in organisation {:?}", org.name)))
+}
+
+/// Finds a user of the organisation by username (case-insensitive).
+pub fn find_user(conn: &mut DbConnection, org: &Organisation, username: &str) -> Result<User, AdminError> {
+    user::find_by_username(conn, &org.id, username)?
+        .ok_or_else(|| invalid(format!("no user {username:?} in organisation {:?}", org.name)))
+}
+
+/// Creates an organisation.
+pub fn add_organisation(conn: &mut DbConnection, name: &str, now: i64) -> Result<Organisation, AdminError> {
+    check_name("organisation name", name)?;
+    let org = Organisation {
+        id: new_id(),
+        name: name.to_owned(),
+        name_key: name_key(name),
+        is_active: true,
+        created_at: now,
+    };
+    organisation::create(conn, &org).map_err(|e| match e {
+        e if is_unique_violation(&e) => invalid(format!("organisation {name:?} already exists")),
+        e => e.into(),
+    })?;
+    Ok(org)
+}
+
+/// Creates a unit in an organisation.
+pub fn add_unit(
+    conn: &mut DbConnection,
+    org: &Organisation,
+    name: &str,
+    code: Option<&str>,
+    now: i64,
+) -> Result<Unit, AdminError> {
+    check_name("unit name", name)?;
+    if let Some(code) = code {
+        check_name("unit code", code)?;
+    }
+    let unit = Unit {
+        id: new_id(),
+        organisation_id: org.id.clone(),
+        name: name.to_owned(),
+        name_key: name_key(name),
+        code: code.map(str::to_owned),
+        code_key: code.map(name_key),
+        is_active: true,
+        created_at: now,
+    };
+    unit::create(conn, &unit).map_err(|e| match e {
+        e if is_unique_violation(&e) => {
+            invalid(format!("a unit named {name:?} or coded {code:?} already exists in {:?}", org.name))
+        }
+        e => e.into(),
+    })?;
+    Ok(unit)
+}
+
+/// Creates a user in the given units; the default is `default_unit`, else the first.
+pub fn add_user(
+    conn: &mut DbConnection,
+    org: &Organisation,
+    username: &str,
+    units: &[String],
+    default_unit: Option<&str>,
+    password_hash: Option<String>,
+    now: i64,
+) -> Result<User, AdminError> {
+    check_name("username", username)?;
+    if units.is_empty() {
+        return Err(invalid("a user needs at least one --unit"));
+    }
+    let mut unit_ids = Vec::with_capacity(units.len());
+    for wanted in units {
+        let id = find_unit(conn, org, wanted)?.id;
+        if !unit_ids.contains(&id) {
+            unit_ids.push(id);
+        }
+    }
+    let default_id = match default_unit {
+        Some(wanted) => {
+            let id = find_unit(conn, org, wanted)?.id;
+            if !unit_ids.contains(&id) {
+                return Err(invalid(format!("--default-unit {wanted:?} is not among the --unit values")));
+            }
+            id
+        }
+        None => unit_ids[0].clone(),
+    };
+    let user = User {
+        id: new_id(),
+        organisation_id: org.id.clone(),
+        username: username.to_owned(),
+        username_key: name_key(username),
+        password_hash,
+        is_active: true,
+        created_at: now,
+    };
+    user::create(conn, &user, &unit_ids, &default_id).map_err(|e| match e {
+        e if is_unique_violation(&e) => invalid(format!("user {username:?} already exists in {:?}", org.name)),
+        e => e.into(),
+    })?;
+    Ok(user)
+}
+
+/// Sets a user's password hash.
+pub fn set_password(conn: &mut DbConnection, user: &User, hash: &str) -> Result<(), AdminError> {
+    user::update_password(conn, &user.id, hash)?;
+    Ok(())
+}
+
+/// Enables or disables a user; disabling ends its live sessions. Returns the sessions ended.
+pub fn set_user_active(conn: &mut DbConnection, user: &User, active: bool, now: i64) -> Result<usize, AdminError> {
+    conn.transaction(|conn| {
+        user::update_active(conn, &user.id, active)?;
+        if active { Ok(0) } else { session::update_end_for_user(conn, &user.id, now, "user_disabled") }
+    })
+    .map_err(AdminError::from)
+}
+
+/// Creates a Web API key for a user; the key itself is returned once and never stored.
+pub fn create_key(conn: &mut DbConnection, user: &User, now: i64) -> Result<(ApiKeyRow, ApiKey), AdminError> {
+    let key = ApiKey::generate().map_err(|e| AdminError::Random(e.to_string()))?;
+    let row = ApiKeyRow {
+        id: new_id(),
+        organisation_id: user.organisation_id.clone(),
+        user_id: user.id.clone(),
+        digest: key.digest(),
+        prefix: key.prefix(),
+        created_at: now,
+        revoked_at: None,
+        last_used_at: None,
+    };
+    api_key::create(conn, &row)?;
+    Ok((row, key))
+}
+
+/// Revokes a key of the organisation and ends the sessions it opened. Returns the sessions ended.
+pub fn revoke_key(conn: &mut DbConnection, org: &Organisation, key_id: &str, now: i64) -> Result<usize, AdminError> {
+    let key = api_key::find_by_id(conn, key_id)?
+        .filter(|k| k.organisation_id == org.id)
+        .ok_or_else(|| invalid(format!("no key {key_id:?} in organisation {:?}", org.name)))?;
+    conn.transaction(|conn| {
+        api_key::update_revoked(conn, &key.id, now)?;
+        session::update_end_for_key(conn, &key.id, now, "key_revoked")
+    })
+    .map_err(AdminError::from)
+}
+
+/// Ends a session by id. Returns whether it was live.
+pub fn revoke_session(conn: &mut DbConnection, jti: &str, now: i64) -> Result<bool, AdminError> {
+    if session::find_by_id(conn, jti)?.is_none() {
+        return Err(invalid(format!("no session {jti:?}")));
+    }
+    Ok(session::update_end(conn, jti, now, "revoked")?)
+}
+
+/// The live sessions of an organisation, optionally of one user.
+pub fn list_sessions(
+    conn: &mut DbConnection,
+    org: &Organisation,
+    user: Option<&User>,
+    now: i64,
+) -> Result<Vec<Session>, AdminError> {
+    Ok(session::find_live(conn, &org.id, user.map(|u| u.id.as_str()), now)?)
+}
+
+/// What `demo` set up.
+pub struct Demo {
+    /// Organisation name.
+    pub organisation: String,
+    /// Unit name.
+    pub unit: String,
+    /// Username.
+    pub username: String,
+    /// The demo user's new password.
+    pub password: String,
+    /// A new Web API key.
+    pub key: ApiKey,
+}
+
+/// Idempotently creates organisation `demo`, unit `HQ` and user `admin`, gives the user the password whose
+/// hash is given, and a fresh key (older demo keys are revoked).
+pub fn demo(conn: &mut DbConnection, password: String, password_hash: String, now: i64) -> Result<Demo, AdminError> {
+    let org = match organisation::find_by_name(conn, "demo")? {
+        Some(org) => org,
+        None => add_organisation(conn, "demo", now)?,
+    };
+    let unit = match unit::find_in_organisation(conn, &org.id, "HQ")? {
+        Some(unit) => unit,
+        None => add_unit(conn, &org, "HQ", Some("HQ"), now)?,
+    };
+    let user = match user::find_by_username(conn, &org.id, "admin")? {
+        Some(user) => {
+            set_password(conn, &user, &password_hash)?;
+            set_user_active(conn, &user, true, now)?;
+            user
+        }
+        None => add_user(conn, &org, "admin", std::slice::from_ref(&unit.id), None, Some(password_hash), now)?,
+    };
+    for old in api_key::find_by_organisation(conn, &org.id)? {
+        if old.user_id == user.id && old.revoked_at.is_none() {
+            revoke_key(conn, &org, &old.id, now)?;
+        }
+    }
+    let (_, key) = create_key(conn, &user, now)?;
+    Ok(Demo { organisation: org.name, unit: unit.name, username: user.username, password, key })
+}

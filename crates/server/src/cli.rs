@@ -1,0 +1,374 @@
+//! The `crm-auth` command line: serve, migrate and the admin commands.
+
+use std::io::Read as _;
+use std::net::TcpListener;
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand};
+use crm_auth_core::limits::MAX_PASSWORD_BYTES;
+
+use crate::admin;
+use crate::clock::{Clock as _, SystemClock};
+use crate::db::{self, Backend, DbConnection};
+use crate::password::PasswordHasher;
+use crate::settings::Settings;
+use crate::state::AppState;
+
+/// A self-hostable authentication service speaking CRM.COM's Web API authentication protocol.
+#[derive(Debug, Parser)]
+#[command(name = "crm-auth", version, about)]
+pub struct Cli {
+    /// Configuration file (TOML); `CRM_AUTH__SECTION__KEY` variables override it.
+    #[arg(long, global = true, env = "CRM_AUTH_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply pending migrations, then serve the HTTP API.
+    Serve {
+        /// First create the demo organisation, unit, user and key, and print them.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Apply pending migrations.
+    Migrate,
+    /// Organisations.
+    #[command(subcommand)]
+    Org(OrgCommand),
+    /// Units of an organisation.
+    #[command(subcommand)]
+    Unit(UnitCommand),
+    /// Users of an organisation.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Web API keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Sessions.
+    #[command(subcommand)]
+    Session(SessionCommand),
+    /// Idempotently create organisation `demo`, unit `HQ`, user `admin` with a password and a key; print them.
+    Demo,
+}
+
+/// `org` commands.
+#[derive(Debug, Subcommand)]
+pub enum OrgCommand {
+    /// Create an organisation and print its id.
+    Add {
+        /// Unique name (case-insensitively).
+        name: String,
+    },
+}
+
+/// `unit` commands.
+#[derive(Debug, Subcommand)]
+pub enum UnitCommand {
+    /// Create a unit and print its id.
+    Add {
+        /// Organisation name or id.
+        #[arg(long)]
+        org: String,
+        /// Unit name, unique in the organisation.
+        name: String,
+        /// Optional short code, unique in the organisation.
+        #[arg(long)]
+        code: Option<String>,
+    },
+}
+
+/// Names a user.
+#[derive(Debug, Args)]
+pub struct UserRef {
+    /// Organisation name or id.
+    #[arg(long)]
+    pub org: String,
+    /// Username.
+    pub username: String,
+}
+
+/// `user` commands.
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user in one or more units and print its id.
+    Add {
+        /// The user.
+        #[command(flatten)]
+        user: UserRef,
+        /// A unit (id, name or code); repeat for several.
+        #[arg(long = "unit", required = true)]
+        units: Vec<String>,
+        /// The default unit (else the first --unit).
+        #[arg(long)]
+        default_unit: Option<String>,
+        /// Read a password from standard input; without it the user can only use keys.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Set a user's password, read from standard input.
+    Passwd {
+        /// The user.
+        #[command(flatten)]
+        user: UserRef,
+        /// Read the password from standard input (required).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+    /// Disable a user: no more tokens, and its sessions end.
+    Disable {
+        /// The user.
+        #[command(flatten)]
+        user: UserRef,
+    },
+    /// Enable a disabled user.
+    Enable {
+        /// The user.
+        #[command(flatten)]
+        user: UserRef,
+    },
+}
+
+/// `key` commands.
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Create a Web API key; the key alone is the last line of the output, shown only this once.
+    Create {
+        /// Organisation name or id.
+        #[arg(long)]
+        org: String,
+        /// The key's user.
+        #[arg(long)]
+        user: String,
+    },
+    /// List an organisation's keys (never the keys themselves).
+    List {
+        /// Organisation name or id.
+        #[arg(long)]
+        org: String,
+    },
+    /// Revoke a key; the sessions it opened end.
+    Revoke {
+        /// Organisation name or id.
+        #[arg(long)]
+        org: String,
+        /// The key's id (from `key list`).
+        key_id: String,
+    },
+}
+
+/// `session` commands.
+#[derive(Debug, Subcommand)]
+pub enum SessionCommand {
+    /// List live sessions.
+    List {
+        /// Organisation name or id.
+        #[arg(long)]
+        org: String,
+        /// Only this user's.
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// End a session.
+    Revoke {
+        /// The session id (the token's jti).
+        jti: String,
+    },
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = Settings::load(cli.config.as_deref())?;
+    let now = SystemClock.now();
+    match cli.command {
+        Command::Serve { demo } => serve(settings, demo),
+        Command::Migrate => {
+            let applied = db::run_migrations(&mut connect(&settings)?)?;
+            println!("applied {applied} migration(s)");
+            Ok(())
+        }
+        Command::Demo => print_demo(&settings, &mut migrated(&settings)?),
+        Command::Org(OrgCommand::Add { name }) => {
+            println!("{}", admin::add_organisation(&mut migrated(&settings)?, &name, now)?.id);
+            Ok(())
+        }
+        Command::Unit(UnitCommand::Add { org, name, code }) => {
+            let conn = &mut migrated(&settings)?;
+            let org = admin::find_organisation(conn, &org)?;
+            println!("{}", admin::add_unit(conn, &org, &name, code.as_deref(), now)?.id);
+            Ok(())
+        }
+        Command::User(command) => run_user(&settings, command, now),
+        Command::Key(command) => run_key(&settings, command, now),
+        Command::Session(command) => run_session(&settings, command, now),
+    }
+}
+
+fn run_user(settings: &Settings, command: UserCommand, now: i64) -> anyhow::Result<()> {
+    let conn = &mut migrated(settings)?;
+    match command {
+        UserCommand::Add { user, units, default_unit, password_stdin } => {
+            let org = admin::find_organisation(conn, &user.org)?;
+            let hash = if password_stdin { Some(hash_stdin_password(settings)?) } else { None };
+            let created =
+                admin::add_user(conn, &org, &user.username, &units, default_unit.as_deref(), hash, now)?;
+            println!("{}", created.id);
+        }
+        UserCommand::Passwd { user, .. } => {
+            let org = admin::find_organisation(conn, &user.org)?;
+            let found = admin::find_user(conn, &org, &user.username)?;
+            admin::set_password(conn, &found, &hash_stdin_password(settings)?)?;
+            println!("password set for {}", found.username);
+        }
+        UserCommand::Disable { user } => {
+            let org = admin::find_organisation(conn, &user.org)?;
+            let found = admin::find_user(conn, &org, &user.username)?;
+            let ended = admin::set_user_active(conn, &found, false, now)?;
+            println!("disabled {}; ended {ended} session(s)", found.username);
+        }
+        UserCommand::Enable { user } => {
+            let org = admin::find_organisation(conn, &user.org)?;
+            let found = admin::find_user(conn, &org, &user.username)?;
+            admin::set_user_active(conn, &found, true, now)?;
+            println!("enabled {}", found.username);
+        }
+    }
+    Ok(())
+}
+
+fn run_key(settings: &Settings, command: KeyCommand, now: i64) -> anyhow::Result<()> {
+    let conn = &mut migrated(settings)?;
+    match command {
+        KeyCommand::Create { org, user } => {
+            let org = admin::find_organisation(conn, &org)?;
+            let user = admin::find_user(conn, &org, &user)?;
+            let (row, key) = admin::create_key(conn, &user, now)?;
+            println!("key id {} for {} in {} (the key is shown only now):", row.id, user.username, org.name);
+            println!("{}", key.expose());
+        }
+        KeyCommand::List { org } => {
+            let org = admin::find_organisation(conn, &org)?;
+            println!("{:<32}  {:<8}  {:<20}  {:<10}  {:<10}  last_used", "id", "prefix", "user", "created", "revoked");
+            for key in crate::db::api_key::find_by_organisation(conn, &org.id)? {
+                let user = crate::db::user::find_by_id(conn, &key.user_id)?.map(|u| u.username).unwrap_or_default();
+                let or_dash = |t: Option<i64>| t.map_or_else(|| "-".to_owned(), |t| t.to_string());
+                println!(
+                    "{:<32}  {:<8}  {:<20}  {:<10}  {:<10}  {}",
+                    key.id,
+                    key.prefix,
+                    user,
+                    key.created_at,
+                    or_dash(key.revoked_at),
+                    or_dash(key.last_used_at)
+                );
+            }
+        }
+        KeyCommand::Revoke { org, key_id } => {
+            let org = admin::find_organisation(conn, &org)?;
+            let ended = admin::revoke_key(conn, &org, &key_id, now)?;
+            println!("revoked {key_id}; ended {ended} session(s)");
+        }
+    }
+    Ok(())
+}
+
+fn run_session(settings: &Settings, command: SessionCommand, now: i64) -> anyhow::Result<()> {
+    let conn = &mut migrated(settings)?;
+    match command {
+        SessionCommand::List { org, user } => {
+            let org = admin::find_organisation(conn, &org)?;
+            let user = user.map(|u| admin::find_user(conn, &org, &u)).transpose()?;
+            println!("{:<32}  {:<20}  {:<16}  {:<11}  {:>3}  {:<10}  expires", "jti", "user", "unit", "method", "gen", "created");
+            for s in admin::list_sessions(conn, &org, user.as_ref(), now)? {
+                println!(
+                    "{:<32}  {:<20}  {:<16}  {:<11}  {:>3}  {:<10}  {}",
+                    s.id, s.username, s.unit_name, s.method, s.generation, s.created_at, s.expires_at
+                );
+            }
+        }
+        SessionCommand::Revoke { jti } => {
+            let was_live = admin::revoke_session(conn, &jti, now)?;
+            println!("{}", if was_live { "session ended" } else { "session had already ended" });
+        }
+    }
+    Ok(())
+}
+
+fn connect(settings: &Settings) -> anyhow::Result<DbConnection> {
+    let backend = Backend::from_url(settings.database.url.expose())?;
+    Ok(db::ConnectionManager::new(backend)?.establish()?)
+}
+
+fn migrated(settings: &Settings) -> anyhow::Result<DbConnection> {
+    let mut conn = connect(settings)?;
+    db::run_migrations(&mut conn)?;
+    Ok(conn)
+}
+
+fn hash_stdin_password(settings: &Settings) -> anyhow::Result<String> {
+    let mut input = String::new();
+    std::io::stdin().read_to_string(&mut input).context("cannot read the password from standard input")?;
+    let password = input.strip_suffix('\n').map_or(input.as_str(), |p| p.strip_suffix('\r').unwrap_or(p));
+    if password.is_empty() {
+        bail!("the password must not be empty");
+    }
+    if password.len() > MAX_PASSWORD_BYTES {
+        bail!("the password is longer than {MAX_PASSWORD_BYTES} bytes");
+    }
+    Ok(PasswordHasher::hash_blocking(&settings.auth.argon2, password)?)
+}
+
+fn random_password() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 12];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("the random generator failed: {e}"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn print_demo(settings: &Settings, conn: &mut DbConnection) -> anyhow::Result<()> {
+    let password = random_password()?;
+    let hash = PasswordHasher::hash_blocking(&settings.auth.argon2, &password)?;
+    let demo = admin::demo(conn, password, hash, SystemClock.now())?;
+    let addr = settings.bind_addr()?;
+    let host = if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
+    let host = if addr.is_ipv6() && !addr.ip().is_unspecified() { format!("[{host}]") } else { host };
+    let base = format!("http://{host}:{}{}", addr.port(), settings.http.base_path);
+    println!("demo organisation: {}", demo.organisation);
+    println!("demo unit:         {}", demo.unit);
+    println!("demo user:         {}", demo.username);
+    println!("demo password:     {}", demo.password);
+    println!("demo Web API key:  {}", demo.key.expose());
+    println!();
+    println!("# a token by username and password:");
+    println!(
+        "curl -s -X POST {base}/authentication/token -H 'Content-Type: application/json' \\\n  -d '{{\"username\":\"{}\",\"password\":\"{}\",\"organisation\":\"{}\"}}'",
+        demo.username, demo.password, demo.organisation
+    );
+    println!("# a token by Web API key:");
+    println!("curl -s -X POST -u '{}:' {base}/authentication/web_api_key/token", demo.key.expose());
+    println!("# is a token's session live? (paste the token)");
+    println!("curl -s {base}/authentication/token/validate -H 'Authorization: Bearer TOKEN'");
+    println!();
+    Ok(())
+}
+
+fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
+    let state = AppState::from_settings(settings)?;
+    if demo {
+        print_demo(&state.settings, &mut *state.pool.get()?)?;
+    }
+    let addr = state.settings.bind_addr()?;
+    let listener = TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
+    log::info!(
+        "crm-auth listening on http://{} (api under {}, database {})",
+        listener.local_addr()?,
+        state.settings.http.base_path,
+        state.backend
+    );
+    actix_web::rt::System::new().block_on(async move { crate::http::serve(listener, state)?.await })?;
+    Ok(())
+}

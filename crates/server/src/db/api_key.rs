@@ -1,0 +1,69 @@
+//! Web API keys: stored only as a SHA-256 digest, found by that digest.
+
+use diesel::prelude::*;
+
+use super::DbConnection;
+use super::schema::api_keys;
+
+/// A stored key (never the key itself).
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = api_keys)]
+pub struct ApiKeyRow {
+    /// 32 upper-case hex; what `key revoke` takes.
+    pub id: String,
+    /// The key's organisation.
+    pub organisation_id: String,
+    /// The user whose sessions the key opens.
+    pub user_id: String,
+    /// SHA-256 of the key, lower-case hex.
+    pub digest: String,
+    /// The key's first characters, to tell keys apart in listings.
+    pub prefix: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<i64>,
+    /// When it last opened a session.
+    pub last_used_at: Option<i64>,
+}
+
+/// Inserts a key.
+pub fn create(conn: &mut DbConnection, key: &ApiKeyRow) -> QueryResult<()> {
+    diesel::insert_into(api_keys::table).values(key).execute(conn).map(drop)
+}
+
+/// The unrevoked key with this digest.
+pub fn find_active_by_digest(conn: &mut DbConnection, digest: &str) -> QueryResult<Option<ApiKeyRow>> {
+    api_keys::table
+        .filter(api_keys::digest.eq(digest))
+        .filter(api_keys::revoked_at.is_null())
+        .select(ApiKeyRow::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// The key with this id.
+pub fn find_by_id(conn: &mut DbConnection, id: &str) -> QueryResult<Option<ApiKeyRow>> {
+    api_keys::table.find(id).select(ApiKeyRow::as_select()).first(conn).optional()
+}
+
+/// Every key of an organisation, oldest first.
+pub fn find_by_organisation(conn: &mut DbConnection, organisation_id: &str) -> QueryResult<Vec<ApiKeyRow>> {
+    api_keys::table
+        .filter(api_keys::organisation_id.eq(organisation_id))
+        .order((api_keys::created_at.asc(), api_keys::id.asc()))
+        .select(ApiKeyRow::as_select())
+        .load(conn)
+}
+
+/// Revokes a key if it is not revoked yet; returns the rows changed.
+pub fn update_revoked(conn: &mut DbConnection, id: &str, now: i64) -> QueryResult<usize> {
+    diesel::update(api_keys::table.find(id).filter(api_keys::revoked_at.is_null()))
+        .set(api_keys::revoked_at.eq(now))
+        .execute(conn)
+}
+
+/// Records a use of the key.
+pub fn update_last_used(conn: &mut DbConnection, id: &str, now: i64) -> QueryResult<usize> {
+    diesel::update(api_keys::table.find(id)).set(api_keys::last_used_at.eq(now)).execute(conn)
+}

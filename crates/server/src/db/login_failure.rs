@@ -1,0 +1,57 @@
+//! Failed-login counters per organisation + username, shared by every node through the database.
+
+use diesel::prelude::*;
+
+use super::DbConnection;
+use super::schema::login_failures;
+
+/// A counter row.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = login_failures)]
+pub struct LoginFailure {
+    /// The case-folded organisation name as typed (the organisation need not exist).
+    pub organisation_key: String,
+    /// The case-folded username as typed (the user need not exist).
+    pub username_key: String,
+    /// Consecutive failures, counting attempts still being checked.
+    pub failures: i64,
+    /// No attempt is checked before this time (unix seconds).
+    pub locked_until: i64,
+    /// Unix seconds.
+    pub updated_at: i64,
+}
+
+/// The counter for this organisation + username.
+pub fn find(conn: &mut DbConnection, organisation_key: &str, username_key: &str) -> QueryResult<Option<LoginFailure>> {
+    login_failures::table
+        .find((organisation_key, username_key))
+        .select(LoginFailure::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// Inserts a first counter; fails with a unique violation when a concurrent attempt inserted it first.
+pub fn create(conn: &mut DbConnection, row: &LoginFailure) -> QueryResult<()> {
+    diesel::insert_into(login_failures::table).values(row).execute(conn).map(drop)
+}
+
+/// Compare-and-set: moves the counter from `from_failures` to `row.failures`. Returns whether this call won.
+pub fn update_from(conn: &mut DbConnection, from_failures: i64, row: &LoginFailure) -> QueryResult<bool> {
+    diesel::update(
+        login_failures::table
+            .find((&row.organisation_key, &row.username_key))
+            .filter(login_failures::failures.eq(from_failures)),
+    )
+    .set((
+        login_failures::failures.eq(row.failures),
+        login_failures::locked_until.eq(row.locked_until),
+        login_failures::updated_at.eq(row.updated_at),
+    ))
+    .execute(conn)
+    .map(|rows| rows == 1)
+}
+
+/// Forgets the counter (after a successful login).
+pub fn delete(conn: &mut DbConnection, organisation_key: &str, username_key: &str) -> QueryResult<usize> {
+    diesel::delete(login_failures::table.find((organisation_key, username_key))).execute(conn)
+}

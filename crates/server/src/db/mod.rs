@@ -1,0 +1,210 @@
+//! Storage: one connection type over SQLite and PostgreSQL, the r2d2 pool and the embedded migrations.
+
+pub mod api_key;
+pub mod login_failure;
+pub mod organisation;
+pub mod schema;
+pub mod session;
+pub mod unit;
+pub mod user;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::r2d2::R2D2Connection;
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
+
+/// How long a request waits for a pooled connection, and a new connection for the server, before the
+/// database counts as unreachable.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// SQLite waits this long for a competing writer before giving up with "database is locked".
+const SQLITE_BUSY_TIMEOUT_MS: u32 = 5_000;
+
+pub use connection::DbConnection;
+
+mod connection {
+    //! The derive generates undocumented helper items; they are diesel's, not ours.
+
+    /// A connection to either backend; every query is written once against this type.
+    #[derive(diesel::MultiConnection)]
+    pub enum DbConnection {
+        /// PostgreSQL, chosen by a `postgres://` or `postgresql://` URL.
+        Postgres(diesel::PgConnection),
+        /// SQLite, chosen by a `sqlite://PATH` URL.
+        Sqlite(diesel::SqliteConnection),
+    }
+}
+
+/// The pool every request borrows from.
+pub type Pool = r2d2::Pool<ConnectionManager>;
+
+/// A connection borrowed from [`Pool`].
+pub type PooledConnection = r2d2::PooledConnection<ConnectionManager>;
+
+/// Which database a URL points at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// A PostgreSQL server; the URL is handed to libpq.
+    Postgres(String),
+    /// An SQLite file at this path.
+    Sqlite(PathBuf),
+}
+
+/// Failures to set the database up.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The URL names no supported backend.
+    #[error("database.url must start with sqlite:// or postgres://")]
+    UnsupportedUrl,
+    /// The SQLite file's folder could not be created.
+    #[error("cannot create the folder for {path}: {source}")]
+    CreateDir {
+        /// The folder.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// No connection could be made.
+    #[error("cannot connect to the database: {0}")]
+    Connect(String),
+    /// A migration failed.
+    #[error("migration failed: {0}")]
+    Migrate(String),
+}
+
+impl Backend {
+    /// Reads `sqlite://PATH` (also `sqlite:PATH`) or `postgres://...` / `postgresql://...`.
+    pub fn from_url(url: &str) -> Result<Backend, DbError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Backend::Postgres(with_connect_timeout(url)));
+        }
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .filter(|p| !p.is_empty())
+            .ok_or(DbError::UnsupportedUrl)?;
+        Ok(Backend::Sqlite(PathBuf::from(path)))
+    }
+
+    /// The backend's name, for logs and test output.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Postgres(_) => "postgres",
+            Backend::Sqlite(_) => "sqlite",
+        }
+    }
+}
+
+/// libpq waits for a lost server for minutes by default; a short limit turns an outage into
+/// `UNAVAILABLE` instead of a hung request.
+fn with_connect_timeout(url: &str) -> String {
+    if url.contains("connect_timeout=") {
+        return url.to_owned();
+    }
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}connect_timeout={}", CONNECT_TIMEOUT.as_secs())
+}
+
+/// Opens connections of the configured backend; r2d2 calls it.
+#[derive(Debug, Clone)]
+pub struct ConnectionManager {
+    backend: Backend,
+}
+
+impl ConnectionManager {
+    /// A manager for this backend. For SQLite the file's folder is created here.
+    pub fn new(backend: Backend) -> Result<ConnectionManager, DbError> {
+        if let Backend::Sqlite(path) = &backend {
+            create_parent(path)?;
+        }
+        Ok(ConnectionManager { backend })
+    }
+
+    /// Opens one connection outside any pool.
+    pub fn establish(&self) -> Result<DbConnection, DbError> {
+        r2d2::ManageConnection::connect(self)
+    }
+}
+
+fn create_parent(path: &Path) -> Result<(), DbError> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir)
+            .map_err(|source| DbError::CreateDir { path: dir.to_owned(), source }),
+        _ => Ok(()),
+    }
+}
+
+impl r2d2::ManageConnection for ConnectionManager {
+    type Connection = DbConnection;
+    type Error = DbError;
+
+    fn connect(&self) -> Result<DbConnection, DbError> {
+        match &self.backend {
+            Backend::Postgres(url) => diesel::PgConnection::establish(url)
+                .map(DbConnection::Postgres)
+                .map_err(|e| DbError::Connect(e.to_string())),
+            Backend::Sqlite(path) => {
+                let path = path.to_str().ok_or(DbError::UnsupportedUrl)?;
+                let mut conn =
+                    diesel::SqliteConnection::establish(path).map_err(|e| DbError::Connect(e.to_string()))?;
+                // WAL lets readers run beside the one writer; FULL sync keeps every answered
+                // revocation on disk; the busy timeout queues writers instead of failing them.
+                conn.batch_execute(&format!(
+                    "PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}; PRAGMA journal_mode = WAL; \
+                     PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;"
+                ))
+                .map_err(|e| DbError::Connect(e.to_string()))?;
+                Ok(DbConnection::Sqlite(conn))
+            }
+        }
+    }
+
+    fn is_valid(&self, conn: &mut DbConnection) -> Result<(), DbError> {
+        conn.ping().map_err(|e| DbError::Connect(e.to_string()))
+    }
+
+    fn has_broken(&self, conn: &mut DbConnection) -> bool {
+        conn.is_broken()
+    }
+}
+
+/// Builds the pool. Checkouts do not ping: a broken connection shows itself by the error it returns.
+pub fn build_pool(backend: Backend, size: u32) -> Result<Pool, DbError> {
+    let manager = ConnectionManager::new(backend)?;
+    r2d2::Pool::builder()
+        .max_size(size)
+        .min_idle(Some(size.min(2)))
+        .connection_timeout(CONNECT_TIMEOUT)
+        .test_on_check_out(false)
+        .build(manager)
+        .map_err(|e| DbError::Connect(e.to_string()))
+}
+
+/// Applies every pending migration; returns how many ran.
+pub fn run_migrations(conn: &mut DbConnection) -> Result<usize, DbError> {
+    let applied = match conn {
+        DbConnection::Postgres(c) => c.run_pending_migrations(POSTGRES_MIGRATIONS).map(|v| v.len()),
+        DbConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
+    };
+    applied.map_err(|e| DbError::Migrate(e.to_string()))
+}
+
+/// Reverts every applied migration (used by the migration tests).
+pub fn revert_all_migrations(conn: &mut DbConnection) -> Result<(), DbError> {
+    let reverted = match conn {
+        DbConnection::Postgres(c) => c.revert_all_migrations(POSTGRES_MIGRATIONS).map(drop),
+        DbConnection::Sqlite(c) => c.revert_all_migrations(SQLITE_MIGRATIONS).map(drop),
+    };
+    reverted.map_err(|e| DbError::Migrate(e.to_string()))
+}
+
+/// Case-folds a name for the `*_key` columns that make lookups and uniqueness case-insensitive.
+pub fn name_key(name: &str) -> String {
+    name.to_lowercase()
+}

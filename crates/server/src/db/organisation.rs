@@ -1,0 +1,49 @@
+//! Organisations: the top of the tenancy tree; names are unique case-insensitively.
+
+use diesel::prelude::*;
+
+use super::DbConnection;
+use super::schema::organisations;
+
+/// A stored organisation.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = organisations)]
+pub struct Organisation {
+    /// 32 upper-case hex.
+    pub id: String,
+    /// The name as created.
+    pub name: String,
+    /// The case-folded name that lookups and the unique index use.
+    pub name_key: String,
+    /// Inactive organisations get no tokens and their sessions end at the next refresh.
+    pub is_active: bool,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// Inserts an organisation.
+pub fn create(conn: &mut DbConnection, org: &Organisation) -> QueryResult<()> {
+    diesel::insert_into(organisations::table).values(org).execute(conn).map(drop)
+}
+
+/// The organisation with this name, case-insensitively.
+pub fn find_by_name(conn: &mut DbConnection, name: &str) -> QueryResult<Option<Organisation>> {
+    organisations::table
+        .filter(organisations::name_key.eq(super::name_key(name)))
+        .select(Organisation::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// The organisation with this id.
+pub fn find_by_id(conn: &mut DbConnection, id: &str) -> QueryResult<Option<Organisation>> {
+    organisations::table.find(id).select(Organisation::as_select()).first(conn).optional()
+}
+
+/// The organisation named by an operator: its id, else its name.
+pub fn find_by_id_or_name(conn: &mut DbConnection, id_or_name: &str) -> QueryResult<Option<Organisation>> {
+    match find_by_id(conn, id_or_name)? {
+        Some(org) => Ok(Some(org)),
+        None => find_by_name(conn, id_or_name),
+    }
+}

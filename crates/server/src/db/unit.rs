@@ -1,0 +1,53 @@
+//! Units of an organisation: a session is always logged into one.
+
+use diesel::prelude::*;
+
+use super::DbConnection;
+use super::schema::units;
+
+/// A stored unit.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = units)]
+pub struct Unit {
+    /// 32 upper-case hex.
+    pub id: String,
+    /// The owning organisation.
+    pub organisation_id: String,
+    /// The name as created; unique in the organisation, case-insensitively.
+    pub name: String,
+    /// The case-folded name.
+    pub name_key: String,
+    /// An optional short code; unique in the organisation, case-insensitively.
+    pub code: Option<String>,
+    /// The case-folded code.
+    pub code_key: Option<String>,
+    /// Sessions in an inactive unit end at their next refresh.
+    pub is_active: bool,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// Inserts a unit.
+pub fn create(conn: &mut DbConnection, unit: &Unit) -> QueryResult<()> {
+    diesel::insert_into(units::table).values(unit).execute(conn).map(drop)
+}
+
+/// The unit with this id.
+pub fn find_by_id(conn: &mut DbConnection, id: &str) -> QueryResult<Option<Unit>> {
+    units::table.find(id).select(Unit::as_select()).first(conn).optional()
+}
+
+/// Resolves what a client or operator typed: a unit id, else a name, else a code, within one organisation.
+pub fn find_in_organisation(conn: &mut DbConnection, organisation_id: &str, wanted: &str) -> QueryResult<Option<Unit>> {
+    let in_org = || units::table.filter(units::organisation_id.eq(organisation_id.to_owned()));
+    if let Some(unit) = in_org().filter(units::id.eq(wanted)).select(Unit::as_select()).first(conn).optional()? {
+        return Ok(Some(unit));
+    }
+    let key = super::name_key(wanted);
+    if let Some(unit) =
+        in_org().filter(units::name_key.eq(&key)).select(Unit::as_select()).first(conn).optional()?
+    {
+        return Ok(Some(unit));
+    }
+    in_org().filter(units::code_key.eq(&key)).select(Unit::as_select()).first(conn).optional()
+}

@@ -1,0 +1,134 @@
+//! Users of an organisation and their unit memberships (exactly one default).
+
+use diesel::prelude::*;
+
+use super::DbConnection;
+use super::schema::{user_units, users};
+use super::unit::Unit;
+
+/// A stored user.
+#[derive(Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = users)]
+pub struct User {
+    /// 32 upper-case hex.
+    pub id: String,
+    /// The owning organisation.
+    pub organisation_id: String,
+    /// The username as created.
+    pub username: String,
+    /// The case-folded username; unique in the organisation.
+    pub username_key: String,
+    /// Argon2id PHC string; `None` for users that may only use Web API keys.
+    pub password_hash: Option<String>,
+    /// Disabled users get no token and their sessions end.
+    pub is_active: bool,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("id", &self.id)
+            .field("organisation_id", &self.organisation_id)
+            .field("username", &self.username)
+            .field("has_password", &self.password_hash.is_some())
+            .field("is_active", &self.is_active)
+            .finish()
+    }
+}
+
+/// One membership row.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = user_units)]
+pub struct Membership {
+    /// The member.
+    pub user_id: String,
+    /// The unit.
+    pub unit_id: String,
+    /// Whether this is the user's default unit.
+    pub is_default: bool,
+}
+
+/// Inserts a user and its memberships in one transaction; `default_unit_id` must be among `unit_ids`.
+pub fn create(
+    conn: &mut DbConnection,
+    user: &User,
+    unit_ids: &[String],
+    default_unit_id: &str,
+) -> QueryResult<()> {
+    conn.transaction(|conn| {
+        diesel::insert_into(users::table).values(user).execute(conn)?;
+        let rows: Vec<Membership> = unit_ids
+            .iter()
+            .map(|unit_id| Membership {
+                user_id: user.id.clone(),
+                unit_id: unit_id.clone(),
+                is_default: unit_id == default_unit_id,
+            })
+            .collect();
+        for row in &rows {
+            diesel::insert_into(user_units::table).values(row).execute(conn)?;
+        }
+        Ok(())
+    })
+}
+
+/// The user with this username in the organisation, case-insensitively.
+pub fn find_by_username(
+    conn: &mut DbConnection,
+    organisation_id: &str,
+    username: &str,
+) -> QueryResult<Option<User>> {
+    users::table
+        .filter(users::organisation_id.eq(organisation_id))
+        .filter(users::username_key.eq(super::name_key(username)))
+        .select(User::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// The user with this id.
+pub fn find_by_id(conn: &mut DbConnection, id: &str) -> QueryResult<Option<User>> {
+    users::table.find(id).select(User::as_select()).first(conn).optional()
+}
+
+/// Replaces the password hash; returns the rows changed.
+pub fn update_password(conn: &mut DbConnection, id: &str, hash: &str) -> QueryResult<usize> {
+    diesel::update(users::table.find(id)).set(users::password_hash.eq(hash)).execute(conn)
+}
+
+/// Enables or disables a user; returns the rows changed.
+pub fn update_active(conn: &mut DbConnection, id: &str, is_active: bool) -> QueryResult<usize> {
+    diesel::update(users::table.find(id)).set(users::is_active.eq(is_active)).execute(conn)
+}
+
+/// The user's default unit.
+pub fn find_default_unit(conn: &mut DbConnection, user_id: &str) -> QueryResult<Option<Unit>> {
+    use super::schema::units;
+    user_units::table
+        .inner_join(units::table)
+        .filter(user_units::user_id.eq(user_id))
+        .filter(user_units::is_default.eq(true))
+        .select(Unit::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// Whether the user is a member of the unit.
+pub fn is_member(conn: &mut DbConnection, user_id: &str, unit_id: &str) -> QueryResult<bool> {
+    user_units::table
+        .find((user_id, unit_id))
+        .select(user_units::is_default)
+        .first::<bool>(conn)
+        .optional()
+        .map(|row| row.is_some())
+}
+
+/// The user's memberships.
+pub fn find_memberships(conn: &mut DbConnection, user_id: &str) -> QueryResult<Vec<Membership>> {
+    user_units::table
+        .filter(user_units::user_id.eq(user_id))
+        .select(Membership::as_select())
+        .load(conn)
+}

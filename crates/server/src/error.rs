@@ -1,0 +1,152 @@
+//! The one server error type and its single mapping to HTTP status and envelope code.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use crm_auth_core::{Envelope, ErrorCode, TokenError};
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+
+/// Everything a request can fail with. Messages never carry a secret, SQL or a stack trace.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is malformed; the description names the field.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// Any credential failure; one message for every cause.
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    /// The unit is not in the organisation, the user is not a member, or there is no default.
+    #[error("invalid unit")]
+    InvalidUnit,
+    /// The token does not verify or has expired.
+    #[error("token rejected: {0}")]
+    Token(#[from] TokenError),
+    /// The session is over.
+    #[error("session ended")]
+    SessionEnded,
+    /// The organisation + username is locked after failed logins.
+    #[error("too many attempts")]
+    TooManyAttempts {
+        /// Seconds until the next attempt is checked.
+        retry_after: u64,
+    },
+    /// The client address is over its rate.
+    #[error("rate limited")]
+    RateLimited {
+        /// Seconds until the next request is accepted.
+        retry_after: u64,
+    },
+    /// No such path.
+    #[error("not found")]
+    NotFound,
+    /// The path exists; the method does not.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// The body is over `http.max_body_bytes`.
+    #[error("payload too large")]
+    PayloadTooLarge,
+    /// The database cannot be reached; nothing was changed.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A bug; the detail goes to the log, never to the client.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The envelope code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ApiError::InvalidRequest(_) => ErrorCode::InvalidRequest,
+            ApiError::InvalidCredentials => ErrorCode::InvalidCredentials,
+            ApiError::InvalidUnit => ErrorCode::InvalidUnit,
+            ApiError::Token(e) => e.code(),
+            ApiError::SessionEnded => ErrorCode::SessionEnded,
+            ApiError::TooManyAttempts { .. } => ErrorCode::TooManyAttempts,
+            ApiError::RateLimited { .. } => ErrorCode::RateLimited,
+            ApiError::NotFound => ErrorCode::NotFound,
+            ApiError::MethodNotAllowed => ErrorCode::MethodNotAllowed,
+            ApiError::PayloadTooLarge => ErrorCode::PayloadTooLarge,
+            ApiError::Unavailable(_) => ErrorCode::Unavailable,
+            ApiError::Internal(_) => ErrorCode::InternalError,
+        }
+    }
+
+    /// What `status.description` says: the offending field or the token check that failed.
+    fn description(&self) -> String {
+        match self {
+            ApiError::InvalidRequest(d) => d.clone(),
+            ApiError::Token(e) => e.to_string(),
+            _ => String::new(),
+        }
+    }
+
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            ApiError::TooManyAttempts { retry_after } | ApiError::RateLimited { retry_after } => {
+                Some((*retry_after).max(1))
+            }
+            _ => None,
+        }
+    }
+
+    /// The envelope response for a code, for errors raised outside handlers.
+    pub fn response_for(code: ErrorCode, message: &str, description: &str) -> HttpResponse {
+        let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        HttpResponse::build(status).json(Envelope::error(code, message, description))
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.code().http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let code = self.code();
+        let mut response = ApiError::response_for(code, code.default_message(), &self.description());
+        if let Some(seconds) = self.retry_after() {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+impl From<DieselError> for ApiError {
+    fn from(e: DieselError) -> ApiError {
+        match &e {
+            DieselError::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                _,
+            ) => ApiError::Unavailable(e.to_string()),
+            // SQLite reports a writer that waited past the busy timeout as "database is locked".
+            DieselError::DatabaseError(_, info) if info.message().contains("database is locked") => {
+                ApiError::Unavailable(e.to_string())
+            }
+            _ => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<r2d2::Error> for ApiError {
+    fn from(e: r2d2::Error) -> ApiError {
+        ApiError::Unavailable(e.to_string())
+    }
+}
+
+impl From<actix_web::error::BlockingError> for ApiError {
+    fn from(e: actix_web::error::BlockingError) -> ApiError {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+impl From<crate::password::HashError> for ApiError {
+    fn from(e: crate::password::HashError) -> ApiError {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+/// Whether a database error is a unique-constraint violation (a concurrent insert won).
+pub fn is_unique_violation(e: &DieselError) -> bool {
+    matches!(e, DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _))
+}

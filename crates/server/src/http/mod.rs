@@ -1,0 +1,143 @@
+//! The HTTP layer: routes, the request-id / access-log / panic middleware, and the envelope for every
+//! response, actix's own errors included.
+
+pub mod health;
+pub mod request;
+pub mod token;
+
+use std::net::TcpListener;
+use std::panic::AssertUnwindSafe;
+use std::time::Instant;
+
+use actix_web::dev::{Server, Service, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::{App, HttpMessage, HttpResponse, HttpServer, ResponseError, web};
+use crm_auth_core::ErrorCode;
+use futures_util::FutureExt as _;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The id of one request, shown in `INTERNAL_ERROR` messages and on every log line about it.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
+/// Registers every route on an app.
+pub fn configure(cfg: &mut web::ServiceConfig, state: &AppState) {
+    cfg.app_data(web::Data::new(state.clone()))
+        .service(web::scope(&state.settings.http.base_path).configure(token::configure))
+        .configure(health::configure)
+        .default_service(web::to(not_found));
+}
+
+async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound)
+}
+
+/// The handler for a known path with an unknown method.
+pub async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed)
+}
+
+/// Starts the server on a bound listener.
+pub fn serve(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
+    let workers = match state.settings.http.workers {
+        0 => std::thread::available_parallelism().map(usize::from).unwrap_or(1),
+        n => n,
+    };
+    let server = HttpServer::new(move || {
+        App::new()
+            .wrap_fn(|req, srv| {
+                let started = Instant::now();
+                let request_id = RequestId(crm_auth_core::new_id());
+                req.extensions_mut().insert(request_id.clone());
+                let method = req.method().clone();
+                let path = req.path().to_owned();
+                let fut = AssertUnwindSafe(srv.call(req)).catch_unwind();
+                async move {
+                    let (status, outcome) = match fut.await {
+                        Ok(Ok(res)) => {
+                            let res = finish(res, &request_id);
+                            (res.status(), Ok(res))
+                        }
+                        Ok(Err(err)) => {
+                            let status = err.as_response_error().status_code();
+                            (status, Err(Failure::for_status(status, &request_id).into()))
+                        }
+                        Err(_) => {
+                            log::error!("request_id={} handler panicked on {method} {path}", request_id.0);
+                            let failure = Failure::internal(&request_id);
+                            (StatusCode::INTERNAL_SERVER_ERROR, Err(failure.into()))
+                        }
+                    };
+                    log::info!(
+                        target: "crm_auth::access",
+                        "{method} {path} {} {:.1}ms request_id={}",
+                        status.as_u16(),
+                        started.elapsed().as_secs_f64() * 1000.0,
+                        request_id.0
+                    );
+                    outcome
+                }
+            })
+            .configure(|cfg| configure(cfg, &state))
+    })
+    .workers(workers)
+    .listen(listener)?
+    .run();
+    Ok(server)
+}
+
+/// Turns a 500 into the contract's `INTERNAL_ERROR` carrying the request id, logging the cause once.
+fn finish(res: ServiceResponse, request_id: &RequestId) -> ServiceResponse {
+    if res.status() != StatusCode::INTERNAL_SERVER_ERROR {
+        return res;
+    }
+    let cause = res.response().error().map(ToString::to_string).unwrap_or_default();
+    log::error!("request_id={} internal error: {cause}", request_id.0);
+    let (req, _) = res.into_parts();
+    ServiceResponse::new(req, Failure::internal(request_id).error_response())
+}
+
+/// An error answered from the middleware, where no handler's [`ApiError`] exists.
+#[derive(Debug)]
+struct Failure {
+    code: ErrorCode,
+    message: String,
+}
+
+impl Failure {
+    fn internal(request_id: &RequestId) -> Failure {
+        let message = format!("An internal error occurred. Quote request id {} when reporting it.", request_id.0);
+        Failure { code: ErrorCode::InternalError, message }
+    }
+
+    /// The envelope for an error actix raised itself, chosen by its status.
+    fn for_status(status: StatusCode, request_id: &RequestId) -> Failure {
+        let code = match status {
+            StatusCode::NOT_FOUND => ErrorCode::NotFound,
+            StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
+            StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
+            StatusCode::SERVICE_UNAVAILABLE => ErrorCode::Unavailable,
+            s if s.is_client_error() => ErrorCode::InvalidRequest,
+            _ => return Failure::internal(request_id),
+        };
+        Failure { code, message: code.default_message().to_owned() }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.code.as_str())
+    }
+}
+
+impl ResponseError for Failure {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        ApiError::response_for(self.code, &self.message, "")
+    }
+}

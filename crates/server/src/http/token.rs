@@ -1,0 +1,122 @@
+//! The authentication endpoints under `http.base_path`.
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use crm_auth_core::limits::MAX_NAME_CHARS;
+use crm_auth_core::{Empty, Envelope, TokenResponse, ValidateResponse, parse_basic_authorization};
+
+use crate::error::ApiError;
+use crate::http::method_not_allowed;
+use crate::http::request::{self, client_addr, read_body};
+use crate::service::login::{self, PasswordLogin};
+use crate::service::session;
+use crate::state::AppState;
+
+/// Registers the token routes (relative to the base path).
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    let resource = |path: &str| web::resource(path.to_owned()).default_service(web::to(method_not_allowed));
+    cfg.service(resource("/authentication/token").route(web::post().to(create_token)))
+        .service(
+            resource("/authentication/web_api_key/token")
+                .route(web::post().to(create_key_token))
+                .route(web::get().to(create_key_token)),
+        )
+        .service(resource("/authentication/token/refresh").route(web::post().to(refresh_token)))
+        .service(resource("/authentication/token/release").route(web::post().to(release_token)))
+        .service(
+            resource("/authentication/token/validate")
+                .route(web::get().to(validate_token))
+                .route(web::post().to(validate_token)),
+        );
+}
+
+fn rate_limit(req: &HttpRequest, state: &AppState) -> Result<std::net::IpAddr, ApiError> {
+    let client = client_addr(req, state);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    state.rate_limiter.check(client, now).map_err(|retry_after| ApiError::RateLimited { retry_after })?;
+    Ok(client)
+}
+
+fn token_response(token: String) -> HttpResponse {
+    HttpResponse::Ok().json(Envelope::ok(TokenResponse { token }))
+}
+
+/// `POST authentication/token`: username + password + organisation (+ unit).
+pub async fn create_token(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let client = rate_limit(&req, &state)?;
+    let body = read_body(&req, payload, state.settings.http.max_body_bytes).await?;
+    let map = request::json_object(&body)?;
+    let login = PasswordLogin {
+        username: request::required_string(&map, "username", MAX_NAME_CHARS)?,
+        password: request::password(&map)?,
+        organisation: request::required_string(&map, "organisation", MAX_NAME_CHARS)?,
+        unit: request::optional_string(&map, "unit", MAX_NAME_CHARS)?,
+    };
+    let token = login::login_with_password(&state, login, client).await?;
+    Ok(token_response(token))
+}
+
+/// `POST` / `GET authentication/web_api_key/token`: the key as the Basic user name.
+pub async fn create_key_token(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let client = rate_limit(&req, &state)?;
+    let body = read_body(&req, payload, state.settings.http.max_body_bytes).await?;
+    let unit = match request::optional_string(&request::json_object(&body)?, "unit", MAX_NAME_CHARS)? {
+        Some(unit) => Some(unit),
+        None => request::query_field(&req, "unit")?,
+    };
+    let key = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_basic_authorization);
+    let token = login::login_with_key(&state, key, unit, client).await?;
+    Ok(token_response(token))
+}
+
+/// `POST authentication/token/refresh`.
+pub async fn refresh_token(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let client = rate_limit(&req, &state)?;
+    let body = read_body(&req, payload, state.settings.http.max_body_bytes).await?;
+    let token = request::token(&req, &body)?;
+    let token = session::refresh(&state, &token, client).await?;
+    Ok(token_response(token))
+}
+
+/// `POST authentication/token/release`.
+pub async fn release_token(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let client = client_addr(&req, &state);
+    let body = read_body(&req, payload, state.settings.http.max_body_bytes).await?;
+    let token = request::token(&req, &body)?;
+    session::release(&state, &token, client).await?;
+    Ok(HttpResponse::Ok().json(Envelope::ok(Empty {})))
+}
+
+/// `GET` / `POST authentication/token/validate`.
+pub async fn validate_token(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_body(&req, payload, state.settings.http.max_body_bytes).await?;
+    let token = request::token(&req, &body)?;
+    let session = session::validate(&state, &token).await?;
+    Ok(HttpResponse::Ok().json(Envelope::ok(ValidateResponse { session })))
+}

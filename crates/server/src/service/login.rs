@@ -1,0 +1,189 @@
+//! Getting a token: by username + password in an organisation, or by Web API key.
+
+use std::net::IpAddr;
+
+use actix_web::web;
+use crm_auth_core::{ApiKey, AuthMethod, new_id};
+
+use crate::db::api_key;
+use crate::db::organisation::{self, Organisation};
+use crate::db::session::{self, Session};
+use crate::db::unit::{self, Unit};
+use crate::db::user::{self, User};
+use crate::db::{DbConnection, name_key};
+use crate::error::ApiError;
+use crate::service::{lockout, token_for};
+use crate::state::AppState;
+
+/// A key's `last_used_at` is written at most this often, so key logins do not all write the key row.
+const LAST_USED_RESOLUTION: i64 = 60;
+
+/// A validated password login.
+pub struct PasswordLogin {
+    /// As typed.
+    pub username: String,
+    /// Never logged.
+    pub password: String,
+    /// As typed.
+    pub organisation: String,
+    /// `None` for the user's default unit.
+    pub unit: Option<String>,
+}
+
+/// Checks a password login and opens a session; returns the token.
+pub async fn login_with_password(state: &AppState, login: PasswordLogin, client: IpAddr) -> Result<String, ApiError> {
+    let now = state.clock.now();
+    let org_key = name_key(&login.organisation);
+    let user_key = name_key(&login.username);
+
+    let found = {
+        let (state, org_key, user_key) = (state.clone(), org_key.clone(), user_key.clone());
+        let organisation = login.organisation.clone();
+        let username = login.username.clone();
+        web::block(move || -> Result<_, ApiError> {
+            let mut conn = state.pool.get()?;
+            lockout::reserve_attempt(&mut conn, &org_key, &user_key, now, &state.settings.auth.lockout)?;
+            let Some(org) = organisation::find_by_name(&mut conn, &organisation)? else { return Ok(None) };
+            let user = user::find_by_username(&mut conn, &org.id, &username)?;
+            Ok(user.map(|user| (org, user)))
+        })
+        .await?
+    };
+    let found = match found {
+        Err(ApiError::TooManyAttempts { retry_after }) => {
+            log::warn!(
+                target: "crm_auth::audit",
+                "login locked org={:?} user={:?} method=password client={client} retry_after={retry_after}",
+                login.organisation,
+                login.username
+            );
+            return Err(ApiError::TooManyAttempts { retry_after });
+        }
+        other => other?,
+    };
+
+    let phc = found.as_ref().and_then(|(_, user)| user.password_hash.clone());
+    let password_ok = state.hasher.verify(login.password, phc).await?;
+    let Some((org, user)) = found.filter(|(org, user)| password_ok && org.is_active && user.is_active) else {
+        log::info!(
+            target: "crm_auth::audit",
+            "login failed org={:?} user={:?} method=password client={client}",
+            login.organisation,
+            login.username
+        );
+        return Err(ApiError::InvalidCredentials);
+    };
+
+    let state2 = state.clone();
+    let session = web::block(move || -> Result<Session, ApiError> {
+        let mut conn = state2.pool.get()?;
+        lockout::reset(&mut conn, &org_key, &user_key)?;
+        let unit = resolve_unit(&mut conn, &org, &user, login.unit.as_deref())?;
+        open_session(&mut conn, &state2, &org, &user, &unit, None, now)
+    })
+    .await??;
+    log::info!(
+        target: "crm_auth::audit",
+        "login ok org={:?} user={:?} unit={:?} method=password jti={} client={client}",
+        session.organisation_name,
+        session.username,
+        session.unit_name,
+        session.id
+    );
+    Ok(token_for(state, &session))
+}
+
+/// Opens a session for a Web API key; returns the token.
+pub async fn login_with_key(
+    state: &AppState,
+    key: Option<ApiKey>,
+    wanted_unit: Option<String>,
+    client: IpAddr,
+) -> Result<String, ApiError> {
+    let Some(key) = key else {
+        log::info!(target: "crm_auth::audit", "login failed method=web_api_key reason=no_key client={client}");
+        return Err(ApiError::InvalidCredentials);
+    };
+    let digest = key.digest();
+    let now = state.clock.now();
+    let state2 = state.clone();
+    let session = web::block(move || -> Result<Session, ApiError> {
+        let mut conn = state2.pool.get()?;
+        let key = api_key::find_active_by_digest(&mut conn, &digest)?.ok_or(ApiError::InvalidCredentials)?;
+        let user = user::find_by_id(&mut conn, &key.user_id)?.filter(|u| u.is_active);
+        let org = organisation::find_by_id(&mut conn, &key.organisation_id)?.filter(|o| o.is_active);
+        let (Some(user), Some(org)) = (user, org) else { return Err(ApiError::InvalidCredentials) };
+        let unit = resolve_unit(&mut conn, &org, &user, wanted_unit.as_deref())?;
+        let session = open_session(&mut conn, &state2, &org, &user, &unit, Some(&key.id), now)?;
+        if key.last_used_at.is_none_or(|at| now - at >= LAST_USED_RESOLUTION) {
+            api_key::update_last_used(&mut conn, &key.id, now)?;
+        }
+        Ok(session)
+    })
+    .await?;
+    match &session {
+        Ok(s) => log::info!(
+            target: "crm_auth::audit",
+            "login ok org={:?} user={:?} unit={:?} method=web_api_key jti={} client={client}",
+            s.organisation_name,
+            s.username,
+            s.unit_name,
+            s.id
+        ),
+        Err(e) => log::info!(target: "crm_auth::audit", "login failed method=web_api_key reason={e} client={client}"),
+    }
+    Ok(token_for(state, &session?))
+}
+
+/// The unit a login asks for (id, else name, else code), or the user's default; it must be active and the
+/// user a member.
+pub fn resolve_unit(
+    conn: &mut DbConnection,
+    org: &Organisation,
+    user: &User,
+    wanted: Option<&str>,
+) -> Result<Unit, ApiError> {
+    let unit = match wanted.filter(|w| !w.is_empty()) {
+        None => user::find_default_unit(conn, &user.id)?,
+        Some(wanted) => match unit::find_in_organisation(conn, &org.id, wanted)? {
+            Some(unit) if user::is_member(conn, &user.id, &unit.id)? => Some(unit),
+            _ => None,
+        },
+    };
+    unit.filter(|u| u.is_active).ok_or(ApiError::InvalidUnit)
+}
+
+fn open_session(
+    conn: &mut DbConnection,
+    state: &AppState,
+    org: &Organisation,
+    user: &User,
+    unit: &Unit,
+    key_id: Option<&str>,
+    now: i64,
+) -> Result<Session, ApiError> {
+    let settings = &state.settings;
+    let max_end_at = now.saturating_add(i64::try_from(settings.session.max_lifetime_seconds).unwrap_or(i64::MAX));
+    let expires_at = now.saturating_add(i64::try_from(settings.token.ttl_seconds).unwrap_or(i64::MAX)).min(max_end_at);
+    let method = if key_id.is_some() { AuthMethod::WebApiKey } else { AuthMethod::Password };
+    let row = Session {
+        id: new_id(),
+        organisation_id: org.id.clone(),
+        user_id: user.id.clone(),
+        unit_id: unit.id.clone(),
+        api_key_id: key_id.map(str::to_owned),
+        method: method.as_str().to_owned(),
+        username: user.username.clone(),
+        organisation_name: org.name.clone(),
+        unit_name: unit.name.clone(),
+        created_at: now,
+        generation: 0,
+        rotated_at: now,
+        expires_at,
+        max_end_at,
+        ended_at: None,
+        end_reason: None,
+    };
+    session::create(conn, &row)?;
+    Ok(row)
+}

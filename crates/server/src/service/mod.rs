@@ -1,0 +1,27 @@
+//! What the endpoints do, apart from HTTP: logins, sessions, lockout. Blocking functions take `&mut conn`
+//! first and `now` as a parameter; the async ones move blocking work off the async workers.
+
+pub mod lockout;
+pub mod login;
+pub mod session;
+
+use crm_auth_core::{Claims, issue};
+
+use crate::db::session::Session;
+use crate::state::AppState;
+
+/// The token a session's row describes: its newest generation. Signing is deterministic, so every caller
+/// that asks for the same generation gets the same string.
+pub fn token_for(state: &AppState, session: &Session) -> String {
+    let claims = Claims {
+        jti: session.id.clone(),
+        usr: session.username.clone(),
+        org: session.organisation_name.clone(),
+        oun: session.unit_name.clone(),
+        iat: session.rotated_at,
+        exp: session.expires_at,
+        iss: Some(state.settings.token.issuer.clone()),
+        r#gen: u64::try_from(session.generation).unwrap_or(0),
+    };
+    issue(&state.keyring, &claims, state.settings.token.date_format)
+}

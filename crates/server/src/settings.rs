@@ -1,0 +1,373 @@
+//! Typed configuration: built-in defaults, then the TOML file, then `CRM_AUTH__SECTION__KEY` variables.
+//!
+//! Loaded once at start-up and passed down; unknown keys and out-of-range values stop start-up with a message
+//! that names the key.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use crm_auth_core::DateFormat;
+use serde::Deserialize;
+
+/// Environment variables with this prefix override the file: `CRM_AUTH__DATABASE__URL` sets `database.url`.
+pub const ENV_PREFIX: &str = "CRM_AUTH";
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The file or a variable could not be read or does not fit the schema (unknown key, wrong type).
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    /// A value is out of range.
+    #[error("configuration: {key}: {reason}")]
+    Invalid {
+        /// The offending key.
+        key: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> SettingsError {
+    SettingsError::Invalid { key, reason: reason.into() }
+}
+
+/// A configuration value that must never be printed.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value.
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The value itself; call it only where the secret is used.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Everything the server and the command line read from configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Folder for the generated signing key and the default SQLite database.
+    pub data_dir: PathBuf,
+    /// Where the data lives.
+    pub database: DatabaseSettings,
+    /// The HTTP listener.
+    pub http: HttpSettings,
+    /// Token lifetime, signing keys and verification rules.
+    pub token: TokenSettings,
+    /// Session limits.
+    pub session: SessionSettings,
+    /// Password hashing and lockout.
+    pub auth: AuthSettings,
+}
+
+/// `[database]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `sqlite://PATH` or `postgres://USER@HOST:PORT/DB`.
+    pub url: Secret,
+    /// Connections in the pool.
+    pub pool_size: u32,
+}
+
+/// `[http]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Address to listen on.
+    pub bind: String,
+    /// Prefix of the API paths.
+    pub base_path: String,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Per-address request limit on the token endpoints.
+    pub rate_limit: RateLimitSettings,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Worker threads; 0 means one per core.
+    pub workers: usize,
+}
+
+/// `[http.rate_limit]`: a token bucket per client address.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitSettings {
+    /// Sustained requests per second per address; 0 turns the limit off.
+    pub per_second: u32,
+    /// Requests an address may send at once before the rate applies.
+    pub burst: u32,
+}
+
+/// One `[[token.keys]]` entry.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeySettings {
+    /// The key id, written into each token's `kid`.
+    pub id: String,
+    /// The secret itself (at least 32 bytes).
+    pub secret: Option<Secret>,
+    /// A file holding the secret (trailing newline ignored).
+    pub secret_file: Option<PathBuf>,
+}
+
+/// `[token]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokenSettings {
+    /// Token lifetime.
+    pub ttl_seconds: u64,
+    /// The `iss` claim written and required.
+    pub issuer: String,
+    /// `numeric` (RFC 7519) or `string` (CRM.COM's samples) for `iat` / `exp`.
+    pub date_format: DateFormat,
+    /// Signing keys: the first signs, all verify. Empty: a generated key in `{data_dir}/signing-key`.
+    pub keys: Vec<KeySettings>,
+    /// Clock skew allowed on `exp` and `iat`, at most 60.
+    pub leeway_seconds: u64,
+    /// How long after `exp` a token may still be refreshed.
+    pub refresh_grace_seconds: u64,
+    /// How long the token a refresh replaced still gets the newest one back.
+    pub reuse_interval_seconds: u64,
+    /// Accept tokens without `iss` (minted by an existing CRM.COM deployment sharing the secret).
+    pub accept_legacy: bool,
+}
+
+/// `[session]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionSettings {
+    /// No session outlives this, however often it is refreshed.
+    pub max_lifetime_seconds: u64,
+}
+
+/// `[auth]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Argon2id cost.
+    pub argon2: Argon2Settings,
+    /// Hashes that may run at once; 0 means one per core.
+    pub max_concurrent_hashes: usize,
+    /// Failed-login lockout.
+    pub lockout: LockoutSettings,
+}
+
+/// `[auth.argon2]`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Argon2Settings {
+    /// Memory in KiB.
+    pub m_kib: u32,
+    /// Iterations.
+    pub t: u32,
+    /// Lanes.
+    pub p: u32,
+}
+
+/// `[auth.lockout]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LockoutSettings {
+    /// Consecutive failures after which attempts are refused for a while.
+    pub threshold: u32,
+    /// The longest refusal.
+    pub max_seconds: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            data_dir: PathBuf::from("data"),
+            database: DatabaseSettings::default(),
+            http: HttpSettings::default(),
+            token: TokenSettings::default(),
+            session: SessionSettings { max_lifetime_seconds: 86_400 },
+            auth: AuthSettings::default(),
+        }
+    }
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> DatabaseSettings {
+        DatabaseSettings { url: Secret::new("sqlite://data/crm-auth.db"), pool_size: 16 }
+    }
+}
+
+impl Default for HttpSettings {
+    fn default() -> HttpSettings {
+        HttpSettings {
+            bind: "127.0.0.1:8080".into(),
+            base_path: "/crmapi/rest/v2".into(),
+            max_body_bytes: 16 * 1024,
+            rate_limit: RateLimitSettings::default(),
+            trusted_proxies: Vec::new(),
+            workers: 0,
+        }
+    }
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> RateLimitSettings {
+        RateLimitSettings { per_second: 0, burst: 20 }
+    }
+}
+
+impl Default for TokenSettings {
+    fn default() -> TokenSettings {
+        TokenSettings {
+            ttl_seconds: 7_200,
+            issuer: "crm-auth".into(),
+            date_format: DateFormat::Numeric,
+            keys: Vec::new(),
+            leeway_seconds: 30,
+            refresh_grace_seconds: 600,
+            reuse_interval_seconds: 10,
+            accept_legacy: false,
+        }
+    }
+}
+
+impl Default for SessionSettings {
+    fn default() -> SessionSettings {
+        SessionSettings { max_lifetime_seconds: 86_400 }
+    }
+}
+
+impl Default for AuthSettings {
+    fn default() -> AuthSettings {
+        AuthSettings {
+            argon2: Argon2Settings::default(),
+            max_concurrent_hashes: 0,
+            lockout: LockoutSettings { threshold: 5, max_seconds: 900 },
+        }
+    }
+}
+
+impl Default for Argon2Settings {
+    fn default() -> Argon2Settings {
+        Argon2Settings { m_kib: 19_456, t: 2, p: 1 }
+    }
+}
+
+impl Default for LockoutSettings {
+    fn default() -> LockoutSettings {
+        LockoutSettings { threshold: 5, max_seconds: 900 }
+    }
+}
+
+impl Settings {
+    /// Defaults, then `file` if given, then the environment; validated.
+    pub fn load(file: Option<&Path>) -> Result<Settings, SettingsError> {
+        Settings::load_from(file, std::env::vars())
+    }
+
+    /// [`Settings::load`] with the environment given explicitly (tests use it).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, SettingsError> {
+        let mut builder = config::Config::builder();
+        if let Some(file) = file {
+            builder = builder.add_source(config::File::from(file).format(config::FileFormat::Toml).required(true));
+        }
+        let env: config::Map<String, String> =
+            env.into_iter().filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__"))).collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("__")
+                .separator("__")
+                .list_separator(",")
+                .with_list_parse_key("http.trusted_proxies")
+                .try_parsing(true)
+                .source(Some(env)),
+        );
+        let settings: Settings = builder.build()?.try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Settings for tests: an SQLite file in `dir`, cheap hashing, a fixed signing key.
+    pub fn for_test(dir: &Path) -> Settings {
+        let mut settings = Settings { data_dir: dir.to_owned(), ..Settings::default() };
+        settings.database.url = Secret::new(format!("sqlite://{}", dir.join("crm-auth.db").display()));
+        settings.database.pool_size = 8;
+        settings.http.bind = "127.0.0.1:0".into();
+        settings.auth.argon2 = Argon2Settings { m_kib: 256, t: 1, p: 1 };
+        settings.auth.max_concurrent_hashes = 2;
+        settings.token.keys =
+            vec![KeySettings { id: "test".into(), secret: Some(Secret::new("t".repeat(32))), secret_file: None }];
+        settings
+    }
+
+    /// Checks ranges that types cannot express.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        crate::db::Backend::from_url(self.database.url.expose())
+            .map_err(|e| invalid("database.url", e.to_string()))?;
+        if self.database.pool_size == 0 {
+            return Err(invalid("database.pool_size", "must be at least 1"));
+        }
+        self.bind_addr()?;
+        let base = &self.http.base_path;
+        if !base.starts_with('/') || (base.len() > 1 && base.ends_with('/')) {
+            return Err(invalid("http.base_path", "must start with / and not end with /"));
+        }
+        if self.http.max_body_bytes == 0 {
+            return Err(invalid("http.max_body_bytes", "must be at least 1"));
+        }
+        if self.http.rate_limit.per_second > 0 && self.http.rate_limit.burst == 0 {
+            return Err(invalid("http.rate_limit.burst", "must be at least 1 when the limit is on"));
+        }
+        if self.token.ttl_seconds == 0 {
+            return Err(invalid("token.ttl_seconds", "must be at least 1"));
+        }
+        if self.token.issuer.is_empty() {
+            return Err(invalid("token.issuer", "must not be empty"));
+        }
+        if self.token.leeway_seconds > 60 {
+            return Err(invalid("token.leeway_seconds", "must be at most 60"));
+        }
+        for key in &self.token.keys {
+            if key.secret.is_some() == key.secret_file.is_some() {
+                return Err(invalid("token.keys", format!("key {:?} needs exactly one of secret, secret_file", key.id)));
+            }
+        }
+        if self.session.max_lifetime_seconds == 0 {
+            return Err(invalid("session.max_lifetime_seconds", "must be at least 1"));
+        }
+        let a = &self.auth.argon2;
+        argon2::Params::new(a.m_kib, a.t, a.p, None).map_err(|e| invalid("auth.argon2", e.to_string()))?;
+        if self.auth.lockout.threshold == 0 {
+            return Err(invalid("auth.lockout.threshold", "must be at least 1"));
+        }
+        if self.auth.lockout.max_seconds == 0 {
+            return Err(invalid("auth.lockout.max_seconds", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// The listen address.
+    pub fn bind_addr(&self) -> Result<SocketAddr, SettingsError> {
+        self.http.bind.parse().map_err(|_| invalid("http.bind", "must be an address like 127.0.0.1:8080"))
+    }
+
+    /// How many hashes may run at once.
+    pub fn hash_threads(&self) -> usize {
+        match self.auth.max_concurrent_hashes {
+            0 => std::thread::available_parallelism().map(usize::from).unwrap_or(1),
+            n => n,
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! `AppState`: what every request needs, built once at start-up and shared by all workers.
+
+use std::sync::Arc;
+
+use crm_auth_core::{Keyring, VerifyOptions};
+
+use crate::clock::{Clock, SystemClock};
+use crate::db::{self, Backend, Pool};
+use crate::password::{HashObserver, PasswordHasher};
+use crate::ratelimit::RateLimiter;
+use crate::settings::Settings;
+
+/// Shared state, registered as actix app data; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// The validated configuration.
+    pub settings: Arc<Settings>,
+    /// The database pool (built once).
+    pub pool: Pool,
+    /// Which backend the pool talks to.
+    pub backend: &'static str,
+    /// Signing and verification keys.
+    pub keyring: Arc<Keyring>,
+    /// The bounded Argon2id pool.
+    pub hasher: PasswordHasher,
+    /// The time source; tests inject a manual one.
+    pub clock: Arc<dyn Clock>,
+    /// Per-address limiter for the token endpoints.
+    pub rate_limiter: Arc<RateLimiter>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").field("backend", &self.backend).finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// Builds the state: pool, migrations, keyring and hashing threads.
+    pub fn build(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+        observer: Arc<dyn HashObserver>,
+    ) -> anyhow::Result<AppState> {
+        let backend = Backend::from_url(settings.database.url.expose())?;
+        let backend_name = backend.name();
+        let pool = db::build_pool(backend, settings.database.pool_size)?;
+        db::run_migrations(&mut *pool.get()?)?;
+        let (keyring, _) = crate::signing::load_keyring(&settings)?;
+        let hasher = PasswordHasher::start(&settings.auth.argon2, settings.hash_threads(), observer)?;
+        let rate_limiter = RateLimiter::new(&settings.http.rate_limit);
+        Ok(AppState {
+            settings: Arc::new(settings),
+            pool,
+            backend: backend_name,
+            keyring: Arc::new(keyring),
+            hasher,
+            clock,
+            rate_limiter: Arc::new(rate_limiter),
+        })
+    }
+
+    /// [`AppState::build`] with the system clock and no hashing observer.
+    pub fn from_settings(settings: Settings) -> anyhow::Result<AppState> {
+        AppState::build(settings, Arc::new(SystemClock), Arc::new(crate::password::NoObserver))
+    }
+
+    /// The verification rules at `now`.
+    pub fn verify_options(&self, now: i64) -> VerifyOptions {
+        let token = &self.settings.token;
+        VerifyOptions {
+            now,
+            leeway: token.leeway_seconds,
+            issuer: token.issuer.clone(),
+            accept_legacy: token.accept_legacy,
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! `cargo xtask deps`: dependencies point one way. The core library does no I/O and the SDK carries no server,
+//! so neither may pull in the server's stack, not even through a transitive dependency.
+
+use anyhow::{Result, bail};
+
+use crate::cmd::cmd;
+
+/// Each package and the packages its normal (non-dev, non-build) dependency graph must not contain.
+const RULES: &[(&str, &[&str])] = &[
+    (
+        "crm-auth-core",
+        &["diesel", "actix-web", "actix-http", "reqwest", "tokio"],
+    ),
+    ("crm-auth-client", &["diesel", "actix-web"]),
+];
+
+/// Checks every rule, shows how each forbidden package gets in, and fails if any does.
+pub fn run() -> Result<()> {
+    let mut violations = Vec::new();
+    for (package, forbidden) in RULES {
+        // `--target all` so that a dependency behind a `cfg` for another platform cannot hide.
+        let tree = cmd(
+            "cargo",
+            ["tree", "-p", package, "-e", "normal", "--target", "all"],
+        )
+        .args(["--prefix", "none", "--format", "{p}"])
+        .read()?;
+        for (name, version) in packages(&tree).filter(|(name, _)| forbidden.contains(name)) {
+            let spec = format!("{name}@{version}");
+            eprintln!("{package} must not depend on {name}; it gets in through:");
+            cmd(
+                "cargo",
+                [
+                    "tree", "-p", package, "-e", "normal", "--target", "all", "-i", &spec,
+                ],
+            )
+            .run()?;
+            violations.push(format!("{package} depends on {spec}"));
+        }
+    }
+    if !violations.is_empty() {
+        bail!("forbidden dependencies: {}", violations.join("; "));
+    }
+    for (package, forbidden) in RULES {
+        eprintln!("{package}: none of {}", forbidden.join(", "));
+    }
+    Ok(())
+}
+
+/// The distinct `(name, version)` pairs in `cargo tree --prefix none --format {p}` output, whose lines read
+/// `name vX.Y.Z [(path)] [(*)]`.
+fn packages(tree: &str) -> impl Iterator<Item = (&str, &str)> {
+    let mut seen = std::collections::BTreeSet::new();
+    tree.lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            Some((words.next()?, words.next()?.strip_prefix('v')?))
+        })
+        .filter(move |package| seen.insert(*package))
+}
+
+#[cfg(test)]
+mod tests {
+    //! A misread tree would let a forbidden dependency through unnoticed.
+
+    use super::*;
+
+    /// Names and versions come out once each, path and dedup markers ignored.
+    #[test]
+    fn reads_tree_lines() {
+        let tree = "crm-auth-client v0.1.0 (/work/crates/client)\n\
+                    crm-auth-core v0.1.0 (/work/crates/core)\n\
+                    tokio v1.47.1\n\
+                    tokio-macros v2.5.0 (proc-macro)\n\
+                    tokio v1.47.1 (*)\n\
+                    \n";
+        let found = packages(tree).collect::<Vec<_>>();
+        assert_eq!(
+            found,
+            [
+                ("crm-auth-client", "0.1.0"),
+                ("crm-auth-core", "0.1.0"),
+                ("tokio", "1.47.1"),
+                ("tokio-macros", "2.5.0"),
+            ]
+        );
+    }
+}
