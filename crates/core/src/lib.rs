@@ -1,1 +1,24 @@
 //! Wire types, claims, keyring and HS256 sign/verify for crm-auth.
+//!
+//! This crate is shared by the server, the client SDK and downstream services that verify tokens offline.
+//! It does no I/O and never reads the clock: every time-dependent function takes `now` in unix seconds.
+
+pub mod apikey;
+pub mod envelope;
+pub mod ids;
+pub mod limits;
+pub mod token;
+pub mod wire;
+
+pub use apikey::{ApiKey, KeyGenError, digest_key, parse_basic_authorization};
+pub use envelope::{Empty, Envelope, ErrorCode, Status, UnknownErrorCode};
+pub use ids::{is_id, new_id};
+pub use limits::{MAX_NAME_CHARS, MAX_PASSWORD_BYTES, MAX_TOKEN_BYTES};
+pub use token::{
+    Claims, DateFormat, Keyring, KeyringError, SigningKey, TokenError, Verifier, VerifyOptions,
+    decode_unverified, issue, verify, verify_ignoring_expiry,
+};
+pub use wire::{
+    ApiKeyTokenRequest, AuthMethod, PasswordTokenRequest, SessionInfo, TokenRequest, TokenResponse,
+    UnknownAuthMethod, ValidateResponse,
+};

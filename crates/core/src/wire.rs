@@ -1,0 +1,178 @@
+//! Request and response bodies of the API, shared by the server and the client so the two cannot drift.
+//!
+//! Types that carry a secret (a password, a token) print it as `***` in `Debug`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Printed in place of a secret.
+struct Redacted;
+
+impl fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Body of `POST {base}/authentication/token`. Extra fields are ignored.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct PasswordTokenRequest {
+    /// The username, matched case-insensitively within the organisation.
+    pub username: String,
+    /// The password in clear.
+    pub password: String,
+    /// The organisation name, matched case-insensitively.
+    pub organisation: String,
+    /// A unit id, name or code; absent, `null` or `""` means the user's default unit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+}
+
+impl fmt::Debug for PasswordTokenRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PasswordTokenRequest")
+            .field("username", &self.username)
+            .field("password", &Redacted)
+            .field("organisation", &self.organisation)
+            .field("unit", &self.unit)
+            .finish()
+    }
+}
+
+/// Optional body of `{base}/authentication/web_api_key/token`; the key itself travels in the `Authorization`
+/// header.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKeyTokenRequest {
+    /// A unit id, name or code; absent, `null` or `""` means the user's default unit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+}
+
+/// `data` of a successful token request or refresh.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenResponse {
+    /// The compact JWT.
+    pub token: String,
+}
+
+impl fmt::Debug for TokenResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenResponse").field("token", &Redacted).finish()
+    }
+}
+
+/// Body of refresh, release and validate, for clients that send the token in the body rather than in an
+/// `Authorization: Bearer` header.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRequest {
+    /// The compact JWT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+impl fmt::Debug for TokenRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let token = self.token.as_ref().map(|_| Redacted);
+        f.debug_struct("TokenRequest").field("token", &token).finish()
+    }
+}
+
+/// How a session was authenticated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    /// Username and password.
+    Password,
+    /// A Web API key.
+    WebApiKey,
+}
+
+impl AuthMethod {
+    /// The wire name: `"password"` or `"web_api_key"`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AuthMethod::Password => "password",
+            AuthMethod::WebApiKey => "web_api_key",
+        }
+    }
+}
+
+impl fmt::Display for AuthMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The string is not one of the [`AuthMethod`] wire names.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown authentication method")]
+pub struct UnknownAuthMethod;
+
+impl FromStr for AuthMethod {
+    type Err = UnknownAuthMethod;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "password" => Ok(AuthMethod::Password),
+            "web_api_key" => Ok(AuthMethod::WebApiKey),
+            _ => Err(UnknownAuthMethod),
+        }
+    }
+}
+
+/// A live session as the validate endpoint describes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    /// The session id, the tokens' `jti`.
+    pub id: String,
+    /// The username as stored.
+    pub username: String,
+    /// The organisation name as stored.
+    pub organisation: String,
+    /// The name of the unit the session is logged into.
+    pub unit: String,
+    /// How the session was authenticated.
+    pub method: AuthMethod,
+    /// Issue time of the presented token, unix seconds.
+    pub issued_at: i64,
+    /// Expiry time of the presented token, unix seconds.
+    pub expires_at: i64,
+}
+
+/// `data` of a successful validate call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValidateResponse {
+    /// The token's session.
+    pub session: SessionInfo,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_method_names() {
+        for m in [AuthMethod::Password, AuthMethod::WebApiKey] {
+            assert_eq!(m.as_str().parse::<AuthMethod>(), Ok(m));
+            assert_eq!(
+                serde_json::to_value(m).ok(),
+                Some(serde_json::Value::from(m.as_str()))
+            );
+        }
+        assert_eq!("Password".parse::<AuthMethod>(), Err(UnknownAuthMethod));
+    }
+
+    #[test]
+    fn token_request_debug_hides_token() {
+        let some = TokenRequest {
+            token: Some("eyJ.secret.sig".into()),
+        };
+        assert_eq!(format!("{some:?}"), "TokenRequest { token: Some(***) }");
+        assert_eq!(
+            format!("{:?}", TokenRequest::default()),
+            "TokenRequest { token: None }"
+        );
+    }
+}
