@@ -1,0 +1,166 @@
+//! The `crm-auth` binary end to end as a subprocess, on SQLite and PostgreSQL: every admin command, then bad
+//! input for each, which must exit non-zero with one line on stderr and change nothing.
+
+mod common;
+
+use std::io::Write as _;
+use std::process::{Command, Output, Stdio};
+
+use common::{Backend, TestDb};
+
+backend_tests!(admin_commands_set_up_a_working_organisation, bad_input_exits_non_zero_with_one_line, demo_is_idempotent);
+
+struct Cli<'a> {
+    db: &'a TestDb,
+}
+
+impl Cli<'_> {
+    fn run(&self, args: &[&str], stdin: Option<&str>) -> anyhow::Result<Output> {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_crm-auth"))
+            .args(args)
+            .env("CRM_AUTH__DATABASE__URL", &self.db.url)
+            .env("CRM_AUTH__DATA_DIR", self.db.dir.path())
+            .env("CRM_AUTH__AUTH__ARGON2__M_KIB", "256")
+            .env("CRM_AUTH__AUTH__ARGON2__T", "1")
+            .env("RUST_LOG", "warn")
+            .env_remove("CRM_AUTH_CONFIG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        if let Some(mut pipe) = child.stdin.take() {
+            pipe.write_all(stdin.unwrap_or_default().as_bytes())?;
+        }
+        Ok(child.wait_with_output()?)
+    }
+
+    /// Runs a command that must succeed; returns its stdout.
+    fn ok(&self, args: &[&str], stdin: Option<&str>) -> anyhow::Result<String> {
+        let out = self.run(args, stdin)?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        anyhow::ensure!(out.status.success(), "{args:?} failed: {stderr}");
+        Ok(String::from_utf8(out.stdout)?)
+    }
+
+    /// Runs a command that must fail with one line on stderr.
+    fn fails(&self, args: &[&str], stdin: Option<&str>) -> anyhow::Result<String> {
+        let out = self.run(args, stdin)?;
+        let stderr = String::from_utf8(out.stderr)?;
+        anyhow::ensure!(!out.status.success(), "{args:?} succeeded");
+        anyhow::ensure!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
+        anyhow::ensure!(stderr.trim().lines().count() == 1, "{args:?} printed more than one line: {stderr}");
+        Ok(stderr)
+    }
+}
+
+fn last_line(s: &str) -> String {
+    s.trim().lines().last().unwrap_or_default().to_owned()
+}
+
+async fn admin_commands_set_up_a_working_organisation(backend: Backend) -> anyhow::Result<()> {
+    let db = TestDb::new(&backend)?;
+    let cli = Cli { db: &db };
+    assert!(cli.ok(&["migrate"], None)?.contains("applied 1"));
+    let org_id = last_line(&cli.ok(&["org", "add", "Acme"], None)?);
+    assert!(crm_auth_core::is_id(&org_id), "{org_id}");
+    let unit_id = last_line(&cli.ok(&["unit", "add", "--org", "acme", "Main", "--code", "MN"], None)?);
+    assert!(crm_auth_core::is_id(&unit_id));
+    cli.ok(&["unit", "add", "--org", &org_id, "Second"], None)?;
+    let user_id = last_line(&cli.ok(
+        &["user", "add", "--org", "Acme", "alice", "--unit", "MN", "--unit", "Second", "--default-unit", "second", "--password-stdin"],
+        Some("s3cret-pass\n"),
+    )?);
+    assert!(crm_auth_core::is_id(&user_id));
+    cli.ok(&["user", "passwd", "--org", "Acme", "ALICE", "--password-stdin"], Some("new-pass"))?;
+    cli.ok(&["user", "add", "--org", "Acme", "bot", "--unit", &unit_id], None)?;
+    let key = last_line(&cli.ok(&["key", "create", "--org", "Acme", "--user", "bot"], None)?);
+    assert!(crm_auth_core::is_id(&key), "the key alone is the last line: {key}");
+    let listing = cli.ok(&["key", "list", "--org", "Acme"], None)?;
+    assert!(!listing.contains(&key), "key list never shows a key");
+    assert!(listing.contains("bot") && listing.contains(&key[..6]));
+    // The server accepts what the command line created.
+    let mut settings = db.settings();
+    settings.auth.argon2 = crm_auth_server::settings::Argon2Settings { m_kib: 256, t: 1, p: 1 };
+    let state = crm_auth_server::state::AppState::from_settings(settings)?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let server = crm_auth_server::http::serve(listener, state)?;
+    std::thread::spawn(move || actix_web::rt::System::new().block_on(server));
+    let client = crm_auth_client::Client::builder().base_url(&url).build()?;
+    let token = client.token_with_password("alice", "new-pass", "acme", None).await?;
+    assert_eq!(token.claims().oun, "Second", "the default unit");
+    let by_key = client.token_with_api_key(&key, None).await?;
+    assert_eq!(by_key.claims().usr, "bot");
+    let sessions = cli.ok(&["session", "list", "--org", "Acme"], None)?;
+    assert!(sessions.contains(&token.claims().jti) && sessions.contains(&by_key.claims().jti));
+    let only_bot = cli.ok(&["session", "list", "--org", "Acme", "--user", "bot"], None)?;
+    assert!(!only_bot.contains(&token.claims().jti));
+    cli.ok(&["session", "revoke", &token.claims().jti], None)?;
+    assert_eq!(client.validate(token.as_str()).await.err().and_then(|e| e.code()), Some(crm_auth_core::ErrorCode::SessionEnded));
+    // Disabling a user ends its sessions; revoking a key refuses it.
+    cli.ok(&["user", "disable", "--org", "Acme", "bot"], None)?;
+    assert!(client.validate(by_key.as_str()).await.is_err());
+    assert!(client.token_with_api_key(&key, None).await.is_err());
+    cli.ok(&["user", "enable", "--org", "Acme", "bot"], None)?;
+    client.token_with_api_key(&key, None).await?;
+    let key_id = listing.lines().nth(1).and_then(|l| l.split_whitespace().next()).unwrap_or_default().to_owned();
+    cli.ok(&["key", "revoke", "--org", "Acme", &key_id], None)?;
+    assert!(client.token_with_api_key(&key, None).await.is_err());
+    Ok(())
+}
+
+async fn bad_input_exits_non_zero_with_one_line(backend: Backend) -> anyhow::Result<()> {
+    let db = TestDb::new(&backend)?;
+    let cli = Cli { db: &db };
+    cli.ok(&["org", "add", "Acme"], None)?;
+    cli.ok(&["unit", "add", "--org", "Acme", "Main"], None)?;
+    cli.ok(&["user", "add", "--org", "Acme", "alice", "--unit", "Main"], None)?;
+    let bad: &[(&[&str], Option<&str>)] = &[
+        (&["org", "add", "acme"], None),
+        (&["org", "add", ""], None),
+        (&["unit", "add", "--org", "Nowhere", "X"], None),
+        (&["unit", "add", "--org", "Acme", "MAIN"], None),
+        (&["user", "add", "--org", "Acme", "ALICE", "--unit", "Main"], None),
+        (&["user", "add", "--org", "Acme", "bob", "--unit", "Nowhere"], None),
+        (&["user", "add", "--org", "Acme", "bob", "--unit", "Main", "--password-stdin"], Some("")),
+        (&["user", "passwd", "--org", "Acme", "alice", "--password-stdin"], Some("\n")),
+        (&["user", "passwd", "--org", "Acme", "nobody", "--password-stdin"], Some("x")),
+        (&["user", "disable", "--org", "Acme", "nobody"], None),
+        (&["key", "create", "--org", "Acme", "--user", "nobody"], None),
+        (&["key", "list", "--org", "Nowhere"], None),
+        (&["key", "revoke", "--org", "Acme", "00000000000000000000000000000000"], None),
+        (&["session", "list", "--org", "Acme", "--user", "nobody"], None),
+        (&["session", "revoke", "00000000000000000000000000000000"], None),
+    ];
+    for (args, stdin) in bad {
+        let stderr = cli.fails(args, *stdin)?;
+        assert!(stderr.starts_with("error: "), "{args:?}: {stderr}");
+    }
+    // Nothing was created by the failures: bob does not exist, there is one organisation and one unit.
+    let listing = cli.ok(&["session", "list", "--org", "Acme"], None)?;
+    assert_eq!(listing.lines().count(), 1);
+    cli.fails(&["user", "disable", "--org", "Acme", "bob"], None)?;
+    // A bad configuration is one line too.
+    let out = Command::new(env!("CARGO_BIN_EXE_crm-auth"))
+        .args(["migrate"])
+        .env("CRM_AUTH__TOKEN__NOPE", "1")
+        .output()?;
+    assert!(!out.status.success());
+    assert!(String::from_utf8(out.stderr)?.contains("nope"));
+    Ok(())
+}
+
+async fn demo_is_idempotent(backend: Backend) -> anyhow::Result<()> {
+    let db = TestDb::new(&backend)?;
+    let cli = Cli { db: &db };
+    let first = cli.ok(&["demo"], None)?;
+    let second = cli.ok(&["demo"], None)?;
+    assert!(second.contains("curl -s -X POST"));
+    let field = |out: &str, name: &str| {
+        out.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().last()).unwrap_or_default().to_owned()
+    };
+    assert_ne!(field(&first, "demo password:"), field(&second, "demo password:"));
+    let orgs = cli.ok(&["key", "list", "--org", "demo"], None)?;
+    assert_eq!(orgs.lines().count(), 3, "two keys, the first revoked: {orgs}");
+    Ok(())
+}

@@ -1,0 +1,220 @@
+//! Test support: one fresh database per test on each backend, and a `TestApp` that runs the real server on
+//! a free port with a manual clock, seeded with an organisation, units, a user and a key.
+#![allow(dead_code, reason = "each test binary uses a different part of this module")]
+#![allow(missing_docs, reason = "test support")]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crm_auth_client::Client;
+use crm_auth_server::admin;
+use crm_auth_server::clock::{Clock, ManualClock};
+use crm_auth_server::db::{DbConnection, PooledConnection};
+use crm_auth_server::password::{NoObserver, PasswordHasher};
+use crm_auth_server::settings::{Secret, Settings};
+use crm_auth_server::state::AppState;
+use diesel::connection::SimpleConnection;
+use diesel::{Connection, PgConnection};
+
+/// Declares each listed `async fn name(backend: Backend) -> anyhow::Result<()>` as a test on SQLite and
+/// on PostgreSQL.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() -> anyhow::Result<()> {
+                    super::$name($crate::common::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() -> anyhow::Result<()> {
+                    match $crate::common::Backend::postgres() {
+                        Some(backend) => super::$name(backend).await,
+                        None => Ok(()),
+                    }
+                }
+            )*
+        }
+    };
+}
+
+/// Where a test's database lives.
+#[derive(Clone, Debug)]
+pub enum Backend {
+    Sqlite,
+    /// The admin URL of a PostgreSQL server.
+    Postgres(String),
+}
+
+impl Backend {
+    /// PostgreSQL if `cargo xtask test` said it runs (`CRM_AUTH_TEST_BACKENDS`), or, without that variable,
+    /// if one answers at `CRM_AUTH_TEST_POSTGRES_URL`.
+    pub fn postgres() -> Option<Backend> {
+        let url = std::env::var("CRM_AUTH_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+        match std::env::var("CRM_AUTH_TEST_BACKENDS") {
+            Ok(list) => list.split(',').any(|b| b.trim() == "postgres").then_some(Backend::Postgres(url)),
+            Err(_) => PgConnection::establish(&url).ok().map(|_| Backend::Postgres(url)),
+        }
+    }
+}
+
+/// A database of its own for one test; PostgreSQL ones are dropped when this is.
+pub struct TestDb {
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    admin_url: Option<String>,
+    name: String,
+}
+
+const PG_PREFIX: &str = "crm_auth_t_";
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl TestDb {
+    pub fn new(backend: &Backend) -> anyhow::Result<TestDb> {
+        let dir = tempfile::tempdir()?;
+        match backend {
+            Backend::Sqlite => {
+                let url = format!("sqlite://{}", dir.path().join("crm-auth.db").display());
+                Ok(TestDb { url, dir, admin_url: None, name: String::new() })
+            }
+            Backend::Postgres(admin_url) => {
+                let mut admin = PgConnection::establish(admin_url)?;
+                sweep_stale(&mut admin)?;
+                let name = format!("{PG_PREFIX}{}_{}", unix_now(), crm_auth_core::new_id().to_lowercase());
+                admin.batch_execute(&format!("CREATE DATABASE {name}"))?;
+                let base = admin_url.rsplit_once('/').map_or(admin_url.as_str(), |(base, _)| base);
+                Ok(TestDb { url: format!("{base}/{name}"), dir, admin_url: Some(admin_url.clone()), name })
+            }
+        }
+    }
+
+    pub fn settings(&self) -> Settings {
+        let mut settings = Settings::for_test(self.dir.path());
+        settings.database.url = Secret::new(self.url.clone());
+        settings
+    }
+}
+
+/// Drops databases that crashed test runs left behind (older than an hour).
+fn sweep_stale(admin: &mut PgConnection) -> anyhow::Result<()> {
+    use diesel::prelude::*;
+    #[derive(QueryableByName)]
+    struct Name {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        datname: String,
+    }
+    let names: Vec<Name> =
+        diesel::sql_query(format!("SELECT datname FROM pg_database WHERE datname LIKE '{PG_PREFIX}%'")).load(admin)?;
+    let cutoff = unix_now().saturating_sub(3600);
+    for Name { datname } in names {
+        let created = datname.trim_start_matches(PG_PREFIX).split('_').next().and_then(|t| t.parse::<u64>().ok());
+        if created.is_some_and(|t| t < cutoff) {
+            let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {datname} WITH (FORCE)"));
+        }
+    }
+    Ok(())
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some(admin_url) = &self.admin_url
+            && let Ok(mut admin) = PgConnection::establish(admin_url)
+        {
+            let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+        }
+    }
+}
+
+/// The seeded data of a [`TestApp`].
+pub const ORG: &str = "Acme";
+pub const USER: &str = "alice";
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// The real server on a free port, with its own database and a clock the test moves.
+pub struct TestApp {
+    pub url: String,
+    pub client: Client,
+    pub clock: ManualClock,
+    pub state: AppState,
+    /// Alice's Web API key.
+    pub key: String,
+    pub main_unit_id: String,
+    pub db: TestDb,
+}
+
+impl TestApp {
+    pub async fn start(backend: &Backend) -> anyhow::Result<TestApp> {
+        TestApp::start_with(backend, |_| {}).await
+    }
+
+    /// Starts with settings adjusted by `tweak`.
+    pub async fn start_with(backend: &Backend, tweak: impl FnOnce(&mut Settings)) -> anyhow::Result<TestApp> {
+        let db = TestDb::new(backend)?;
+        let mut settings = db.settings();
+        tweak(&mut settings);
+        let clock = ManualClock::new();
+        let state = AppState::build(settings, Arc::new(clock.clone()), Arc::new(NoObserver))?;
+        let (key, main_unit_id) = seed(&state, clock.now())?;
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let server = crm_auth_server::http::serve(listener, state.clone())?;
+        std::thread::spawn(move || actix_web::rt::System::new().block_on(server));
+        let url = format!("http://{addr}");
+        let client = Client::builder().base_url(&url).base_path(state.settings.http.base_path.clone()).build()?;
+        Ok(TestApp { url, client, clock, state, key, main_unit_id, db })
+    }
+
+    pub fn conn(&self) -> anyhow::Result<PooledConnection> {
+        Ok(self.state.pool.get()?)
+    }
+
+    /// The API base URL, for raw requests.
+    pub fn api(&self, path: &str) -> String {
+        format!("{}{}{}", self.url, self.state.settings.http.base_path, path)
+    }
+
+    /// Adds a user in the organisation with a password, in the given units (first is default).
+    pub fn add_user(&self, username: &str, password: Option<&str>, units: &[&str]) -> anyhow::Result<()> {
+        let conn = &mut *self.conn()?;
+        let org = admin::find_organisation(conn, ORG)?;
+        let hash = password.map(|p| PasswordHasher::hash_blocking(&self.state.settings.auth.argon2, p)).transpose()?;
+        let units: Vec<String> = units.iter().map(|u| (*u).to_owned()).collect();
+        admin::add_user(conn, &org, username, &units, None, hash, self.clock.now())?;
+        Ok(())
+    }
+
+    /// A password token for alice.
+    pub async fn login(&self) -> anyhow::Result<crm_auth_client::Token> {
+        Ok(self.client.token_with_password(USER, PASSWORD, ORG, None).await?)
+    }
+}
+
+/// Organisation Acme with units Main (code MN, alice's default), Second (SC) and Other (no members); user
+/// alice with a password in Main and Second, and a key.
+fn seed(state: &AppState, now: i64) -> anyhow::Result<(String, String)> {
+    let conn: &mut DbConnection = &mut state.pool.get()?;
+    let org = admin::add_organisation(conn, ORG, now)?;
+    let main = admin::add_unit(conn, &org, "Main", Some("MN"), now)?;
+    admin::add_unit(conn, &org, "Second", Some("SC"), now)?;
+    admin::add_unit(conn, &org, "Other", None, now)?;
+    let hash = PasswordHasher::hash_blocking(&state.settings.auth.argon2, PASSWORD)?;
+    let user = admin::add_user(conn, &org, USER, &["Main".into(), "Second".into()], None, Some(hash), now)?;
+    let (_, key) = admin::create_key(conn, &user, now)?;
+    Ok((key.expose().to_owned(), main.id))
+}
+
+/// A path under the test's data directory.
+pub fn data_path(db: &TestDb, name: &str) -> PathBuf {
+    db.dir.path().join(name)
+}

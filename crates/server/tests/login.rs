@@ -1,0 +1,327 @@
+//! Getting a token by password and by Web API key, the envelope of every error, and lockout, through the
+//! real server on SQLite and PostgreSQL.
+
+mod common;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use common::{Backend, ORG, PASSWORD, TestApp, USER};
+use crm_auth_server::clock::Clock as _;
+use crm_auth_core::{ErrorCode, Keyring, SigningKey, VerifyOptions, verify};
+use serde_json::{Value, json};
+
+backend_tests!(
+    password_login_issues_a_token_with_the_contract_claims,
+    names_match_case_insensitively_and_units_by_id_name_or_code,
+    unit_rules_answer_invalid_unit,
+    every_credential_failure_looks_the_same,
+    key_login_accepts_what_clients_send,
+    key_login_rejects_bad_and_revoked_keys,
+    malformed_requests_get_the_envelope,
+    lockout_refuses_after_the_threshold_and_backs_off,
+    parallel_wrong_passwords_never_pass_the_threshold,
+    string_dates_are_issued_and_accepted,
+);
+
+/// The key `Settings::for_test` configures.
+fn keyring() -> anyhow::Result<Keyring> {
+    Ok(Keyring::new(vec![SigningKey::new("test", "t".repeat(32).into_bytes())?])?)
+}
+
+/// A raw POST, returning status, Retry-After and the parsed envelope.
+async fn post(url: &str, body: impl Into<reqwest::Body>) -> anyhow::Result<(u16, Option<String>, Value)> {
+    let res = reqwest::Client::new().post(url).header("content-type", "application/json").body(body).send().await?;
+    envelope(res).await
+}
+
+async fn envelope(res: reqwest::Response) -> anyhow::Result<(u16, Option<String>, Value)> {
+    let status = res.status().as_u16();
+    let retry = res.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    assert_eq!(res.headers().get("content-type").and_then(|v| v.to_str().ok()), Some("application/json"));
+    let body: Value = serde_json::from_slice(&res.bytes().await?)?;
+    Ok((status, retry, body))
+}
+
+fn code(body: &Value) -> &str {
+    body["status"]["code"].as_str().unwrap_or("<none>")
+}
+
+async fn password_login_issues_a_token_with_the_contract_claims(backend: Backend) -> anyhow::Result<()> {
+    let app = TestApp::start(&backend).await?;
+    let token = app.login().await?;
+    let now = app.clock.now();
+    let claims = verify(&keyring()?, token.as_str(), &VerifyOptions {
+        now,
+        leeway: 0,
+        issuer: "crm-auth".into(),
+        accept_legacy: false,
+    })?;
+    assert_eq!((claims.usr.as_str(), claims.org.as_str(), claims.oun.as_str()), (USER, ORG, "Main"));
+    assert_eq!(claims.iat, now);
+    assert_eq!(claims.exp, now + 7200);
+    assert_eq!(claims.r#gen, 0);
+    assert_eq!(claims.iss.as_deref(), Some("crm-auth"));
+    assert_eq!(claims.jti.len(), 32);
+    assert!(crm_auth_core::is_id(&claims.jti));
+    // The header names the signing key and HS256, in CRM.COM's order.
+    let header = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token.as_str().split('.').next().unwrap_or(""))?;
+    assert_eq!(std::str::from_utf8(&header)?, r#"{"typ":"JWT","alg":"HS256","kid":"test"}"#);
+    // The raw envelope is exactly the contract's.
+    let body = json!({"username": USER, "password": PASSWORD, "organisation": ORG, "extra": [1, 2]});
+    let (status, _, env) = post(&app.api("/authentication/token"), body.to_string()).await?;
+    assert_eq!(status, 200);
+    assert_eq!(env["status"], json!({"code": "OK", "description": "", "message": ""}));
+    assert!(env["data"]["token"].as_str().is_some_and(|t| t.split('.').count() == 3));
+    Ok(())
+}
+
+async fn names_match_case_insensitively_and_units_by_id_name_or_code(backend: Backend) -> anyhow::Result<()> {
+    let app = TestApp::start(&backend).await?;
+    let token = app.client.token_with_password("ALICE", PASSWORD, "aCmE", None).await?;
+    // The claims carry the names as stored, not as typed.
+    assert_eq!((token.claims().usr.as_str(), token.claims().org.as_str()), (USER, ORG));
+    for unit in [app.main_unit_id.as_str(), "main", "MAIN", "mn"] {
+        let token = app.client.token_with_password(USER, PASSWORD, ORG, Some(unit)).await?;
+        assert_eq!(token.claims().oun, "Main", "unit {unit}");
+    }
+    let token = app.client.token_with_password(USER, PASSWORD, ORG, Some("sc")).await?;
+    assert_eq!(token.claims().oun, "Second");
+    // Empty and null units mean the default.
+    for unit in [json!(""), json!(null)] {
+        let body = json!({"username": USER, "password": PASSWORD, "organisation": ORG, "unit": unit});
+        let (status, _, env) = post(&app.api("/authentication/token"), body.to_string()).await?;
+        assert_eq!((status, code(&env)), (200, "OK"));
+    }
+    Ok(())
+}
+
+async fn unit_rules_answer_invalid_unit(backend: Backend) -> anyhow::Result<()> {
+    let app = TestApp::start(&backend).await?;
+    for unit in ["Other", "Nowhere", "00000000000000000000000000000000"] {
+        let err = app.client.token_with_password(USER, PASSWORD, ORG, Some(unit)).await.err();
+        assert_eq!(err.and_then(|e| e.code()), Some(ErrorCode::InvalidUnit), "unit {unit}");
+    }
+    let err = app.client.token_with_api_key(&app.key, Some("Other")).await.err();
+    assert_eq!(err.and_then(|e| e.code()), Some(ErrorCode::InvalidUnit));
+    let (status, _, env) =
+        post(&app.api("/authentication/token"), json!({"username": USER, "password": PASSWORD, "organisation": ORG, "unit": "Other"}).to_string()).await?;
+    assert_eq!((status, code(&env)), (403, "INVALID_UNIT"));
+    Ok(())
+}
+
+async fn every_credential_failure_looks_the_same(backend: Backend) -> anyhow::Result<()> {
+    let app = TestApp::start(&backend).await?;
+    app.add_user("keyonly", None, &["Main"])?;
+    let attempts = [
+        json!({"username": USER, "password": "wrong", "organisation": ORG}),
+        json!({"username": "nobody", "password": PASSWORD, "organisation": ORG}),
+        json!({"username": USER, "password": PASSWORD, "organisation": "Nowhere"}),
+        json!({"username": "keyonly", "password": "anything", "organisation": ORG}),
+    ];
+    let mut answers = Vec::new();
+    for body in attempts {
+        let (status, retry, env) = post(&app.api("/authentication/token"), body.to_string()).await?;
+        assert_eq!(retry, None);
+        answers.push((status, env));
+    }
+    assert_eq!(answers[0].0, 401);
+    assert_eq!(code(&answers[0].1), "INVALID_CREDENTIALS");
+    assert!(answers.iter().all(|a| *a == answers[0]), "{answers:?}");
+    // A disabled user gets the same answer even with the right password.
+    {
+        let conn = &mut *app.conn()?;
+        let org = crm_auth_server::admin::find_organisation(conn, ORG)?;
+        let user = crm_auth_server::admin::find_user(conn, &org, USER)?;
+        crm_auth_server::admin::set_user_active(conn, &user, false, app.clock.now())?;
+    }
+    let err = app.login().await.err();
+    assert_eq!(err.and_then(|e| e.code()), Some(ErrorCode::InvalidCredentials));
+    let err = app.client.token_with_api_key(&app.key, None).await.err();
+    assert_eq!(err.and_then(|e| e.code()), Some(ErrorCode::InvalidCredentials));
+    Ok(())
+}
+
+async fn key_login_accepts_what_clients_send(backend: Backend) -> anyhow::Result<()> {
+    let app = TestApp::start(&backend).await?;
+    let token = app.client.token_with_api_key(&app.key, None).await?;
+    assert_eq!((token.claims().usr.as_str(), token.claims().oun.as_str()), (USER, "Main"));
+    let url = app.api("/authentication/web_api_key/token");
+    let with_colon = STANDARD.encode(format!("{}:", app.key));
+    let without_colon = STANDARD.encode(&app.key);
+    let http = reqwest::Client::new();
+    let variants = [
+        format!("Basic {with_colon}"),
+        format!("basic {without_colon}"),
+        format!("  BASIC   {with_colon}  "),
+        format!("Basic {}", with_colon.trim_end_matches('=')),
+    ];
+    for auth in &variants {
+        // POST without a body, with an empty body and a content type, and GET.
+        let res = http.post(&url).header("authorization", auth).send().await?;
+        assert_eq!(res.status().as_u16(), 200, "{auth}");
+        let res = http.post(&url).header("authorization", auth).header("content-type", "text/plain").body("").send().await?;
+        assert_eq!(res.status().as_u16(), 200, "{auth}");
+        let res = http.get(&url).header("authorization", auth).send().await?;
+        assert_eq!(res.status().as_u16(), 200, "{auth}");
+    }
+    // The unit comes from the body on POST and from the query on GET.
+    let auth = format!("Basic {with_colon}");
+    let (_, _, env) = envelope(http.post(&url).header("authorization", &auth).body(r#"{"unit":"SC"}"#).send().await?).await?;
+    let token = crm_auth_client::Token::parse(env["data"]["token"].as_str().unwrap_or_default())?;
+    assert_eq!(token.claims().oun, "Second");
+    let (_, _, env) = envelope(http.get(format!("{url}?unit=second")).header("authorization", &auth).send().await?).await?;
+    let token = crm_auth_client::Token::parse(env["data"]["token"].as_str().unwrap_or_default())?;
+    assert_eq!(token.claims().oun, "Second");
+    let token = app.client.token_with_api_key(&app.key, Some("Second")).await?;
+    assert_eq!(token.claims().oun, "Second");
+    Ok(())
+}
+
+async fn key_login_rejects_bad_and_revoked_keys(backend: Backend) -> anyhow::Result<()> {
+    let app = TestApp::start(&backend).await?;
+    let url = app.api("/authentication/web_api_key/token");
+    let http = reqwest::Client::new();
+    let bad = [
+        None,
+        Some("Bearer abc".to_owned()),
+        Some("Basic".to_owned()),
+        Some("Basic !!!notbase64".to_owned()),
+        Some(format!("Basic {}", STANDARD.encode(":"))),
+        Some(format!("Basic {}", STANDARD.encode("00000000000000000000000000000000:"))),
+        Some(format!("Digest {}", STANDARD.encode(format!("{}:", app.key)))),
+    ];
+    for auth in bad {
+        let mut req = http.post(&url);
+        if let Some(auth) = &auth {
+            req = req.header("authorization", auth);
+        }
+        let (status, _, env) = envelope(req.send().await?).await?;
+        assert_eq!((status, code(&env)), (401, "INVALID_CREDENTIALS"), "{auth:?}");
+        assert_eq!(env["data"], json!({}));
+    }
+    // Revoking the key ends its sessions and refuses it from then on.
+    let token = app.client.token_with_api_key(&app.key, None).await?;
+    {
+        let conn = &mut *app.conn()?;
+        let org = crm_auth_server::admin::find_organisation(conn, ORG)?;
+        let digest = crm_auth_core::digest_key(&app.key);
+        let key = crm_auth_server::db::api_key::find_active_by_digest(conn, &digest)?.ok_or_else(|| anyhow::anyhow!("key"))?;
+        assert_eq!(crm_auth_server::admin::revoke_key(conn, &org, &key.id, app.clock.now())?, 1);
+    }
+    let err = app.client.token_with_api_key(&app.key, None).await.err();
+    assert_eq!(err.and_then(|e| e.code()), Some(ErrorCode::InvalidCredentials));
+    let err = app.client.validate(token.as_str()).await.err();
+    assert_eq!(err.and_then(|e| e.code()), Some(ErrorCode::SessionEnded));
+    Ok(())
+}
+
+async fn malformed_requests_get_the_envelope(backend: Backend) -> anyhow::Result<()> {
+    let app = TestApp::start(&backend).await?;
+    let token_url = app.api("/authentication/token");
+    let cases: Vec<(String, u16, &str)> = vec![
+        ("{not json".into(), 400, "INVALID_REQUEST"),
+        ("[1,2]".into(), 400, "INVALID_REQUEST"),
+        ("".into(), 400, "INVALID_REQUEST"),
+        (json!({"password": PASSWORD, "organisation": ORG}).to_string(), 400, "INVALID_REQUEST"),
+        (json!({"username": "", "password": PASSWORD, "organisation": ORG}).to_string(), 400, "INVALID_REQUEST"),
+        (json!({"username": 5, "password": PASSWORD, "organisation": ORG}).to_string(), 400, "INVALID_REQUEST"),
+        (json!({"username": USER, "password": ["x"], "organisation": ORG}).to_string(), 400, "INVALID_REQUEST"),
+        (json!({"username": USER, "password": PASSWORD, "organisation": ORG, "unit": 7}).to_string(), 400, "INVALID_REQUEST"),
+        (json!({"username": "u".repeat(257), "password": PASSWORD, "organisation": ORG}).to_string(), 400, "INVALID_REQUEST"),
+        (json!({"username": USER, "password": "p".repeat(1025), "organisation": ORG}).to_string(), 400, "INVALID_REQUEST"),
+        ("x".repeat(16 * 1024 + 1), 413, "PAYLOAD_TOO_LARGE"),
+    ];
+    for (body, want_status, want_code) in cases {
+        let shown: String = body.chars().take(60).collect();
+        let (status, _, env) = post(&token_url, body).await?;
+        assert_eq!((status, code(&env)), (want_status, want_code), "{shown}");
+        assert_eq!(env["data"], json!({}));
+        assert!(env["status"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        // The description names the field but never echoes a value.
+        assert!(!env.to_string().contains(PASSWORD));
+    }
+    // The password is never echoed, even when it is of the wrong type.
+    let (_, _, env) = post(&token_url, json!({"username": USER, "password": 123456789, "organisation": ORG}).to_string()).await?;
+    assert!(!env.to_string().contains("123456789"));
+    let http = reqwest::Client::new();
+    let (status, _, env) = envelope(http.get(app.api("/no/such/path")).send().await?).await?;
+    assert_eq!((status, code(&env)), (404, "NOT_FOUND"));
+    let (status, _, env) = envelope(http.get(format!("{}/elsewhere", app.url)).send().await?).await?;
+    assert_eq!((status, code(&env)), (404, "NOT_FOUND"));
+    let (status, _, env) = envelope(http.get(&token_url).send().await?).await?;
+    assert_eq!((status, code(&env)), (405, "METHOD_NOT_ALLOWED"));
+    let (status, _, env) = envelope(http.delete(app.api("/authentication/token/validate")).send().await?).await?;
+    assert_eq!((status, code(&env)), (405, "METHOD_NOT_ALLOWED"));
+    // Nothing above created a session or a counter.
+    let conn = &mut *app.conn()?;
+    let org = crm_auth_server::admin::find_organisation(conn, ORG)?;
+    assert!(crm_auth_server::admin::list_sessions(conn, &org, None, app.clock.now())?.is_empty());
+    Ok(())
+}
+
+async fn lockout_refuses_after_the_threshold_and_backs_off(backend: Backend) -> anyhow::Result<()> {
+    let app = TestApp::start(&backend).await?;
+    let wrong = json!({"username": USER, "password": "wrong", "organisation": ORG}).to_string();
+    let url = app.api("/authentication/token");
+    for _ in 0..5 {
+        let (status, _, env) = post(&url, wrong.clone()).await?;
+        assert_eq!((status, code(&env)), (401, "INVALID_CREDENTIALS"));
+    }
+    // Locked: even the right password is refused, without being checked.
+    let (status, retry, env) = post(&url, json!({"username": "ALICE", "password": PASSWORD, "organisation": ORG}).to_string()).await?;
+    assert_eq!((status, code(&env), retry.as_deref()), (429, "TOO_MANY_ATTEMPTS", Some("1")));
+    let err = app.login().await.err().ok_or_else(|| anyhow::anyhow!("expected lockout"))?;
+    assert_eq!(err.code(), Some(ErrorCode::TooManyAttempts));
+    assert_eq!(err.retry_after(), Some(std::time::Duration::from_secs(1)));
+    // After the delay one more attempt is checked; failing it doubles the delay.
+    app.clock.advance(1);
+    let (status, _, _) = post(&url, wrong.clone()).await?;
+    assert_eq!(status, 401);
+    let (status, retry, _) = post(&url, wrong.clone()).await?;
+    assert_eq!((status, retry.as_deref()), (429, Some("2")));
+    // Other usernames are not affected.
+    let (status, _, _) = post(&url, json!({"username": "bob", "password": "x", "organisation": ORG}).to_string()).await?;
+    assert_eq!(status, 401);
+    // Success after the delay resets the count.
+    app.clock.advance(2);
+    app.login().await?;
+    for _ in 0..4 {
+        assert_eq!(post(&url, wrong.clone()).await?.0, 401);
+    }
+    app.login().await?;
+    Ok(())
+}
+
+async fn parallel_wrong_passwords_never_pass_the_threshold(backend: Backend) -> anyhow::Result<()> {
+    let app = TestApp::start(&backend).await?;
+    let url = app.api("/authentication/token");
+    let wrong = json!({"username": USER, "password": "wrong", "organisation": ORG}).to_string();
+    let attempts = (0..32).map(|_| post(&url, wrong.clone()));
+    let answers = futures_util::future::join_all(attempts).await;
+    let mut checked = 0;
+    for answer in answers {
+        let (status, _, env) = answer?;
+        match status {
+            401 => checked += 1,
+            429 => assert_eq!(code(&env), "TOO_MANY_ATTEMPTS"),
+            other => anyhow::bail!("unexpected status {other}: {env}"),
+        }
+    }
+    assert!(checked <= 5, "{checked} passwords were checked past a threshold of 5");
+    assert!(checked >= 1);
+    Ok(())
+}
+
+async fn string_dates_are_issued_and_accepted(backend: Backend) -> anyhow::Result<()> {
+    let app = TestApp::start_with(&backend, |s| s.token.date_format = crm_auth_core::DateFormat::String).await?;
+    let token = app.login().await?;
+    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token.as_str().split('.').nth(1).unwrap_or(""))?;
+    let payload: Value = serde_json::from_slice(&payload)?;
+    assert!(payload["exp"].is_string() && payload["iat"].is_string(), "{payload}");
+    assert_eq!(payload["exp"].as_str().map(str::parse::<i64>).transpose()?, Some(token.expires_at()));
+    let session = app.client.validate(token.as_str()).await?;
+    assert_eq!(session.expires_at, token.expires_at());
+    let refreshed = app.client.refresh(token.as_str()).await?;
+    assert_eq!(refreshed.claims().r#gen, 1);
+    Ok(())
+}
