@@ -1,1 +1,105 @@
-//! Typed SDK for crm-auth.
+//! Typed Rust SDK for the crm-auth service: get a token with a Web API key or a username and password, refresh,
+//! release and validate it, with one [`Error`] type that carries the contract's [`ErrorCode`].
+//!
+//! A [`Client`] sends one request per method call (plus bounded retries where repeating is safe, see
+//! [`ClientBuilder::retries`]); a [`Session`] keeps a token fresh for a long-running program. Tokens come back as
+//! [`Token`]s, whose claims are decoded (without verification) for convenience. Tokens and keys travel in the
+//! `Authorization` header, never in a URL, and no `Debug` or `Display` of this crate prints a token, key or
+//! password. The feature `blocking` adds synchronous wrappers (see [Features](#features)).
+//!
+//! # Log in with a Web API key
+//!
+//! ```no_run
+//! use crm_auth_client::Client;
+//!
+//! # async fn run() -> Result<(), crm_auth_client::Error> {
+//! let client = Client::builder().base_url("http://127.0.0.1:8080").build()?;
+//! let token = client.token_with_api_key("EE63A82C4FEBE02FF34E90DD1EBA5ABE", None).await?;
+//! println!("session {} expires at {}", token.session_id(), token.expires_at());
+//! // Send token.as_str() with the calls that need it.
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Log in with a username and password
+//!
+//! ```no_run
+//! use crm_auth_client::{Client, ErrorCode};
+//!
+//! # async fn run() -> Result<(), crm_auth_client::Error> {
+//! let client = Client::builder().base_url("http://127.0.0.1:8080").build()?;
+//! match client.token_with_password("admin", "secret", "demo", Some("HQ")).await {
+//!     Ok(token) => println!("logged into unit {}", token.claims().oun),
+//!     Err(err) if err.code() == Some(ErrorCode::TooManyAttempts) => {
+//!         println!("locked out, retry in {:?}", err.retry_after());
+//!     }
+//!     // `message()` is a sentence fit to show an end user.
+//!     Err(err) => println!("login failed: {}", err.message().unwrap_or("the service did not answer")),
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Keep a token fresh with a [`Session`]
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use crm_auth_client::{Client, Session};
+//!
+//! # async fn run() -> Result<(), crm_auth_client::Error> {
+//! let client = Client::builder().base_url("http://127.0.0.1:8080").build()?;
+//! let session = Session::with_password(client, "admin", "secret", "demo", None)
+//!     .margin(Duration::from_secs(120));
+//! for _ in 0..3 {
+//!     // Refreshed (or logged in again) only when less than two minutes are left; clones of the session,
+//!     // in any number of tasks, share the token and one refresh on the wire.
+//!     let token = session.token().await?;
+//!     println!("using session {}", token.session_id());
+//! }
+//! session.release().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Validate a token (downstream services)
+//!
+//! ```no_run
+//! use crm_auth_client::Client;
+//!
+//! # async fn run(presented: &str) -> Result<(), crm_auth_client::Error> {
+//! let client = Client::builder().base_url("http://127.0.0.1:8080").build()?;
+//! match client.validate(presented).await {
+//!     Ok(session) => println!("{} of {} in {}", session.username, session.organisation, session.unit),
+//!     // INVALID_TOKEN, TOKEN_EXPIRED or SESSION_ENDED: the caller must log in again.
+//!     Err(err) if err.is_session_over() => println!("refused: {err}"),
+//!     Err(err) => return Err(err),
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Features
+//!
+//! - `blocking`: the module `blocking`, with a `Client` and a `Session` offering the same methods synchronously,
+//!   each client running a private single-threaded runtime. Not for use inside an async runtime.
+
+mod client;
+mod error;
+mod retry;
+mod session;
+mod token;
+
+#[cfg(feature = "blocking")]
+pub mod blocking;
+
+#[cfg(test)]
+mod testserver;
+
+pub use client::{
+    Client, ClientBuilder, DEFAULT_BASE_PATH, DEFAULT_CONNECT_TIMEOUT, DEFAULT_RETRIES, DEFAULT_TIMEOUT,
+    DEFAULT_USER_AGENT,
+};
+pub use crm_auth_core::{AuthMethod, Claims, ErrorCode, SessionInfo, Status};
+pub use error::Error;
+pub use session::{Clock, DEFAULT_MARGIN, Session};
+pub use token::Token;

@@ -12,7 +12,7 @@ use crm_auth_client::Client;
 use crm_auth_server::admin;
 use crm_auth_server::clock::{Clock, ManualClock};
 use crm_auth_server::db::{DbConnection, PooledConnection};
-use crm_auth_server::password::{NoObserver, PasswordHasher};
+use crm_auth_server::password::PasswordHasher;
 use crm_auth_server::settings::{Secret, Settings};
 use crm_auth_server::state::AppState;
 use diesel::connection::SimpleConnection;
@@ -164,7 +164,7 @@ impl TestApp {
         let mut settings = db.settings();
         tweak(&mut settings);
         let clock = ManualClock::new();
-        let state = AppState::build(settings, Arc::new(clock.clone()), Arc::new(NoObserver))?;
+        let state = AppState::build(settings, Arc::new(clock.clone()))?;
         let (key, main_unit_id) = seed(&state, clock.now())?;
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
@@ -195,15 +195,15 @@ impl TestApp {
     }
 
     /// A password token for alice.
-    pub async fn login(&self) -> anyhow::Result<crm_auth_client::Token> {
-        Ok(self.client.token_with_password(USER, PASSWORD, ORG, None).await?)
+    pub async fn login(&self) -> Result<crm_auth_client::Token, crm_auth_client::Error> {
+        self.client.token_with_password(USER, PASSWORD, ORG, None).await
     }
 }
 
 /// Organisation Acme with units Main (code MN, alice's default), Second (SC) and Other (no members); user
 /// alice with a password in Main and Second, and a key.
 fn seed(state: &AppState, now: i64) -> anyhow::Result<(String, String)> {
-    let conn: &mut DbConnection = &mut state.pool.get()?;
+    let conn: &mut DbConnection = &mut *state.pool.get()?;
     let org = admin::add_organisation(conn, ORG, now)?;
     let main = admin::add_unit(conn, &org, "Main", Some("MN"), now)?;
     admin::add_unit(conn, &org, "Second", Some("SC"), now)?;

@@ -1,0 +1,36 @@
+//! Gets a token with a Web API key, shows its claims, validates it and releases the session.
+//!
+//! ```sh
+//! CRM_AUTH_KEY=... cargo run -p crm-auth-client --example key_login -- [URL] [UNIT]
+//! ```
+//!
+//! `URL` is the server's root (default `$CRM_AUTH_URL`, else `http://127.0.0.1:8080`); the key is read from
+//! `CRM_AUTH_KEY` rather than the command line, where other users of the machine could see it.
+
+use anyhow::Context as _;
+use crm_auth_client::Client;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let url = args
+        .next()
+        .or_else(|| std::env::var("CRM_AUTH_URL").ok())
+        .unwrap_or_else(|| "http://127.0.0.1:8080".to_owned());
+    let unit = args.next();
+    let key = std::env::var("CRM_AUTH_KEY").context("set CRM_AUTH_KEY to a Web API key")?;
+
+    let client = Client::builder().base_url(url).build()?;
+    let token = client.token_with_api_key(&key, unit.as_deref()).await?;
+    let claims = token.claims();
+    println!("session:      {}", claims.jti);
+    println!("user:         {} in {} / {}", claims.usr, claims.org, claims.oun);
+    println!("expires at:   {}", token.expires_at());
+
+    let session = client.validate(token.as_str()).await?;
+    println!("validated:    {} session, live", session.method);
+
+    client.release(token.as_str()).await?;
+    println!("released");
+    Ok(())
+}

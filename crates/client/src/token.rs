@@ -1,0 +1,200 @@
+//! A token as the SDK hands it out: the compact JWT together with its claims, decoded without verification.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crm_auth_core::{Claims, decode_unverified};
+
+use crate::Error;
+
+/// A session token: the compact JWT and its decoded claims.
+///
+/// The claims are read without checking the signature (the SDK holds no signing key), so they say what the
+/// server issued only when the token came from the server; downstream services verify tokens with
+/// `crm_auth_core::Verifier` or the validate endpoint instead. `iat`/`exp` are read as JSON numbers or as JSON
+/// strings of digits, as CRM.COM's own tokens carry them.
+///
+/// `Debug` prints the session id, user, organisation and expiry, never the token itself, and there is no
+/// `Display` or `AsRef<str>`: the raw token is reached through [`Token::as_str`] only, so it is not passed or
+/// printed by accident. Cloning is cheap.
+#[derive(Clone)]
+pub struct Token {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    raw: String,
+    claims: Claims,
+}
+
+impl Token {
+    /// Decodes a compact JWT's claims, without verifying its signature or times.
+    ///
+    /// Fails with [`Error::InvalidArgument`] when `raw` is not a compact JWT with a JSON header and well-formed
+    /// claims.
+    pub fn parse(raw: impl Into<String>) -> Result<Token, Error> {
+        let raw = raw.into();
+        let claims = decode_unverified(&raw).map_err(|e| Error::invalid_argument(e.to_string()))?;
+        Ok(Token {
+            inner: Arc::new(Inner { raw, claims }),
+        })
+    }
+
+    /// The compact JWT, to send with a request (for instance as `Authorization: Bearer` or a `token` field).
+    pub fn as_str(&self) -> &str {
+        &self.inner.raw
+    }
+
+    /// The decoded claims.
+    pub fn claims(&self) -> &Claims {
+        &self.inner.claims
+    }
+
+    /// The session id (`jti`), the same across refreshes of one session.
+    pub fn session_id(&self) -> &str {
+        &self.inner.claims.jti
+    }
+
+    /// Issue time (`iat`), unix seconds.
+    pub fn issued_at(&self) -> i64 {
+        self.inner.claims.iat
+    }
+
+    /// Expiry time (`exp`), unix seconds.
+    pub fn expires_at(&self) -> i64 {
+        self.inner.claims.exp
+    }
+
+    /// Seconds from `now` (unix seconds) until expiry; negative once expired.
+    pub fn remaining(&self, now: i64) -> i64 {
+        self.expires_at().saturating_sub(now)
+    }
+
+    /// Seconds between issue and expiry, never negative.
+    pub(crate) fn lifetime(&self) -> i64 {
+        self.expires_at().saturating_sub(self.issued_at()).max(0)
+    }
+}
+
+impl PartialEq for Token {
+    fn eq(&self, other: &Token) -> bool {
+        self.inner.raw == other.inner.raw
+    }
+}
+
+impl Eq for Token {}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let claims = self.claims();
+        f.debug_struct("Token")
+            .field("jti", &claims.jti)
+            .field("usr", &claims.usr)
+            .field("org", &claims.org)
+            .field("exp", &claims.exp)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crm_auth_core::{DateFormat, Keyring, SigningKey, issue};
+
+    use super::*;
+
+    const JTI: &str = "EE63A82C4FEBE02FF34E90DD1EBA5ABE";
+
+    fn claims() -> Claims {
+        Claims {
+            jti: JTI.to_owned(),
+            usr: "alice".to_owned(),
+            org: "Acme".to_owned(),
+            oun: "Main".to_owned(),
+            iat: 1_495_713_382,
+            exp: 1_495_720_582,
+            iss: Some("crm-auth".to_owned()),
+            r#gen: 3,
+        }
+    }
+
+    fn mint(format: DateFormat) -> anyhow::Result<String> {
+        let keyring = Keyring::new(vec![SigningKey::new("k1", vec![42; 32])?])?;
+        Ok(issue(&keyring, &claims(), format))
+    }
+
+    fn payload(raw: &str) -> anyhow::Result<String> {
+        use base64::Engine as _;
+        let segment = raw
+            .split('.')
+            .nth(1)
+            .ok_or_else(|| anyhow::anyhow!("no payload"))?;
+        Ok(String::from_utf8(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(segment)?,
+        )?)
+    }
+
+    #[test]
+    fn parses_numeric_and_string_dates_alike() -> anyhow::Result<()> {
+        let numeric = mint(DateFormat::Numeric)?;
+        let string = mint(DateFormat::String)?;
+        // The two forms must really differ on the wire, else this test proves nothing about the string form.
+        assert!(payload(&numeric)?.contains(r#""exp":1495720582"#));
+        assert!(payload(&string)?.contains(r#""exp":"1495720582""#));
+        for raw in [numeric, string] {
+            let token = Token::parse(raw.clone())?;
+            assert_eq!(token.as_str(), raw);
+            assert_eq!(token.claims(), &claims());
+            assert_eq!(token.session_id(), JTI);
+            assert_eq!(token.issued_at(), 1_495_713_382);
+            assert_eq!(token.expires_at(), 1_495_720_582);
+            assert_eq!(token.lifetime(), 7200);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn remaining_counts_down_and_goes_negative() -> anyhow::Result<()> {
+        let token = Token::parse(mint(DateFormat::Numeric)?)?;
+        assert_eq!(token.remaining(1_495_720_582 - 60), 60);
+        assert_eq!(token.remaining(1_495_720_582), 0);
+        assert_eq!(token.remaining(1_495_720_582 + 5), -5);
+        assert_eq!(token.remaining(i64::MIN), i64::MAX);
+        Ok(())
+    }
+
+    #[test]
+    fn rejects_what_is_not_a_jwt() {
+        for raw in ["", "not.a.token", "abc", "a.b", "eyJhbGciOiJIUzI1NiJ9..sig"] {
+            let err = Token::parse(raw).err();
+            assert!(
+                matches!(err, Some(Error::InvalidArgument { .. })),
+                "{raw:?}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn debug_hides_the_raw_token() -> anyhow::Result<()> {
+        let raw = mint(DateFormat::Numeric)?;
+        let token = Token::parse(raw.clone())?;
+        let debug = format!("{token:?}");
+        assert_eq!(
+            debug,
+            format!(r#"Token {{ jti: "{JTI}", usr: "alice", org: "Acme", exp: 1495720582, .. }}"#)
+        );
+        for segment in raw.split('.') {
+            assert!(!debug.contains(segment), "{debug}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn equality_is_by_raw_token() -> anyhow::Result<()> {
+        let a = Token::parse(mint(DateFormat::Numeric)?)?;
+        let b = Token::parse(mint(DateFormat::String)?)?;
+        assert_eq!(a, a.clone());
+        // Same claims, different encoding: different tokens.
+        assert_ne!(a, b);
+        Ok(())
+    }
+}
