@@ -1,9 +1,9 @@
 //! `cargo xtask ci`: the gate every change passes, in the order that fails fastest: formatting, lints, docs,
-//! dependency direction, then the tests.
+//! dependency direction, generated files, then the tests.
 
 use anyhow::{Context as _, Result};
 
-use crate::{cmd::cmd, deps, test};
+use crate::{cmd::cmd, codegen, deps, test};
 
 /// One step of the gate.
 type Step = fn() -> Result<()>;
@@ -14,6 +14,7 @@ const STEPS: &[(&str, Step)] = &[
     ("clippy", clippy),
     ("doc", doc),
     ("deps", deps::run),
+    ("codegen", codegen_check),
     ("test", tests),
 ];
 
@@ -46,6 +47,11 @@ fn doc() -> Result<()> {
     cmd("cargo", ["doc", "--workspace", "--no-deps"])
         .env("RUSTDOCFLAGS", "-D warnings")
         .run()
+}
+
+/// The committed generated files are what the code generates.
+fn codegen_check() -> Result<()> {
+    codegen::run(&["--check".to_owned()])
 }
 
 /// The whole test suite, with no extra arguments.

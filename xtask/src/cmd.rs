@@ -43,6 +43,12 @@ impl Cmd {
         self
     }
 
+    /// Removes an environment variable from the child's environment.
+    pub fn env_remove(mut self, key: impl AsRef<OsStr>) -> Self {
+        self.inner.env_remove(key);
+        self
+    }
+
     /// Runs with the terminal's stdin, stdout and stderr; fails unless the command exits successfully.
     pub fn run(mut self) -> Result<()> {
         let line = self.prepare()?;

@@ -7,7 +7,10 @@
 
 mod ci;
 mod cmd;
+mod codegen;
+mod db;
 mod deps;
+mod dev;
 mod test;
 
 use std::{
@@ -26,11 +29,23 @@ const TASKS: &[(&str, &str)] = &[
     ),
     (
         "ci",
-        "fmt, clippy, doc, deps and test, stopping at the first failure",
+        "fmt, clippy, doc, deps, codegen --check and test, stopping at the first failure",
     ),
     (
         "deps",
         "check that crm-auth-core and crm-auth-client stay free of the server's dependencies",
+    ),
+    (
+        "codegen [--check]",
+        "write docs/openapi.json from the code; with --check, fail if the committed file differs",
+    ),
+    (
+        "dev",
+        "run the server with the demo data and debug logging (cargo run -- serve --demo)",
+    ),
+    (
+        "db up|down|reset",
+        "start, stop, or wipe and restart the PostgreSQL of docker-compose.yml",
     ),
     ("help", "print this list"),
 ];
@@ -68,6 +83,12 @@ fn run() -> Result<()> {
             no_arguments(task, rest)?;
             deps::run()
         }
+        "codegen" => codegen::run(rest),
+        "dev" => {
+            no_arguments(task, rest)?;
+            dev::run()
+        }
+        "db" => db::run(rest),
         "help" | "--help" | "-h" => {
             println!("{}", help());
             Ok(())

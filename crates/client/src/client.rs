@@ -669,7 +669,10 @@ mod tests {
                 matches!(err, Some(Error::Decode { http_status: 200, .. })),
                 "{body}: {err:?}"
             );
-            let shown = format!("{err:?} {}", err.as_ref().map(ToString::to_string).unwrap_or_default());
+            let shown = format!(
+                "{err:?} {}",
+                err.as_ref().map(ToString::to_string).unwrap_or_default()
+            );
             assert!(!shown.contains(secret), "{shown}");
         }
         // A proxy's error page: the HTTP status survives.

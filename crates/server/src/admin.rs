@@ -35,7 +35,9 @@ fn check_name(kind: &str, name: &str) -> Result<(), AdminError> {
         return Err(invalid(format!("{kind} must not be empty")));
     }
     if name.chars().count() > MAX_NAME_CHARS {
-        return Err(invalid(format!("{kind} is longer than {MAX_NAME_CHARS} characters")));
+        return Err(invalid(format!(
+            "{kind} is longer than {MAX_NAME_CHARS} characters"
+        )));
     }
     if name.chars().any(char::is_control) {
         return Err(invalid(format!("{kind} must not contain control characters")));
@@ -100,9 +102,10 @@ pub fn add_unit(
         created_at: now,
     };
     unit::create(conn, &unit).map_err(|e| match e {
-        e if is_unique_violation(&e) => {
-            invalid(format!("a unit named {name:?} or coded {code:?} already exists in {:?}", org.name))
-        }
+        e if is_unique_violation(&e) => invalid(format!(
+            "a unit named {name:?} or coded {code:?} already exists in {:?}",
+            org.name
+        )),
         e => e.into(),
     })?;
     Ok(unit)
@@ -133,7 +136,9 @@ pub fn add_user(
         Some(wanted) => {
             let id = find_unit(conn, org, wanted)?.id;
             if !unit_ids.contains(&id) {
-                return Err(invalid(format!("--default-unit {wanted:?} is not among the --unit values")));
+                return Err(invalid(format!(
+                    "--default-unit {wanted:?} is not among the --unit values"
+                )));
             }
             id
         }
@@ -149,7 +154,9 @@ pub fn add_user(
         created_at: now,
     };
     user::create(conn, &user, &unit_ids, &default_id).map_err(|e| match e {
-        e if is_unique_violation(&e) => invalid(format!("user {username:?} already exists in {:?}", org.name)),
+        e if is_unique_violation(&e) => {
+            invalid(format!("user {username:?} already exists in {:?}", org.name))
+        }
         e => e.into(),
     })?;
     Ok(user)
@@ -162,10 +169,19 @@ pub fn set_password(conn: &mut DbConnection, user: &User, hash: &str) -> Result<
 }
 
 /// Enables or disables a user; disabling ends its live sessions. Returns the sessions ended.
-pub fn set_user_active(conn: &mut DbConnection, user: &User, active: bool, now: i64) -> Result<usize, AdminError> {
+pub fn set_user_active(
+    conn: &mut DbConnection,
+    user: &User,
+    active: bool,
+    now: i64,
+) -> Result<usize, AdminError> {
     conn.transaction(|conn| {
         user::update_active(conn, &user.id, active)?;
-        if active { Ok(0) } else { session::update_end_for_user(conn, &user.id, now, "user_disabled") }
+        if active {
+            Ok(0)
+        } else {
+            session::update_end_for_user(conn, &user.id, now, "user_disabled")
+        }
     })
     .map_err(AdminError::from)
 }
@@ -188,7 +204,12 @@ pub fn create_key(conn: &mut DbConnection, user: &User, now: i64) -> Result<(Api
 }
 
 /// Revokes a key of the organisation and ends the sessions it opened. Returns the sessions ended.
-pub fn revoke_key(conn: &mut DbConnection, org: &Organisation, key_id: &str, now: i64) -> Result<usize, AdminError> {
+pub fn revoke_key(
+    conn: &mut DbConnection,
+    org: &Organisation,
+    key_id: &str,
+    now: i64,
+) -> Result<usize, AdminError> {
     let key = api_key::find_by_id(conn, key_id)?
         .filter(|k| k.organisation_id == org.id)
         .ok_or_else(|| invalid(format!("no key {key_id:?} in organisation {:?}", org.name)))?;
@@ -214,7 +235,12 @@ pub fn list_sessions(
     user: Option<&User>,
     now: i64,
 ) -> Result<Vec<Session>, AdminError> {
-    Ok(session::find_live(conn, &org.id, user.map(|u| u.id.as_str()), now)?)
+    Ok(session::find_live(
+        conn,
+        &org.id,
+        user.map(|u| u.id.as_str()),
+        now,
+    )?)
 }
 
 /// What `demo` set up.
@@ -233,7 +259,12 @@ pub struct Demo {
 
 /// Idempotently creates organisation `demo`, unit `HQ` and user `admin`, gives the user the password whose
 /// hash is given, and a fresh key (older demo keys are revoked).
-pub fn demo(conn: &mut DbConnection, password: String, password_hash: String, now: i64) -> Result<Demo, AdminError> {
+pub fn demo(
+    conn: &mut DbConnection,
+    password: String,
+    password_hash: String,
+    now: i64,
+) -> Result<Demo, AdminError> {
     let org = match organisation::find_by_name(conn, "demo")? {
         Some(org) => org,
         None => add_organisation(conn, "demo", now)?,
@@ -248,7 +279,15 @@ pub fn demo(conn: &mut DbConnection, password: String, password_hash: String, no
             set_user_active(conn, &user, true, now)?;
             user
         }
-        None => add_user(conn, &org, "admin", std::slice::from_ref(&unit.id), None, Some(password_hash), now)?,
+        None => add_user(
+            conn,
+            &org,
+            "admin",
+            std::slice::from_ref(&unit.id),
+            None,
+            Some(password_hash),
+            now,
+        )?,
     };
     for old in api_key::find_by_organisation(conn, &org.id)? {
         if old.user_id == user.id && old.revoked_at.is_none() {
@@ -256,5 +295,11 @@ pub fn demo(conn: &mut DbConnection, password: String, password_hash: String, no
         }
     }
     let (_, key) = create_key(conn, &user, now)?;
-    Ok(Demo { organisation: org.name, unit: unit.name, username: user.username, password, key })
+    Ok(Demo {
+        organisation: org.name,
+        unit: unit.name,
+        username: user.username,
+        password,
+        key,
+    })
 }

@@ -55,6 +55,10 @@ pub enum Command {
     Session(SessionCommand),
     /// Idempotently create organisation `demo`, unit `HQ`, user `admin` with a password and a key; print them.
     Demo,
+    /// Print the OpenAPI document for the configured base path (`cargo xtask codegen` writes it to
+    /// docs/openapi.json).
+    #[command(hide = true)]
+    Openapi,
 }
 
 /// `org` commands.
@@ -193,8 +197,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Demo => print_demo(&settings, &mut migrated(&settings)?),
+        Command::Openapi => {
+            print!("{}", crate::http::openapi::to_json(&settings.http.base_path)?);
+            Ok(())
+        }
         Command::Org(OrgCommand::Add { name }) => {
-            println!("{}", admin::add_organisation(&mut migrated(&settings)?, &name, now)?.id);
+            println!(
+                "{}",
+                admin::add_organisation(&mut migrated(&settings)?, &name, now)?.id
+            );
             Ok(())
         }
         Command::Unit(UnitCommand::Add { org, name, code }) => {
@@ -212,11 +223,27 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 fn run_user(settings: &Settings, command: UserCommand, now: i64) -> anyhow::Result<()> {
     let conn = &mut migrated(settings)?;
     match command {
-        UserCommand::Add { user, units, default_unit, password_stdin } => {
+        UserCommand::Add {
+            user,
+            units,
+            default_unit,
+            password_stdin,
+        } => {
             let org = admin::find_organisation(conn, &user.org)?;
-            let hash = if password_stdin { Some(hash_stdin_password(settings)?) } else { None };
-            let created =
-                admin::add_user(conn, &org, &user.username, &units, default_unit.as_deref(), hash, now)?;
+            let hash = if password_stdin {
+                Some(hash_stdin_password(settings)?)
+            } else {
+                None
+            };
+            let created = admin::add_user(
+                conn,
+                &org,
+                &user.username,
+                &units,
+                default_unit.as_deref(),
+                hash,
+                now,
+            )?;
             println!("{}", created.id);
         }
         UserCommand::Passwd { user, .. } => {
@@ -248,14 +275,22 @@ fn run_key(settings: &Settings, command: KeyCommand, now: i64) -> anyhow::Result
             let org = admin::find_organisation(conn, &org)?;
             let user = admin::find_user(conn, &org, &user)?;
             let (row, key) = admin::create_key(conn, &user, now)?;
-            println!("key id {} for {} in {} (the key is shown only now):", row.id, user.username, org.name);
+            println!(
+                "key id {} for {} in {} (the key is shown only now):",
+                row.id, user.username, org.name
+            );
             println!("{}", key.expose());
         }
         KeyCommand::List { org } => {
             let org = admin::find_organisation(conn, &org)?;
-            println!("{:<32}  {:<8}  {:<20}  {:<10}  {:<10}  last_used", "id", "prefix", "user", "created", "revoked");
+            println!(
+                "{:<32}  {:<8}  {:<20}  {:<10}  {:<10}  last_used",
+                "id", "prefix", "user", "created", "revoked"
+            );
             for key in crate::db::api_key::find_by_organisation(conn, &org.id)? {
-                let user = crate::db::user::find_by_id(conn, &key.user_id)?.map(|u| u.username).unwrap_or_default();
+                let user = crate::db::user::find_by_id(conn, &key.user_id)?
+                    .map(|u| u.username)
+                    .unwrap_or_default();
                 let or_dash = |t: Option<i64>| t.map_or_else(|| "-".to_owned(), |t| t.to_string());
                 println!(
                     "{:<32}  {:<8}  {:<20}  {:<10}  {:<10}  {}",
@@ -283,7 +318,10 @@ fn run_session(settings: &Settings, command: SessionCommand, now: i64) -> anyhow
         SessionCommand::List { org, user } => {
             let org = admin::find_organisation(conn, &org)?;
             let user = user.map(|u| admin::find_user(conn, &org, &u)).transpose()?;
-            println!("{:<32}  {:<20}  {:<16}  {:<11}  {:>3}  {:<10}  expires", "jti", "user", "unit", "method", "gen", "created");
+            println!(
+                "{:<32}  {:<20}  {:<16}  {:<11}  {:>3}  {:<10}  expires",
+                "jti", "user", "unit", "method", "gen", "created"
+            );
             for s in admin::list_sessions(conn, &org, user.as_ref(), now)? {
                 println!(
                     "{:<32}  {:<20}  {:<16}  {:<11}  {:>3}  {:<10}  {}",
@@ -293,7 +331,14 @@ fn run_session(settings: &Settings, command: SessionCommand, now: i64) -> anyhow
         }
         SessionCommand::Revoke { jti } => {
             let was_live = admin::revoke_session(conn, &jti, now)?;
-            println!("{}", if was_live { "session ended" } else { "session had already ended" });
+            println!(
+                "{}",
+                if was_live {
+                    "session ended"
+                } else {
+                    "session had already ended"
+                }
+            );
         }
     }
     Ok(())
@@ -312,8 +357,12 @@ fn migrated(settings: &Settings) -> anyhow::Result<DbConnection> {
 
 fn hash_stdin_password(settings: &Settings) -> anyhow::Result<String> {
     let mut input = String::new();
-    std::io::stdin().read_to_string(&mut input).context("cannot read the password from standard input")?;
-    let password = input.strip_suffix('\n').map_or(input.as_str(), |p| p.strip_suffix('\r').unwrap_or(p));
+    std::io::stdin()
+        .read_to_string(&mut input)
+        .context("cannot read the password from standard input")?;
+    let password = input
+        .strip_suffix('\n')
+        .map_or(input.as_str(), |p| p.strip_suffix('\r').unwrap_or(p));
     if password.is_empty() {
         bail!("the password must not be empty");
     }
@@ -334,8 +383,16 @@ fn print_demo(settings: &Settings, conn: &mut DbConnection) -> anyhow::Result<()
     let hash = PasswordHasher::hash_blocking(&settings.auth.argon2, &password)?;
     let demo = admin::demo(conn, password, hash, SystemClock.now())?;
     let addr = settings.bind_addr()?;
-    let host = if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
-    let host = if addr.is_ipv6() && !addr.ip().is_unspecified() { format!("[{host}]") } else { host };
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else {
+        addr.ip().to_string()
+    };
+    let host = if addr.is_ipv6() && !addr.ip().is_unspecified() {
+        format!("[{host}]")
+    } else {
+        host
+    };
     let base = format!("http://{host}:{}{}", addr.port(), settings.http.base_path);
     println!("demo organisation: {}", demo.organisation);
     println!("demo unit:         {}", demo.unit);
@@ -349,7 +406,10 @@ fn print_demo(settings: &Settings, conn: &mut DbConnection) -> anyhow::Result<()
         demo.username, demo.password, demo.organisation
     );
     println!("# a token by Web API key:");
-    println!("curl -s -X POST -u '{}:' {base}/authentication/web_api_key/token", demo.key.expose());
+    println!(
+        "curl -s -X POST -u '{}:' {base}/authentication/web_api_key/token",
+        demo.key.expose()
+    );
     println!("# is a token's session live? (paste the token)");
     println!("curl -s {base}/authentication/token/validate -H 'Authorization: Bearer TOKEN'");
     println!();

@@ -106,7 +106,9 @@ impl ResponseError for ApiError {
         let code = self.code();
         let mut response = ApiError::response_for(code, code.default_message(), &self.description());
         if let Some(seconds) = self.retry_after() {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }
@@ -148,5 +150,8 @@ impl From<crate::password::HashError> for ApiError {
 
 /// Whether a database error is a unique-constraint violation (a concurrent insert won).
 pub fn is_unique_violation(e: &DieselError) -> bool {
-    matches!(e, DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _))
+    matches!(
+        e,
+        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)
+    )
 }

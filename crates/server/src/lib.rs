@@ -6,6 +6,7 @@ pub mod clock;
 pub mod db;
 pub mod error;
 pub mod http;
+pub mod metrics;
 pub mod password;
 pub mod ratelimit;
 pub mod service;

@@ -38,8 +38,15 @@ pub enum HashError {
 }
 
 enum Job {
-    Hash { password: String, reply: oneshot::Sender<Result<String, HashError>> },
-    Verify { password: String, phc: Option<String>, reply: oneshot::Sender<bool> },
+    Hash {
+        password: String,
+        reply: oneshot::Sender<Result<String, HashError>>,
+    },
+    Verify {
+        password: String,
+        phc: Option<String>,
+        reply: oneshot::Sender<bool>,
+    },
 }
 
 /// Observes the hashing pool (metrics hook up here).
@@ -67,7 +74,8 @@ impl std::fmt::Debug for PasswordHasher {
 }
 
 fn params(settings: &Argon2Settings) -> Result<Params, HashError> {
-    Params::new(settings.m_kib, settings.t, settings.p, Some(OUTPUT_LEN)).map_err(|e| HashError::Params(e.to_string()))
+    Params::new(settings.m_kib, settings.t, settings.p, Some(OUTPUT_LEN))
+        .map_err(|e| HashError::Params(e.to_string()))
 }
 
 impl PasswordHasher {
@@ -95,7 +103,9 @@ impl PasswordHasher {
     /// Hashes a new password into a PHC string.
     pub async fn hash(&self, password: String) -> Result<String, HashError> {
         let (reply, rx) = oneshot::channel();
-        self.jobs.send((Instant::now(), Job::Hash { password, reply })).map_err(|_| HashError::Closed)?;
+        self.jobs
+            .send((Instant::now(), Job::Hash { password, reply }))
+            .map_err(|_| HashError::Closed)?;
         rx.await.map_err(|_| HashError::Closed)?
     }
 
@@ -103,7 +113,9 @@ impl PasswordHasher {
     /// user without a password) it still runs one hash and answers `false`, so timing tells nothing.
     pub async fn verify(&self, password: String, phc: Option<String>) -> Result<bool, HashError> {
         let (reply, rx) = oneshot::channel();
-        self.jobs.send((Instant::now(), Job::Verify { password, phc, reply })).map_err(|_| HashError::Closed)?;
+        self.jobs
+            .send((Instant::now(), Job::Verify { password, phc, reply }))
+            .map_err(|_| HashError::Closed)?;
         rx.await.map_err(|_| HashError::Closed)
     }
 
@@ -135,7 +147,13 @@ fn worker(rx: &Mutex<mpsc::Receiver<(Instant, Job)>>, params: &Params, observer:
     }
 }
 
-fn run(params: &Params, password: &[u8], salt: &[u8], out: &mut [u8], memory: &mut Vec<Block>) -> Result<(), HashError> {
+fn run(
+    params: &Params,
+    password: &[u8],
+    salt: &[u8],
+    out: &mut [u8],
+    memory: &mut Vec<Block>,
+) -> Result<(), HashError> {
     let blocks = params.block_count();
     if memory.len() < blocks {
         memory.resize(blocks, Block::default());
@@ -175,11 +193,16 @@ fn verify_with(dummy: &Params, password: &str, phc: Option<&str>, memory: &mut V
     match parsed {
         Some((params, salt, expected)) => {
             let mut out = vec![0u8; expected.len()];
-            let Ok(params) = Params::new(params.m_cost(), params.t_cost(), params.p_cost(), Some(expected.len()))
-            else {
+            let Ok(params) = Params::new(
+                params.m_cost(),
+                params.t_cost(),
+                params.p_cost(),
+                Some(expected.len()),
+            ) else {
                 return false;
             };
-            run(&params, password.as_bytes(), &salt, &mut out, memory).is_ok() && bool::from(out.ct_eq(&expected))
+            run(&params, password.as_bytes(), &salt, &mut out, memory).is_ok()
+                && bool::from(out.ct_eq(&expected))
         }
         None => {
             // Unknown user or unusable hash: still one full hash at the configured cost, so timing tells
@@ -196,7 +219,11 @@ mod tests {
     use super::*;
 
     fn fast() -> Argon2Settings {
-        Argon2Settings { m_kib: 64, t: 1, p: 1 }
+        Argon2Settings {
+            m_kib: 64,
+            t: 1,
+            p: 1,
+        }
     }
 
     #[tokio::test]

@@ -33,7 +33,9 @@ impl RateLimiter {
         if self.per_second <= 0.0 {
             return Ok(());
         }
-        let Ok(mut buckets) = self.buckets.lock() else { return Ok(()) };
+        let Ok(mut buckets) = self.buckets.lock() else {
+            return Ok(());
+        };
         if buckets.len() >= SWEEP_AT {
             let full_after = self.burst / self.per_second;
             buckets.retain(|_, (_, last)| now - *last < full_after);
@@ -56,7 +58,10 @@ mod tests {
 
     #[test]
     fn burst_then_refill() {
-        let limiter = RateLimiter::new(&RateLimitSettings { per_second: 1, burst: 2 });
+        let limiter = RateLimiter::new(&RateLimitSettings {
+            per_second: 1,
+            burst: 2,
+        });
         let ip: IpAddr = [10, 0, 0, 1].into();
         assert_eq!(limiter.check(ip, 100.0), Ok(()));
         assert_eq!(limiter.check(ip, 100.0), Ok(()));

@@ -29,7 +29,10 @@ pub enum SettingsError {
 }
 
 fn invalid(key: &'static str, reason: impl Into<String>) -> SettingsError {
-    SettingsError::Invalid { key, reason: reason.into() }
+    SettingsError::Invalid {
+        key,
+        reason: reason.into(),
+    }
 }
 
 /// A configuration value that must never be printed.
@@ -194,7 +197,9 @@ impl Default for Settings {
             database: DatabaseSettings::default(),
             http: HttpSettings::default(),
             token: TokenSettings::default(),
-            session: SessionSettings { max_lifetime_seconds: 86_400 },
+            session: SessionSettings {
+                max_lifetime_seconds: 86_400,
+            },
             auth: AuthSettings::default(),
         }
     }
@@ -202,7 +207,10 @@ impl Default for Settings {
 
 impl Default for DatabaseSettings {
     fn default() -> DatabaseSettings {
-        DatabaseSettings { url: Secret::new("sqlite://data/crm-auth.db"), pool_size: 16 }
+        DatabaseSettings {
+            url: Secret::new("sqlite://data/crm-auth.db"),
+            pool_size: 16,
+        }
     }
 }
 
@@ -221,7 +229,10 @@ impl Default for HttpSettings {
 
 impl Default for RateLimitSettings {
     fn default() -> RateLimitSettings {
-        RateLimitSettings { per_second: 0, burst: 20 }
+        RateLimitSettings {
+            per_second: 0,
+            burst: 20,
+        }
     }
 }
 
@@ -242,7 +253,9 @@ impl Default for TokenSettings {
 
 impl Default for SessionSettings {
     fn default() -> SessionSettings {
-        SessionSettings { max_lifetime_seconds: 86_400 }
+        SessionSettings {
+            max_lifetime_seconds: 86_400,
+        }
     }
 }
 
@@ -251,20 +264,30 @@ impl Default for AuthSettings {
         AuthSettings {
             argon2: Argon2Settings::default(),
             max_concurrent_hashes: 0,
-            lockout: LockoutSettings { threshold: 5, max_seconds: 900 },
+            lockout: LockoutSettings {
+                threshold: 5,
+                max_seconds: 900,
+            },
         }
     }
 }
 
 impl Default for Argon2Settings {
     fn default() -> Argon2Settings {
-        Argon2Settings { m_kib: 19_456, t: 2, p: 1 }
+        Argon2Settings {
+            m_kib: 19_456,
+            t: 2,
+            p: 1,
+        }
     }
 }
 
 impl Default for LockoutSettings {
     fn default() -> LockoutSettings {
-        LockoutSettings { threshold: 5, max_seconds: 900 }
+        LockoutSettings {
+            threshold: 5,
+            max_seconds: 900,
+        }
     }
 }
 
@@ -281,10 +304,16 @@ impl Settings {
     ) -> Result<Settings, SettingsError> {
         let mut builder = config::Config::builder();
         if let Some(file) = file {
-            builder = builder.add_source(config::File::from(file).format(config::FileFormat::Toml).required(true));
+            builder = builder.add_source(
+                config::File::from(file)
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            );
         }
-        let env: config::Map<String, String> =
-            env.into_iter().filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__"))).collect();
+        let env: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
+            .collect();
         builder = builder.add_source(
             config::Environment::with_prefix(ENV_PREFIX)
                 .prefix_separator("__")
@@ -301,14 +330,24 @@ impl Settings {
 
     /// Settings for tests: an SQLite file in `dir`, cheap hashing, a fixed signing key.
     pub fn for_test(dir: &Path) -> Settings {
-        let mut settings = Settings { data_dir: dir.to_owned(), ..Settings::default() };
+        let mut settings = Settings {
+            data_dir: dir.to_owned(),
+            ..Settings::default()
+        };
         settings.database.url = Secret::new(format!("sqlite://{}", dir.join("crm-auth.db").display()));
         settings.database.pool_size = 8;
         settings.http.bind = "127.0.0.1:0".into();
-        settings.auth.argon2 = Argon2Settings { m_kib: 256, t: 1, p: 1 };
+        settings.auth.argon2 = Argon2Settings {
+            m_kib: 256,
+            t: 1,
+            p: 1,
+        };
         settings.auth.max_concurrent_hashes = 2;
-        settings.token.keys =
-            vec![KeySettings { id: "test".into(), secret: Some(Secret::new("t".repeat(32))), secret_file: None }];
+        settings.token.keys = vec![KeySettings {
+            id: "test".into(),
+            secret: Some(Secret::new("t".repeat(32))),
+            secret_file: None,
+        }];
         settings
     }
 
@@ -328,7 +367,10 @@ impl Settings {
             return Err(invalid("http.max_body_bytes", "must be at least 1"));
         }
         if self.http.rate_limit.per_second > 0 && self.http.rate_limit.burst == 0 {
-            return Err(invalid("http.rate_limit.burst", "must be at least 1 when the limit is on"));
+            return Err(invalid(
+                "http.rate_limit.burst",
+                "must be at least 1 when the limit is on",
+            ));
         }
         if self.token.ttl_seconds == 0 {
             return Err(invalid("token.ttl_seconds", "must be at least 1"));
@@ -341,7 +383,10 @@ impl Settings {
         }
         for key in &self.token.keys {
             if key.secret.is_some() == key.secret_file.is_some() {
-                return Err(invalid("token.keys", format!("key {:?} needs exactly one of secret, secret_file", key.id)));
+                return Err(invalid(
+                    "token.keys",
+                    format!("key {:?} needs exactly one of secret, secret_file", key.id),
+                ));
             }
         }
         if self.session.max_lifetime_seconds == 0 {
@@ -360,7 +405,10 @@ impl Settings {
 
     /// The listen address.
     pub fn bind_addr(&self) -> Result<SocketAddr, SettingsError> {
-        self.http.bind.parse().map_err(|_| invalid("http.bind", "must be an address like 127.0.0.1:8080"))
+        self.http
+            .bind
+            .parse()
+            .map_err(|_| invalid("http.bind", "must be an address like 127.0.0.1:8080"))
     }
 
     /// How many hashes may run at once.

@@ -38,15 +38,20 @@ pub enum SigningError {
 pub fn load_keyring(settings: &Settings) -> Result<(Keyring, bool), SigningError> {
     if settings.token.keys.is_empty() {
         let secret = generated_secret(&settings.data_dir)?;
-        return Ok((Keyring::new(vec![SigningKey::new(GENERATED_KEY_ID, secret)?])?, true));
+        return Ok((
+            Keyring::new(vec![SigningKey::new(GENERATED_KEY_ID, secret)?])?,
+            true,
+        ));
     }
     let mut keys = Vec::with_capacity(settings.token.keys.len());
     for key in &settings.token.keys {
         let secret = match (&key.secret, &key.secret_file) {
             (Some(secret), _) => secret.expose().as_bytes().to_vec(),
             (None, Some(path)) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| SigningError::Io { path: path.clone(), source })?;
+                let text = std::fs::read_to_string(path).map_err(|source| SigningError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
                 text.trim_end_matches(['\r', '\n']).as_bytes().to_vec()
             }
             (None, None) => Vec::new(),
@@ -58,10 +63,15 @@ pub fn load_keyring(settings: &Settings) -> Result<(Keyring, bool), SigningError
 
 fn generated_secret(data_dir: &Path) -> Result<Vec<u8>, SigningError> {
     let path = data_dir.join("signing-key");
-    let io = |source| SigningError::Io { path: path.clone(), source };
+    let io = |source| SigningError::Io {
+        path: path.clone(),
+        source,
+    };
     match std::fs::read_to_string(&path) {
         Ok(text) => {
-            let secret = STANDARD.decode(text.trim()).map_err(|_| SigningError::BadFile(path.clone()))?;
+            let secret = STANDARD
+                .decode(text.trim())
+                .map_err(|_| SigningError::BadFile(path.clone()))?;
             if secret.len() < 32 {
                 return Err(SigningError::BadFile(path));
             }
@@ -72,7 +82,8 @@ fn generated_secret(data_dir: &Path) -> Result<Vec<u8>, SigningError> {
             let mut secret = vec![0u8; 32];
             getrandom::fill(&mut secret).map_err(|_| SigningError::Random)?;
             let mut file = create_private(&path).map_err(io)?;
-            file.write_all(format!("{}\n", STANDARD.encode(&secret)).as_bytes()).map_err(io)?;
+            file.write_all(format!("{}\n", STANDARD.encode(&secret)).as_bytes())
+                .map_err(io)?;
             file.sync_all().map_err(io)?;
             log::warn!(
                 "no token.keys configured: created a random signing key in {}; configure token.keys to share \
@@ -88,10 +99,17 @@ fn generated_secret(data_dir: &Path) -> Result<Vec<u8>, SigningError> {
 #[cfg(unix)]
 fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt as _;
-    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
 }
 
 #[cfg(not(unix))]
 fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
-    std::fs::OpenOptions::new().write(true).create_new(true).open(path)
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
 }

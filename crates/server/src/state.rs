@@ -1,12 +1,15 @@
 //! `AppState`: what every request needs, built once at start-up and shared by all workers.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use crm_auth_core::{Keyring, VerifyOptions};
 
 use crate::clock::{Clock, SystemClock};
-use crate::db::{self, Backend, Pool};
-use crate::password::{HashObserver, PasswordHasher};
+use crate::db::{self, Backend, Pool, PooledConnection};
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::password::PasswordHasher;
 use crate::ratelimit::RateLimiter;
 use crate::settings::Settings;
 
@@ -27,27 +30,28 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// Per-address limiter for the token endpoints.
     pub rate_limiter: Arc<RateLimiter>,
+    /// The Prometheus metrics, also the hashing pool's observer.
+    pub metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState").field("backend", &self.backend).finish_non_exhaustive()
+        f.debug_struct("AppState")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
     }
 }
 
 impl AppState {
-    /// Builds the state: pool, migrations, keyring and hashing threads.
-    pub fn build(
-        settings: Settings,
-        clock: Arc<dyn Clock>,
-        observer: Arc<dyn HashObserver>,
-    ) -> anyhow::Result<AppState> {
+    /// Builds the state: pool, migrations, keyring, metrics and hashing threads.
+    pub fn build(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<AppState> {
         let backend = Backend::from_url(settings.database.url.expose())?;
         let backend_name = backend.name();
         let pool = db::build_pool(backend, settings.database.pool_size)?;
         db::run_migrations(&mut *pool.get()?)?;
         let (keyring, _) = crate::signing::load_keyring(&settings)?;
-        let hasher = PasswordHasher::start(&settings.auth.argon2, settings.hash_threads(), observer)?;
+        let metrics = Arc::new(Metrics::new()?);
+        let hasher = PasswordHasher::start(&settings.auth.argon2, settings.hash_threads(), metrics.clone())?;
         let rate_limiter = RateLimiter::new(&settings.http.rate_limit);
         Ok(AppState {
             settings: Arc::new(settings),
@@ -57,12 +61,21 @@ impl AppState {
             hasher,
             clock,
             rate_limiter: Arc::new(rate_limiter),
+            metrics,
         })
     }
 
-    /// [`AppState::build`] with the system clock and no hashing observer.
+    /// [`AppState::build`] with the system clock.
     pub fn from_settings(settings: Settings) -> anyhow::Result<AppState> {
-        AppState::build(settings, Arc::new(SystemClock), Arc::new(crate::password::NoObserver))
+        AppState::build(settings, Arc::new(SystemClock))
+    }
+
+    /// Checks a connection out of the pool, recording how long that took. Call it on a blocking thread.
+    pub fn conn(&self) -> Result<PooledConnection, ApiError> {
+        let started = Instant::now();
+        let conn = self.pool.get();
+        self.metrics.pool_waited(started.elapsed());
+        Ok(conn?)
     }
 
     /// The verification rules at `now`.

@@ -8,7 +8,11 @@ use std::process::{Command, Output, Stdio};
 
 use common::{Backend, TestDb};
 
-backend_tests!(admin_commands_set_up_a_working_organisation, bad_input_exits_non_zero_with_one_line, demo_is_idempotent);
+backend_tests!(
+    admin_commands_set_up_a_working_organisation,
+    bad_input_exits_non_zero_with_one_line,
+    demo_is_idempotent
+);
 
 struct Cli<'a> {
     db: &'a TestDb,
@@ -48,7 +52,10 @@ impl Cli<'_> {
         let stderr = String::from_utf8(out.stderr)?;
         anyhow::ensure!(!out.status.success(), "{args:?} succeeded");
         anyhow::ensure!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
-        anyhow::ensure!(stderr.trim().lines().count() == 1, "{args:?} printed more than one line: {stderr}");
+        anyhow::ensure!(
+            stderr.trim().lines().count() == 1,
+            "{args:?} printed more than one line: {stderr}"
+        );
         Ok(stderr)
     }
 }
@@ -67,27 +74,52 @@ async fn admin_commands_set_up_a_working_organisation(backend: Backend) -> anyho
     assert!(crm_auth_core::is_id(&unit_id));
     cli.ok(&["unit", "add", "--org", &org_id, "Second"], None)?;
     let user_id = last_line(&cli.ok(
-        &["user", "add", "--org", "Acme", "alice", "--unit", "MN", "--unit", "Second", "--default-unit", "second", "--password-stdin"],
+        &[
+            "user",
+            "add",
+            "--org",
+            "Acme",
+            "alice",
+            "--unit",
+            "MN",
+            "--unit",
+            "Second",
+            "--default-unit",
+            "second",
+            "--password-stdin",
+        ],
         Some("s3cret-pass\n"),
     )?);
     assert!(crm_auth_core::is_id(&user_id));
-    cli.ok(&["user", "passwd", "--org", "Acme", "ALICE", "--password-stdin"], Some("new-pass"))?;
+    cli.ok(
+        &["user", "passwd", "--org", "Acme", "ALICE", "--password-stdin"],
+        Some("new-pass"),
+    )?;
     cli.ok(&["user", "add", "--org", "Acme", "bot", "--unit", &unit_id], None)?;
     let key = last_line(&cli.ok(&["key", "create", "--org", "Acme", "--user", "bot"], None)?);
-    assert!(crm_auth_core::is_id(&key), "the key alone is the last line: {key}");
+    assert!(
+        crm_auth_core::is_id(&key),
+        "the key alone is the last line: {key}"
+    );
     let listing = cli.ok(&["key", "list", "--org", "Acme"], None)?;
     assert!(!listing.contains(&key), "key list never shows a key");
     assert!(listing.contains("bot") && listing.contains(&key[..6]));
     // The server accepts what the command line created.
     let mut settings = db.settings();
-    settings.auth.argon2 = crm_auth_server::settings::Argon2Settings { m_kib: 256, t: 1, p: 1 };
+    settings.auth.argon2 = crm_auth_server::settings::Argon2Settings {
+        m_kib: 256,
+        t: 1,
+        p: 1,
+    };
     let state = crm_auth_server::state::AppState::from_settings(settings)?;
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let url = format!("http://{}", listener.local_addr()?);
     let server = crm_auth_server::http::serve(listener, state)?;
     std::thread::spawn(move || actix_web::rt::System::new().block_on(server));
     let client = crm_auth_client::Client::builder().base_url(&url).build()?;
-    let token = client.token_with_password("alice", "new-pass", "acme", None).await?;
+    let token = client
+        .token_with_password("alice", "new-pass", "acme", None)
+        .await?;
     assert_eq!(token.claims().oun, "Second", "the default unit");
     let by_key = client.token_with_api_key(&key, None).await?;
     assert_eq!(by_key.claims().usr, "bot");
@@ -96,14 +128,22 @@ async fn admin_commands_set_up_a_working_organisation(backend: Backend) -> anyho
     let only_bot = cli.ok(&["session", "list", "--org", "Acme", "--user", "bot"], None)?;
     assert!(!only_bot.contains(&token.claims().jti));
     cli.ok(&["session", "revoke", &token.claims().jti], None)?;
-    assert_eq!(client.validate(token.as_str()).await.err().and_then(|e| e.code()), Some(crm_auth_core::ErrorCode::SessionEnded));
+    assert_eq!(
+        client.validate(token.as_str()).await.err().and_then(|e| e.code()),
+        Some(crm_auth_core::ErrorCode::SessionEnded)
+    );
     // Disabling a user ends its sessions; revoking a key refuses it.
     cli.ok(&["user", "disable", "--org", "Acme", "bot"], None)?;
     assert!(client.validate(by_key.as_str()).await.is_err());
     assert!(client.token_with_api_key(&key, None).await.is_err());
     cli.ok(&["user", "enable", "--org", "Acme", "bot"], None)?;
     client.token_with_api_key(&key, None).await?;
-    let key_id = listing.lines().nth(1).and_then(|l| l.split_whitespace().next()).unwrap_or_default().to_owned();
+    let key_id = listing
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_default()
+        .to_owned();
     cli.ok(&["key", "revoke", "--org", "Acme", &key_id], None)?;
     assert!(client.token_with_api_key(&key, None).await.is_err());
     Ok(())
@@ -121,14 +161,44 @@ async fn bad_input_exits_non_zero_with_one_line(backend: Backend) -> anyhow::Res
         (&["unit", "add", "--org", "Nowhere", "X"], None),
         (&["unit", "add", "--org", "Acme", "MAIN"], None),
         (&["user", "add", "--org", "Acme", "ALICE", "--unit", "Main"], None),
-        (&["user", "add", "--org", "Acme", "bob", "--unit", "Nowhere"], None),
-        (&["user", "add", "--org", "Acme", "bob", "--unit", "Main", "--password-stdin"], Some("")),
-        (&["user", "passwd", "--org", "Acme", "alice", "--password-stdin"], Some("\n")),
-        (&["user", "passwd", "--org", "Acme", "nobody", "--password-stdin"], Some("x")),
+        (
+            &["user", "add", "--org", "Acme", "bob", "--unit", "Nowhere"],
+            None,
+        ),
+        (
+            &[
+                "user",
+                "add",
+                "--org",
+                "Acme",
+                "bob",
+                "--unit",
+                "Main",
+                "--password-stdin",
+            ],
+            Some(""),
+        ),
+        (
+            &["user", "passwd", "--org", "Acme", "alice", "--password-stdin"],
+            Some("\n"),
+        ),
+        (
+            &["user", "passwd", "--org", "Acme", "nobody", "--password-stdin"],
+            Some("x"),
+        ),
         (&["user", "disable", "--org", "Acme", "nobody"], None),
         (&["key", "create", "--org", "Acme", "--user", "nobody"], None),
         (&["key", "list", "--org", "Nowhere"], None),
-        (&["key", "revoke", "--org", "Acme", "00000000000000000000000000000000"], None),
+        (
+            &[
+                "key",
+                "revoke",
+                "--org",
+                "Acme",
+                "00000000000000000000000000000000",
+            ],
+            None,
+        ),
         (&["session", "list", "--org", "Acme", "--user", "nobody"], None),
         (&["session", "revoke", "00000000000000000000000000000000"], None),
     ];
@@ -157,7 +227,11 @@ async fn demo_is_idempotent(backend: Backend) -> anyhow::Result<()> {
     let second = cli.ok(&["demo"], None)?;
     assert!(second.contains("curl -s -X POST"));
     let field = |out: &str, name: &str| {
-        out.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().last()).unwrap_or_default().to_owned()
+        out.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().last())
+            .unwrap_or_default()
+            .to_owned()
     };
     assert_ne!(field(&first, "demo password:"), field(&second, "demo password:"));
     let orgs = cli.ok(&["key", "list", "--org", "demo"], None)?;

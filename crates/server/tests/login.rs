@@ -6,8 +6,8 @@ mod common;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use common::{Backend, ORG, PASSWORD, TestApp, USER};
-use crm_auth_server::clock::Clock as _;
 use crm_auth_core::{ErrorCode, Keyring, SigningKey, VerifyOptions, verify};
+use crm_auth_server::clock::Clock as _;
 use serde_json::{Value, json};
 
 backend_tests!(
@@ -25,19 +25,34 @@ backend_tests!(
 
 /// The key `Settings::for_test` configures.
 fn keyring() -> anyhow::Result<Keyring> {
-    Ok(Keyring::new(vec![SigningKey::new("test", "t".repeat(32).into_bytes())?])?)
+    Ok(Keyring::new(vec![SigningKey::new(
+        "test",
+        "t".repeat(32).into_bytes(),
+    )?])?)
 }
 
 /// A raw POST, returning status, Retry-After and the parsed envelope.
 async fn post(url: &str, body: impl Into<reqwest::Body>) -> anyhow::Result<(u16, Option<String>, Value)> {
-    let res = reqwest::Client::new().post(url).header("content-type", "application/json").body(body).send().await?;
+    let res = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await?;
     envelope(res).await
 }
 
 async fn envelope(res: reqwest::Response) -> anyhow::Result<(u16, Option<String>, Value)> {
     let status = res.status().as_u16();
-    let retry = res.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    assert_eq!(res.headers().get("content-type").and_then(|v| v.to_str().ok()), Some("application/json"));
+    let retry = res
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    assert_eq!(
+        res.headers().get("content-type").and_then(|v| v.to_str().ok()),
+        Some("application/json")
+    );
     let body: Value = serde_json::from_slice(&res.bytes().await?)?;
     Ok((status, retry, body))
 }
@@ -50,13 +65,20 @@ async fn password_login_issues_a_token_with_the_contract_claims(backend: Backend
     let app = TestApp::start(&backend).await?;
     let token = app.login().await?;
     let now = app.clock.now();
-    let claims = verify(&keyring()?, token.as_str(), &VerifyOptions {
-        now,
-        leeway: 0,
-        issuer: "crm-auth".into(),
-        accept_legacy: false,
-    })?;
-    assert_eq!((claims.usr.as_str(), claims.org.as_str(), claims.oun.as_str()), (USER, ORG, "Main"));
+    let claims = verify(
+        &keyring()?,
+        token.as_str(),
+        &VerifyOptions {
+            now,
+            leeway: 0,
+            issuer: "crm-auth".into(),
+            accept_legacy: false,
+        },
+    )?;
+    assert_eq!(
+        (claims.usr.as_str(), claims.org.as_str(), claims.oun.as_str()),
+        (USER, ORG, "Main")
+    );
     assert_eq!(claims.iat, now);
     assert_eq!(claims.exp, now + 7200);
     assert_eq!(claims.r#gen, 0);
@@ -64,27 +86,50 @@ async fn password_login_issues_a_token_with_the_contract_claims(backend: Backend
     assert_eq!(claims.jti.len(), 32);
     assert!(crm_auth_core::is_id(&claims.jti));
     // The header names the signing key and HS256, in CRM.COM's order.
-    let header = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token.as_str().split('.').next().unwrap_or(""))?;
-    assert_eq!(std::str::from_utf8(&header)?, r#"{"typ":"JWT","alg":"HS256","kid":"test"}"#);
+    let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token.as_str().split('.').next().unwrap_or(""))?;
+    assert_eq!(
+        std::str::from_utf8(&header)?,
+        r#"{"typ":"JWT","alg":"HS256","kid":"test"}"#
+    );
     // The raw envelope is exactly the contract's.
     let body = json!({"username": USER, "password": PASSWORD, "organisation": ORG, "extra": [1, 2]});
     let (status, _, env) = post(&app.api("/authentication/token"), body.to_string()).await?;
     assert_eq!(status, 200);
-    assert_eq!(env["status"], json!({"code": "OK", "description": "", "message": ""}));
-    assert!(env["data"]["token"].as_str().is_some_and(|t| t.split('.').count() == 3));
+    assert_eq!(
+        env["status"],
+        json!({"code": "OK", "description": "", "message": ""})
+    );
+    assert!(
+        env["data"]["token"]
+            .as_str()
+            .is_some_and(|t| t.split('.').count() == 3)
+    );
     Ok(())
 }
 
 async fn names_match_case_insensitively_and_units_by_id_name_or_code(backend: Backend) -> anyhow::Result<()> {
     let app = TestApp::start(&backend).await?;
-    let token = app.client.token_with_password("ALICE", PASSWORD, "aCmE", None).await?;
+    let token = app
+        .client
+        .token_with_password("ALICE", PASSWORD, "aCmE", None)
+        .await?;
     // The claims carry the names as stored, not as typed.
-    assert_eq!((token.claims().usr.as_str(), token.claims().org.as_str()), (USER, ORG));
+    assert_eq!(
+        (token.claims().usr.as_str(), token.claims().org.as_str()),
+        (USER, ORG)
+    );
     for unit in [app.main_unit_id.as_str(), "main", "MAIN", "mn"] {
-        let token = app.client.token_with_password(USER, PASSWORD, ORG, Some(unit)).await?;
+        let token = app
+            .client
+            .token_with_password(USER, PASSWORD, ORG, Some(unit))
+            .await?;
         assert_eq!(token.claims().oun, "Main", "unit {unit}");
     }
-    let token = app.client.token_with_password(USER, PASSWORD, ORG, Some("sc")).await?;
+    let token = app
+        .client
+        .token_with_password(USER, PASSWORD, ORG, Some("sc"))
+        .await?;
     assert_eq!(token.claims().oun, "Second");
     // Empty and null units mean the default.
     for unit in [json!(""), json!(null)] {
@@ -98,13 +143,24 @@ async fn names_match_case_insensitively_and_units_by_id_name_or_code(backend: Ba
 async fn unit_rules_answer_invalid_unit(backend: Backend) -> anyhow::Result<()> {
     let app = TestApp::start(&backend).await?;
     for unit in ["Other", "Nowhere", "00000000000000000000000000000000"] {
-        let err = app.client.token_with_password(USER, PASSWORD, ORG, Some(unit)).await.err();
-        assert_eq!(err.and_then(|e| e.code()), Some(ErrorCode::InvalidUnit), "unit {unit}");
+        let err = app
+            .client
+            .token_with_password(USER, PASSWORD, ORG, Some(unit))
+            .await
+            .err();
+        assert_eq!(
+            err.and_then(|e| e.code()),
+            Some(ErrorCode::InvalidUnit),
+            "unit {unit}"
+        );
     }
     let err = app.client.token_with_api_key(&app.key, Some("Other")).await.err();
     assert_eq!(err.and_then(|e| e.code()), Some(ErrorCode::InvalidUnit));
-    let (status, _, env) =
-        post(&app.api("/authentication/token"), json!({"username": USER, "password": PASSWORD, "organisation": ORG, "unit": "Other"}).to_string()).await?;
+    let (status, _, env) = post(
+        &app.api("/authentication/token"),
+        json!({"username": USER, "password": PASSWORD, "organisation": ORG, "unit": "Other"}).to_string(),
+    )
+    .await?;
     assert_eq!((status, code(&env)), (403, "INVALID_UNIT"));
     Ok(())
 }
@@ -144,7 +200,10 @@ async fn every_credential_failure_looks_the_same(backend: Backend) -> anyhow::Re
 async fn key_login_accepts_what_clients_send(backend: Backend) -> anyhow::Result<()> {
     let app = TestApp::start(&backend).await?;
     let token = app.client.token_with_api_key(&app.key, None).await?;
-    assert_eq!((token.claims().usr.as_str(), token.claims().oun.as_str()), (USER, "Main"));
+    assert_eq!(
+        (token.claims().usr.as_str(), token.claims().oun.as_str()),
+        (USER, "Main")
+    );
     let url = app.api("/authentication/web_api_key/token");
     let with_colon = STANDARD.encode(format!("{}:", app.key));
     let without_colon = STANDARD.encode(&app.key);
@@ -159,17 +218,36 @@ async fn key_login_accepts_what_clients_send(backend: Backend) -> anyhow::Result
         // POST without a body, with an empty body and a content type, and GET.
         let res = http.post(&url).header("authorization", auth).send().await?;
         assert_eq!(res.status().as_u16(), 200, "{auth}");
-        let res = http.post(&url).header("authorization", auth).header("content-type", "text/plain").body("").send().await?;
+        let res = http
+            .post(&url)
+            .header("authorization", auth)
+            .header("content-type", "text/plain")
+            .body("")
+            .send()
+            .await?;
         assert_eq!(res.status().as_u16(), 200, "{auth}");
         let res = http.get(&url).header("authorization", auth).send().await?;
         assert_eq!(res.status().as_u16(), 200, "{auth}");
     }
     // The unit comes from the body on POST and from the query on GET.
     let auth = format!("Basic {with_colon}");
-    let (_, _, env) = envelope(http.post(&url).header("authorization", &auth).body(r#"{"unit":"SC"}"#).send().await?).await?;
+    let (_, _, env) = envelope(
+        http.post(&url)
+            .header("authorization", &auth)
+            .body(r#"{"unit":"SC"}"#)
+            .send()
+            .await?,
+    )
+    .await?;
     let token = crm_auth_client::Token::parse(env["data"]["token"].as_str().unwrap_or_default())?;
     assert_eq!(token.claims().oun, "Second");
-    let (_, _, env) = envelope(http.get(format!("{url}?unit=second")).header("authorization", &auth).send().await?).await?;
+    let (_, _, env) = envelope(
+        http.get(format!("{url}?unit=second"))
+            .header("authorization", &auth)
+            .send()
+            .await?,
+    )
+    .await?;
     let token = crm_auth_client::Token::parse(env["data"]["token"].as_str().unwrap_or_default())?;
     assert_eq!(token.claims().oun, "Second");
     let token = app.client.token_with_api_key(&app.key, Some("Second")).await?;
@@ -187,7 +265,10 @@ async fn key_login_rejects_bad_and_revoked_keys(backend: Backend) -> anyhow::Res
         Some("Basic".to_owned()),
         Some("Basic !!!notbase64".to_owned()),
         Some(format!("Basic {}", STANDARD.encode(":"))),
-        Some(format!("Basic {}", STANDARD.encode("00000000000000000000000000000000:"))),
+        Some(format!(
+            "Basic {}",
+            STANDARD.encode("00000000000000000000000000000000:")
+        )),
         Some(format!("Digest {}", STANDARD.encode(format!("{}:", app.key)))),
     ];
     for auth in bad {
@@ -205,8 +286,12 @@ async fn key_login_rejects_bad_and_revoked_keys(backend: Backend) -> anyhow::Res
         let conn = &mut *app.conn()?;
         let org = crm_auth_server::admin::find_organisation(conn, ORG)?;
         let digest = crm_auth_core::digest_key(&app.key);
-        let key = crm_auth_server::db::api_key::find_active_by_digest(conn, &digest)?.ok_or_else(|| anyhow::anyhow!("key"))?;
-        assert_eq!(crm_auth_server::admin::revoke_key(conn, &org, &key.id, app.clock.now())?, 1);
+        let key = crm_auth_server::db::api_key::find_active_by_digest(conn, &digest)?
+            .ok_or_else(|| anyhow::anyhow!("key"))?;
+        assert_eq!(
+            crm_auth_server::admin::revoke_key(conn, &org, &key.id, app.clock.now())?,
+            1
+        );
     }
     let err = app.client.token_with_api_key(&app.key, None).await.err();
     assert_eq!(err.and_then(|e| e.code()), Some(ErrorCode::InvalidCredentials));
@@ -222,13 +307,41 @@ async fn malformed_requests_get_the_envelope(backend: Backend) -> anyhow::Result
         ("{not json".into(), 400, "INVALID_REQUEST"),
         ("[1,2]".into(), 400, "INVALID_REQUEST"),
         ("".into(), 400, "INVALID_REQUEST"),
-        (json!({"password": PASSWORD, "organisation": ORG}).to_string(), 400, "INVALID_REQUEST"),
-        (json!({"username": "", "password": PASSWORD, "organisation": ORG}).to_string(), 400, "INVALID_REQUEST"),
-        (json!({"username": 5, "password": PASSWORD, "organisation": ORG}).to_string(), 400, "INVALID_REQUEST"),
-        (json!({"username": USER, "password": ["x"], "organisation": ORG}).to_string(), 400, "INVALID_REQUEST"),
-        (json!({"username": USER, "password": PASSWORD, "organisation": ORG, "unit": 7}).to_string(), 400, "INVALID_REQUEST"),
-        (json!({"username": "u".repeat(257), "password": PASSWORD, "organisation": ORG}).to_string(), 400, "INVALID_REQUEST"),
-        (json!({"username": USER, "password": "p".repeat(1025), "organisation": ORG}).to_string(), 400, "INVALID_REQUEST"),
+        (
+            json!({"password": PASSWORD, "organisation": ORG}).to_string(),
+            400,
+            "INVALID_REQUEST",
+        ),
+        (
+            json!({"username": "", "password": PASSWORD, "organisation": ORG}).to_string(),
+            400,
+            "INVALID_REQUEST",
+        ),
+        (
+            json!({"username": 5, "password": PASSWORD, "organisation": ORG}).to_string(),
+            400,
+            "INVALID_REQUEST",
+        ),
+        (
+            json!({"username": USER, "password": ["x"], "organisation": ORG}).to_string(),
+            400,
+            "INVALID_REQUEST",
+        ),
+        (
+            json!({"username": USER, "password": PASSWORD, "organisation": ORG, "unit": 7}).to_string(),
+            400,
+            "INVALID_REQUEST",
+        ),
+        (
+            json!({"username": "u".repeat(257), "password": PASSWORD, "organisation": ORG}).to_string(),
+            400,
+            "INVALID_REQUEST",
+        ),
+        (
+            json!({"username": USER, "password": "p".repeat(1025), "organisation": ORG}).to_string(),
+            400,
+            "INVALID_REQUEST",
+        ),
         ("x".repeat(16 * 1024 + 1), 413, "PAYLOAD_TOO_LARGE"),
     ];
     for (body, want_status, want_code) in cases {
@@ -241,7 +354,11 @@ async fn malformed_requests_get_the_envelope(backend: Backend) -> anyhow::Result
         assert!(!env.to_string().contains(PASSWORD));
     }
     // The password is never echoed, even when it is of the wrong type.
-    let (_, _, env) = post(&token_url, json!({"username": USER, "password": 123456789, "organisation": ORG}).to_string()).await?;
+    let (_, _, env) = post(
+        &token_url,
+        json!({"username": USER, "password": 123456789, "organisation": ORG}).to_string(),
+    )
+    .await?;
     assert!(!env.to_string().contains("123456789"));
     let http = reqwest::Client::new();
     let (status, _, env) = envelope(http.get(app.api("/no/such/path")).send().await?).await?;
@@ -250,7 +367,12 @@ async fn malformed_requests_get_the_envelope(backend: Backend) -> anyhow::Result
     assert_eq!((status, code(&env)), (404, "NOT_FOUND"));
     let (status, _, env) = envelope(http.get(&token_url).send().await?).await?;
     assert_eq!((status, code(&env)), (405, "METHOD_NOT_ALLOWED"));
-    let (status, _, env) = envelope(http.delete(app.api("/authentication/token/validate")).send().await?).await?;
+    let (status, _, env) = envelope(
+        http.delete(app.api("/authentication/token/validate"))
+            .send()
+            .await?,
+    )
+    .await?;
     assert_eq!((status, code(&env)), (405, "METHOD_NOT_ALLOWED"));
     // Nothing above created a session or a counter.
     let conn = &mut *app.conn()?;
@@ -268,9 +390,20 @@ async fn lockout_refuses_after_the_threshold_and_backs_off(backend: Backend) -> 
         assert_eq!((status, code(&env)), (401, "INVALID_CREDENTIALS"));
     }
     // Locked: even the right password is refused, without being checked.
-    let (status, retry, env) = post(&url, json!({"username": "ALICE", "password": PASSWORD, "organisation": ORG}).to_string()).await?;
-    assert_eq!((status, code(&env), retry.as_deref()), (429, "TOO_MANY_ATTEMPTS", Some("1")));
-    let err = app.login().await.err().ok_or_else(|| anyhow::anyhow!("expected lockout"))?;
+    let (status, retry, env) = post(
+        &url,
+        json!({"username": "ALICE", "password": PASSWORD, "organisation": ORG}).to_string(),
+    )
+    .await?;
+    assert_eq!(
+        (status, code(&env), retry.as_deref()),
+        (429, "TOO_MANY_ATTEMPTS", Some("1"))
+    );
+    let err = app
+        .login()
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("expected lockout"))?;
     assert_eq!(err.code(), Some(ErrorCode::TooManyAttempts));
     assert_eq!(err.retry_after(), Some(std::time::Duration::from_secs(1)));
     // After the delay one more attempt is checked; failing it doubles the delay.
@@ -280,7 +413,11 @@ async fn lockout_refuses_after_the_threshold_and_backs_off(backend: Backend) -> 
     let (status, retry, _) = post(&url, wrong.clone()).await?;
     assert_eq!((status, retry.as_deref()), (429, Some("2")));
     // Other usernames are not affected.
-    let (status, _, _) = post(&url, json!({"username": "bob", "password": "x", "organisation": ORG}).to_string()).await?;
+    let (status, _, _) = post(
+        &url,
+        json!({"username": "bob", "password": "x", "organisation": ORG}).to_string(),
+    )
+    .await?;
     assert_eq!(status, 401);
     // Success after the delay resets the count.
     app.clock.advance(2);
@@ -307,18 +444,31 @@ async fn parallel_wrong_passwords_never_pass_the_threshold(backend: Backend) -> 
             other => anyhow::bail!("unexpected status {other}: {env}"),
         }
     }
-    assert!(checked <= 5, "{checked} passwords were checked past a threshold of 5");
+    assert!(
+        checked <= 5,
+        "{checked} passwords were checked past a threshold of 5"
+    );
     assert!(checked >= 1);
     Ok(())
 }
 
 async fn string_dates_are_issued_and_accepted(backend: Backend) -> anyhow::Result<()> {
-    let app = TestApp::start_with(&backend, |s| s.token.date_format = crm_auth_core::DateFormat::String).await?;
+    let app = TestApp::start_with(&backend, |s| {
+        s.token.date_format = crm_auth_core::DateFormat::String
+    })
+    .await?;
     let token = app.login().await?;
-    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token.as_str().split('.').nth(1).unwrap_or(""))?;
+    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token.as_str().split('.').nth(1).unwrap_or(""))?;
     let payload: Value = serde_json::from_slice(&payload)?;
-    assert!(payload["exp"].is_string() && payload["iat"].is_string(), "{payload}");
-    assert_eq!(payload["exp"].as_str().map(str::parse::<i64>).transpose()?, Some(token.expires_at()));
+    assert!(
+        payload["exp"].is_string() && payload["iat"].is_string(),
+        "{payload}"
+    );
+    assert_eq!(
+        payload["exp"].as_str().map(str::parse::<i64>).transpose()?,
+        Some(token.expires_at())
+    );
     let session = app.client.validate(token.as_str()).await?;
     assert_eq!(session.expires_at, token.expires_at());
     let refreshed = app.client.refresh(token.as_str()).await?;

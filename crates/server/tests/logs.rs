@@ -12,7 +12,11 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 fn field(out: &str, name: &str) -> String {
-    out.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().last()).unwrap_or_default().to_owned()
+    out.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().last())
+        .unwrap_or_default()
+        .to_owned()
 }
 
 #[tokio::test]
@@ -23,7 +27,10 @@ async fn a_trace_level_run_logs_no_secret() -> anyhow::Result<()> {
         .args(["serve", "--demo"])
         .env("RUST_LOG", "trace")
         .env("CRM_AUTH__DATA_DIR", dir.path())
-        .env("CRM_AUTH__DATABASE__URL", format!("sqlite://{}", dir.path().join("db.sqlite").display()))
+        .env(
+            "CRM_AUTH__DATABASE__URL",
+            format!("sqlite://{}", dir.path().join("db.sqlite").display()),
+        )
         .env("CRM_AUTH__HTTP__BIND", format!("127.0.0.1:{port}"))
         .env("CRM_AUTH__AUTH__ARGON2__M_KIB", "256")
         .env("CRM_AUTH__AUTH__ARGON2__T", "1")
@@ -31,7 +38,9 @@ async fn a_trace_level_run_logs_no_secret() -> anyhow::Result<()> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
-    let client = Client::builder().base_url(format!("http://127.0.0.1:{port}")).build()?;
+    let client = Client::builder()
+        .base_url(format!("http://127.0.0.1:{port}"))
+        .build()?;
     let mut ready = false;
     for _ in 0..100 {
         if client.health().await.is_ok() {
@@ -50,13 +59,19 @@ async fn a_trace_level_run_logs_no_secret() -> anyhow::Result<()> {
         let password = field(&printed, "demo password:");
         let key = field(&printed, "demo Web API key:");
         anyhow::ensure!(!password.is_empty() && !key.is_empty(), "demo output: {printed}");
-        let by_password = client.token_with_password("admin", &password, "demo", None).await?;
+        let by_password = client
+            .token_with_password("admin", &password, "demo", None)
+            .await?;
         let by_key = client.token_with_api_key(&key, Some("HQ")).await?;
         let refreshed = client.refresh(by_key.as_str()).await?;
         client.validate(refreshed.as_str()).await?;
         client.validate(by_password.as_str()).await?;
-        let _ = client.token_with_password("admin", "wrong-password-value", "demo", None).await;
-        let _ = client.token_with_api_key("0123456789ABCDEF0123456789ABCDEF", None).await;
+        let _ = client
+            .token_with_password("admin", "wrong-password-value", "demo", None)
+            .await;
+        let _ = client
+            .token_with_api_key("0123456789ABCDEF0123456789ABCDEF", None)
+            .await;
         client.release(by_password.as_str()).await?;
         let _ = client.refresh(by_password.as_str()).await;
         anyhow::Ok(vec![
@@ -69,7 +84,12 @@ async fn a_trace_level_run_logs_no_secret() -> anyhow::Result<()> {
             by_key.as_str().to_owned(),
             refreshed.as_str().to_owned(),
             // The signature alone is the token's secret part.
-            refreshed.as_str().rsplit('.').next().unwrap_or_default().to_owned(),
+            refreshed
+                .as_str()
+                .rsplit('.')
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
         ])
     }
     .await;
@@ -82,9 +102,16 @@ async fn a_trace_level_run_logs_no_secret() -> anyhow::Result<()> {
     let mut secrets = outcome?;
     let signing_key = std::fs::read_to_string(dir.path().join("signing-key"))?;
     secrets.push(signing_key.trim().to_owned());
-    assert!(log.contains("crm_auth::access") && log.contains("crm_auth::audit"), "the log was captured");
+    assert!(
+        log.contains("crm_auth::access") && log.contains("crm_auth::audit"),
+        "the log was captured"
+    );
     for secret in &secrets {
-        assert!(!log.contains(secret.as_str()), "the log contains a secret ({} characters)", secret.len());
+        assert!(
+            !log.contains(secret.as_str()),
+            "the log contains a secret ({} characters)",
+            secret.len()
+        );
     }
     Ok(())
 }

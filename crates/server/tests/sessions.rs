@@ -37,13 +37,18 @@ async fn refresh_rotates_by_generation_keeping_the_session(backend: Backend) -> 
     assert_eq!(second.claims().r#gen, 1);
     assert_eq!(second.issued_at(), app.clock.now());
     assert_eq!(second.expires_at(), app.clock.now() + 7200);
-    assert_eq!((second.claims().usr.as_str(), second.claims().oun.as_str()), (USER, "Main"));
+    assert_eq!(
+        (second.claims().usr.as_str(), second.claims().oun.as_str()),
+        (USER, "Main")
+    );
     let third = app.client.refresh(second.as_str()).await?;
     assert_eq!(third.claims().r#gen, 2);
     Ok(())
 }
 
-async fn the_replaced_token_gets_the_newest_back_within_the_reuse_interval(backend: Backend) -> anyhow::Result<()> {
+async fn the_replaced_token_gets_the_newest_back_within_the_reuse_interval(
+    backend: Backend,
+) -> anyhow::Result<()> {
     let app = TestApp::start(&backend).await?;
     let first = app.login().await?;
     let second = app.client.refresh(first.as_str()).await?;
@@ -63,15 +68,30 @@ async fn reuse_after_the_interval_ends_the_session(backend: Backend) -> anyhow::
     let second = app.client.refresh(first.as_str()).await?;
     app.clock.advance(11);
     // The superseded token presented again is taken as stolen: the whole session ends.
-    assert_eq!(code(app.client.refresh(first.as_str()).await), Some(ErrorCode::SessionEnded));
-    assert_eq!(code(app.client.refresh(second.as_str()).await), Some(ErrorCode::SessionEnded));
-    assert_eq!(code(app.client.validate(second.as_str()).await), Some(ErrorCode::SessionEnded));
+    assert_eq!(
+        code(app.client.refresh(first.as_str()).await),
+        Some(ErrorCode::SessionEnded)
+    );
+    assert_eq!(
+        code(app.client.refresh(second.as_str()).await),
+        Some(ErrorCode::SessionEnded)
+    );
+    assert_eq!(
+        code(app.client.validate(second.as_str()).await),
+        Some(ErrorCode::SessionEnded)
+    );
     // A token two generations old is theft even inside the interval.
     let a = app.login().await?;
     let b = app.client.refresh(a.as_str()).await?;
     let c = app.client.refresh(b.as_str()).await?;
-    assert_eq!(code(app.client.refresh(a.as_str()).await), Some(ErrorCode::SessionEnded));
-    assert_eq!(code(app.client.validate(c.as_str()).await), Some(ErrorCode::SessionEnded));
+    assert_eq!(
+        code(app.client.refresh(a.as_str()).await),
+        Some(ErrorCode::SessionEnded)
+    );
+    assert_eq!(
+        code(app.client.validate(c.as_str()).await),
+        Some(ErrorCode::SessionEnded)
+    );
     Ok(())
 }
 
@@ -81,7 +101,10 @@ async fn two_refreshes_within_one_second_stay_distinct(backend: Backend) -> anyh
     let second = app.client.refresh(first.as_str()).await?;
     let third = app.client.refresh(second.as_str()).await?;
     // Same second, same iat and exp: only gen tells them apart, and rotation follows gen.
-    assert_eq!((first.issued_at(), second.issued_at()), (third.issued_at(), third.issued_at()));
+    assert_eq!(
+        (first.issued_at(), second.issued_at()),
+        (third.issued_at(), third.issued_at())
+    );
     assert!(first.as_str() != second.as_str() && second.as_str() != third.as_str());
     assert_eq!(third.claims().r#gen, 2);
     let fourth = app.client.refresh(third.as_str()).await?;
@@ -94,8 +117,14 @@ async fn concurrent_refreshes_rotate_once_and_share_the_token(backend: Backend) 
     let first = app.login().await?;
     let refreshes = (0..16).map(|_| app.client.refresh(first.as_str()));
     let results = futures_util::future::join_all(refreshes).await;
-    let tokens: Vec<String> = results.into_iter().map(|r| r.map(|t| t.as_str().to_owned())).collect::<Result<_, _>>()?;
-    assert!(tokens.iter().all(|t| *t == tokens[0]), "all concurrent refreshes get the same token");
+    let tokens: Vec<String> = results
+        .into_iter()
+        .map(|r| r.map(|t| t.as_str().to_owned()))
+        .collect::<Result<_, _>>()?;
+    assert!(
+        tokens.iter().all(|t| *t == tokens[0]),
+        "all concurrent refreshes get the same token"
+    );
     let newest = crm_auth_client::Token::parse(tokens[0].clone())?;
     assert_eq!(newest.claims().r#gen, 1);
     let session = app.client.validate(newest.as_str()).await?;
@@ -108,13 +137,19 @@ async fn refresh_grace_after_expiry(backend: Backend) -> anyhow::Result<()> {
     let token = app.login().await?;
     // Past exp (and the 30 s leeway) the token no longer validates but still refreshes within the grace.
     app.clock.advance(7200 + 31);
-    assert_eq!(code(app.client.validate(token.as_str()).await), Some(ErrorCode::TokenExpired));
+    assert_eq!(
+        code(app.client.validate(token.as_str()).await),
+        Some(ErrorCode::TokenExpired)
+    );
     let fresh = app.client.refresh(token.as_str()).await?;
     assert_eq!(fresh.claims().r#gen, 1);
     app.client.validate(fresh.as_str()).await?;
     // Past exp + leeway + grace it is TOKEN_EXPIRED.
     app.clock.advance(7200 + 30 + 601);
-    assert_eq!(code(app.client.refresh(fresh.as_str()).await), Some(ErrorCode::TokenExpired));
+    assert_eq!(
+        code(app.client.refresh(fresh.as_str()).await),
+        Some(ErrorCode::TokenExpired)
+    );
     Ok(())
 }
 
@@ -124,10 +159,20 @@ async fn maximum_lifetime_caps_exp_and_ends_the_session(backend: Backend) -> any
     let token = app.login().await?;
     app.clock.advance(7000);
     let token = app.client.refresh(token.as_str()).await?;
-    assert_eq!(token.expires_at(), start + 10_000, "exp never passes the session's end");
+    assert_eq!(
+        token.expires_at(),
+        start + 10_000,
+        "exp never passes the session's end"
+    );
     app.clock.advance(3000);
-    assert_eq!(code(app.client.refresh(token.as_str()).await), Some(ErrorCode::SessionEnded));
-    assert_eq!(code(app.client.validate(token.as_str()).await), Some(ErrorCode::SessionEnded));
+    assert_eq!(
+        code(app.client.refresh(token.as_str()).await),
+        Some(ErrorCode::SessionEnded)
+    );
+    assert_eq!(
+        code(app.client.validate(token.as_str()).await),
+        Some(ErrorCode::SessionEnded)
+    );
     Ok(())
 }
 
@@ -140,17 +185,30 @@ async fn disabled_user_and_revoked_key_end_sessions(backend: Backend) -> anyhow:
     let user = admin::find_user(conn, &org, USER)?;
     assert_eq!(admin::set_user_active(conn, &user, false, app.clock.now())?, 2);
     for token in [&by_password, &by_key] {
-        assert_eq!(code(app.client.refresh(token.as_str()).await), Some(ErrorCode::SessionEnded));
-        assert_eq!(code(app.client.validate(token.as_str()).await), Some(ErrorCode::SessionEnded));
+        assert_eq!(
+            code(app.client.refresh(token.as_str()).await),
+            Some(ErrorCode::SessionEnded)
+        );
+        assert_eq!(
+            code(app.client.validate(token.as_str()).await),
+            Some(ErrorCode::SessionEnded)
+        );
     }
     admin::set_user_active(conn, &user, true, app.clock.now())?;
     // A key revoked behind the service's back (no session sweep) is still caught by refresh's re-check.
     let by_key = app.client.token_with_api_key(&app.key, None).await?;
-    let key = crm_auth_server::db::api_key::find_active_by_digest(conn, &crm_auth_core::digest_key(&app.key))?
-        .ok_or_else(|| anyhow::anyhow!("key"))?;
+    let key =
+        crm_auth_server::db::api_key::find_active_by_digest(conn, &crm_auth_core::digest_key(&app.key))?
+            .ok_or_else(|| anyhow::anyhow!("key"))?;
     crm_auth_server::db::api_key::update_revoked(conn, &key.id, app.clock.now())?;
-    assert_eq!(code(app.client.refresh(by_key.as_str()).await), Some(ErrorCode::SessionEnded));
-    assert_eq!(code(app.client.validate(by_key.as_str()).await), Some(ErrorCode::SessionEnded));
+    assert_eq!(
+        code(app.client.refresh(by_key.as_str()).await),
+        Some(ErrorCode::SessionEnded)
+    );
+    assert_eq!(
+        code(app.client.validate(by_key.as_str()).await),
+        Some(ErrorCode::SessionEnded)
+    );
     Ok(())
 }
 
@@ -159,35 +217,65 @@ async fn release_is_idempotent_and_accepts_expired_tokens(backend: Backend) -> a
     let token = app.login().await?;
     app.client.release(token.as_str()).await?;
     app.client.release(token.as_str()).await?;
-    assert_eq!(code(app.client.validate(token.as_str()).await), Some(ErrorCode::SessionEnded));
-    assert_eq!(code(app.client.refresh(token.as_str()).await), Some(ErrorCode::SessionEnded));
+    assert_eq!(
+        code(app.client.validate(token.as_str()).await),
+        Some(ErrorCode::SessionEnded)
+    );
+    assert_eq!(
+        code(app.client.refresh(token.as_str()).await),
+        Some(ErrorCode::SessionEnded)
+    );
     let expired = app.login().await?;
     app.clock.advance(100_000);
     app.client.release(expired.as_str()).await?;
     app.clock.advance(-100_000);
-    assert_eq!(code(app.client.validate(expired.as_str()).await), Some(ErrorCode::SessionEnded));
-    assert_eq!(code(app.client.release("not.a.token").await), Some(ErrorCode::InvalidToken));
+    assert_eq!(
+        code(app.client.validate(expired.as_str()).await),
+        Some(ErrorCode::SessionEnded)
+    );
+    assert_eq!(
+        code(app.client.release("not.a.token").await),
+        Some(ErrorCode::InvalidToken)
+    );
     Ok(())
 }
 
-async fn validate_reports_the_session_and_sees_superseded_tokens_until_exp(backend: Backend) -> anyhow::Result<()> {
+async fn validate_reports_the_session_and_sees_superseded_tokens_until_exp(
+    backend: Backend,
+) -> anyhow::Result<()> {
     let app = TestApp::start(&backend).await?;
     let first = app.client.token_with_api_key(&app.key, Some("SC")).await?;
     let info = app.client.validate(first.as_str()).await?;
     assert_eq!(info.id, first.claims().jti);
-    assert_eq!((info.username.as_str(), info.organisation.as_str(), info.unit.as_str()), (USER, ORG, "Second"));
+    assert_eq!(
+        (
+            info.username.as_str(),
+            info.organisation.as_str(),
+            info.unit.as_str()
+        ),
+        (USER, ORG, "Second")
+    );
     assert_eq!(info.method, crm_auth_core::AuthMethod::WebApiKey);
-    assert_eq!((info.issued_at, info.expires_at), (first.issued_at(), first.expires_at()));
+    assert_eq!(
+        (info.issued_at, info.expires_at),
+        (first.issued_at(), first.expires_at())
+    );
     app.clock.advance(60);
     let second = app.client.refresh(first.as_str()).await?;
     // The superseded token validates until its own exp, with its own times.
     let info = app.client.validate(first.as_str()).await?;
     assert_eq!(info.expires_at, first.expires_at());
     app.clock.advance(7200 - 60 + 31);
-    assert_eq!(code(app.client.validate(first.as_str()).await), Some(ErrorCode::TokenExpired));
+    assert_eq!(
+        code(app.client.validate(first.as_str()).await),
+        Some(ErrorCode::TokenExpired)
+    );
     app.client.validate(second.as_str()).await?;
     let password = app.login().await?;
-    assert_eq!(app.client.validate(password.as_str()).await?.method, crm_auth_core::AuthMethod::Password);
+    assert_eq!(
+        app.client.validate(password.as_str()).await?.method,
+        crm_auth_core::AuthMethod::Password
+    );
     Ok(())
 }
 
@@ -199,23 +287,60 @@ async fn token_is_read_from_bearer_then_body_then_query(backend: Backend) -> any
     let ok = |res: reqwest::Response| async move {
         let status = res.status().as_u16();
         let body: Value = res.json().await?;
-        anyhow::Ok((status, body["status"]["code"].as_str().unwrap_or_default().to_owned()))
+        anyhow::Ok((
+            status,
+            body["status"]["code"].as_str().unwrap_or_default().to_owned(),
+        ))
     };
     let t = token.as_str();
-    assert_eq!(ok(http.post(&url).json(&json!({"token": t})).send().await?).await?, (200, "OK".into()));
-    assert_eq!(ok(http.get(format!("{url}?token={t}")).send().await?).await?, (200, "OK".into()));
-    assert_eq!(ok(http.get(&url).header("authorization", format!("bearer {t}")).send().await?).await?, (200, "OK".into()));
+    assert_eq!(
+        ok(http.post(&url).json(&json!({"token": t})).send().await?).await?,
+        (200, "OK".into())
+    );
+    assert_eq!(
+        ok(http.get(format!("{url}?token={t}")).send().await?).await?,
+        (200, "OK".into())
+    );
+    assert_eq!(
+        ok(http
+            .get(&url)
+            .header("authorization", format!("bearer {t}"))
+            .send()
+            .await?)
+        .await?,
+        (200, "OK".into())
+    );
     // The header wins over the body, the body over the query.
-    let res = http.post(format!("{url}?token=garbage")).header("authorization", format!("Bearer {t}")).json(&json!({"token": "garbage"})).send().await?;
+    let res = http
+        .post(format!("{url}?token=garbage"))
+        .header("authorization", format!("Bearer {t}"))
+        .json(&json!({"token": "garbage"}))
+        .send()
+        .await?;
     assert_eq!(ok(res).await?, (200, "OK".into()));
-    let res = http.post(format!("{url}?token={t}")).json(&json!({"token": "garbage"})).send().await?;
+    let res = http
+        .post(format!("{url}?token={t}"))
+        .json(&json!({"token": "garbage"}))
+        .send()
+        .await?;
     assert_eq!(ok(res).await?, (401, "INVALID_TOKEN".into()));
-    let res = http.post(format!("{url}?token={t}")).json(&json!({"other": 1})).send().await?;
+    let res = http
+        .post(format!("{url}?token={t}"))
+        .json(&json!({"other": 1}))
+        .send()
+        .await?;
     assert_eq!(ok(res).await?, (200, "OK".into()));
     // No token anywhere.
-    assert_eq!(ok(http.get(&url).send().await?).await?, (401, "INVALID_TOKEN".into()));
+    assert_eq!(
+        ok(http.get(&url).send().await?).await?,
+        (401, "INVALID_TOKEN".into())
+    );
     let refresh = app.api("/authentication/token/refresh");
-    let res = http.post(&refresh).body(format!(r#"{{"token":"{t}"}}"#)).send().await?;
+    let res = http
+        .post(&refresh)
+        .body(format!(r#"{{"token":"{t}"}}"#))
+        .send()
+        .await?;
     assert_eq!(ok(res).await?, (200, "OK".into()));
     Ok(())
 }
@@ -224,14 +349,22 @@ async fn bad_tokens_are_invalid_token(backend: Backend) -> anyhow::Result<()> {
     let app = TestApp::start(&backend).await?;
     let token = app.login().await?;
     let raw = token.as_str();
-    let (head, rest) = raw.split_once('.').ok_or_else(|| anyhow::anyhow!("token shape"))?;
-    let (payload, signature) = rest.split_once('.').ok_or_else(|| anyhow::anyhow!("token shape"))?;
+    let (head, rest) = raw
+        .split_once('.')
+        .ok_or_else(|| anyhow::anyhow!("token shape"))?;
+    let (payload, signature) = rest
+        .split_once('.')
+        .ok_or_else(|| anyhow::anyhow!("token shape"))?;
     let none_header = "eyJ0eXAiOiJKV1QiLCJhbGciOiJub25lIn0";
-    let other_key = crm_auth_core::Keyring::new(vec![crm_auth_core::SigningKey::new("test", vec![b'x'; 32])?])?;
+    let other_key =
+        crm_auth_core::Keyring::new(vec![crm_auth_core::SigningKey::new("test", vec![b'x'; 32])?])?;
     let forged = crm_auth_core::issue(&other_key, token.claims(), crm_auth_core::DateFormat::Numeric);
     let mut other_issuer = token.claims().clone();
     other_issuer.iss = Some("someone-else".into());
-    let keyring = crm_auth_core::Keyring::new(vec![crm_auth_core::SigningKey::new("test", "t".repeat(32).into_bytes())?])?;
+    let keyring = crm_auth_core::Keyring::new(vec![crm_auth_core::SigningKey::new(
+        "test",
+        "t".repeat(32).into_bytes(),
+    )?])?;
     let wrong_issuer = crm_auth_core::issue(&keyring, &other_issuer, crm_auth_core::DateFormat::Numeric);
     let bad = [
         String::new(),
@@ -247,8 +380,16 @@ async fn bad_tokens_are_invalid_token(backend: Backend) -> anyhow::Result<()> {
     ];
     for token in &bad {
         let shown: String = token.chars().take(40).collect();
-        assert_eq!(code(app.client.validate(token).await), Some(ErrorCode::InvalidToken), "validate {shown}");
-        assert_eq!(code(app.client.refresh(token).await), Some(ErrorCode::InvalidToken), "refresh {shown}");
+        assert_eq!(
+            code(app.client.validate(token).await),
+            Some(ErrorCode::InvalidToken),
+            "validate {shown}"
+        );
+        assert_eq!(
+            code(app.client.refresh(token).await),
+            Some(ErrorCode::InvalidToken),
+            "refresh {shown}"
+        );
     }
     Ok(())
 }

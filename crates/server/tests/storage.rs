@@ -3,7 +3,6 @@
 
 mod common;
 
-
 use common::{Backend, TestDb};
 use crm_auth_core::ApiKey;
 use crm_auth_server::db::user::Membership;
@@ -30,7 +29,13 @@ async fn migrations_apply_revert_and_reapply(backend: Backend) -> anyhow::Result
     assert_eq!(db::run_migrations(conn)?, 0, "a second run applies nothing");
     admin::add_organisation(conn, "Acme", 1)?;
     db::revert_all_migrations(conn)?;
-    assert!(schema::organisations::table.count().get_result::<i64>(conn).is_err(), "tables are gone");
+    assert!(
+        schema::organisations::table
+            .count()
+            .get_result::<i64>(conn)
+            .is_err(),
+        "tables are gone"
+    );
     assert_eq!(db::run_migrations(conn)?, 1);
     assert_eq!(schema::organisations::table.count().get_result::<i64>(conn)?, 0);
     Ok(())
@@ -71,11 +76,20 @@ async fn a_user_has_exactly_one_default_unit(backend: Backend) -> anyhow::Result
     let memberships = db::user::find_memberships(conn, &user.id)?;
     assert_eq!(memberships.len(), 2);
     assert_eq!(memberships.iter().filter(|m| m.is_default).count(), 1);
-    assert_eq!(db::user::find_default_unit(conn, &user.id)?.map(|u| u.id), Some(b.id.clone()));
+    assert_eq!(
+        db::user::find_default_unit(conn, &user.id)?.map(|u| u.id),
+        Some(b.id.clone())
+    );
     // The database itself refuses a second default.
     let c = admin::add_unit(conn, &org, "C", None, 1)?;
-    let second_default = Membership { user_id: user.id.clone(), unit_id: c.id, is_default: true };
-    let inserted = diesel::insert_into(schema::user_units::table).values(&second_default).execute(conn);
+    let second_default = Membership {
+        user_id: user.id.clone(),
+        unit_id: c.id,
+        is_default: true,
+    };
+    let inserted = diesel::insert_into(schema::user_units::table)
+        .values(&second_default)
+        .execute(conn);
     assert!(inserted.is_err());
     // A default outside the user's units is refused before anything is written.
     assert!(admin::add_user(conn, &org, "v", &["A".into()], Some("B"), None, 1).is_err());
@@ -138,16 +152,27 @@ fn unknown_keys_and_bad_values_stop_start_up_naming_the_key() -> anyhow::Result<
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("c.toml");
     std::fs::write(&file, "[token]\nttl_secs = 5\n")?;
-    let err = Settings::load_from(Some(&file), Vec::new()).err().map(|e| e.to_string()).unwrap_or_default();
+    let err = Settings::load_from(Some(&file), Vec::new())
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert!(err.contains("ttl_secs"), "{err}");
     let env = |k: &str, v: &str| vec![(k.to_owned(), v.to_owned())];
-    let err = Settings::load_from(None, env("CRM_AUTH__TOKEN__TTL_SECONDS", "0")).err().map(|e| e.to_string());
+    let err = Settings::load_from(None, env("CRM_AUTH__TOKEN__TTL_SECONDS", "0"))
+        .err()
+        .map(|e| e.to_string());
     assert!(err.is_some_and(|e| e.contains("token.ttl_seconds")));
-    let err = Settings::load_from(None, env("CRM_AUTH__DATABASE__URL", "mysql://x")).err().map(|e| e.to_string());
+    let err = Settings::load_from(None, env("CRM_AUTH__DATABASE__URL", "mysql://x"))
+        .err()
+        .map(|e| e.to_string());
     assert!(err.is_some_and(|e| e.contains("database.url")));
-    let err = Settings::load_from(None, env("CRM_AUTH__TOKEN__LEEWAY_SECONDS", "61")).err().map(|e| e.to_string());
+    let err = Settings::load_from(None, env("CRM_AUTH__TOKEN__LEEWAY_SECONDS", "61"))
+        .err()
+        .map(|e| e.to_string());
     assert!(err.is_some_and(|e| e.contains("leeway")));
-    let err = Settings::load_from(None, env("CRM_AUTH__NOPE", "1")).err().map(|e| e.to_string());
+    let err = Settings::load_from(None, env("CRM_AUTH__NOPE", "1"))
+        .err()
+        .map(|e| e.to_string());
     assert!(err.is_some_and(|e| e.contains("nope")));
     // Environment overrides the file.
     std::fs::write(&file, "[database]\npool_size = 3\n")?;
@@ -160,11 +185,17 @@ fn unknown_keys_and_bad_values_stop_start_up_naming_the_key() -> anyhow::Result<
 fn short_secrets_stop_start_up_and_debug_hides_them() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("c.toml");
-    std::fs::write(&file, "[[token.keys]]\nid = \"k1\"\nsecret = \"too-short-secret\"\n")?;
+    std::fs::write(
+        &file,
+        "[[token.keys]]\nid = \"k1\"\nsecret = \"too-short-secret\"\n",
+    )?;
     let settings = Settings::load_from(Some(&file), Vec::new())?;
     assert!(format!("{settings:?}").contains("***"));
     assert!(!format!("{settings:?}").contains("too-short-secret"));
-    let err = crm_auth_server::signing::load_keyring(&settings).err().map(|e| e.to_string()).unwrap_or_default();
+    let err = crm_auth_server::signing::load_keyring(&settings)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert!(err.contains("k1") && err.contains("32"), "{err}");
     Ok(())
 }
@@ -194,6 +225,9 @@ fn the_generated_signing_key_is_private_and_reused() -> anyhow::Result<()> {
         r#gen: 0,
     };
     let fmt = crm_auth_core::DateFormat::Numeric;
-    assert_eq!(crm_auth_core::issue(&first, &claims, fmt), crm_auth_core::issue(&second, &claims, fmt));
+    assert_eq!(
+        crm_auth_core::issue(&first, &claims, fmt),
+        crm_auth_core::issue(&second, &claims, fmt)
+    );
     Ok(())
 }

@@ -29,7 +29,10 @@ pub struct ApiKeyRow {
 
 /// Inserts a key.
 pub fn create(conn: &mut DbConnection, key: &ApiKeyRow) -> QueryResult<()> {
-    diesel::insert_into(api_keys::table).values(key).execute(conn).map(drop)
+    diesel::insert_into(api_keys::table)
+        .values(key)
+        .execute(conn)
+        .map(drop)
 }
 
 /// The unrevoked key with this digest.
@@ -44,7 +47,11 @@ pub fn find_active_by_digest(conn: &mut DbConnection, digest: &str) -> QueryResu
 
 /// The key with this id.
 pub fn find_by_id(conn: &mut DbConnection, id: &str) -> QueryResult<Option<ApiKeyRow>> {
-    api_keys::table.find(id).select(ApiKeyRow::as_select()).first(conn).optional()
+    api_keys::table
+        .find(id)
+        .select(ApiKeyRow::as_select())
+        .first(conn)
+        .optional()
 }
 
 /// Every key of an organisation, oldest first.
@@ -65,5 +72,7 @@ pub fn update_revoked(conn: &mut DbConnection, id: &str, now: i64) -> QueryResul
 
 /// Records a use of the key.
 pub fn update_last_used(conn: &mut DbConnection, id: &str, now: i64) -> QueryResult<usize> {
-    diesel::update(api_keys::table.find(id)).set(api_keys::last_used_at.eq(now)).execute(conn)
+    diesel::update(api_keys::table.find(id))
+        .set(api_keys::last_used_at.eq(now))
+        .execute(conn)
 }

@@ -22,7 +22,11 @@ pub struct LoginFailure {
 }
 
 /// The counter for this organisation + username.
-pub fn find(conn: &mut DbConnection, organisation_key: &str, username_key: &str) -> QueryResult<Option<LoginFailure>> {
+pub fn find(
+    conn: &mut DbConnection,
+    organisation_key: &str,
+    username_key: &str,
+) -> QueryResult<Option<LoginFailure>> {
     login_failures::table
         .find((organisation_key, username_key))
         .select(LoginFailure::as_select())
@@ -32,7 +36,10 @@ pub fn find(conn: &mut DbConnection, organisation_key: &str, username_key: &str)
 
 /// Inserts a first counter; fails with a unique violation when a concurrent attempt inserted it first.
 pub fn create(conn: &mut DbConnection, row: &LoginFailure) -> QueryResult<()> {
-    diesel::insert_into(login_failures::table).values(row).execute(conn).map(drop)
+    diesel::insert_into(login_failures::table)
+        .values(row)
+        .execute(conn)
+        .map(drop)
 }
 
 /// Compare-and-set: moves the counter from `from_failures` to `row.failures`. Returns whether this call won.

@@ -134,8 +134,12 @@ impl ConnectionManager {
 
 fn create_parent(path: &Path) -> Result<(), DbError> {
     match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir)
-            .map_err(|source| DbError::CreateDir { path: dir.to_owned(), source }),
+        Some(dir) if !dir.as_os_str().is_empty() => {
+            std::fs::create_dir_all(dir).map_err(|source| DbError::CreateDir {
+                path: dir.to_owned(),
+                source,
+            })
+        }
         _ => Ok(()),
     }
 }

@@ -23,7 +23,10 @@ pub struct Organisation {
 
 /// Inserts an organisation.
 pub fn create(conn: &mut DbConnection, org: &Organisation) -> QueryResult<()> {
-    diesel::insert_into(organisations::table).values(org).execute(conn).map(drop)
+    diesel::insert_into(organisations::table)
+        .values(org)
+        .execute(conn)
+        .map(drop)
 }
 
 /// The organisation with this name, case-insensitively.
@@ -37,7 +40,11 @@ pub fn find_by_name(conn: &mut DbConnection, name: &str) -> QueryResult<Option<O
 
 /// The organisation with this id.
 pub fn find_by_id(conn: &mut DbConnection, id: &str) -> QueryResult<Option<Organisation>> {
-    organisations::table.find(id).select(Organisation::as_select()).first(conn).optional()
+    organisations::table
+        .find(id)
+        .select(Organisation::as_select())
+        .first(conn)
+        .optional()
 }
 
 /// The organisation named by an operator: its id, else its name.

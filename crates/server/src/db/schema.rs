@@ -1,5 +1,8 @@
 //! Diesel's view of the tables, shared by both backends (portable column types only).
-#![expect(missing_docs, reason = "generated-style table definitions; the migrations document them")]
+#![expect(
+    missing_docs,
+    reason = "generated-style table definitions; the migrations document them"
+)]
 
 diesel::table! {
     organisations (id) {

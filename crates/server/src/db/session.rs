@@ -46,12 +46,19 @@ pub struct Session {
 
 /// Inserts a session.
 pub fn create(conn: &mut DbConnection, session: &Session) -> QueryResult<()> {
-    diesel::insert_into(sessions::table).values(session).execute(conn).map(drop)
+    diesel::insert_into(sessions::table)
+        .values(session)
+        .execute(conn)
+        .map(drop)
 }
 
 /// The session with this id.
 pub fn find_by_id(conn: &mut DbConnection, id: &str) -> QueryResult<Option<Session>> {
-    sessions::table.find(id).select(Session::as_select()).first(conn).optional()
+    sessions::table
+        .find(id)
+        .select(Session::as_select())
+        .first(conn)
+        .optional()
 }
 
 /// Moves a live session from generation `from_gen` to the next one. Returns whether this call did it: of
@@ -69,7 +76,11 @@ pub fn update_rotate(
             .filter(sessions::generation.eq(from_gen))
             .filter(sessions::ended_at.is_null()),
     )
-    .set((sessions::generation.eq(from_gen + 1), sessions::rotated_at.eq(now), sessions::expires_at.eq(expires_at)))
+    .set((
+        sessions::generation.eq(from_gen + 1),
+        sessions::rotated_at.eq(now),
+        sessions::expires_at.eq(expires_at),
+    ))
     .execute(conn)
     .map(|rows| rows == 1)
 }
@@ -83,16 +94,32 @@ pub fn update_end(conn: &mut DbConnection, id: &str, now: i64, reason: &str) -> 
 }
 
 /// Ends every live session of a user; returns how many.
-pub fn update_end_for_user(conn: &mut DbConnection, user_id: &str, now: i64, reason: &str) -> QueryResult<usize> {
-    diesel::update(sessions::table.filter(sessions::user_id.eq(user_id)).filter(sessions::ended_at.is_null()))
-        .set((sessions::ended_at.eq(now), sessions::end_reason.eq(reason)))
-        .execute(conn)
+pub fn update_end_for_user(
+    conn: &mut DbConnection,
+    user_id: &str,
+    now: i64,
+    reason: &str,
+) -> QueryResult<usize> {
+    diesel::update(
+        sessions::table
+            .filter(sessions::user_id.eq(user_id))
+            .filter(sessions::ended_at.is_null()),
+    )
+    .set((sessions::ended_at.eq(now), sessions::end_reason.eq(reason)))
+    .execute(conn)
 }
 
 /// Ends every live session opened by a key; returns how many.
-pub fn update_end_for_key(conn: &mut DbConnection, key_id: &str, now: i64, reason: &str) -> QueryResult<usize> {
+pub fn update_end_for_key(
+    conn: &mut DbConnection,
+    key_id: &str,
+    now: i64,
+    reason: &str,
+) -> QueryResult<usize> {
     diesel::update(
-        sessions::table.filter(sessions::api_key_id.eq(key_id)).filter(sessions::ended_at.is_null()),
+        sessions::table
+            .filter(sessions::api_key_id.eq(key_id))
+            .filter(sessions::ended_at.is_null()),
     )
     .set((sessions::ended_at.eq(now), sessions::end_reason.eq(reason)))
     .execute(conn)
@@ -113,5 +140,8 @@ pub fn find_live(
     if let Some(user_id) = user_id {
         query = query.filter(sessions::user_id.eq(user_id));
     }
-    query.order(sessions::created_at.desc()).select(Session::as_select()).load(conn)
+    query
+        .order(sessions::created_at.desc())
+        .select(Session::as_select())
+        .load(conn)
 }

@@ -29,25 +29,48 @@ pub struct Unit {
 
 /// Inserts a unit.
 pub fn create(conn: &mut DbConnection, unit: &Unit) -> QueryResult<()> {
-    diesel::insert_into(units::table).values(unit).execute(conn).map(drop)
+    diesel::insert_into(units::table)
+        .values(unit)
+        .execute(conn)
+        .map(drop)
 }
 
 /// The unit with this id.
 pub fn find_by_id(conn: &mut DbConnection, id: &str) -> QueryResult<Option<Unit>> {
-    units::table.find(id).select(Unit::as_select()).first(conn).optional()
+    units::table
+        .find(id)
+        .select(Unit::as_select())
+        .first(conn)
+        .optional()
 }
 
 /// Resolves what a client or operator typed: a unit id, else a name, else a code, within one organisation.
-pub fn find_in_organisation(conn: &mut DbConnection, organisation_id: &str, wanted: &str) -> QueryResult<Option<Unit>> {
+pub fn find_in_organisation(
+    conn: &mut DbConnection,
+    organisation_id: &str,
+    wanted: &str,
+) -> QueryResult<Option<Unit>> {
     let in_org = || units::table.filter(units::organisation_id.eq(organisation_id.to_owned()));
-    if let Some(unit) = in_org().filter(units::id.eq(wanted)).select(Unit::as_select()).first(conn).optional()? {
-        return Ok(Some(unit));
-    }
-    let key = super::name_key(wanted);
-    if let Some(unit) =
-        in_org().filter(units::name_key.eq(&key)).select(Unit::as_select()).first(conn).optional()?
+    if let Some(unit) = in_org()
+        .filter(units::id.eq(wanted))
+        .select(Unit::as_select())
+        .first(conn)
+        .optional()?
     {
         return Ok(Some(unit));
     }
-    in_org().filter(units::code_key.eq(&key)).select(Unit::as_select()).first(conn).optional()
+    let key = super::name_key(wanted);
+    if let Some(unit) = in_org()
+        .filter(units::name_key.eq(&key))
+        .select(Unit::as_select())
+        .first(conn)
+        .optional()?
+    {
+        return Ok(Some(unit));
+    }
+    in_org()
+        .filter(units::code_key.eq(&key))
+        .select(Unit::as_select())
+        .first(conn)
+        .optional()
 }

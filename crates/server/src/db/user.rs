@@ -90,17 +90,25 @@ pub fn find_by_username(
 
 /// The user with this id.
 pub fn find_by_id(conn: &mut DbConnection, id: &str) -> QueryResult<Option<User>> {
-    users::table.find(id).select(User::as_select()).first(conn).optional()
+    users::table
+        .find(id)
+        .select(User::as_select())
+        .first(conn)
+        .optional()
 }
 
 /// Replaces the password hash; returns the rows changed.
 pub fn update_password(conn: &mut DbConnection, id: &str, hash: &str) -> QueryResult<usize> {
-    diesel::update(users::table.find(id)).set(users::password_hash.eq(hash)).execute(conn)
+    diesel::update(users::table.find(id))
+        .set(users::password_hash.eq(hash))
+        .execute(conn)
 }
 
 /// Enables or disables a user; returns the rows changed.
 pub fn update_active(conn: &mut DbConnection, id: &str, is_active: bool) -> QueryResult<usize> {
-    diesel::update(users::table.find(id)).set(users::is_active.eq(is_active)).execute(conn)
+    diesel::update(users::table.find(id))
+        .set(users::is_active.eq(is_active))
+        .execute(conn)
 }
 
 /// The user's default unit.

@@ -19,10 +19,14 @@ pub struct Health {
 /// Registers the health routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource("/health/live").route(web::get().to(get_live)).default_service(web::to(method_not_allowed)),
+        web::resource("/health/live")
+            .route(web::get().to(get_live))
+            .default_service(web::to(method_not_allowed)),
     )
     .service(
-        web::resource("/health/ready").route(web::get().to(get_ready)).default_service(web::to(method_not_allowed)),
+        web::resource("/health/ready")
+            .route(web::get().to(get_ready))
+            .default_service(web::to(method_not_allowed)),
     );
 }
 
@@ -35,7 +39,7 @@ pub async fn get_live() -> HttpResponse {
 pub async fn get_ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let state = state.into_inner();
     web::block(move || -> Result<(), ApiError> {
-        let mut conn = state.pool.get()?;
+        let mut conn = state.conn()?;
         conn.ping().map_err(|e| ApiError::Unavailable(e.to_string()))
     })
     .await??;

@@ -2,20 +2,24 @@
 //! response, actix's own errors included.
 
 pub mod health;
+pub mod openapi;
+pub mod ops;
 pub mod request;
 pub mod token;
 
 use std::net::TcpListener;
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::dev::{Server, Service, ServiceResponse};
-use actix_web::http::StatusCode;
+use actix_web::http::{Method, StatusCode};
 use actix_web::{App, HttpMessage, HttpResponse, HttpServer, ResponseError, web};
 use crm_auth_core::ErrorCode;
 use futures_util::FutureExt as _;
 
 use crate::error::ApiError;
+use crate::metrics::UNMATCHED_ROUTE;
 use crate::state::AppState;
 
 /// The id of one request, shown in `INTERNAL_ERROR` messages and on every log line about it.
@@ -27,6 +31,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: &AppState) {
     cfg.app_data(web::Data::new(state.clone()))
         .service(web::scope(&state.settings.http.base_path).configure(token::configure))
         .configure(health::configure)
+        .configure(|cfg| ops::configure(cfg, &state.settings.http.base_path))
         .default_service(web::to(not_found));
 }
 
@@ -46,13 +51,17 @@ pub fn serve(listener: TcpListener, state: AppState) -> std::io::Result<Server> 
         n => n,
     };
     let server = HttpServer::new(move || {
+        let metrics = Arc::clone(&state.metrics);
         App::new()
-            .wrap_fn(|req, srv| {
+            .wrap_fn(move |req, srv| {
                 let started = Instant::now();
                 let request_id = RequestId(crm_auth_core::new_id());
                 req.extensions_mut().insert(request_id.clone());
                 let method = req.method().clone();
                 let path = req.path().to_owned();
+                // The pattern, never the raw path, so that the label's values stay few.
+                let route = req.match_pattern().unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
+                let metrics = Arc::clone(&metrics);
                 let fut = AssertUnwindSafe(srv.call(req)).catch_unwind();
                 async move {
                     let (status, outcome) = match fut.await {
@@ -70,6 +79,7 @@ pub fn serve(listener: TcpListener, state: AppState) -> std::io::Result<Server> 
                             (StatusCode::INTERNAL_SERVER_ERROR, Err(failure.into()))
                         }
                     };
+                    metrics.http_request(&route, method_label(&method), status.as_u16(), started.elapsed());
                     log::info!(
                         target: "crm_auth::access",
                         "{method} {path} {} {:.1}ms request_id={}",
@@ -88,12 +98,36 @@ pub fn serve(listener: TcpListener, state: AppState) -> std::io::Result<Server> 
     Ok(server)
 }
 
+/// The method as a metrics label: the standard ones by name, anything else as `OTHER`, so that clients cannot
+/// add label values.
+fn method_label(method: &Method) -> &'static str {
+    const KNOWN: [Method; 9] = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::CONNECT,
+        Method::PATCH,
+        Method::TRACE,
+    ];
+    KNOWN
+        .iter()
+        .find(|known| *known == method)
+        .map_or("OTHER", |known| known.as_str())
+}
+
 /// Turns a 500 into the contract's `INTERNAL_ERROR` carrying the request id, logging the cause once.
 fn finish(res: ServiceResponse, request_id: &RequestId) -> ServiceResponse {
     if res.status() != StatusCode::INTERNAL_SERVER_ERROR {
         return res;
     }
-    let cause = res.response().error().map(ToString::to_string).unwrap_or_default();
+    let cause = res
+        .response()
+        .error()
+        .map(ToString::to_string)
+        .unwrap_or_default();
     log::error!("request_id={} internal error: {cause}", request_id.0);
     let (req, _) = res.into_parts();
     ServiceResponse::new(req, Failure::internal(request_id).error_response())
@@ -108,8 +142,14 @@ struct Failure {
 
 impl Failure {
     fn internal(request_id: &RequestId) -> Failure {
-        let message = format!("An internal error occurred. Quote request id {} when reporting it.", request_id.0);
-        Failure { code: ErrorCode::InternalError, message }
+        let message = format!(
+            "An internal error occurred. Quote request id {} when reporting it.",
+            request_id.0
+        );
+        Failure {
+            code: ErrorCode::InternalError,
+            message,
+        }
     }
 
     /// The envelope for an error actix raised itself, chosen by its status.
@@ -122,7 +162,10 @@ impl Failure {
             s if s.is_client_error() => ErrorCode::InvalidRequest,
             _ => return Failure::internal(request_id),
         };
-        Failure { code, message: code.default_message().to_owned() }
+        Failure {
+            code,
+            message: code.default_message().to_owned(),
+        }
     }
 }
 

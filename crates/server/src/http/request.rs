@@ -14,7 +14,11 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 /// Reads the body up to `limit` bytes; more is `PAYLOAD_TOO_LARGE`.
-pub async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<Bytes, ApiError> {
+pub async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -51,22 +55,26 @@ pub fn required_string(map: &Map<String, Value>, field: &str, max_chars: usize) 
     match map.get(field) {
         None | Some(Value::Null) => Err(ApiError::InvalidRequest(format!("{field} is missing"))),
         Some(Value::String(s)) if s.is_empty() => Err(ApiError::InvalidRequest(format!("{field} is empty"))),
-        Some(Value::String(s)) if s.chars().count() > max_chars => {
-            Err(ApiError::InvalidRequest(format!("{field} is longer than {max_chars} characters")))
-        }
+        Some(Value::String(s)) if s.chars().count() > max_chars => Err(ApiError::InvalidRequest(format!(
+            "{field} is longer than {max_chars} characters"
+        ))),
         Some(Value::String(s)) => Ok(s.clone()),
         Some(_) => Err(ApiError::InvalidRequest(format!("{field} must be a string"))),
     }
 }
 
 /// An optional string field: absent, `null` and `""` are `None`.
-pub fn optional_string(map: &Map<String, Value>, field: &str, max_chars: usize) -> Result<Option<String>, ApiError> {
+pub fn optional_string(
+    map: &Map<String, Value>,
+    field: &str,
+    max_chars: usize,
+) -> Result<Option<String>, ApiError> {
     match map.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.is_empty() => Ok(None),
-        Some(Value::String(s)) if s.chars().count() > max_chars => {
-            Err(ApiError::InvalidRequest(format!("{field} is longer than {max_chars} characters")))
-        }
+        Some(Value::String(s)) if s.chars().count() > max_chars => Err(ApiError::InvalidRequest(format!(
+            "{field} is longer than {max_chars} characters"
+        ))),
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(_) => Err(ApiError::InvalidRequest(format!("{field} must be a string"))),
     }
@@ -76,7 +84,9 @@ pub fn optional_string(map: &Map<String, Value>, field: &str, max_chars: usize) 
 pub fn password(map: &Map<String, Value>) -> Result<String, ApiError> {
     let password = required_string(map, "password", usize::MAX)?;
     if password.len() > MAX_PASSWORD_BYTES {
-        return Err(ApiError::InvalidRequest(format!("password is longer than {MAX_PASSWORD_BYTES} bytes")));
+        return Err(ApiError::InvalidRequest(format!(
+            "password is longer than {MAX_PASSWORD_BYTES} bytes"
+        )));
     }
     Ok(password)
 }
@@ -85,12 +95,20 @@ pub fn password(map: &Map<String, Value>) -> Result<String, ApiError> {
 pub fn query_field(req: &HttpRequest, field: &str) -> Result<Option<String>, ApiError> {
     let pairs = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
         .map_err(|_| ApiError::InvalidRequest("the query string is malformed".into()))?;
-    let value = pairs.into_inner().into_iter().find(|(k, _)| k == field).map(|(_, v)| v);
-    let max = if field == "token" { MAX_TOKEN_BYTES } else { MAX_NAME_CHARS };
+    let value = pairs
+        .into_inner()
+        .into_iter()
+        .find(|(k, _)| k == field)
+        .map(|(_, v)| v);
+    let max = if field == "token" {
+        MAX_TOKEN_BYTES
+    } else {
+        MAX_NAME_CHARS
+    };
     match value {
-        Some(v) if v.chars().count() > max => {
-            Err(ApiError::InvalidRequest(format!("{field} is longer than {max} characters")))
-        }
+        Some(v) if v.chars().count() > max => Err(ApiError::InvalidRequest(format!(
+            "{field} is longer than {max} characters"
+        ))),
         Some(v) if v.is_empty() => Ok(None),
         other => Ok(other),
     }
@@ -135,5 +153,8 @@ pub fn client_addr(req: &HttpRequest, state: &AppState) -> IpAddr {
             }
         }
     }
-    hops.into_iter().rev().find(|ip| !trusted.contains(ip)).unwrap_or(peer)
+    hops.into_iter()
+        .rev()
+        .find(|ip| !trusted.contains(ip))
+        .unwrap_or(peer)
 }

@@ -35,7 +35,10 @@ fn rate_limit(req: &HttpRequest, state: &AppState) -> Result<std::net::IpAddr, A
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
-    state.rate_limiter.check(client, now).map_err(|retry_after| ApiError::RateLimited { retry_after })?;
+    state
+        .rate_limiter
+        .check(client, now)
+        .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
     Ok(client)
 }
 

@@ -17,18 +17,21 @@ pub fn delay_seconds(failures: i64, settings: &LockoutSettings) -> u64 {
         return 0;
     }
     let doublings = u32::try_from(failures - threshold).unwrap_or(u32::MAX).min(63);
-    1u64.checked_shl(doublings).unwrap_or(u64::MAX).min(settings.max_seconds)
+    1u64.checked_shl(doublings)
+        .unwrap_or(u64::MAX)
+        .min(settings.max_seconds)
 }
 
 /// Reserves one attempt for this organisation + username at `now`: counts it as a failure and answers
-/// `TooManyAttempts` while the counter is locked.
+/// `TooManyAttempts` while the counter is locked. Returns the failure count this attempt brings the counter
+/// to, which stands if its password turns out wrong.
 pub fn reserve_attempt(
     conn: &mut DbConnection,
     organisation_key: &str,
     username_key: &str,
     now: i64,
     settings: &LockoutSettings,
-) -> Result<(), ApiError> {
+) -> Result<i64, ApiError> {
     let lock_for = |failures: i64| match delay_seconds(failures, settings) {
         0 => 0,
         d => now.saturating_add(i64::try_from(d).unwrap_or(i64::MAX)),
@@ -44,7 +47,7 @@ pub fn reserve_attempt(
                     updated_at: now,
                 };
                 match login_failure::create(conn, &row) {
-                    Ok(()) => return Ok(()),
+                    Ok(()) => return Ok(1),
                     Err(e) if is_unique_violation(&e) => continue,
                     Err(e) => return Err(e.into()),
                 }
@@ -55,9 +58,14 @@ pub fn reserve_attempt(
                     return Err(ApiError::TooManyAttempts { retry_after });
                 }
                 let failures = current.failures + 1;
-                let next = LoginFailure { failures, locked_until: lock_for(failures), updated_at: now, ..current };
+                let next = LoginFailure {
+                    failures,
+                    locked_until: lock_for(failures),
+                    updated_at: now,
+                    ..current
+                };
                 if login_failure::update_from(conn, next.failures - 1, &next)? {
-                    return Ok(());
+                    return Ok(failures);
                 }
             }
         }
@@ -77,7 +85,10 @@ mod tests {
 
     #[test]
     fn delay_starts_at_one_second_and_doubles_to_the_cap() {
-        let s = LockoutSettings { threshold: 5, max_seconds: 900 };
+        let s = LockoutSettings {
+            threshold: 5,
+            max_seconds: 900,
+        };
         assert_eq!(delay_seconds(4, &s), 0);
         assert_eq!(delay_seconds(5, &s), 1);
         assert_eq!(delay_seconds(6, &s), 2);

@@ -12,6 +12,7 @@ use crate::db::unit::{self, Unit};
 use crate::db::user::{self, User};
 use crate::db::{DbConnection, name_key};
 use crate::error::ApiError;
+use crate::metrics::GrantOutcome;
 use crate::service::{lockout, token_for};
 use crate::state::AppState;
 
@@ -30,8 +31,20 @@ pub struct PasswordLogin {
     pub unit: Option<String>,
 }
 
-/// Checks a password login and opens a session; returns the token.
-pub async fn login_with_password(state: &AppState, login: PasswordLogin, client: IpAddr) -> Result<String, ApiError> {
+/// Checks a password login and opens a session; returns the token. Every outcome is counted.
+pub async fn login_with_password(
+    state: &AppState,
+    login: PasswordLogin,
+    client: IpAddr,
+) -> Result<String, ApiError> {
+    let result = password_login(state, login, client).await;
+    state
+        .metrics
+        .token_grant(AuthMethod::Password, GrantOutcome::of(&result));
+    result
+}
+
+async fn password_login(state: &AppState, login: PasswordLogin, client: IpAddr) -> Result<String, ApiError> {
     let now = state.clock.now();
     let org_key = name_key(&login.organisation);
     let user_key = name_key(&login.username);
@@ -41,15 +54,18 @@ pub async fn login_with_password(state: &AppState, login: PasswordLogin, client:
         let organisation = login.organisation.clone();
         let username = login.username.clone();
         web::block(move || -> Result<_, ApiError> {
-            let mut conn = state.pool.get()?;
-            lockout::reserve_attempt(&mut conn, &org_key, &user_key, now, &state.settings.auth.lockout)?;
-            let Some(org) = organisation::find_by_name(&mut conn, &organisation)? else { return Ok(None) };
+            let mut conn = state.conn()?;
+            let failures =
+                lockout::reserve_attempt(&mut conn, &org_key, &user_key, now, &state.settings.auth.lockout)?;
+            let Some(org) = organisation::find_by_name(&mut conn, &organisation)? else {
+                return Ok((failures, None));
+            };
             let user = user::find_by_username(&mut conn, &org.id, &username)?;
-            Ok(user.map(|user| (org, user)))
+            Ok((failures, user.map(|user| (org, user))))
         })
         .await?
     };
-    let found = match found {
+    let (failures, found) = match found {
         Err(ApiError::TooManyAttempts { retry_after }) => {
             log::warn!(
                 target: "crm_auth::audit",
@@ -71,12 +87,15 @@ pub async fn login_with_password(state: &AppState, login: PasswordLogin, client:
             login.organisation,
             login.username
         );
+        if lockout::delay_seconds(failures, &state.settings.auth.lockout) > 0 {
+            state.metrics.lockout();
+        }
         return Err(ApiError::InvalidCredentials);
     };
 
     let state2 = state.clone();
     let session = web::block(move || -> Result<Session, ApiError> {
-        let mut conn = state2.pool.get()?;
+        let mut conn = state2.conn()?;
         lockout::reset(&mut conn, &org_key, &user_key)?;
         let unit = resolve_unit(&mut conn, &org, &user, login.unit.as_deref())?;
         open_session(&mut conn, &state2, &org, &user, &unit, None, now)
@@ -93,8 +112,21 @@ pub async fn login_with_password(state: &AppState, login: PasswordLogin, client:
     Ok(token_for(state, &session))
 }
 
-/// Opens a session for a Web API key; returns the token.
+/// Opens a session for a Web API key; returns the token. Every outcome is counted.
 pub async fn login_with_key(
+    state: &AppState,
+    key: Option<ApiKey>,
+    wanted_unit: Option<String>,
+    client: IpAddr,
+) -> Result<String, ApiError> {
+    let result = key_login(state, key, wanted_unit, client).await;
+    state
+        .metrics
+        .token_grant(AuthMethod::WebApiKey, GrantOutcome::of(&result));
+    result
+}
+
+async fn key_login(
     state: &AppState,
     key: Option<ApiKey>,
     wanted_unit: Option<String>,
@@ -108,11 +140,13 @@ pub async fn login_with_key(
     let now = state.clock.now();
     let state2 = state.clone();
     let session = web::block(move || -> Result<Session, ApiError> {
-        let mut conn = state2.pool.get()?;
+        let mut conn = state2.conn()?;
         let key = api_key::find_active_by_digest(&mut conn, &digest)?.ok_or(ApiError::InvalidCredentials)?;
         let user = user::find_by_id(&mut conn, &key.user_id)?.filter(|u| u.is_active);
         let org = organisation::find_by_id(&mut conn, &key.organisation_id)?.filter(|o| o.is_active);
-        let (Some(user), Some(org)) = (user, org) else { return Err(ApiError::InvalidCredentials) };
+        let (Some(user), Some(org)) = (user, org) else {
+            return Err(ApiError::InvalidCredentials);
+        };
         let unit = resolve_unit(&mut conn, &org, &user, wanted_unit.as_deref())?;
         let session = open_session(&mut conn, &state2, &org, &user, &unit, Some(&key.id), now)?;
         if key.last_used_at.is_none_or(|at| now - at >= LAST_USED_RESOLUTION) {
@@ -130,7 +164,9 @@ pub async fn login_with_key(
             s.unit_name,
             s.id
         ),
-        Err(e) => log::info!(target: "crm_auth::audit", "login failed method=web_api_key reason={e} client={client}"),
+        Err(e) => {
+            log::info!(target: "crm_auth::audit", "login failed method=web_api_key reason={e} client={client}")
+        }
     }
     Ok(token_for(state, &session?))
 }
@@ -163,9 +199,16 @@ fn open_session(
     now: i64,
 ) -> Result<Session, ApiError> {
     let settings = &state.settings;
-    let max_end_at = now.saturating_add(i64::try_from(settings.session.max_lifetime_seconds).unwrap_or(i64::MAX));
-    let expires_at = now.saturating_add(i64::try_from(settings.token.ttl_seconds).unwrap_or(i64::MAX)).min(max_end_at);
-    let method = if key_id.is_some() { AuthMethod::WebApiKey } else { AuthMethod::Password };
+    let max_end_at =
+        now.saturating_add(i64::try_from(settings.session.max_lifetime_seconds).unwrap_or(i64::MAX));
+    let expires_at = now
+        .saturating_add(i64::try_from(settings.token.ttl_seconds).unwrap_or(i64::MAX))
+        .min(max_end_at);
+    let method = if key_id.is_some() {
+        AuthMethod::WebApiKey
+    } else {
+        AuthMethod::Password
+    };
     let row = Session {
         id: new_id(),
         organisation_id: org.id.clone(),

@@ -8,27 +8,45 @@ use crm_auth_core::{AuthMethod, Claims, SessionInfo, TokenError, verify, verify_
 use crate::db::session::{self, Session};
 use crate::db::{DbConnection, api_key, organisation, unit, user};
 use crate::error::ApiError;
+use crate::metrics::RefreshOutcome;
 use crate::service::token_for;
 use crate::state::AppState;
 
 /// Exchanges a token for the session's next one.
 pub async fn refresh(state: &AppState, token: &str, client: IpAddr) -> Result<String, ApiError> {
     let now = state.clock.now();
-    let claims = verify_ignoring_expiry(&state.keyring, token, &state.verify_options(now))?;
+    let claims = verify_ignoring_expiry(&state.keyring, token, &state.verify_options(now))
+        .inspect_err(|_| state.metrics.refresh(RefreshOutcome::Invalid))?;
     let settings = &state.settings.token;
-    let limit = claims
-        .exp
-        .saturating_add(i64::try_from(settings.leeway_seconds + settings.refresh_grace_seconds).unwrap_or(i64::MAX));
+    let limit = claims.exp.saturating_add(
+        i64::try_from(settings.leeway_seconds + settings.refresh_grace_seconds).unwrap_or(i64::MAX),
+    );
     if now > limit {
+        state.metrics.refresh(RefreshOutcome::Expired);
         return Err(TokenError::Expired.into());
     }
     let state2 = state.clone();
     let jti = claims.jti.clone();
     let outcome = web::block(move || {
-        let mut conn = state2.pool.get()?;
+        let mut conn = state2.conn()?;
         rotate(&mut conn, &state2, &claims, now)
     })
-    .await?;
+    .await
+    .inspect_err(|_| state.metrics.refresh(RefreshOutcome::Error))?;
+    let outcome = match outcome {
+        Ok(Rotation::Issued(session, kind)) => {
+            state.metrics.refresh(kind);
+            Ok(session)
+        }
+        Ok(Rotation::Stolen) => {
+            state.metrics.refresh(RefreshOutcome::Theft);
+            Err(ApiError::SessionEnded)
+        }
+        Err(e) => {
+            state.metrics.refresh(RefreshOutcome::of_error(&e));
+            Err(e)
+        }
+    };
     match outcome {
         Ok(session) => {
             log::info!(
@@ -48,9 +66,27 @@ pub async fn refresh(state: &AppState, token: &str, client: IpAddr) -> Result<St
     }
 }
 
+/// What a refresh did to its session.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "returned once per refresh and moved straight out"
+)]
+enum Rotation {
+    /// The session's newest token is for the caller: `Rotated` to a new generation, or `Reused` (handed back
+    /// to the token it had just replaced, within the reuse interval).
+    Issued(Session, RefreshOutcome),
+    /// A superseded token came back after the reuse interval; the session was ended as stolen.
+    Stolen,
+}
+
 /// Rotates the session from the presented generation, or hands back the newest token to a caller whose
 /// token was superseded within the reuse interval; anything else ends the session as stolen.
-fn rotate(conn: &mut DbConnection, state: &AppState, claims: &Claims, now: i64) -> Result<Session, ApiError> {
+fn rotate(
+    conn: &mut DbConnection,
+    state: &AppState,
+    claims: &Claims,
+    now: i64,
+) -> Result<Rotation, ApiError> {
     let presented = i64::try_from(claims.r#gen).map_err(|_| ApiError::Token(TokenError::Malformed))?;
     let reuse_interval = i64::try_from(state.settings.token.reuse_interval_seconds).unwrap_or(i64::MAX);
     let ttl = i64::try_from(state.settings.token.ttl_seconds).unwrap_or(i64::MAX);
@@ -63,13 +99,19 @@ fn rotate(conn: &mut DbConnection, state: &AppState, claims: &Claims, now: i64) 
         }
         let expires_at = now.saturating_add(ttl).min(current.max_end_at);
         if session::update_rotate(conn, &current.id, presented, now, expires_at)? {
-            return Ok(Session { generation: presented + 1, rotated_at: now, expires_at, ..current });
+            let rotated = Session {
+                generation: presented + 1,
+                rotated_at: now,
+                expires_at,
+                ..current
+            };
+            return Ok(Rotation::Issued(rotated, RefreshOutcome::Rotated));
         }
         // A concurrent refresh of the same token won the compare-and-set: read what it wrote.
         current = live_session(conn, &claims.jti, now)?;
     }
     if current.generation == presented + 1 && now - current.rotated_at <= reuse_interval {
-        return Ok(current);
+        return Ok(Rotation::Issued(current, RefreshOutcome::Reused));
     }
     // A superseded token presented again after the reuse interval (or one never issued): take it as stolen.
     session::update_end(conn, &current.id, now, "reuse")?;
@@ -81,7 +123,7 @@ fn rotate(conn: &mut DbConnection, state: &AppState, claims: &Claims, now: i64) 
         current.id,
         current.generation
     );
-    Err(ApiError::SessionEnded)
+    Ok(Rotation::Stolen)
 }
 
 /// The session if it is live at `now`.
@@ -107,7 +149,7 @@ fn inactive_reason(conn: &mut DbConnection, current: &Session) -> Result<Option<
         return Ok(Some("unit_disabled"));
     }
     if let Some(key_id) = &current.api_key_id
-        && !api_key::find_by_id(conn, key_id)?.is_some_and(|k| k.revoked_at.is_none())
+        && api_key::find_by_id(conn, key_id)?.is_none_or(|k| k.revoked_at.is_some())
     {
         return Ok(Some("key_revoked"));
     }
@@ -121,7 +163,7 @@ pub async fn release(state: &AppState, token: &str, client: IpAddr) -> Result<()
     let state2 = state.clone();
     let jti = claims.jti.clone();
     let ended = web::block(move || -> Result<bool, ApiError> {
-        let mut conn = state2.pool.get()?;
+        let mut conn = state2.conn()?;
         Ok(session::update_end(&mut conn, &jti, now, "released")?)
     })
     .await??;
@@ -132,6 +174,7 @@ pub async fn release(state: &AppState, token: &str, client: IpAddr) -> Result<()
         claims.usr,
         claims.jti
     );
+    state.metrics.release();
     Ok(())
 }
 
@@ -142,14 +185,17 @@ pub async fn validate(state: &AppState, token: &str) -> Result<SessionInfo, ApiE
     let state2 = state.clone();
     let jti = claims.jti.clone();
     let current = web::block(move || -> Result<Session, ApiError> {
-        let mut conn = state2.pool.get()?;
+        let mut conn = state2.conn()?;
         live_session(&mut conn, &jti, now)
     })
     .await??;
     if i64::try_from(claims.r#gen).map_or(true, |presented| presented > current.generation) {
         return Err(ApiError::SessionEnded);
     }
-    let method = current.method.parse::<AuthMethod>().map_err(|_| ApiError::Internal("bad session method".into()))?;
+    let method = current
+        .method
+        .parse::<AuthMethod>()
+        .map_err(|_| ApiError::Internal("bad session method".into()))?;
     Ok(SessionInfo {
         id: current.id,
         username: current.username,

@@ -60,7 +60,10 @@ impl Backend {
         let url = std::env::var("CRM_AUTH_TEST_POSTGRES_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
         match std::env::var("CRM_AUTH_TEST_BACKENDS") {
-            Ok(list) => list.split(',').any(|b| b.trim() == "postgres").then_some(Backend::Postgres(url)),
+            Ok(list) => list
+                .split(',')
+                .any(|b| b.trim() == "postgres")
+                .then_some(Backend::Postgres(url)),
             Err(_) => PgConnection::establish(&url).ok().map(|_| Backend::Postgres(url)),
         }
     }
@@ -77,7 +80,10 @@ pub struct TestDb {
 const PG_PREFIX: &str = "crm_auth_t_";
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl TestDb {
@@ -86,15 +92,31 @@ impl TestDb {
         match backend {
             Backend::Sqlite => {
                 let url = format!("sqlite://{}", dir.path().join("crm-auth.db").display());
-                Ok(TestDb { url, dir, admin_url: None, name: String::new() })
+                Ok(TestDb {
+                    url,
+                    dir,
+                    admin_url: None,
+                    name: String::new(),
+                })
             }
             Backend::Postgres(admin_url) => {
                 let mut admin = PgConnection::establish(admin_url)?;
                 sweep_stale(&mut admin)?;
-                let name = format!("{PG_PREFIX}{}_{}", unix_now(), crm_auth_core::new_id().to_lowercase());
+                let name = format!(
+                    "{PG_PREFIX}{}_{}",
+                    unix_now(),
+                    crm_auth_core::new_id().to_lowercase()
+                );
                 admin.batch_execute(&format!("CREATE DATABASE {name}"))?;
-                let base = admin_url.rsplit_once('/').map_or(admin_url.as_str(), |(base, _)| base);
-                Ok(TestDb { url: format!("{base}/{name}"), dir, admin_url: Some(admin_url.clone()), name })
+                let base = admin_url
+                    .rsplit_once('/')
+                    .map_or(admin_url.as_str(), |(base, _)| base);
+                Ok(TestDb {
+                    url: format!("{base}/{name}"),
+                    dir,
+                    admin_url: Some(admin_url.clone()),
+                    name,
+                })
             }
         }
     }
@@ -114,11 +136,17 @@ fn sweep_stale(admin: &mut PgConnection) -> anyhow::Result<()> {
         #[diesel(sql_type = diesel::sql_types::Text)]
         datname: String,
     }
-    let names: Vec<Name> =
-        diesel::sql_query(format!("SELECT datname FROM pg_database WHERE datname LIKE '{PG_PREFIX}%'")).load(admin)?;
+    let names: Vec<Name> = diesel::sql_query(format!(
+        "SELECT datname FROM pg_database WHERE datname LIKE '{PG_PREFIX}%'"
+    ))
+    .load(admin)?;
     let cutoff = unix_now().saturating_sub(3600);
     for Name { datname } in names {
-        let created = datname.trim_start_matches(PG_PREFIX).split('_').next().and_then(|t| t.parse::<u64>().ok());
+        let created = datname
+            .trim_start_matches(PG_PREFIX)
+            .split('_')
+            .next()
+            .and_then(|t| t.parse::<u64>().ok());
         if created.is_some_and(|t| t < cutoff) {
             let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {datname} WITH (FORCE)"));
         }
@@ -171,8 +199,19 @@ impl TestApp {
         let server = crm_auth_server::http::serve(listener, state.clone())?;
         std::thread::spawn(move || actix_web::rt::System::new().block_on(server));
         let url = format!("http://{addr}");
-        let client = Client::builder().base_url(&url).base_path(state.settings.http.base_path.clone()).build()?;
-        Ok(TestApp { url, client, clock, state, key, main_unit_id, db })
+        let client = Client::builder()
+            .base_url(&url)
+            .base_path(state.settings.http.base_path.clone())
+            .build()?;
+        Ok(TestApp {
+            url,
+            client,
+            clock,
+            state,
+            key,
+            main_unit_id,
+            db,
+        })
     }
 
     pub fn conn(&self) -> anyhow::Result<PooledConnection> {
@@ -188,7 +227,9 @@ impl TestApp {
     pub fn add_user(&self, username: &str, password: Option<&str>, units: &[&str]) -> anyhow::Result<()> {
         let conn = &mut *self.conn()?;
         let org = admin::find_organisation(conn, ORG)?;
-        let hash = password.map(|p| PasswordHasher::hash_blocking(&self.state.settings.auth.argon2, p)).transpose()?;
+        let hash = password
+            .map(|p| PasswordHasher::hash_blocking(&self.state.settings.auth.argon2, p))
+            .transpose()?;
         let units: Vec<String> = units.iter().map(|u| (*u).to_owned()).collect();
         admin::add_user(conn, &org, username, &units, None, hash, self.clock.now())?;
         Ok(())
@@ -209,7 +250,15 @@ fn seed(state: &AppState, now: i64) -> anyhow::Result<(String, String)> {
     admin::add_unit(conn, &org, "Second", Some("SC"), now)?;
     admin::add_unit(conn, &org, "Other", None, now)?;
     let hash = PasswordHasher::hash_blocking(&state.settings.auth.argon2, PASSWORD)?;
-    let user = admin::add_user(conn, &org, USER, &["Main".into(), "Second".into()], None, Some(hash), now)?;
+    let user = admin::add_user(
+        conn,
+        &org,
+        USER,
+        &["Main".into(), "Second".into()],
+        None,
+        Some(hash),
+        now,
+    )?;
     let (_, key) = admin::create_key(conn, &user, now)?;
     Ok((key.expose().to_owned(), main.id))
 }

@@ -1,0 +1,49 @@
+//! `GET /metrics` and `GET /openapi.json` at the root, for operators and tooling.
+
+use actix_web::http::header::ContentType;
+use actix_web::{HttpResponse, web};
+use utoipa::openapi::OpenApi;
+
+use crate::error::ApiError;
+use crate::http::{method_not_allowed, openapi};
+use crate::metrics;
+use crate::state::AppState;
+
+/// The OpenAPI document, built once for the configured base path.
+pub struct ApiDocument(OpenApi);
+
+impl std::fmt::Debug for ApiDocument {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiDocument").finish_non_exhaustive()
+    }
+}
+
+/// Registers the routes; the document is built here, at start-up, for `base_path`.
+pub fn configure(cfg: &mut web::ServiceConfig, base_path: &str) {
+    cfg.app_data(web::Data::new(ApiDocument(openapi::document(base_path))))
+        .service(
+            web::resource("/metrics")
+                .route(web::get().to(get_metrics))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/openapi.json")
+                .route(web::get().to(get_openapi))
+                .default_service(web::to(method_not_allowed)),
+        );
+}
+
+/// Every metric in Prometheus' text format, the pool gauges read now.
+pub async fn get_metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let body = state
+        .metrics
+        .render(&state.pool)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(HttpResponse::Ok().content_type(metrics::CONTENT_TYPE).body(body))
+}
+
+/// The OpenAPI document itself, not wrapped in the envelope.
+pub async fn get_openapi(document: web::Data<ApiDocument>) -> Result<HttpResponse, ApiError> {
+    let body = serde_json::to_string(&document.0).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(HttpResponse::Ok().content_type(ContentType::json()).body(body))
+}

@@ -1,0 +1,22 @@
+//! `cargo xtask dev`: the server on SQLite under `data/`, with the demo organisation, user and key printed,
+//! and debug logging.
+
+use std::env;
+
+use anyhow::Result;
+
+use crate::cmd::cmd;
+
+/// The log filter unless `RUST_LOG` says otherwise: the service at debug level, actix's internals at info.
+const DEFAULT_LOG: &str = "debug,actix=info";
+
+/// Runs `crm-auth serve --demo` until it is stopped.
+pub fn run() -> Result<()> {
+    let log = env::var("RUST_LOG").unwrap_or_else(|_| DEFAULT_LOG.to_owned());
+    cmd(
+        "cargo",
+        ["run", "--package", "crm-auth-server", "--", "serve", "--demo"],
+    )
+    .env("RUST_LOG", log)
+    .run()
+}
