@@ -228,5 +228,11 @@ fn open_session(
         end_reason: None,
     };
     session::create(conn, &row)?;
+    // A concurrent `user disable` or `key revoke` may have ended the user's sessions between our checks and
+    // this insert; checking again after it means no session outlives a revocation that has answered.
+    if let Some(reason) = super::session::inactive_reason(conn, &row)? {
+        session::update_end(conn, &row.id, now, reason)?;
+        return Err(ApiError::InvalidCredentials);
+    }
     Ok(row)
 }

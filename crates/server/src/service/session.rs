@@ -136,7 +136,10 @@ fn live_session(conn: &mut DbConnection, jti: &str, now: i64) -> Result<Session,
 }
 
 /// Why the session may not go on: its user, key, unit or organisation is no longer active.
-fn inactive_reason(conn: &mut DbConnection, current: &Session) -> Result<Option<&'static str>, ApiError> {
+pub(crate) fn inactive_reason(
+    conn: &mut DbConnection,
+    current: &Session,
+) -> Result<Option<&'static str>, ApiError> {
     if !user::find_by_id(conn, &current.user_id)?.is_some_and(|u| u.is_active) {
         return Ok(Some("user_disabled"));
     }

@@ -214,6 +214,18 @@ impl TestApp {
         })
     }
 
+    /// A second server on the same database and keys (another node behind the same load balancer); returns
+    /// a client for it.
+    pub fn second_node(&self) -> anyhow::Result<Client> {
+        let settings = (*self.state.settings).clone();
+        let state = AppState::build(settings, Arc::new(self.clock.clone()))?;
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let server = crm_auth_server::http::serve(listener, state)?;
+        std::thread::spawn(move || actix_web::rt::System::new().block_on(server));
+        Ok(Client::builder().base_url(&url).build()?)
+    }
+
     pub fn conn(&self) -> anyhow::Result<PooledConnection> {
         Ok(self.state.pool.get()?)
     }
