@@ -78,7 +78,14 @@ async fn concurrent_callers_share_one_refresh(backend: Backend) -> anyhow::Resul
         tokens.push(call??.as_str().to_owned());
     }
     assert!(tokens.iter().all(|t| *t == tokens[0]));
-    // One refresh on the wire: the session's row moved exactly one generation.
+    // One refresh on the wire: the server counted one refresh request, and the row moved one generation.
+    let metrics = reqwest::get(format!("{}/metrics", app.url)).await?.text().await?;
+    let refreshes: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("crm_auth_refreshes_total{"))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum();
+    assert_eq!(refreshes, 1.0, "{metrics}");
     let conn = &mut *app.conn()?;
     let row = crm_auth_server::db::session::find_by_id(conn, first.session_id())?
         .ok_or_else(|| anyhow::anyhow!("session row"))?;
