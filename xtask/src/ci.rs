@@ -37,14 +37,22 @@ fn fmt() -> Result<()> {
 fn clippy() -> Result<()> {
     cmd(
         "cargo",
-        ["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],
+        [
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--all-features",
+            "--",
+            "-D",
+            "warnings",
+        ],
     )
     .run()
 }
 
 /// The API docs build without a broken link or any other rustdoc warning.
 fn doc() -> Result<()> {
-    cmd("cargo", ["doc", "--workspace", "--no-deps"])
+    cmd("cargo", ["doc", "--workspace", "--all-features", "--no-deps"])
         .env("RUSTDOCFLAGS", "-D warnings")
         .run()
 }

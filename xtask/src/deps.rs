@@ -12,6 +12,7 @@ const RULES: &[(&str, &[&str])] = &[
         &["diesel", "actix-web", "actix-http", "reqwest", "tokio"],
     ),
     ("crm-auth-client", &["diesel", "actix-web"]),
+    ("crm-auth-actix", &["diesel", "crm-auth-server"]),
 ];
 
 /// Checks every rule, shows how each forbidden package gets in, and fails if any does.
@@ -21,7 +22,16 @@ pub fn run() -> Result<()> {
         // `--target all` so that a dependency behind a `cfg` for another platform cannot hide.
         let tree = cmd(
             "cargo",
-            ["tree", "-p", package, "-e", "normal", "--target", "all"],
+            [
+                "tree",
+                "-p",
+                package,
+                "-e",
+                "normal",
+                "--target",
+                "all",
+                "--all-features",
+            ],
         )
         .args(["--prefix", "none", "--format", "{p}"])
         .read()?;
@@ -31,7 +41,16 @@ pub fn run() -> Result<()> {
             cmd(
                 "cargo",
                 [
-                    "tree", "-p", package, "-e", "normal", "--target", "all", "-i", &spec,
+                    "tree",
+                    "-p",
+                    package,
+                    "-e",
+                    "normal",
+                    "--target",
+                    "all",
+                    "--all-features",
+                    "-i",
+                    &spec,
                 ],
             )
             .run()?;

@@ -48,7 +48,7 @@ pub fn run(extra: &[String]) -> Result<()> {
     };
 
     // Doctests first, so that nextest's own closing summary stays right above ours.
-    let doctests = cmd("cargo", ["test", "--workspace", "--doc"])
+    let doctests = cmd("cargo", ["test", "--workspace", "--all-features", "--doc"])
         .env(BACKENDS_VAR, backends.join(","))
         .env(POSTGRES_URL_VAR, &url)
         .run();
@@ -57,7 +57,14 @@ pub fn run(extra: &[String]) -> Result<()> {
             "cargo nextest",
             cmd(
                 "cargo",
-                ["nextest", "run", "--workspace", "--all-targets", "--no-fail-fast"],
+                [
+                    "nextest",
+                    "run",
+                    "--workspace",
+                    "--all-targets",
+                    "--all-features",
+                    "--no-fail-fast",
+                ],
             ),
         )
     } else {
@@ -68,7 +75,13 @@ pub fn run(extra: &[String]) -> Result<()> {
             "cargo test",
             cmd(
                 "cargo",
-                ["test", "--workspace", "--all-targets", "--no-fail-fast"],
+                [
+                    "test",
+                    "--workspace",
+                    "--all-targets",
+                    "--all-features",
+                    "--no-fail-fast",
+                ],
             ),
         )
     };

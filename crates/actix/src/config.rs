@@ -1,0 +1,174 @@
+//! How [`Authenticated`](crate::Authenticated) checks a token: offline against a keyring, or online against
+//! the server's validate endpoint.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use actix_web::{HttpRequest, web};
+use crm_auth_core::Verifier;
+
+use crate::{AuthError, Authenticated};
+
+/// The current time in unix seconds.
+type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// How [`Authenticated`](crate::Authenticated) checks tokens. Register one per application, as
+/// `web::Data<AuthConfig>` or as plain app data (`App::app_data(config)`); cloning is cheap.
+///
+/// - [`AuthConfig::offline`] checks signature, `alg`, `exp`, `iat` and `iss` locally with a [`Verifier`]. No
+///   request leaves the service, but a released session's tokens pass until their `exp`.
+/// - `AuthConfig::online` (feature `validate`) asks the server's validate endpoint on every request, so a
+///   logout, a revoked session or a disabled user is refused at once.
+#[derive(Clone)]
+pub struct AuthConfig {
+    mode: Arc<Mode>,
+}
+
+#[cfg_attr(
+    feature = "validate",
+    expect(
+        clippy::large_enum_variant,
+        reason = "built once per application and kept behind an Arc"
+    )
+)]
+enum Mode {
+    Offline {
+        verifier: Verifier,
+        clock: Clock,
+    },
+    #[cfg(feature = "validate")]
+    Online {
+        client: crm_auth_client::Client,
+    },
+}
+
+impl AuthConfig {
+    /// Verifies tokens locally with `verifier`, at the time of the system clock.
+    ///
+    /// Give the verifier the server's signing keys, its `token.issuer` and, as a rule, its
+    /// `token.leeway_seconds` ([`Verifier::with_leeway`]).
+    pub fn offline(verifier: Verifier) -> AuthConfig {
+        AuthConfig::offline_with_clock(verifier, system_now)
+    }
+
+    /// Verifies tokens locally with `verifier`, at the time `clock` returns (unix seconds).
+    pub fn offline_with_clock(
+        verifier: Verifier,
+        clock: impl Fn() -> i64 + Send + Sync + 'static,
+    ) -> AuthConfig {
+        AuthConfig {
+            mode: Arc::new(Mode::Offline {
+                verifier,
+                clock: Arc::new(clock),
+            }),
+        }
+    }
+
+    /// Validates every token with the server: `GET {base}/authentication/token/validate` through `client`.
+    ///
+    /// A session released, revoked or otherwise over is refused with `SESSION_ENDED` at once. When the server
+    /// cannot be asked (no connection, time-out, an answer other than a verdict on the token) the request is
+    /// refused with `503 UNAVAILABLE`; the client's own retries apply first (`ClientBuilder::retries`).
+    ///
+    /// ```no_run
+    /// use actix_web::web;
+    /// use crm_auth_actix::{AuthConfig, Client};
+    ///
+    /// # fn run() -> Result<(), crm_auth_actix::ClientError> {
+    /// let client = Client::builder().base_url("http://127.0.0.1:8080").build()?;
+    /// let auth = web::Data::new(AuthConfig::online(client));
+    /// # let _ = auth;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "validate")]
+    pub fn online(client: crm_auth_client::Client) -> AuthConfig {
+        AuthConfig {
+            mode: Arc::new(Mode::Online { client }),
+        }
+    }
+
+    /// The configuration registered with the application, as `web::Data<AuthConfig>` or as `AuthConfig`.
+    pub(crate) fn from_request(req: &HttpRequest) -> Option<AuthConfig> {
+        req.app_data::<web::Data<AuthConfig>>()
+            .map(|data| data.get_ref().clone())
+            .or_else(|| req.app_data::<AuthConfig>().cloned())
+    }
+
+    /// Checks `token` and describes its session.
+    pub(crate) async fn authenticate(&self, token: &str) -> Result<Authenticated, AuthError> {
+        match &*self.mode {
+            Mode::Offline { verifier, clock } => Ok(verifier.verify(token, clock())?.into()),
+            #[cfg(feature = "validate")]
+            Mode::Online { client } => online::validate(client, token).await,
+        }
+    }
+}
+
+impl fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &*self.mode {
+            Mode::Offline { verifier, .. } => f
+                .debug_struct("AuthConfig::Offline")
+                .field("verifier", verifier)
+                .finish_non_exhaustive(),
+            #[cfg(feature = "validate")]
+            Mode::Online { client } => f
+                .debug_struct("AuthConfig::Online")
+                .field("client", client)
+                .finish(),
+        }
+    }
+}
+
+/// Unix seconds by the system clock; a clock set before 1970 reads as 0, which refuses every token as not yet
+/// valid rather than accepting expired ones.
+fn system_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX))
+}
+
+#[cfg(feature = "validate")]
+mod online {
+    //! The online check: the server's verdict on a token, mapped onto the extractor's refusals.
+
+    use crm_auth_client::{Client, Error};
+    use crm_auth_core::{ErrorCode, decode_unverified};
+
+    use crate::{AuthError, Authenticated};
+
+    /// Asks the server about `token`. What is not even shaped like a token is refused without a round trip,
+    /// with the answer the server would give.
+    pub(super) async fn validate(client: &Client, token: &str) -> Result<Authenticated, AuthError> {
+        decode_unverified(token)?;
+        match client.validate(token).await {
+            Ok(session) => Ok(session.into()),
+            Err(err) => Err(refusal(&err)),
+        }
+    }
+
+    fn refusal(err: &Error) -> AuthError {
+        let description = || err.description().unwrap_or_default().to_owned();
+        match err.code() {
+            Some(code @ (ErrorCode::InvalidToken | ErrorCode::TokenExpired | ErrorCode::SessionEnded)) => {
+                AuthError::Refused {
+                    code,
+                    description: description(),
+                }
+            }
+            // The server could not read the token it was sent.
+            Some(ErrorCode::InvalidRequest) => AuthError::Refused {
+                code: ErrorCode::InvalidToken,
+                description: description(),
+            },
+            // The client refused to put the token into a header: it cannot be a token.
+            _ if matches!(err, Error::InvalidArgument { .. }) => {
+                AuthError::Token(crm_auth_core::TokenError::Malformed)
+            }
+            // `Display` of the client's errors never holds the token.
+            _ => AuthError::Unavailable(err.to_string()),
+        }
+    }
+}

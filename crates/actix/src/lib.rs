@@ -1,0 +1,66 @@
+//! An actix-web extractor that protects routes with crm-auth tokens.
+//!
+//! Take [`Authenticated`] as a handler argument and the route accepts only requests with a valid token; the
+//! handler learns the session's user, organisation and unit. Every other request is answered with the
+//! contract's envelope, `{"data": {}, "status": {"code": "INVALID_TOKEN", ...}}`, without the handler running
+//! (see [`AuthError`]).
+//!
+//! How tokens are checked is set once per application with an [`AuthConfig`] registered as app data:
+//!
+//! - [`AuthConfig::offline`]: signature, `alg`, `exp`, `iat` and `iss`, checked locally with a [`Verifier`]
+//!   holding the server's signing keys. Fast and independent of the server, but a released session's tokens
+//!   pass until their `exp` (two hours by default).
+//! - `AuthConfig::online` (feature `validate`): the server's validate endpoint is asked on every request, so a
+//!   logout bites at once, at the cost of a round trip.
+//!
+//! # Protect a route
+//!
+//! ```no_run
+//! use actix_web::{App, HttpServer, Responder, get, web};
+//! use crm_auth_actix::{AuthConfig, Authenticated, Keyring, SigningKey, Verifier};
+//!
+//! #[get("/whoami")]
+//! async fn whoami(user: Authenticated) -> impl Responder {
+//!     format!("{} of {} in {}", user.username, user.organisation, user.unit)
+//! }
+//!
+//! #[actix_web::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     // The server's signing key (`token.keys`, or its generated `{data_dir}/signing-key`).
+//!     let secret = std::fs::read("data/signing-key")?;
+//!     let keyring = Keyring::new(vec![SigningKey::new("default", secret)?])?;
+//!     let verifier = Verifier::new(keyring, "crm-auth").with_leeway(30);
+//!     let auth = web::Data::new(AuthConfig::offline(verifier));
+//!     HttpServer::new(move || App::new().app_data(auth.clone()).service(whoami))
+//!         .bind(("127.0.0.1", 8081))?
+//!         .run()
+//!         .await?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # Where the token is read
+//!
+//! As the server reads it for refresh, release and validate: `Authorization: Bearer <token>`, then the JSON
+//! body's `token` member (bodies of at most [`BODY_TOKEN_LIMIT`] bytes), then the query parameter `token`.
+//! Reading the body leaves it whole for the extractors listed after `Authenticated` and for the handler; list
+//! `Authenticated` before any body extractor, since one listed earlier takes the body first.
+//!
+//! # Features
+//!
+//! - `validate`: `AuthConfig::online`, on `crm-auth-client` (reqwest), whose `Client`, `ClientBuilder` and
+//!   `Error` (as `ClientError`) are re-exported.
+
+mod config;
+mod error;
+mod extractor;
+mod lookup;
+
+pub use config::AuthConfig;
+pub use crm_auth_core::{ErrorCode, Keyring, SigningKey, TokenError, Verifier};
+pub use error::AuthError;
+pub use extractor::Authenticated;
+pub use lookup::BODY_TOKEN_LIMIT;
+
+#[cfg(feature = "validate")]
+pub use crm_auth_client::{Client, ClientBuilder, Error as ClientError};
