@@ -16,6 +16,8 @@ backend_tests!(
     session_logs_in_again_after_the_server_ends_it,
     concurrent_callers_share_one_refresh,
     key_session_and_release,
+    calls_retry_across_a_briefly_stopped_server,
+    every_error_code_surfaces_through_the_client,
 );
 
 fn session_clock(app: &TestApp) -> Arc<dyn Fn() -> i64 + Send + Sync> {
@@ -110,5 +112,119 @@ async fn key_session_and_release(backend: Backend) -> anyhow::Result<()> {
     let next = session.token().await?;
     assert_ne!(next.session_id(), token.session_id());
     assert!(!format!("{session:?}").contains(&app.key));
+    Ok(())
+}
+
+async fn calls_retry_across_a_briefly_stopped_server(backend: Backend) -> anyhow::Result<()> {
+    let app = TestApp::start(&backend).await?;
+    let token = app.login().await?;
+    // A node of our own on a port we control, so it can be stopped and started again.
+    let start = |listener: std::net::TcpListener| -> anyhow::Result<actix_web::dev::ServerHandle> {
+        let server = crm_auth_server::http::serve(listener, app.state.clone())?;
+        let handle = server.handle();
+        std::thread::spawn(move || actix_web::rt::System::new().block_on(server));
+        Ok(handle)
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let handle = start(listener)?;
+    let client = crm_auth_client::Client::builder()
+        .base_url(format!("http://{addr}"))
+        .retries(5)
+        .build()?;
+    client.validate(token.as_str()).await?;
+    handle.stop(true).await;
+    // The call starts while nothing listens; its retries reach the server once it is back.
+    let call = tokio::spawn({
+        let (client, token) = (client.clone(), token.as_str().to_owned());
+        async move { client.validate(&token).await }
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let handle = start(std::net::TcpListener::bind(addr)?)?;
+    let session = call.await??;
+    assert_eq!(session.id, token.session_id());
+    // Without retries the same outage is a transport error, not a wrong answer.
+    handle.stop(true).await;
+    let once = crm_auth_client::Client::builder()
+        .base_url(format!("http://{addr}"))
+        .retries(0)
+        .build()?;
+    let err = once
+        .validate(token.as_str())
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("expected an error"))?;
+    assert_eq!(err.code(), None);
+    assert!(err.is_retryable());
+    Ok(())
+}
+
+async fn every_error_code_surfaces_through_the_client(backend: Backend) -> anyhow::Result<()> {
+    use crm_auth_core::ErrorCode;
+    let app = TestApp::start_with(&backend, |s| {
+        s.http.rate_limit.per_second = 1;
+        s.http.rate_limit.burst = 30;
+    })
+    .await?;
+    let code = |r: Result<crm_auth_client::Token, crm_auth_client::Error>| r.err().and_then(|e| e.code());
+    let c = &app.client;
+    assert_eq!(
+        code(c.token_with_password("", PASSWORD, ORG, None).await),
+        Some(ErrorCode::InvalidRequest)
+    );
+    let huge = "u".repeat(20_000);
+    assert_eq!(
+        code(c.token_with_password(&huge, PASSWORD, ORG, None).await),
+        Some(ErrorCode::PayloadTooLarge)
+    );
+    assert_eq!(
+        code(c.token_with_password(USER, "wrong", ORG, None).await),
+        Some(ErrorCode::InvalidCredentials)
+    );
+    assert_eq!(
+        code(c.token_with_password(USER, PASSWORD, ORG, Some("Other")).await),
+        Some(ErrorCode::InvalidUnit)
+    );
+    assert_eq!(code(c.refresh("garbage").await), Some(ErrorCode::InvalidToken));
+    let token = app.login().await?;
+    app.clock.advance(7200 + 31);
+    let err = c.validate(token.as_str()).await.err();
+    assert_eq!(err.as_ref().and_then(|e| e.code()), Some(ErrorCode::TokenExpired));
+    assert_eq!(err.map(|e| e.http_status()), Some(Some(401)));
+    app.clock.advance(-(7200 + 31));
+    c.release(token.as_str()).await?;
+    assert_eq!(
+        code(c.refresh(token.as_str()).await),
+        Some(ErrorCode::SessionEnded)
+    );
+    for _ in 0..5 {
+        let _ = c.token_with_password("bob", "wrong", ORG, None).await;
+    }
+    let err = c.token_with_password("bob", "wrong", ORG, None).await.err();
+    assert_eq!(
+        err.as_ref().and_then(|e| e.code()),
+        Some(ErrorCode::TooManyAttempts)
+    );
+    assert!(err.is_some_and(|e| e.retry_after().is_some() && e.is_retryable()));
+    let elsewhere = crm_auth_client::Client::builder()
+        .base_url(&app.url)
+        .base_path("/nowhere")
+        .build()?;
+    assert_eq!(
+        code(elsewhere.token_with_api_key(&app.key, None).await),
+        Some(ErrorCode::NotFound)
+    );
+    // The burst of 30 is spent by now or soon: the address is limited, with a Retry-After.
+    let mut limited = None;
+    for _ in 0..40 {
+        if let Err(e) = c.token_with_api_key(&app.key, None).await {
+            limited = Some(e);
+            break;
+        }
+    }
+    let limited = limited.ok_or_else(|| anyhow::anyhow!("the rate limit never applied"))?;
+    assert_eq!(limited.code(), Some(ErrorCode::RateLimited));
+    assert_eq!(limited.http_status(), Some(429));
+    assert!(limited.retry_after().is_some());
     Ok(())
 }

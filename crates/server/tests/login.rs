@@ -21,6 +21,7 @@ backend_tests!(
     lockout_refuses_after_the_threshold_and_backs_off,
     parallel_wrong_passwords_never_pass_the_threshold,
     string_dates_are_issued_and_accepted,
+    rate_limit_trusts_forwarded_addresses_only_from_trusted_proxies,
 );
 
 /// The key `Settings::for_test` configures.
@@ -473,5 +474,58 @@ async fn string_dates_are_issued_and_accepted(backend: Backend) -> anyhow::Resul
     assert_eq!(session.expires_at, token.expires_at());
     let refreshed = app.client.refresh(token.as_str()).await?;
     assert_eq!(refreshed.claims().r#gen, 1);
+    Ok(())
+}
+
+/// Sends key logins from "addresses" named in X-Forwarded-For; returns how many were rate limited.
+async fn limited_count(app: &TestApp, forwarded: &[&str]) -> anyhow::Result<usize> {
+    let http = reqwest::Client::new();
+    let auth = format!("Basic {}", STANDARD.encode(format!("{}:", app.key)));
+    let mut limited = 0;
+    for addr in forwarded {
+        let res = http
+            .post(app.api("/authentication/web_api_key/token"))
+            .header("authorization", &auth)
+            .header("x-forwarded-for", *addr)
+            .send()
+            .await?;
+        let (status, retry, env) = envelope(res).await?;
+        match status {
+            200 => {}
+            429 => {
+                assert_eq!(code(&env), "RATE_LIMITED");
+                assert!(retry.is_some());
+                limited += 1;
+            }
+            other => anyhow::bail!("unexpected {other}: {env}"),
+        }
+    }
+    Ok(limited)
+}
+
+async fn rate_limit_trusts_forwarded_addresses_only_from_trusted_proxies(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let spread: Vec<String> = (0..8).map(|i| format!("203.0.113.{i}")).collect();
+    let spread: Vec<&str> = spread.iter().map(String::as_str).collect();
+    // Untrusted peer: X-Forwarded-For is ignored, so eight "different" clients share one bucket of 3.
+    let app = TestApp::start_with(&backend, |s| {
+        s.http.rate_limit.per_second = 1;
+        s.http.rate_limit.burst = 3;
+    })
+    .await?;
+    assert!(limited_count(&app, &spread).await? >= 1);
+    // Behind a trusted proxy each forwarded address has its own bucket.
+    let app = TestApp::start_with(&backend, |s| {
+        s.http.rate_limit.per_second = 1;
+        s.http.rate_limit.burst = 3;
+        s.http.trusted_proxies = vec![[127, 0, 0, 1].into()];
+    })
+    .await?;
+    assert_eq!(limited_count(&app, &spread).await?, 0);
+    // A forged hop before the proxy's own cannot escape: the nearest untrusted hop counts.
+    let forged: Vec<String> = (0..8).map(|i| format!("198.51.100.{i}, 203.0.113.200")).collect();
+    let forged: Vec<&str> = forged.iter().map(String::as_str).collect();
+    assert!(limited_count(&app, &forged).await? >= 1);
     Ok(())
 }
