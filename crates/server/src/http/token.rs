@@ -86,6 +86,16 @@ pub async fn create_key_token(
     Ok(token_response(token))
 }
 
+/// The token of a refresh, release or validate request, wherever the request carries it.
+async fn presented_token(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<String, ApiError> {
+    let body = read_body(req, payload, state.settings.http.max_body_bytes).await?;
+    request::token(req, &body)
+}
+
 /// `POST authentication/token/refresh`.
 pub async fn refresh_token(
     req: HttpRequest,
@@ -93,8 +103,7 @@ pub async fn refresh_token(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let client = rate_limit(&req, &state)?;
-    let body = read_body(&req, payload, state.settings.http.max_body_bytes).await?;
-    let token = request::token(&req, &body)?;
+    let token = presented_token(&req, payload, &state).await?;
     let token = session::refresh(&state, &token, client).await?;
     Ok(token_response(token))
 }
@@ -106,8 +115,7 @@ pub async fn release_token(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let client = client_addr(&req, &state);
-    let body = read_body(&req, payload, state.settings.http.max_body_bytes).await?;
-    let token = request::token(&req, &body)?;
+    let token = presented_token(&req, payload, &state).await?;
     session::release(&state, &token, client).await?;
     Ok(HttpResponse::Ok().json(Envelope::ok(Empty {})))
 }
@@ -118,8 +126,7 @@ pub async fn validate_token(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = read_body(&req, payload, state.settings.http.max_body_bytes).await?;
-    let token = request::token(&req, &body)?;
+    let token = presented_token(&req, payload, &state).await?;
     let session = session::validate(&state, &token).await?;
     Ok(HttpResponse::Ok().json(Envelope::ok(ValidateResponse { session })))
 }
