@@ -8,6 +8,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub trait Clock: Send + Sync + 'static {
     /// Now, in unix seconds.
     fn now(&self) -> i64;
+
+    /// Now, in unix seconds with a fraction where the clock has one (the rate limiter's refill uses it).
+    fn now_precise(&self) -> f64 {
+        self.now() as f64
+    }
 }
 
 /// The system's wall clock.
@@ -20,6 +25,12 @@ impl Clock for SystemClock {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0)
+    }
+
+    fn now_precise(&self) -> f64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64())
     }
 }
 

@@ -214,7 +214,7 @@ async fn every_error_code_surfaces_through_the_client(backend: Backend) -> anyho
         code(elsewhere.token_with_api_key(&app.key, None).await),
         Some(ErrorCode::NotFound)
     );
-    // The burst of 30 is spent by now or soon: the address is limited, with a Retry-After.
+    // The burst of 30 is spent by now or soon (the clock stands still): the address is limited.
     let mut limited = None;
     for _ in 0..40 {
         if let Err(e) = c.token_with_api_key(&app.key, None).await {

@@ -32,9 +32,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 fn rate_limit(req: &HttpRequest, state: &AppState) -> Result<std::net::IpAddr, ApiError> {
     let client = client_addr(req, state);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64());
+    let now = state.clock.now_precise();
     state
         .rate_limiter
         .check(client, now)
