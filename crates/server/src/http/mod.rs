@@ -12,14 +12,14 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix_web::dev::{Server, Service, ServiceResponse};
+use actix_web::dev::{Server, Service, ServiceRequest, ServiceResponse};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{App, HttpMessage, HttpResponse, HttpServer, ResponseError, web};
 use crm_auth_core::ErrorCode;
 use futures_util::FutureExt as _;
 
 use crate::error::ApiError;
-use crate::metrics::UNMATCHED_ROUTE;
+use crate::metrics::{Metrics, UNMATCHED_ROUTE};
 use crate::state::AppState;
 
 /// The id of one request, shown in `INTERNAL_ERROR` messages and on every log line about it.
@@ -53,49 +53,61 @@ pub fn serve(listener: TcpListener, state: AppState) -> std::io::Result<Server> 
     let server = HttpServer::new(move || {
         let metrics = Arc::clone(&state.metrics);
         App::new()
-            .wrap_fn(move |req, srv| {
-                let started = Instant::now();
-                let request_id = RequestId(crm_auth_core::new_id());
-                req.extensions_mut().insert(request_id.clone());
-                let method = req.method().clone();
-                let path = req.path().to_owned();
-                // The pattern, never the raw path, so that the label's values stay few.
-                let route = req.match_pattern().unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
-                let metrics = Arc::clone(&metrics);
-                let fut = AssertUnwindSafe(srv.call(req)).catch_unwind();
-                async move {
-                    let (status, outcome) = match fut.await {
-                        Ok(Ok(res)) => {
-                            let res = finish(res, &request_id);
-                            (res.status(), Ok(res))
-                        }
-                        Ok(Err(err)) => {
-                            let status = err.as_response_error().status_code();
-                            (status, Err(Failure::for_status(status, &request_id).into()))
-                        }
-                        Err(_) => {
-                            log::error!("request_id={} handler panicked on {method} {path}", request_id.0);
-                            let failure = Failure::internal(&request_id);
-                            (StatusCode::INTERNAL_SERVER_ERROR, Err(failure.into()))
-                        }
-                    };
-                    metrics.http_request(&route, method_label(&method), status.as_u16(), started.elapsed());
-                    log::info!(
-                        target: "crm_auth::access",
-                        "{method} {path} {} {:.1}ms request_id={}",
-                        status.as_u16(),
-                        started.elapsed().as_secs_f64() * 1000.0,
-                        request_id.0
-                    );
-                    outcome
-                }
-            })
+            .wrap_fn(move |req, srv| observe(&metrics, req, srv))
             .configure(|cfg| configure(cfg, &state))
     })
     .workers(workers)
     .listen(listener)?
     .run();
     Ok(server)
+}
+
+/// The middleware every request passes: gives it a request id, catches a handler's panic, turns any error
+/// into the envelope, counts it in the metrics and writes the access-log line.
+fn observe<S>(
+    metrics: &Arc<Metrics>,
+    req: ServiceRequest,
+    srv: &S,
+) -> impl Future<Output = Result<ServiceResponse, actix_web::Error>> + use<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse, Error = actix_web::Error>,
+    S::Future: 'static,
+{
+    let started = Instant::now();
+    let request_id = RequestId(crm_auth_core::new_id());
+    req.extensions_mut().insert(request_id.clone());
+    let method = req.method().clone();
+    let path = req.path().to_owned();
+    // The pattern, never the raw path, so that the label's values stay few.
+    let route = req.match_pattern().unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
+    let metrics = Arc::clone(metrics);
+    let fut = AssertUnwindSafe(srv.call(req)).catch_unwind();
+    async move {
+        let (status, outcome) = match fut.await {
+            Ok(Ok(res)) => {
+                let res = finish(res, &request_id);
+                (res.status(), Ok(res))
+            }
+            Ok(Err(err)) => {
+                let status = err.as_response_error().status_code();
+                (status, Err(Failure::for_status(status, &request_id).into()))
+            }
+            Err(_) => {
+                log::error!("request_id={} handler panicked on {method} {path}", request_id.0);
+                let failure = Failure::internal(&request_id);
+                (StatusCode::INTERNAL_SERVER_ERROR, Err(failure.into()))
+            }
+        };
+        metrics.http_request(&route, method_label(&method), status.as_u16(), started.elapsed());
+        log::info!(
+            target: "crm_auth::access",
+            "{method} {path} {} {:.1}ms request_id={}",
+            status.as_u16(),
+            started.elapsed().as_secs_f64() * 1000.0,
+            request_id.0
+        );
+        outcome
+    }
 }
 
 /// The method as a metrics label: the standard ones by name, anything else as `OTHER`, so that clients cannot
@@ -182,5 +194,63 @@ impl ResponseError for Failure {
 
     fn error_response(&self) -> HttpResponse {
         ApiError::response_for(self.code, &self.message, "")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::{App, test, web};
+    use serde_json::Value;
+
+    use super::*;
+
+    async fn boom() -> HttpResponse {
+        panic!("a bug")
+    }
+
+    async fn fails() -> Result<HttpResponse, ApiError> {
+        Err(ApiError::Internal(
+            "a database said something it should not show".into(),
+        ))
+    }
+
+    /// A bug must still answer the envelope, with a request id to quote, and never the cause.
+    #[actix_web::test]
+    async fn panics_and_internal_errors_answer_internal_error_with_a_request_id() -> anyhow::Result<()> {
+        let metrics = Arc::new(Metrics::new()?);
+        let app = test::init_service(
+            App::new()
+                .wrap_fn(move |req, srv| observe(&metrics, req, srv))
+                .route("/boom", web::get().to(boom))
+                .route("/fails", web::get().to(fails)),
+        )
+        .await;
+        for path in ["/boom", "/fails"] {
+            // What the server sends: an error the middleware returns becomes its `error_response`.
+            let res =
+                match test::try_call_service(&app, test::TestRequest::get().uri(path).to_request()).await {
+                    Ok(res) => res.into_parts().1,
+                    Err(e) => e.error_response(),
+                };
+            assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+            let body: Value = serde_json::from_slice(
+                &actix_web::body::to_bytes(res.into_body())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?,
+            )?;
+            assert_eq!(body["status"]["code"], "INTERNAL_ERROR");
+            assert_eq!(body["data"], serde_json::json!({}));
+            let message = body["status"]["message"].as_str().unwrap_or_default();
+            let id = message
+                .split_whitespace()
+                .find(|w| w.len() >= 32)
+                .unwrap_or_default();
+            assert!(crm_auth_core::is_id(id.trim_end_matches('.')), "{message}");
+            assert!(!body.to_string().contains("database said"));
+        }
+        // The server goes on answering after a panic.
+        let res = test::call_service(&app, test::TestRequest::get().uri("/fails").to_request()).await;
+        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        Ok(())
     }
 }
