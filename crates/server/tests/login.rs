@@ -434,7 +434,7 @@ async fn parallel_wrong_passwords_never_pass_the_threshold(backend: Backend) -> 
     let app = TestApp::start(&backend).await?;
     let url = app.api("/authentication/token");
     let wrong = json!({"username": USER, "password": "wrong", "organisation": ORG}).to_string();
-    let attempts = (0..32).map(|_| post(&url, wrong.clone()));
+    let attempts = (0..64).map(|_| post(&url, wrong.clone()));
     let answers = futures_util::future::join_all(attempts).await;
     let mut checked = 0;
     for answer in answers {
