@@ -1,9 +1,9 @@
 //! `cargo xtask ci`: the gate every change passes, in the order that fails fastest: formatting, lints, docs,
-//! dependency direction, generated files, then the tests.
+//! dependency direction, generated files, the tests, then the running server against its OpenAPI document.
 
 use anyhow::{Context as _, Result};
 
-use crate::{cmd::cmd, codegen, deps, test};
+use crate::{cmd::cmd, codegen, deps, schemathesis, test};
 
 /// One step of the gate.
 type Step = fn() -> Result<()>;
@@ -16,6 +16,7 @@ const STEPS: &[(&str, Step)] = &[
     ("deps", deps::run),
     ("codegen", codegen_check),
     ("test", tests),
+    ("schemathesis", api_schema),
 ];
 
 /// Runs every step, stopping at the first that fails.
@@ -65,4 +66,10 @@ fn codegen_check() -> Result<()> {
 /// The whole test suite, with no extra arguments.
 fn tests() -> Result<()> {
     test::run(&[])
+}
+
+/// Schemathesis finds no 5xx and no answer that differs from the OpenAPI document, at the default number of
+/// cases.
+fn api_schema() -> Result<()> {
+    schemathesis::run(&[])
 }

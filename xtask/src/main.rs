@@ -5,12 +5,18 @@
 
 #![warn(clippy::missing_docs_in_private_items)]
 
+mod bench;
 mod ci;
 mod cmd;
 mod codegen;
 mod db;
 mod deps;
 mod dev;
+mod fuzz;
+mod http;
+mod schemathesis;
+mod server;
+mod soak;
 mod test;
 
 use std::{
@@ -29,7 +35,7 @@ const TASKS: &[(&str, &str)] = &[
     ),
     (
         "ci",
-        "fmt, clippy, doc, deps, codegen --check and test, stopping at the first failure",
+        "fmt, clippy, doc, deps, codegen --check, test and schemathesis, stopping at the first failure",
     ),
     (
         "deps",
@@ -46,6 +52,23 @@ const TASKS: &[(&str, &str)] = &[
     (
         "db up|down|reset",
         "start, stop, or wipe and restart the PostgreSQL of docker-compose.yml",
+    ),
+    (
+        "fuzz [--seconds N] [TARGET]",
+        "run the cargo-fuzz targets of fuzz/ (or one) for N seconds each (default 60) on nightly",
+    ),
+    (
+        "schemathesis [--examples N]",
+        "check a running server against its OpenAPI document with schemathesis (default 100 cases each)",
+    ),
+    (
+        "soak [--minutes N] [--threads N] [--postgres URL]",
+        "a release server under mixed load for N minutes (default 10); fails on any error or memory growth",
+    ),
+    (
+        bench::USAGE,
+        "release build, then throughput, latency and memory on SQLite and PostgreSQL, each figure beside \
+         its floor; writes target/bench/report.json (and docs/BENCHMARKS.md with --write)",
     ),
     ("help", "print this list"),
 ];
@@ -89,6 +112,10 @@ fn run() -> Result<()> {
             dev::run()
         }
         "db" => db::run(rest),
+        "bench" => bench::run(rest),
+        "fuzz" => fuzz::run(rest),
+        "schemathesis" => schemathesis::run(rest),
+        "soak" => soak::run(rest),
         "help" | "--help" | "-h" => {
             println!("{}", help());
             Ok(())

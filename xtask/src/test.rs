@@ -113,7 +113,7 @@ pub fn run(extra: &[String]) -> Result<()> {
 }
 
 /// Whether this run is CI, where a missing PostgreSQL is an error: `CI` set to anything but empty, `0` or `false`.
-fn is_ci() -> bool {
+pub fn is_ci() -> bool {
     env::var("CI").is_ok_and(|ci| !ci.is_empty() && ci != "0" && !ci.eq_ignore_ascii_case("false"))
 }
 

@@ -1,12 +1,21 @@
-//! Properties over arbitrary input: tokens round-trip, any changed byte breaks them, parsers never panic.
+//! Properties over arbitrary input: tokens round-trip, any changed byte breaks them, parsers never panic, the
+//! three ways of reading a token agree, and request and response bodies decode without panicking.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE_NO_PAD};
-use crm_auth_core::parse_basic_authorization;
 use crm_auth_core::token::{
-    Claims, DateFormat, Keyring, SigningKey, VerifyOptions, decode_unverified, issue, verify,
+    Claims, DateFormat, Keyring, SigningKey, TokenError, VerifyOptions, decode_unverified, issue, verify,
+    verify_ignoring_expiry,
+};
+use crm_auth_core::{
+    ApiKeyTokenRequest, Empty, Envelope, PasswordTokenRequest, Status, TokenRequest, TokenResponse,
+    ValidateResponse, parse_basic_authorization,
 };
 use proptest::prelude::*;
+use ring::hmac;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 fn keyring() -> Keyring {
     let keys = vec![
@@ -59,6 +68,114 @@ fn opts_for(claims: &Claims) -> VerifyOptions {
     }
 }
 
+/// `base64url(header).base64url(payload).signature` under k2's secret: a genuine signature whatever the
+/// header and payload hold, so verification gets past the signature to the claims.
+fn signed(header: &str, payload: &[u8]) -> String {
+    let mut token = URL_SAFE_NO_PAD.encode(header);
+    token.push('.');
+    URL_SAFE_NO_PAD.encode_string(payload, &mut token);
+    let key = hmac::Key::new(hmac::HMAC_SHA256, &[0x22; 48]);
+    let tag = hmac::sign(&key, token.as_bytes());
+    token.push('.');
+    URL_SAFE_NO_PAD.encode_string(tag.as_ref(), &mut token);
+    token
+}
+
+/// Arbitrary JSON, its object keys mostly the member names of the wire types and claims, so that decoding
+/// gets past the first member.
+fn arb_json() -> impl Strategy<Value = Value> {
+    let key = prop_oneof![
+        prop::sample::select(vec![
+            "username",
+            "password",
+            "organisation",
+            "unit",
+            "token",
+            "data",
+            "status",
+            "code",
+            "description",
+            "message",
+            "session",
+            "id",
+            "method",
+            "issued_at",
+            "expires_at",
+            "jti",
+            "usr",
+            "org",
+            "oun",
+            "iat",
+            "exp",
+            "iss",
+            "gen",
+        ])
+        .prop_map(str::to_owned),
+        "\\PC{0,8}",
+    ];
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        any::<f64>().prop_map(Value::from),
+        "\\PC{0,20}".prop_map(Value::from),
+        prop::sample::select(vec![
+            "OK",
+            "INVALID_TOKEN",
+            "password",
+            "web_api_key",
+            "1495713382",
+            ""
+        ])
+        .prop_map(Value::from),
+    ];
+    leaf.prop_recursive(4, 48, 8, move |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::vec((key.clone(), inner), 0..8)
+                .prop_map(|members| Value::Object(members.into_iter().collect())),
+        ]
+    })
+}
+
+/// Decodes `json` as `T`; when that works, `T`'s own JSON must decode to the same value (compared through
+/// `key`, since not every wire type has `PartialEq`).
+fn decodes_and_round_trips<T, K>(json: &[u8], key: impl Fn(&T) -> K) -> Result<(), TestCaseError>
+where
+    T: Serialize + DeserializeOwned,
+    K: PartialEq + std::fmt::Debug,
+{
+    let Ok(value) = serde_json::from_slice::<T>(json) else {
+        return Ok(());
+    };
+    let encoded = serde_json::to_vec(&value).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let again = serde_json::from_slice::<T>(&encoded).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    prop_assert_eq!(key(&again), key(&value));
+    Ok(())
+}
+
+/// Every wire body, decoded from `json` as the server and the client decode it.
+fn every_wire_type(json: &[u8]) -> Result<(), TestCaseError> {
+    decodes_and_round_trips(json, |r: &PasswordTokenRequest| {
+        (
+            r.username.clone(),
+            r.password.clone(),
+            r.organisation.clone(),
+            r.unit.clone(),
+        )
+    })?;
+    decodes_and_round_trips(json, ApiKeyTokenRequest::clone)?;
+    decodes_and_round_trips(json, TokenRequest::clone)?;
+    decodes_and_round_trips(json, TokenResponse::clone)?;
+    decodes_and_round_trips(json, ValidateResponse::clone)?;
+    decodes_and_round_trips(json, Status::clone)?;
+    decodes_and_round_trips(json, Envelope::<TokenResponse>::clone)?;
+    decodes_and_round_trips(json, Envelope::<ValidateResponse>::clone)?;
+    decodes_and_round_trips(json, Envelope::<Empty>::clone)?;
+    decodes_and_round_trips(json, Claims::clone)
+}
+
 /// A key that is not blank-padded and not a colon, as clients would send.
 fn arb_key() -> impl Strategy<Value = String> {
     "[!-9;-~][ -9;-~]{0,200}[!-9;-~]|[!-9;-~]"
@@ -107,10 +224,12 @@ proptest! {
         // Also through a token, signed so the claims are actually parsed.
         let ring = keyring();
         let opts = VerifyOptions { now: 0, leeway: 30, issuer: "crm-auth".into(), accept_legacy: true };
-        let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256"}"#);
-        let token = format!("{header}.{}.{}", URL_SAFE_NO_PAD.encode(&bytes), "A".repeat(43));
-        let _ = verify(&ring, &token, &opts);
-        let _ = decode_unverified(&token);
+        for payload in [json.as_bytes(), &bytes] {
+            let token = signed(r#"{"alg":"HS256"}"#, payload);
+            let _ = verify(&ring, &token, &opts);
+            let _ = verify_ignoring_expiry(&ring, &token, &opts);
+            let _ = decode_unverified(&token);
+        }
     }
 
     #[test]
@@ -151,5 +270,57 @@ proptest! {
         let header = format!("{lead}{scheme}{gap}{payload}{trail}");
         let parsed = parse_basic_authorization(&header);
         prop_assert_eq!(parsed.as_ref().map(|k| k.expose()), Some(key.as_str()), "{}", header);
+    }
+}
+
+proptest! {
+    /// `verify`, `verify_ignoring_expiry` and `decode_unverified` read one token alike: what `verify` accepts
+    /// the other two accept with the same claims; `verify_ignoring_expiry` differs from `verify` only where
+    /// `verify` says `Expired`. The payload is signed, so every check really runs.
+    #[test]
+    fn the_three_readings_agree(
+        claims in arb_claims(),
+        format in arb_format(),
+        near_exp in any::<bool>(),
+        skew in -60i64..60,
+        legacy in any::<bool>(),
+        raw in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..120)),
+    ) {
+        // Around `iat` or `exp`, so that every outcome comes up: valid, expired, not yet valid.
+        let now = if near_exp { claims.exp } else { claims.iat }.saturating_add(skew);
+        let ring = keyring();
+        let token = match &raw {
+            Some(payload) => signed(r#"{"typ":"JWT","alg":"HS256"}"#, payload),
+            None => issue(&ring, &claims, format),
+        };
+        let opts = VerifyOptions { now, leeway: 30, issuer: "crm-auth".into(), accept_legacy: legacy };
+        let strict = verify(&ring, &token, &opts);
+        let lenient = verify_ignoring_expiry(&ring, &token, &opts);
+        let unverified = decode_unverified(&token);
+        match (&strict, &lenient) {
+            (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
+            (Err(TokenError::Expired), _) => {}
+            (Err(a), Err(b)) => prop_assert_eq!(a, b),
+            (a, b) => prop_assert!(false, "verify: {:?}, verify_ignoring_expiry: {:?}", a, b),
+        }
+        if let Ok(claims) = &lenient {
+            prop_assert_eq!(unverified.as_ref(), Ok(claims));
+            prop_assert!(i128::from(claims.iat) <= i128::from(now) + 30);
+        }
+        if let Ok(claims) = &strict {
+            prop_assert!(i128::from(claims.exp) + 30 >= i128::from(now));
+        }
+    }
+
+    /// Request and response bodies, as JSON of the right shape and as arbitrary bytes, decode into every wire
+    /// type without a panic, and whatever decodes encodes back to itself.
+    #[test]
+    fn wire_bodies_decode_without_panic(
+        value in arb_json(),
+        bytes in proptest::collection::vec(any::<u8>(), 0..200),
+    ) {
+        let json = serde_json::to_vec(&value).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        every_wire_type(&json)?;
+        every_wire_type(&bytes)?;
     }
 }

@@ -6,7 +6,8 @@ use std::time::Instant;
 use crm_auth_core::{Keyring, VerifyOptions};
 
 use crate::clock::{Clock, SystemClock};
-use crate::db::{self, Backend, Pool, PooledConnection};
+use crate::db::group_commit::GroupCommit;
+use crate::db::{self, Backend, DbConnection, Pool, PooledConnection};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::password::PasswordHasher;
@@ -20,6 +21,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// The database pool (built once).
     pub pool: Pool,
+    /// Where writes go: grouped into shared commits on SQLite, straight through on PostgreSQL.
+    pub writes: GroupCommit,
     /// Which backend the pool talks to.
     pub backend: &'static str,
     /// Signing and verification keys.
@@ -47,8 +50,9 @@ impl AppState {
     pub fn build(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<AppState> {
         let backend = Backend::from_url(settings.database.url.expose())?;
         let backend_name = backend.name();
-        let pool = db::build_pool(backend, settings.database.pool_size)?;
+        let pool = db::build_pool(backend.clone(), settings.database.pool_size)?;
         db::run_migrations(&mut *pool.get()?)?;
+        let writes = GroupCommit::start(&backend)?;
         let (keyring, _) = crate::signing::load_keyring(&settings)?;
         let metrics = Arc::new(Metrics::new()?);
         let hasher = PasswordHasher::start(&settings.auth.argon2, settings.hash_threads(), metrics.clone())?;
@@ -56,6 +60,7 @@ impl AppState {
         Ok(AppState {
             settings: Arc::new(settings),
             pool,
+            writes,
             backend: backend_name,
             keyring: Arc::new(keyring),
             hasher,
@@ -76,6 +81,33 @@ impl AppState {
         let conn = self.pool.get();
         self.metrics.pool_waited(started.elapsed());
         Ok(conn?)
+    }
+
+    /// Runs database work that only reads on a blocking thread with a pooled connection.
+    pub async fn read<T, F>(&self, job: F) -> Result<T, ApiError>
+    where
+        F: FnOnce(&mut DbConnection) -> Result<T, ApiError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let state = self.clone();
+        actix_web::web::block(move || {
+            let mut conn = state.conn()?;
+            job(&mut conn)
+        })
+        .await?
+    }
+
+    /// Runs database work that writes and returns once its writes are durable: on SQLite in the next group
+    /// commit (no thread waits for it), on PostgreSQL like [`AppState::read`].
+    pub async fn write<T, F>(&self, job: F) -> Result<T, ApiError>
+    where
+        F: FnOnce(&mut DbConnection) -> Result<T, ApiError> + Send + 'static,
+        T: Send + 'static,
+    {
+        match self.writes.submit(job) {
+            Ok(answer) => answer.await,
+            Err(job) => self.read(job).await,
+        }
     }
 
     /// The verification rules at `now`.

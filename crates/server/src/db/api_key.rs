@@ -3,7 +3,10 @@
 use diesel::prelude::*;
 
 use super::DbConnection;
+use super::organisation::Organisation;
 use super::schema::api_keys;
+use super::unit::Unit;
+use super::user::User;
 
 /// A stored key (never the key itself).
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
@@ -41,7 +44,7 @@ pub fn find_active_by_digest(conn: &mut DbConnection, digest: &str) -> QueryResu
         .filter(api_keys::digest.eq(digest))
         .filter(api_keys::revoked_at.is_null())
         .select(ApiKeyRow::as_select())
-        .first(conn)
+        .get_result(conn)
         .optional()
 }
 
@@ -50,7 +53,7 @@ pub fn find_by_id(conn: &mut DbConnection, id: &str) -> QueryResult<Option<ApiKe
     api_keys::table
         .find(id)
         .select(ApiKeyRow::as_select())
-        .first(conn)
+        .get_result(conn)
         .optional()
 }
 
@@ -75,4 +78,32 @@ pub fn update_last_used(conn: &mut DbConnection, id: &str, now: i64) -> QueryRes
     diesel::update(api_keys::table.find(id))
         .set(api_keys::last_used_at.eq(now))
         .execute(conn)
+}
+
+/// A key with its user, its organisation and the user's default unit (if the user has one).
+pub type KeyWithOwner = (ApiKeyRow, User, Organisation, Option<Unit>);
+
+/// The unrevoked key with this digest, with its user, its organisation and the user's default unit (if any),
+/// in one statement: all a key login reads before it opens a session.
+pub fn find_active_with_owner(conn: &mut DbConnection, digest: &str) -> QueryResult<Option<KeyWithOwner>> {
+    use super::schema::{organisations, units, user_units, users};
+    api_keys::table
+        .inner_join(users::table.on(users::id.eq(api_keys::user_id)))
+        .inner_join(organisations::table.on(organisations::id.eq(api_keys::organisation_id)))
+        .left_join(
+            user_units::table.on(user_units::user_id
+                .eq(api_keys::user_id)
+                .and(user_units::is_default.eq(true))),
+        )
+        .left_join(units::table.on(units::id.eq(user_units::unit_id)))
+        .filter(api_keys::digest.eq(digest))
+        .filter(api_keys::revoked_at.is_null())
+        .select((
+            ApiKeyRow::as_select(),
+            User::as_select(),
+            Organisation::as_select(),
+            Option::<Unit>::as_select(),
+        ))
+        .get_result(conn)
+        .optional()
 }

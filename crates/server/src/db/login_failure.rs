@@ -30,7 +30,7 @@ pub fn find(
     login_failures::table
         .find((organisation_key, username_key))
         .select(LoginFailure::as_select())
-        .first(conn)
+        .get_result(conn)
         .optional()
 }
 

@@ -34,7 +34,7 @@ pub fn find_by_name(conn: &mut DbConnection, name: &str) -> QueryResult<Option<O
     organisations::table
         .filter(organisations::name_key.eq(super::name_key(name)))
         .select(Organisation::as_select())
-        .first(conn)
+        .get_result(conn)
         .optional()
 }
 
@@ -43,7 +43,7 @@ pub fn find_by_id(conn: &mut DbConnection, id: &str) -> QueryResult<Option<Organ
     organisations::table
         .find(id)
         .select(Organisation::as_select())
-        .first(conn)
+        .get_result(conn)
         .optional()
 }
 

@@ -57,7 +57,7 @@ pub fn find_by_id(conn: &mut DbConnection, id: &str) -> QueryResult<Option<Sessi
     sessions::table
         .find(id)
         .select(Session::as_select())
-        .first(conn)
+        .get_result(conn)
         .optional()
 }
 
@@ -144,4 +144,116 @@ pub fn find_live(
         .order(sessions::created_at.desc())
         .select(Session::as_select())
         .load(conn)
+}
+
+/// What a session stands on, read in one statement: whether its user, organisation and unit are active, the
+/// user still a member of the unit, and the key that opened it (if any) unrevoked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Standing {
+    /// The user exists and is active.
+    pub user_active: bool,
+    /// The organisation exists and is active.
+    pub organisation_active: bool,
+    /// The unit exists and is active.
+    pub unit_active: bool,
+    /// The user is a member of the unit.
+    pub is_member: bool,
+    /// The session was opened by a password, or by a key that exists and is unrevoked.
+    pub key_live: bool,
+}
+
+/// Reads the session's [`Standing`] in one round trip.
+pub fn find_standing(conn: &mut DbConnection, session: &Session) -> QueryResult<Standing> {
+    use super::schema::{api_keys, organisations, units, user_units, users};
+    use diesel::dsl::exists;
+
+    let user = exists(
+        users::table
+            .filter(users::id.eq(&session.user_id))
+            .filter(users::is_active.eq(true)),
+    );
+    let organisation = exists(
+        organisations::table
+            .filter(organisations::id.eq(&session.organisation_id))
+            .filter(organisations::is_active.eq(true)),
+    );
+    let unit = exists(
+        units::table
+            .filter(units::id.eq(&session.unit_id))
+            .filter(units::is_active.eq(true)),
+    );
+    let member = exists(
+        user_units::table
+            .filter(user_units::user_id.eq(&session.user_id))
+            .filter(user_units::unit_id.eq(&session.unit_id)),
+    );
+    let (user_active, organisation_active, unit_active, is_member, key_live) = match &session.api_key_id {
+        Some(key_id) => {
+            let key = exists(
+                api_keys::table
+                    .filter(api_keys::id.eq(key_id))
+                    .filter(api_keys::revoked_at.is_null()),
+            );
+            diesel::select((user, organisation, unit, member, key)).get_result(conn)?
+        }
+        None => {
+            let (u, o, n, m) = diesel::select((user, organisation, unit, member)).get_result(conn)?;
+            (u, o, n, m, true)
+        }
+    };
+    Ok(Standing {
+        user_active,
+        organisation_active,
+        unit_active,
+        is_member,
+        key_live,
+    })
+}
+
+/// The session with this id and its [`Standing`], in one statement (refresh's first read).
+pub fn find_with_standing(conn: &mut DbConnection, id: &str) -> QueryResult<Option<(Session, Standing)>> {
+    use super::schema::{api_keys, organisations, units, user_units, users};
+
+    let row = sessions::table
+        .left_join(users::table.on(users::id.eq(sessions::user_id)))
+        .left_join(organisations::table.on(organisations::id.eq(sessions::organisation_id)))
+        .left_join(units::table.on(units::id.eq(sessions::unit_id)))
+        .left_join(
+            user_units::table.on(user_units::user_id
+                .eq(sessions::user_id)
+                .and(user_units::unit_id.eq(sessions::unit_id))),
+        )
+        .left_join(api_keys::table.on(api_keys::id.nullable().eq(sessions::api_key_id)))
+        .filter(sessions::id.eq(id))
+        .select((
+            Session::as_select(),
+            users::is_active.nullable(),
+            organisations::is_active.nullable(),
+            units::is_active.nullable(),
+            user_units::user_id.nullable(),
+            api_keys::id.nullable(),
+            api_keys::revoked_at.nullable(),
+        ))
+        .get_result::<(
+            Session,
+            Option<bool>,
+            Option<bool>,
+            Option<bool>,
+            Option<String>,
+            Option<String>,
+            Option<i64>,
+        )>(conn)
+        .optional()?;
+    Ok(
+        row.map(|(session, user, organisation, unit, member, key, revoked_at)| {
+            let standing = Standing {
+                user_active: user == Some(true),
+                organisation_active: organisation == Some(true),
+                unit_active: unit == Some(true),
+                is_member: member.is_some(),
+                key_live: session.api_key_id.is_none() || (key.is_some() && revoked_at.is_none()),
+            };
+            (session, standing)
+        }),
+    )
 }

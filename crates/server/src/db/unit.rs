@@ -40,7 +40,7 @@ pub fn find_by_id(conn: &mut DbConnection, id: &str) -> QueryResult<Option<Unit>
     units::table
         .find(id)
         .select(Unit::as_select())
-        .first(conn)
+        .get_result(conn)
         .optional()
 }
 
@@ -54,7 +54,7 @@ pub fn find_in_organisation(
     if let Some(unit) = in_org()
         .filter(units::id.eq(wanted))
         .select(Unit::as_select())
-        .first(conn)
+        .get_result(conn)
         .optional()?
     {
         return Ok(Some(unit));
@@ -63,7 +63,7 @@ pub fn find_in_organisation(
     if let Some(unit) = in_org()
         .filter(units::name_key.eq(&key))
         .select(Unit::as_select())
-        .first(conn)
+        .get_result(conn)
         .optional()?
     {
         return Ok(Some(unit));
@@ -71,6 +71,6 @@ pub fn find_in_organisation(
     in_org()
         .filter(units::code_key.eq(&key))
         .select(Unit::as_select())
-        .first(conn)
+        .get_result(conn)
         .optional()
 }

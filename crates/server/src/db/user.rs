@@ -84,7 +84,7 @@ pub fn find_by_username(
         .filter(users::organisation_id.eq(organisation_id))
         .filter(users::username_key.eq(super::name_key(username)))
         .select(User::as_select())
-        .first(conn)
+        .get_result(conn)
         .optional()
 }
 
@@ -93,7 +93,7 @@ pub fn find_by_id(conn: &mut DbConnection, id: &str) -> QueryResult<Option<User>
     users::table
         .find(id)
         .select(User::as_select())
-        .first(conn)
+        .get_result(conn)
         .optional()
 }
 
@@ -119,7 +119,7 @@ pub fn find_default_unit(conn: &mut DbConnection, user_id: &str) -> QueryResult<
         .filter(user_units::user_id.eq(user_id))
         .filter(user_units::is_default.eq(true))
         .select(Unit::as_select())
-        .first(conn)
+        .get_result(conn)
         .optional()
 }
 
@@ -128,7 +128,7 @@ pub fn is_member(conn: &mut DbConnection, user_id: &str, unit_id: &str) -> Query
     user_units::table
         .find((user_id, unit_id))
         .select(user_units::is_default)
-        .first::<bool>(conn)
+        .get_result::<bool>(conn)
         .optional()
         .map(|row| row.is_some())
 }

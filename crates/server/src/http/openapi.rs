@@ -47,6 +47,11 @@ const TAG_OPS: &str = "operations";
 
 const JSON: &str = "application/json";
 
+/// What a token consists of: base64url segments joined by dots, ASCII only. Stated for the query parameter
+/// because a URI cannot carry just any 8192 characters: percent-encoded, they can exceed the 64 KiB that the
+/// HTTP layer parses, which answers such a request with a bare 400 instead of the envelope.
+const TOKEN_PATTERN: &str = "^[A-Za-z0-9_.-]*$";
+
 /// The ids and times the examples use.
 const EXAMPLE_ID: &str = "EE63A82C4FEBE02FF34E90DD1EBA5ABE";
 const EXAMPLE_IAT: i64 = 1_495_713_382;
@@ -183,6 +188,7 @@ fn key_token() -> PathItem {
             "unit",
             "A unit id, name or code, when the body names none; absent or empty: the user's default unit",
             MAX_NAME_CHARS,
+            None,
         ));
         if method == "post" {
             op = op.request_body(Some(json_body(
@@ -302,6 +308,7 @@ fn token_operation(id: &str, summary: &str, description: &str) -> OperationBuild
             "token",
             "The token, when neither the header nor the body carries it",
             MAX_TOKEN_BYTES,
+            Some(TOKEN_PATTERN),
         ))
 }
 
@@ -409,7 +416,7 @@ impl Answers for OperationBuilder {
 // ---------------------------------------------------------------------------------------------------------
 // Requests and responses
 
-fn query(name: &str, description: &str, max_length: usize) -> ParameterBuilder {
+fn query(name: &str, description: &str, max_length: usize, pattern: Option<&str>) -> ParameterBuilder {
     ParameterBuilder::new()
         .name(name)
         .parameter_in(ParameterIn::Query)
@@ -418,7 +425,8 @@ fn query(name: &str, description: &str, max_length: usize) -> ParameterBuilder {
         .schema(Some(
             ObjectBuilder::new()
                 .schema_type(Type::String)
-                .max_length(Some(max_length)),
+                .max_length(Some(max_length))
+                .pattern(pattern),
         ))
 }
 
@@ -718,7 +726,9 @@ fn token_request() -> ObjectBuilder {
         ))
         .property(
             "token",
-            nullable_string("The compact JWT").max_length(Some(MAX_TOKEN_BYTES)),
+            nullable_string("The compact JWT")
+                .max_length(Some(MAX_TOKEN_BYTES))
+                .pattern(Some(TOKEN_PATTERN)),
         )
         .examples(json(serde_json::json!({ "token": example_token() })))
 }

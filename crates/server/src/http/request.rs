@@ -80,6 +80,29 @@ pub fn optional_string(
     }
 }
 
+/// A mandatory name (`username`, `organisation`): [`required_string`] of at most 256 characters, without NUL.
+pub fn required_name(map: &Map<String, Value>, field: &str) -> Result<String, ApiError> {
+    without_nul(field, required_string(map, field, MAX_NAME_CHARS)?)
+}
+
+/// An optional name (`unit`): [`optional_string`] of at most 256 characters, without NUL.
+pub fn optional_name(map: &Map<String, Value>, field: &str) -> Result<Option<String>, ApiError> {
+    optional_string(map, field, MAX_NAME_CHARS)?
+        .map(|name| without_nul(field, name))
+        .transpose()
+}
+
+/// Refuses a name with a NUL character: no stored name holds one (PostgreSQL's text type cannot), and a query
+/// carrying one fails on PostgreSQL instead of finding nothing.
+pub fn without_nul(field: &str, name: String) -> Result<String, ApiError> {
+    if name.contains('\0') {
+        return Err(ApiError::InvalidRequest(format!(
+            "{field} contains a NUL character"
+        )));
+    }
+    Ok(name)
+}
+
 /// The password field: a non-empty string of at most 1024 bytes.
 pub fn password(map: &Map<String, Value>) -> Result<String, ApiError> {
     let password = required_string(map, "password", usize::MAX)?;

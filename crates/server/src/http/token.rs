@@ -2,7 +2,6 @@
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
-use crm_auth_core::limits::MAX_NAME_CHARS;
 use crm_auth_core::{Empty, Envelope, TokenResponse, ValidateResponse, parse_basic_authorization};
 
 use crate::error::ApiError;
@@ -54,10 +53,10 @@ pub async fn create_token(
     let body = read_body(&req, payload, state.settings.http.max_body_bytes).await?;
     let map = request::json_object(&body)?;
     let login = PasswordLogin {
-        username: request::required_string(&map, "username", MAX_NAME_CHARS)?,
+        username: request::required_name(&map, "username")?,
         password: request::password(&map)?,
-        organisation: request::required_string(&map, "organisation", MAX_NAME_CHARS)?,
-        unit: request::optional_string(&map, "unit", MAX_NAME_CHARS)?,
+        organisation: request::required_name(&map, "organisation")?,
+        unit: request::optional_name(&map, "unit")?,
     };
     let token = login::login_with_password(&state, login, client).await?;
     Ok(token_response(token))
@@ -71,9 +70,11 @@ pub async fn create_key_token(
 ) -> Result<HttpResponse, ApiError> {
     let client = rate_limit(&req, &state)?;
     let body = read_body(&req, payload, state.settings.http.max_body_bytes).await?;
-    let unit = match request::optional_string(&request::json_object(&body)?, "unit", MAX_NAME_CHARS)? {
+    let unit = match request::optional_name(&request::json_object(&body)?, "unit")? {
         Some(unit) => Some(unit),
-        None => request::query_field(&req, "unit")?,
+        None => request::query_field(&req, "unit")?
+            .map(|unit| request::without_nul("unit", unit))
+            .transpose()?,
     };
     let key = req
         .headers()

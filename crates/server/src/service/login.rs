@@ -2,7 +2,6 @@
 
 use std::net::IpAddr;
 
-use actix_web::web;
 use crm_auth_core::{ApiKey, AuthMethod, new_id};
 
 use crate::db::api_key;
@@ -49,22 +48,28 @@ async fn password_login(state: &AppState, login: PasswordLogin, client: IpAddr) 
     let org_key = name_key(&login.organisation);
     let user_key = name_key(&login.username);
 
-    let found = {
-        let (state, org_key, user_key) = (state.clone(), org_key.clone(), user_key.clone());
+    let found = async {
+        let failures = {
+            let (org_key, user_key) = (org_key.clone(), user_key.clone());
+            let lockout = state.settings.auth.lockout.clone();
+            state
+                .write(move |conn| lockout::reserve_attempt(conn, &org_key, &user_key, now, &lockout))
+                .await?
+        };
         let organisation = login.organisation.clone();
         let username = login.username.clone();
-        web::block(move || -> Result<_, ApiError> {
-            let mut conn = state.conn()?;
-            let failures =
-                lockout::reserve_attempt(&mut conn, &org_key, &user_key, now, &state.settings.auth.lockout)?;
-            let Some(org) = organisation::find_by_name(&mut conn, &organisation)? else {
-                return Ok((failures, None));
-            };
-            let user = user::find_by_username(&mut conn, &org.id, &username)?;
-            Ok((failures, user.map(|user| (org, user))))
-        })
-        .await?
-    };
+        let found = state
+            .read(move |conn| {
+                let Some(org) = organisation::find_by_name(conn, &organisation)? else {
+                    return Ok(None);
+                };
+                let user = user::find_by_username(conn, &org.id, &username)?;
+                Ok(user.map(|user| (org, user)))
+            })
+            .await?;
+        Ok::<_, ApiError>((failures, found))
+    }
+    .await;
     let (failures, found) = match found {
         Err(ApiError::TooManyAttempts { retry_after }) => {
             log::warn!(
@@ -93,14 +98,16 @@ async fn password_login(state: &AppState, login: PasswordLogin, client: IpAddr) 
         return Err(ApiError::InvalidCredentials);
     };
 
-    let state2 = state.clone();
-    let session = web::block(move || -> Result<Session, ApiError> {
-        let mut conn = state2.conn()?;
-        lockout::reset(&mut conn, &org_key, &user_key)?;
-        let unit = resolve_unit(&mut conn, &org, &user, login.unit.as_deref())?;
-        open_session(&mut conn, &state2, &org, &user, &unit, None, now)
-    })
-    .await??;
+    state
+        .write(move |conn| lockout::reset(conn, &org_key, &user_key))
+        .await?;
+    let (org, user, unit) = state
+        .read(move |conn| {
+            let unit = resolve_unit(conn, &org, &user, login.unit.as_deref())?;
+            Ok((org, user, unit))
+        })
+        .await?;
+    let session = open_session(state, &org, &user, &unit, None, now).await?;
     log::info!(
         target: "crm_auth::audit",
         "login ok org={:?} user={:?} unit={:?} method=password jti={} client={client}",
@@ -138,23 +145,31 @@ async fn key_login(
     };
     let digest = key.digest();
     let now = state.clock.now();
-    let state2 = state.clone();
-    let session = web::block(move || -> Result<Session, ApiError> {
-        let mut conn = state2.conn()?;
-        let key = api_key::find_active_by_digest(&mut conn, &digest)?.ok_or(ApiError::InvalidCredentials)?;
-        let user = user::find_by_id(&mut conn, &key.user_id)?.filter(|u| u.is_active);
-        let org = organisation::find_by_id(&mut conn, &key.organisation_id)?.filter(|o| o.is_active);
-        let (Some(user), Some(org)) = (user, org) else {
-            return Err(ApiError::InvalidCredentials);
-        };
-        let unit = resolve_unit(&mut conn, &org, &user, wanted_unit.as_deref())?;
-        let session = open_session(&mut conn, &state2, &org, &user, &unit, Some(&key.id), now)?;
+    let session = async {
+        let (key, user, org, unit) = state
+            .read(move |conn| {
+                let (key, user, org, default_unit) = api_key::find_active_with_owner(conn, &digest)?
+                    .filter(|(_, user, org, _)| user.is_active && org.is_active)
+                    .ok_or(ApiError::InvalidCredentials)?;
+                let unit = match wanted_unit.as_deref().filter(|w| !w.is_empty()) {
+                    // The default unit came with the key: what resolve_unit would read.
+                    None => default_unit
+                        .filter(|u| u.is_active)
+                        .ok_or(ApiError::InvalidUnit)?,
+                    wanted => resolve_unit(conn, &org, &user, wanted)?,
+                };
+                Ok((key, user, org, unit))
+            })
+            .await?;
+        let session = open_session(state, &org, &user, &unit, Some(&key.id), now).await?;
         if key.last_used_at.is_none_or(|at| now - at >= LAST_USED_RESOLUTION) {
-            api_key::update_last_used(&mut conn, &key.id, now)?;
+            state
+                .write(move |conn| Ok(api_key::update_last_used(conn, &key.id, now)?))
+                .await?;
         }
-        Ok(session)
-    })
-    .await?;
+        Ok::<_, ApiError>(session)
+    }
+    .await;
     match &session {
         Ok(s) => log::info!(
             target: "crm_auth::audit",
@@ -189,8 +204,7 @@ pub fn resolve_unit(
     unit.filter(|u| u.is_active).ok_or(ApiError::InvalidUnit)
 }
 
-fn open_session(
-    conn: &mut DbConnection,
+async fn open_session(
     state: &AppState,
     org: &Organisation,
     user: &User,
@@ -227,12 +241,17 @@ fn open_session(
         ended_at: None,
         end_reason: None,
     };
-    session::create(conn, &row)?;
     // A concurrent `user disable` or `key revoke` may have ended the user's sessions between our checks and
-    // this insert; checking again after it means no session outlives a revocation that has answered.
-    if let Some(reason) = super::session::inactive_reason(conn, &row)? {
-        session::update_end(conn, &row.id, now, reason)?;
-        return Err(ApiError::InvalidCredentials);
-    }
-    Ok(row)
+    // this insert; checking again after it means no session outlives a revocation that has answered. (On
+    // SQLite the refusal also rolls the insert back, as the job's savepoint is undone.)
+    state
+        .write(move |conn| {
+            session::create(conn, &row)?;
+            if let Some(reason) = super::session::inactive_reason(conn, &row)? {
+                session::update_end(conn, &row.id, now, reason)?;
+                return Err(ApiError::InvalidCredentials);
+            }
+            Ok(row)
+        })
+        .await
 }

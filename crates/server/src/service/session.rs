@@ -2,11 +2,10 @@
 
 use std::net::IpAddr;
 
-use actix_web::web;
-use crm_auth_core::{AuthMethod, Claims, SessionInfo, TokenError, verify, verify_ignoring_expiry};
+use crm_auth_core::{AuthMethod, Claims, SessionInfo, TokenError, is_id, verify, verify_ignoring_expiry};
 
+use crate::db::DbConnection;
 use crate::db::session::{self, Session};
-use crate::db::{DbConnection, api_key, organisation, unit, user};
 use crate::error::ApiError;
 use crate::metrics::RefreshOutcome;
 use crate::service::token_for;
@@ -25,15 +24,8 @@ pub async fn refresh(state: &AppState, token: &str, client: IpAddr) -> Result<St
         state.metrics.refresh(RefreshOutcome::Expired);
         return Err(TokenError::Expired.into());
     }
-    let state2 = state.clone();
     let jti = claims.jti.clone();
-    let outcome = web::block(move || {
-        let mut conn = state2.conn()?;
-        rotate(&mut conn, &state2, &claims, now)
-    })
-    .await
-    .inspect_err(|_| state.metrics.refresh(RefreshOutcome::Error))?;
-    let outcome = match outcome {
+    let outcome = match rotate(state, &claims, now).await {
         Ok(Rotation::Issued(session, kind)) => {
             state.metrics.refresh(kind);
             Ok(session)
@@ -81,24 +73,29 @@ enum Rotation {
 
 /// Rotates the session from the presented generation, or hands back the newest token to a caller whose
 /// token was superseded within the reuse interval; anything else ends the session as stolen.
-fn rotate(
-    conn: &mut DbConnection,
-    state: &AppState,
-    claims: &Claims,
-    now: i64,
-) -> Result<Rotation, ApiError> {
+async fn rotate(state: &AppState, claims: &Claims, now: i64) -> Result<Rotation, ApiError> {
     let presented = i64::try_from(claims.r#gen).map_err(|_| ApiError::Token(TokenError::Malformed))?;
     let reuse_interval = i64::try_from(state.settings.token.reuse_interval_seconds).unwrap_or(i64::MAX);
     let ttl = i64::try_from(state.settings.token.ttl_seconds).unwrap_or(i64::MAX);
-    let mut current = live_session(conn, &claims.jti, now)?;
+    let jti = claims.jti.clone();
+    let (mut current, standing) = state
+        .read(move |conn| live_session_with_standing(conn, &jti, now))
+        .await?;
     if current.generation == presented {
-        if let Some(reason) = inactive_reason(conn, &current)? {
-            session::update_end(conn, &current.id, now, reason)?;
+        if let Some(reason) = reason_ended(standing) {
+            let id = current.id.clone();
+            state
+                .write(move |conn| Ok(session::update_end(conn, &id, now, reason)?))
+                .await?;
             log::info!(target: "crm_auth::audit", "session ended jti={} reason={reason}", current.id);
             return Err(ApiError::SessionEnded);
         }
         let expires_at = now.saturating_add(ttl).min(current.max_end_at);
-        if session::update_rotate(conn, &current.id, presented, now, expires_at)? {
+        let id = current.id.clone();
+        let won = state
+            .write(move |conn| Ok(session::update_rotate(conn, &id, presented, now, expires_at)?))
+            .await?;
+        if won {
             let rotated = Session {
                 generation: presented + 1,
                 rotated_at: now,
@@ -108,13 +105,17 @@ fn rotate(
             return Ok(Rotation::Issued(rotated, RefreshOutcome::Rotated));
         }
         // A concurrent refresh of the same token won the compare-and-set: read what it wrote.
-        current = live_session(conn, &claims.jti, now)?;
+        let jti = claims.jti.clone();
+        current = state.read(move |conn| live_session(conn, &jti, now)).await?;
     }
     if current.generation == presented + 1 && now - current.rotated_at <= reuse_interval {
         return Ok(Rotation::Issued(current, RefreshOutcome::Reused));
     }
     // A superseded token presented again after the reuse interval (or one never issued): take it as stolen.
-    session::update_end(conn, &current.id, now, "reuse")?;
+    let id = current.id.clone();
+    state
+        .write(move |conn| Ok(session::update_end(conn, &id, now, "reuse")?))
+        .await?;
     log::warn!(
         target: "crm_auth::audit",
         "refresh reuse detected org={:?} user={:?} jti={} presented_gen={presented} current_gen={}; session ended",
@@ -128,6 +129,11 @@ fn rotate(
 
 /// The session if it is live at `now`.
 fn live_session(conn: &mut DbConnection, jti: &str, now: i64) -> Result<Session, ApiError> {
+    // Only an id can name a session; anything else (a NUL, which PostgreSQL refuses in a query) is looked up
+    // nowhere.
+    if !is_id(jti) {
+        return Err(ApiError::SessionEnded);
+    }
     let current = session::find_by_id(conn, jti)?.ok_or(ApiError::SessionEnded)?;
     if current.ended_at.is_some() || now >= current.max_end_at {
         return Err(ApiError::SessionEnded);
@@ -135,41 +141,58 @@ fn live_session(conn: &mut DbConnection, jti: &str, now: i64) -> Result<Session,
     Ok(current)
 }
 
+/// [`live_session`] with the session's standing, in one statement.
+fn live_session_with_standing(
+    conn: &mut DbConnection,
+    jti: &str,
+    now: i64,
+) -> Result<(Session, session::Standing), ApiError> {
+    if !is_id(jti) {
+        return Err(ApiError::SessionEnded);
+    }
+    let (current, standing) = session::find_with_standing(conn, jti)?.ok_or(ApiError::SessionEnded)?;
+    if current.ended_at.is_some() || now >= current.max_end_at {
+        return Err(ApiError::SessionEnded);
+    }
+    Ok((current, standing))
+}
+
 /// Why the session may not go on: its user, key, unit or organisation is no longer active.
 pub(crate) fn inactive_reason(
     conn: &mut DbConnection,
     current: &Session,
 ) -> Result<Option<&'static str>, ApiError> {
-    if !user::find_by_id(conn, &current.user_id)?.is_some_and(|u| u.is_active) {
-        return Ok(Some("user_disabled"));
+    // One statement rather than one per row: refresh and every login run this check.
+    Ok(reason_ended(session::find_standing(conn, current)?))
+}
+
+/// The end reason a session's standing calls for, if any.
+fn reason_ended(standing: session::Standing) -> Option<&'static str> {
+    if !standing.user_active {
+        Some("user_disabled")
+    } else if !standing.organisation_active {
+        Some("organisation_disabled")
+    } else if !standing.unit_active || !standing.is_member {
+        Some("unit_disabled")
+    } else if !standing.key_live {
+        Some("key_revoked")
+    } else {
+        None
     }
-    if !organisation::find_by_id(conn, &current.organisation_id)?.is_some_and(|o| o.is_active) {
-        return Ok(Some("organisation_disabled"));
-    }
-    if !unit::find_by_id(conn, &current.unit_id)?.is_some_and(|u| u.is_active)
-        || !user::is_member(conn, &current.user_id, &current.unit_id)?
-    {
-        return Ok(Some("unit_disabled"));
-    }
-    if let Some(key_id) = &current.api_key_id
-        && api_key::find_by_id(conn, key_id)?.is_none_or(|k| k.revoked_at.is_some())
-    {
-        return Ok(Some("key_revoked"));
-    }
-    Ok(None)
 }
 
 /// Ends the token's session. Idempotent; expired tokens may be released.
 pub async fn release(state: &AppState, token: &str, client: IpAddr) -> Result<(), ApiError> {
     let now = state.clock.now();
     let claims = verify_ignoring_expiry(&state.keyring, token, &state.verify_options(now))?;
-    let state2 = state.clone();
     let jti = claims.jti.clone();
-    let ended = web::block(move || -> Result<bool, ApiError> {
-        let mut conn = state2.conn()?;
-        Ok(session::update_end(&mut conn, &jti, now, "released")?)
-    })
-    .await??;
+    let ended = if is_id(&jti) {
+        state
+            .write(move |conn| Ok(session::update_end(conn, &jti, now, "released")?))
+            .await?
+    } else {
+        false
+    };
     log::info!(
         target: "crm_auth::audit",
         "release org={:?} user={:?} jti={} was_live={ended} client={client}",
@@ -185,13 +208,8 @@ pub async fn release(state: &AppState, token: &str, client: IpAddr) -> Result<()
 pub async fn validate(state: &AppState, token: &str) -> Result<SessionInfo, ApiError> {
     let now = state.clock.now();
     let claims = verify(&state.keyring, token, &state.verify_options(now))?;
-    let state2 = state.clone();
     let jti = claims.jti.clone();
-    let current = web::block(move || -> Result<Session, ApiError> {
-        let mut conn = state2.conn()?;
-        live_session(&mut conn, &jti, now)
-    })
-    .await??;
+    let current = state.read(move |conn| live_session(conn, &jti, now)).await?;
     if i64::try_from(claims.r#gen).map_or(true, |presented| presented > current.generation) {
         return Err(ApiError::SessionEnded);
     }

@@ -1,0 +1,700 @@
+//! Token attacks against validate, refresh and release on SQLite and PostgreSQL: other algorithms, unknown and
+//! removed keys, stripped or forged signatures, every claim tampered with, broken shapes, overlong tokens,
+//! claims of the wrong type, other issuers and CRM.COM's legacy tokens. Each is `INVALID_TOKEN` (or
+//! `TOKEN_EXPIRED` / `SESSION_ENDED` where the token is genuine), never a 5xx, and none of them touches the
+//! session it names.
+
+mod common;
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use common::{Backend, ORG, TestApp, USER};
+use crm_auth_server::clock::Clock as _;
+use crm_auth_server::settings::{KeySettings, Secret, Settings};
+use crm_auth_server::state::AppState;
+use ring::hmac;
+use serde_json::{Value, json};
+
+backend_tests!(
+    forged_and_malformed_tokens_are_refused,
+    a_token_of_a_removed_key_is_invalid_token,
+    legacy_tokens_pass_only_when_accepted,
+);
+
+/// The secret of the key `Settings::for_test` configures (id `test`).
+const SECRET: &[u8] = b"tttttttttttttttttttttttttttttttt";
+
+/// Our header, as the server writes it.
+const HEADER: &str = r#"{"typ":"JWT","alg":"HS256","kid":"test"}"#;
+
+fn b64(bytes: impl AsRef<[u8]>) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// `header.payload.signature` with an HMAC of `alg` under `secret`.
+fn sign_with(alg: hmac::Algorithm, secret: &[u8], header: &str, payload: &str) -> String {
+    let input = format!("{}.{}", b64(header), b64(payload));
+    let tag = hmac::sign(&hmac::Key::new(alg, secret), input.as_bytes());
+    format!("{input}.{}", b64(tag))
+}
+
+/// Signed with our own key, as only a holder of the secret could.
+fn sign(header: &str, payload: &str) -> String {
+    sign_with(hmac::HMAC_SHA256, SECRET, header, payload)
+}
+
+/// What validate, refresh and release must answer, as `status.code`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Expect {
+    validate: &'static str,
+    refresh: &'static str,
+    release: &'static str,
+}
+
+const INVALID: Expect = Expect {
+    validate: "INVALID_TOKEN",
+    refresh: "INVALID_TOKEN",
+    release: "INVALID_TOKEN",
+};
+
+fn http_status(code: &str) -> u16 {
+    match code {
+        "OK" => 200,
+        "INVALID_REQUEST" => 400,
+        _ => 401,
+    }
+}
+
+/// Sends `token` to one endpoint (as a Bearer token, or in the JSON body when it cannot be a header value)
+/// and returns `status.code`, after checking that the status and the envelope agree with it.
+async fn answer(
+    http: &reqwest::Client,
+    url: &str,
+    method: reqwest::Method,
+    token: &str,
+) -> anyhow::Result<String> {
+    let mut req = http.request(method, url);
+    req = match reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")) {
+        Ok(value) => req.header("authorization", value),
+        Err(_) => req.json(&json!({ "token": token })),
+    };
+    let res = req.send().await?;
+    let status = res.status().as_u16();
+    let body: Value = serde_json::from_slice(&res.bytes().await?)
+        .map_err(|e| anyhow::anyhow!("status {status}: not an envelope: {e}"))?;
+    let code = body["status"]["code"].as_str().unwrap_or("<none>").to_owned();
+    anyhow::ensure!(status == http_status(&code), "status {status} with code {code}");
+    anyhow::ensure!(
+        code == "OK" || body["data"] == json!({}),
+        "an error with data: {body}"
+    );
+    Ok(code)
+}
+
+/// What validate, refresh and release answer for `token` at a server, in that order.
+async fn answers(http: &reqwest::Client, api: &str, token: &str) -> anyhow::Result<[String; 3]> {
+    Ok([
+        answer(
+            http,
+            &format!("{api}/authentication/token/validate"),
+            reqwest::Method::GET,
+            token,
+        )
+        .await?,
+        answer(
+            http,
+            &format!("{api}/authentication/token/refresh"),
+            reqwest::Method::POST,
+            token,
+        )
+        .await?,
+        answer(
+            http,
+            &format!("{api}/authentication/token/release"),
+            reqwest::Method::POST,
+            token,
+        )
+        .await?,
+    ])
+}
+
+/// Checks every case, collecting the ones answered otherwise.
+async fn check_all(
+    http: &reqwest::Client,
+    api: &str,
+    cases: &[(String, String, Expect)],
+) -> anyhow::Result<()> {
+    let mut wrong = Vec::new();
+    for (name, token, want) in cases {
+        match answers(http, api, token).await {
+            Ok(got) if got == [want.validate, want.refresh, want.release] => {}
+            Ok(got) => wrong.push(format!("{name}: {got:?}")),
+            Err(e) => wrong.push(format!("{name}: {e:#}")),
+        }
+    }
+    anyhow::ensure!(
+        wrong.is_empty(),
+        "{} of {} tokens were answered wrongly:\n{}",
+        wrong.len(),
+        cases.len(),
+        wrong.join("\n")
+    );
+    Ok(())
+}
+
+/// The three segments of a token.
+fn parts(token: &str) -> anyhow::Result<(String, String, String)> {
+    let mut it = token.split('.');
+    match (it.next(), it.next(), it.next(), it.next()) {
+        (Some(h), Some(p), Some(s), None) => Ok((h.to_owned(), p.to_owned(), s.to_owned())),
+        _ => anyhow::bail!("not three segments"),
+    }
+}
+
+/// A deeply nested JSON array, to reach serde_json's recursion limit.
+fn nested(depth: usize) -> String {
+    format!("{}{}", "[".repeat(depth), "]".repeat(depth))
+}
+
+async fn forged_and_malformed_tokens_are_refused(backend: Backend) -> anyhow::Result<()> {
+    let app = TestApp::start(&backend).await?;
+    let http = reqwest::Client::new();
+    let api = app.api("");
+    let token = app.login().await?;
+    let raw = token.as_str();
+    let (h, p, s) = parts(raw)?;
+    let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(&p)?)?;
+    let payload = claims.to_string();
+    // The payload with one claim replaced or added, and with one removed.
+    let with = |claim: &str, value: Value| {
+        let mut c = claims.clone();
+        c[claim] = value;
+        c.to_string()
+    };
+    let without = |claim: &str| {
+        let mut c = claims.clone();
+        c.as_object_mut().map(|m| m.remove(claim));
+        c.to_string()
+    };
+    let mut cases: Vec<(String, String, Expect)> = Vec::new();
+    let mut add = |name: &str, token: String| cases.push((name.to_owned(), token, INVALID));
+
+    // Algorithms other than HS256, `none` first: refused before any key is used.
+    for alg in ["none", "None", "NONE", "nOnE"] {
+        let header = format!(r#"{{"typ":"JWT","alg":"{alg}"}}"#);
+        add(
+            &format!("alg {alg}, no signature"),
+            format!("{}.{p}.", b64(&header)),
+        );
+        add(
+            &format!("alg {alg}, our signature"),
+            format!("{}.{p}.{s}", b64(&header)),
+        );
+    }
+    add(
+        "alg none with our kid",
+        format!("{}.{p}.", b64(r#"{"typ":"JWT","alg":"none","kid":"test"}"#)),
+    );
+    add(
+        "alg HS512 under our secret",
+        sign_with(
+            hmac::HMAC_SHA512,
+            SECRET,
+            r#"{"typ":"JWT","alg":"HS512","kid":"test"}"#,
+            &payload,
+        ),
+    );
+    add(
+        "alg HS384 under our secret",
+        sign_with(
+            hmac::HMAC_SHA384,
+            SECRET,
+            r#"{"typ":"JWT","alg":"HS384","kid":"test"}"#,
+            &payload,
+        ),
+    );
+    // Key confusion: an RS256 header over an HMAC made with our secret, as if it were a public key.
+    add(
+        "alg RS256, HMAC signature",
+        sign(r#"{"typ":"JWT","alg":"RS256","kid":"test"}"#, &payload),
+    );
+    add(
+        "alg RS256, 256-byte signature",
+        format!(
+            "{}.{p}.{}",
+            b64(r#"{"typ":"JWT","alg":"RS256"}"#),
+            b64([7u8; 256])
+        ),
+    );
+    add("alg ES256", sign(r#"{"typ":"JWT","alg":"ES256"}"#, &payload));
+    for alg in [r#""hs256""#, r#""HS256 ""#, "null", r#"["HS256"]"#, "256"] {
+        add(
+            &format!("alg {alg}, signed by our key"),
+            sign(&format!(r#"{{"typ":"JWT","alg":{alg},"kid":"test"}}"#), &payload),
+        );
+    }
+    add(
+        "no alg, signed by our key",
+        sign(r#"{"typ":"JWT","kid":"test"}"#, &payload),
+    );
+    add(
+        "alg none then HS256",
+        sign(
+            r#"{"typ":"JWT","alg":"none","alg":"HS256","kid":"test"}"#,
+            &payload,
+        ),
+    );
+    add(
+        "alg HS256 then none",
+        sign(
+            r#"{"typ":"JWT","alg":"HS256","alg":"none","kid":"test"}"#,
+            &payload,
+        ),
+    );
+
+    // Key ids: unknown, empty, of the wrong type, path-like, with a NUL.
+    for kid in [
+        r#""missing""#,
+        r#""""#,
+        "5",
+        r#""../../etc/passwd""#,
+        r#""test\u0000""#,
+        "null",
+    ] {
+        let header = format!(r#"{{"typ":"JWT","alg":"HS256","kid":{kid}}}"#);
+        // `null` is no kid at all: tried against every key, and it is signed by another one.
+        let token = if kid == "null" {
+            sign_with(hmac::HMAC_SHA256, &[b'x'; 32], &header, &payload)
+        } else {
+            sign(&header, &payload)
+        };
+        add(&format!("kid {kid}"), token);
+    }
+    // A key the token brings along is not ours.
+    add(
+        "embedded jwk",
+        sign_with(
+            hmac::HMAC_SHA256,
+            &[b'x'; 32],
+            &format!(
+                r#"{{"typ":"JWT","alg":"HS256","jwk":{{"kty":"oct","k":"{}"}}}}"#,
+                b64([b'x'; 32])
+            ),
+            &payload,
+        ),
+    );
+    add(
+        "same kid, another secret",
+        sign_with(hmac::HMAC_SHA256, &[b'x'; 32], HEADER, &payload),
+    );
+    for typ in [r#""JWS""#, "1", "[]"] {
+        add(
+            &format!("typ {typ}"),
+            sign(
+                &format!(r#"{{"typ":{typ},"alg":"HS256","kid":"test"}}"#),
+                &payload,
+            ),
+        );
+    }
+    for header in ["[\"HS256\"]", "null", "garbage", "{}", "\"HS256\""] {
+        add(&format!("header {header}"), sign(header, &payload));
+    }
+    // Nesting in the header, which is read before the signature is checked.
+    add(
+        "header nested 3000 deep",
+        format!(
+            "{}.{p}.{s}",
+            b64(format!(r#"{{"alg":"HS256","x":{}}}"#, nested(3000)))
+        ),
+    );
+    add(
+        "header with a byte order mark",
+        sign(&format!("\u{feff}{HEADER}"), &payload),
+    );
+
+    // Signatures stripped, cut, padded, re-encoded, zeroed or flipped.
+    let tag = URL_SAFE_NO_PAD.decode(&s)?;
+    add("signature stripped", format!("{h}.{p}."));
+    add("signature dropped", format!("{h}.{p}"));
+    add(
+        "signature one character short",
+        format!("{h}.{p}.{}", &s[..s.len() - 1]),
+    );
+    add("signature one character long", format!("{h}.{p}.{s}A"));
+    add("signature with padding", format!("{h}.{p}.{s}="));
+    add(
+        "signature in standard base64",
+        format!("{h}.{p}.{}", STANDARD.encode(&tag)),
+    );
+    add("signature of zeros", format!("{h}.{p}.{}", b64([0u8; 32])));
+    let mut flipped = tag.clone();
+    flipped[31] ^= 1;
+    add(
+        "signature with one bit flipped",
+        format!("{h}.{p}.{}", b64(&flipped)),
+    );
+    add(
+        "signature of 64 bytes",
+        format!("{h}.{p}.{}", b64([tag.clone(), tag].concat())),
+    );
+
+    // Every claim tampered with, added or removed in the payload exactly as issued; the signature kept.
+    let original = String::from_utf8(URL_SAFE_NO_PAD.decode(&p)?)?;
+    let member = |claim: &str| format!("\"{claim}\":{}", claims[claim]);
+    for (claim, value) in [
+        ("jti", json!("00000000000000000000000000000000")),
+        ("usr", json!("mallory")),
+        ("org", json!("Other")),
+        ("oun", json!("Second")),
+        ("iat", json!(claims["iat"].as_i64().unwrap_or(0) + 1)),
+        ("exp", json!(claims["exp"].as_i64().unwrap_or(0) + 86_400)),
+        ("iss", json!("crm-auth2")),
+        ("gen", json!(1)),
+    ] {
+        anyhow::ensure!(original.contains(&member(claim)), "{claim} in {original}");
+        let tampered = original.replacen(&member(claim), &format!("\"{claim}\":{value}"), 1);
+        add(
+            &format!("{claim} tampered"),
+            format!("{h}.{}.{s}", b64(&tampered)),
+        );
+        let removed = original.replacen(&format!(",{}", member(claim)), "", 1).replacen(
+            &format!("{},", member(claim)),
+            "",
+            1,
+        );
+        add(&format!("{claim} removed"), format!("{h}.{}.{s}", b64(&removed)));
+    }
+    let added = format!("{},\"admin\":true}}", original.trim_end_matches('}'));
+    add("a claim added", format!("{h}.{}.{s}", b64(&added)));
+    add(
+        "payload re-serialised with blanks",
+        format!("{h}.{}.{s}", b64(serde_json::to_string_pretty(&claims)?)),
+    );
+    add(
+        "payload with base64 padding",
+        format!("{h}.{p}{}.{s}", "=".repeat(4 - p.len() % 4)),
+    );
+
+    // Segments added, dropped, empty or not base64.
+    for (name, token) in [
+        ("four segments", format!("{raw}.x")),
+        ("trailing dot", format!("{raw}.")),
+        ("leading dot", format!(".{raw}")),
+        ("empty header", format!(".{p}.{s}")),
+        ("empty payload", format!("{h}..{s}")),
+        ("header and signature", format!("{h}.{s}")),
+        ("payload and signature", format!("{p}.{s}")),
+        ("header only", h.clone()),
+        ("the token twice", format!("{raw}{raw}")),
+        ("five segments", format!("{h}.{p}.{p}.{p}.{s}")),
+        ("dots only", "..".to_owned()),
+        ("not base64", "!!!.@@@.###".to_owned()),
+        ("blank inside", format!("{h}.{} {}.{s}", &p[..4], &p[4..])),
+        ("padding in the header", format!("{h}=.{p}.{s}")),
+        ("non-ascii", "ü.ü.ü".to_owned()),
+        ("a newline inside", format!("{h}.{p}\n.{s}")),
+        ("a NUL inside", format!("{h}.{p}\u{0}.{s}")),
+    ] {
+        add(name, token);
+    }
+
+    // Overlong: over 8 KiB, even when properly signed.
+    add("our token and 9000 bytes", format!("{raw}{}", "A".repeat(9000)));
+    add(
+        "signed, 9 KiB of claims",
+        sign(HEADER, &with("pad", json!("p".repeat(7000)))),
+    );
+
+    // Claims of the wrong type, in a payload signed by our own key: refused as malformed, never a panic.
+    let signed = |payload: String| sign(HEADER, &payload);
+    for (what, value) in [
+        ("a float", json!(1.7e9)),
+        ("a decimal string", json!(format!("{}.0", claims["exp"]))),
+        ("negative", json!(-1)),
+        ("an object", json!({"t": claims["exp"]})),
+        ("an array", json!([claims["exp"]])),
+        ("a boolean", json!(true)),
+        ("null", json!(null)),
+        ("an empty string", json!("")),
+        ("digits and a letter", json!("1700000000a")),
+        ("a plus sign", json!("+1700000000")),
+        ("a blank", json!(" 1700000000")),
+        ("1e30", json!(1e30)),
+        ("over u64", serde_json::from_str::<Value>("99999999999999999999")?),
+        ("over i64 in a string", json!("99999999999999999999")),
+        ("over i64", json!(u64::MAX)),
+    ] {
+        add(&format!("exp {what}"), signed(with("exp", value.clone())));
+        add(&format!("iat {what}"), signed(with("iat", value)));
+    }
+    add("exp missing, signed", signed(without("exp")));
+    add("iat missing, signed", signed(without("iat")));
+    for (claim, value) in [
+        ("gen", json!(-1)),
+        ("gen", json!(1.5)),
+        ("gen", json!("0")),
+        ("gen", json!(null)),
+        ("jti", json!(5)),
+        ("jti", json!(null)),
+        ("usr", json!(["alice"])),
+        ("org", json!({})),
+        ("oun", json!(false)),
+        ("iss", json!(7)),
+    ] {
+        add(&format!("{claim} {value}, signed"), signed(with(claim, value)));
+    }
+    for claim in ["jti", "usr", "org", "oun"] {
+        add(&format!("{claim} missing, signed"), signed(without(claim)));
+    }
+    let exp = &claims["exp"];
+    add(
+        "exp twice, signed",
+        signed(format!("{},\"exp\":{exp}}}", payload.trim_end_matches('}'))),
+    );
+    add("payload an array, signed", signed(format!("[{payload}]")));
+    add("payload null, signed", signed("null".to_owned()));
+    add("payload not JSON, signed", signed("garbage".to_owned()));
+    add(
+        "payload nested 3000 deep, signed",
+        signed(with("x", json!(null)).replace("null", &nested(3000))),
+    );
+
+    // Other issuers, signed by our key; and a token not valid before an hour from now.
+    for iss in [
+        json!("evil"),
+        json!(""),
+        json!("CRM-AUTH"),
+        json!("crm-auth "),
+        json!(null),
+    ] {
+        add(&format!("iss {iss}, signed"), signed(with("iss", iss)));
+    }
+    add("no iss, signed", signed(without("iss")));
+    let now = app.clock.now();
+    add(
+        "iat an hour ahead, signed",
+        signed(with("iat", json!(now + 3600))),
+    );
+
+    // Genuine tokens of sessions that do not exist: SESSION_ENDED, and releasing them is a no-op.
+    let gone = Expect {
+        validate: "SESSION_ENDED",
+        refresh: "SESSION_ENDED",
+        release: "OK",
+    };
+    for jti in [
+        json!("00000000000000000000000000000000"),
+        json!("not an id"),
+        json!("A\u{0}B"),
+        json!(""),
+    ] {
+        cases.push((format!("jti {jti}, signed"), signed(with("jti", jti)), gone));
+    }
+    // A genuine token of another session, past exp and the refresh grace.
+    let other = app.login().await?;
+    let mut old = other.claims().clone();
+    old.iat = now - 20_000;
+    old.exp = now - 10_000;
+    let keyring =
+        crm_auth_core::Keyring::new(vec![crm_auth_core::SigningKey::new("test", SECRET.to_vec())?])?;
+    let expired = crm_auth_core::issue(&keyring, &old, crm_auth_core::DateFormat::Numeric);
+    cases.push((
+        "genuine, expired past the grace".to_owned(),
+        expired,
+        Expect {
+            validate: "TOKEN_EXPIRED",
+            refresh: "TOKEN_EXPIRED",
+            release: "OK",
+        },
+    ));
+
+    anyhow::ensure!(cases.len() >= 100, "only {} cases", cases.len());
+    check_all(&http, &api, &cases).await?;
+
+    // None of the forgeries touched the session they named: it still validates and refreshes.
+    let info = app.client.validate(raw).await?;
+    assert_eq!((info.username.as_str(), info.organisation.as_str()), (USER, ORG));
+    let next = app.client.refresh(raw).await?;
+    assert_eq!(next.claims().r#gen, 1);
+    // The expired token's release ended its session.
+    let ended = app
+        .client
+        .validate(other.as_str())
+        .await
+        .err()
+        .and_then(|e| e.code());
+    assert_eq!(ended, Some(crm_auth_core::ErrorCode::SessionEnded));
+    Ok(())
+}
+
+/// Another server on the same database, with settings changed by `tweak`; returns its API base URL.
+fn node_with(app: &TestApp, tweak: impl FnOnce(&mut Settings)) -> anyhow::Result<String> {
+    let mut settings = (*app.state.settings).clone();
+    tweak(&mut settings);
+    let state = AppState::build(settings, Arc::new(app.clock.clone()))?;
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let url = format!(
+        "http://{}{}",
+        listener.local_addr()?,
+        state.settings.http.base_path
+    );
+    let server = crm_auth_server::http::serve(listener, state)?;
+    std::thread::spawn(move || actix_web::rt::System::new().block_on(server));
+    Ok(url)
+}
+
+fn key(id: &str, secret: &str) -> KeySettings {
+    KeySettings {
+        id: id.to_owned(),
+        secret: Some(Secret::new(secret)),
+        secret_file: None,
+    }
+}
+
+async fn a_token_of_a_removed_key_is_invalid_token(backend: Backend) -> anyhow::Result<()> {
+    const OLD: &str = "old-secret-old-secret-old-secret-0";
+    const NEW: &str = "new-secret-new-secret-new-secret-1";
+    let app = TestApp::start_with(&backend, |s| {
+        s.token.keys = vec![key("old", OLD), key("new", NEW)]
+    })
+    .await?;
+    let http = reqwest::Client::new();
+    let token = app.login().await?;
+    let (h, p, _) = parts(token.as_str())?;
+    assert_eq!(
+        serde_json::from_slice::<Value>(&URL_SAFE_NO_PAD.decode(&h)?)?["kid"],
+        "old",
+        "the first key signs"
+    );
+    // The configuration a token lifetime later: the old key dropped.
+    let rotated = node_with(&app, |s| s.token.keys = vec![key("new", NEW)])?;
+    let payload = String::from_utf8(URL_SAFE_NO_PAD.decode(&p)?)?;
+    let cases = vec![
+        (
+            "issued under the old key".to_owned(),
+            token.as_str().to_owned(),
+            INVALID,
+        ),
+        (
+            "re-signed by the old key without kid".to_owned(),
+            sign_with(
+                hmac::HMAC_SHA256,
+                OLD.as_bytes(),
+                r#"{"typ":"JWT","alg":"HS256"}"#,
+                &payload,
+            ),
+            INVALID,
+        ),
+        (
+            "re-signed by the old key under the new kid".to_owned(),
+            sign_with(
+                hmac::HMAC_SHA256,
+                OLD.as_bytes(),
+                r#"{"typ":"JWT","alg":"HS256","kid":"new"}"#,
+                &payload,
+            ),
+            INVALID,
+        ),
+    ];
+    check_all(&http, &rotated, &cases).await?;
+    // The session itself is live: where the old key is still configured, the token still works, so the
+    // refusals above came from the key alone.
+    app.client.validate(token.as_str()).await?;
+    // And the new key serves on the rotated node.
+    let fresh = crm_auth_client::Client::builder()
+        .base_url(rotated.trim_end_matches(app.state.settings.http.base_path.as_str()))
+        .build()?;
+    let new_token = fresh.token_with_api_key(&app.key, None).await?;
+    fresh.validate(new_token.as_str()).await?;
+    Ok(())
+}
+
+async fn legacy_tokens_pass_only_when_accepted(backend: Backend) -> anyhow::Result<()> {
+    let app = TestApp::start(&backend).await?;
+    let legacy_node = node_with(&app, |s| s.token.accept_legacy = true)?;
+    let http = reqwest::Client::new();
+    let session = app.login().await?;
+    let now = app.clock.now();
+    // As CRM.COM mints them: no kid, string dates, no iss and no gen, signed with the shared secret.
+    let legacy = |jti: &str| {
+        let payload = json!({
+            "jti": jti, "usr": USER, "org": ORG, "oun": "Main",
+            "exp": (now + 7200).to_string(), "iat": now.to_string(),
+        });
+        sign(r#"{"typ":"JWT","alg":"HS256"}"#, &payload.to_string())
+    };
+    let token = legacy(&session.claims().jti);
+    check_all(
+        &http,
+        &app.api(""),
+        &[("legacy, not accepted".to_owned(), token.clone(), INVALID)],
+    )
+    .await?;
+
+    let node = crm_auth_client::Client::builder()
+        .base_url(legacy_node.trim_end_matches(app.state.settings.http.base_path.as_str()))
+        .build()?;
+    let info = node.validate(&token).await?;
+    assert_eq!(
+        (info.id.as_str(), info.username.as_str()),
+        (session.claims().jti.as_str(), USER)
+    );
+    // Refresh turns it into one of ours: generation 1, with iss.
+    let refreshed = node.refresh(&token).await?;
+    assert_eq!(refreshed.claims().r#gen, 1);
+    assert_eq!(refreshed.claims().iss.as_deref(), Some("crm-auth"));
+    // Legacy acceptance waives iss, nothing else.
+    let payload = json!({
+        "jti": session.claims().jti, "usr": USER, "org": ORG, "oun": "Main",
+        "exp": (now + 7200).to_string(), "iat": now.to_string(),
+    })
+    .to_string();
+    let cases = vec![
+        (
+            "legacy, another secret".to_owned(),
+            sign_with(
+                hmac::HMAC_SHA256,
+                &[b'x'; 32],
+                r#"{"typ":"JWT","alg":"HS256"}"#,
+                &payload,
+            ),
+            INVALID,
+        ),
+        (
+            "legacy, alg none".to_owned(),
+            format!("{}.{}.", b64(r#"{"typ":"JWT","alg":"none"}"#), b64(&payload)),
+            INVALID,
+        ),
+        (
+            "legacy, another issuer".to_owned(),
+            sign(
+                r#"{"typ":"JWT","alg":"HS256"}"#,
+                &payload.replace(r#""usr""#, r#""iss":"evil","usr""#),
+            ),
+            INVALID,
+        ),
+        (
+            "legacy, of no session".to_owned(),
+            legacy("00000000000000000000000000000000"),
+            Expect {
+                validate: "SESSION_ENDED",
+                refresh: "SESSION_ENDED",
+                release: "OK",
+            },
+        ),
+    ];
+    check_all(&http, &legacy_node, &cases).await?;
+    // Still live after all that; then a legacy release ends it for every token.
+    node.validate(refreshed.as_str()).await?;
+    node.release(&token).await?;
+    let ended = node
+        .validate(refreshed.as_str())
+        .await
+        .err()
+        .and_then(|e| e.code());
+    assert_eq!(ended, Some(crm_auth_core::ErrorCode::SessionEnded));
+    Ok(())
+}

@@ -1,0 +1,163 @@
+//! A minimal HTTP/1.1 client on std's `TcpStream` with keep-alive: enough to wait for the server and to log in
+//! for the tokens the load runs need. Bodies are read by `Content-Length`, which is how the server answers.
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+
+/// One keep-alive connection.
+pub struct Connection {
+    /// The socket, buffered for reading.
+    reader: BufReader<TcpStream>,
+    /// Where it is connected, for the `Host` header.
+    addr: SocketAddr,
+}
+
+/// A response: status and body.
+pub struct Response {
+    /// The HTTP status.
+    pub status: u16,
+    /// The body as text.
+    pub body: String,
+}
+
+impl Connection {
+    /// Connects to `addr`.
+    pub fn open(addr: SocketAddr) -> Result<Connection> {
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+            .with_context(|| format!("cannot connect to {addr}"))?;
+        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+        stream.set_nodelay(true)?;
+        Ok(Connection {
+            reader: BufReader::new(stream),
+            addr,
+        })
+    }
+
+    /// Sends one request and reads its response.
+    pub fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Result<Response> {
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n",
+            self.addr,
+            body.len()
+        );
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        request.push_str(body);
+        self.reader.get_mut().write_all(request.as_bytes())?;
+
+        let mut line = String::new();
+        self.reader.read_line(&mut line)?;
+        let status = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse::<u16>().ok())
+            .with_context(|| format!("not an HTTP status line: {line:?}"))?;
+        let mut length = 0usize;
+        loop {
+            line.clear();
+            if self.reader.read_line(&mut line)? == 0 {
+                bail!("the connection closed inside the response headers");
+            }
+            let header = line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().context("bad Content-Length")?;
+            }
+        }
+        let mut body = vec![0u8; length];
+        self.reader.read_exact(&mut body)?;
+        Ok(Response {
+            status,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    }
+}
+
+/// Waits until `GET /health/live` answers 200, for at most `limit`.
+pub fn wait_live(addr: SocketAddr, limit: Duration) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let answered = Connection::open(addr)
+            .and_then(|mut c| c.send("GET", "/health/live", &[], ""))
+            .is_ok_and(|r| r.status == 200);
+        if answered {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the server at {addr} did not answer /health/live within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The `token` of a `{"data":{"token":"..."}}` answer.
+pub fn token_of(body: &str) -> Option<&str> {
+    let start = body.find("\"token\":\"")? + "\"token\":\"".len();
+    let len = body[start..].find('"')?;
+    Some(&body[start..start + len])
+}
+
+/// Standard base64 with padding, for the Basic credentials of a key login.
+pub fn base64(input: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    //! The helpers that parse or encode by hand.
+
+    use super::*;
+
+    /// RFC 4648's test vectors.
+    #[test]
+    fn base64_matches_the_rfc() {
+        let cases = [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ];
+        for (plain, encoded) in cases {
+            assert_eq!(base64(plain.as_bytes()), encoded);
+        }
+    }
+
+    /// The token is found inside the envelope, and nothing is found when there is none.
+    #[test]
+    fn finds_the_token() {
+        let body = r#"{"data":{"token":"a.b.c"},"status":{"code":"OK","description":"","message":""}}"#;
+        assert_eq!(token_of(body), Some("a.b.c"));
+        assert_eq!(token_of(r#"{"data":{}}"#), None);
+    }
+}
