@@ -129,16 +129,7 @@ async fn rotate(state: &AppState, claims: &Claims, now: i64) -> Result<Rotation,
 
 /// The session if it is live at `now`.
 fn live_session(conn: &mut DbConnection, jti: &str, now: i64) -> Result<Session, ApiError> {
-    // Only an id can name a session; anything else (a NUL, which PostgreSQL refuses in a query) is looked up
-    // nowhere.
-    if !is_id(jti) {
-        return Err(ApiError::SessionEnded);
-    }
-    let current = session::find_by_id(conn, jti)?.ok_or(ApiError::SessionEnded)?;
-    if current.ended_at.is_some() || now >= current.max_end_at {
-        return Err(ApiError::SessionEnded);
-    }
-    Ok(current)
+    live(session::find_by_id(conn, session_id(jti)?)?, now)
 }
 
 /// [`live_session`] with the session's standing, in one statement.
@@ -147,14 +138,27 @@ fn live_session_with_standing(
     jti: &str,
     now: i64,
 ) -> Result<(Session, session::Standing), ApiError> {
-    if !is_id(jti) {
-        return Err(ApiError::SessionEnded);
+    let (current, standing) =
+        session::find_with_standing(conn, session_id(jti)?)?.ok_or(ApiError::SessionEnded)?;
+    Ok((live(Some(current), now)?, standing))
+}
+
+/// Only an id can name a session; anything else (a NUL, which PostgreSQL refuses in a query) is looked up
+/// nowhere.
+fn session_id(jti: &str) -> Result<&str, ApiError> {
+    if is_id(jti) {
+        Ok(jti)
+    } else {
+        Err(ApiError::SessionEnded)
     }
-    let (current, standing) = session::find_with_standing(conn, jti)?.ok_or(ApiError::SessionEnded)?;
-    if current.ended_at.is_some() || now >= current.max_end_at {
-        return Err(ApiError::SessionEnded);
+}
+
+/// The session, if there is one and it has not ended by `now`.
+fn live(current: Option<Session>, now: i64) -> Result<Session, ApiError> {
+    match current {
+        Some(current) if current.ended_at.is_none() && now < current.max_end_at => Ok(current),
+        _ => Err(ApiError::SessionEnded),
     }
-    Ok((current, standing))
 }
 
 /// Why the session may not go on: its user, key, unit or organisation is no longer active.
