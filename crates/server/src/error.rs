@@ -7,7 +7,7 @@ use crm_auth_core::{Envelope, ErrorCode, TokenError};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
 /// Everything a request can fail with. Messages never carry a secret, SQL or a stack trace.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
     /// The request is malformed; the description names the field.
     #[error("invalid request: {0}")]

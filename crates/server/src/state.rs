@@ -6,7 +6,10 @@ use std::time::Instant;
 use crm_auth_core::{Keyring, VerifyOptions};
 
 use crate::clock::{Clock, SystemClock};
+use crate::db::api_key::{self, KeyWithOwner};
+use crate::db::coalesce::Coalescer;
 use crate::db::group_commit::GroupCommit;
+use crate::db::session::{self, Rotation, Session, Standing};
 use crate::db::{self, Backend, DbConnection, Pool, PooledConnection};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -23,6 +26,8 @@ pub struct AppState {
     pub pool: Pool,
     /// Where writes go: grouped into shared commits on SQLite, straight through on PostgreSQL.
     pub writes: GroupCommit,
+    /// On PostgreSQL, the token endpoints' statements, coalesced across requests.
+    pub coalescer: Option<Coalescer>,
     /// Which backend the pool talks to.
     pub backend: &'static str,
     /// Signing and verification keys.
@@ -56,11 +61,16 @@ impl AppState {
         let (keyring, _) = crate::signing::load_keyring(&settings)?;
         let metrics = Arc::new(Metrics::new()?);
         let hasher = PasswordHasher::start(&settings.auth.argon2, settings.hash_threads(), metrics.clone())?;
+        let coalescer = match backend {
+            Backend::Postgres(_) => Some(Coalescer::start(&pool, coalescing_threads(&settings), &metrics)?),
+            Backend::Sqlite(_) => None,
+        };
         let rate_limiter = RateLimiter::new(&settings.http.rate_limit);
         Ok(AppState {
             settings: Arc::new(settings),
             pool,
             writes,
+            coalescer,
             backend: backend_name,
             keyring: Arc::new(keyring),
             hasher,
@@ -110,6 +120,76 @@ impl AppState {
         }
     }
 
+    /// The session with this id.
+    pub async fn find_session(&self, id: &str) -> Result<Option<Session>, ApiError> {
+        let id = id.to_owned();
+        match &self.coalescer {
+            Some(coalescer) => coalescer.session(id).await,
+            None => self.read(move |conn| Ok(session::find_by_id(conn, &id)?)).await,
+        }
+    }
+
+    /// The session with this id and its standing.
+    pub async fn find_session_with_standing(&self, id: &str) -> Result<Option<(Session, Standing)>, ApiError> {
+        let id = id.to_owned();
+        match &self.coalescer {
+            Some(coalescer) => coalescer.session_with_standing(id).await,
+            None => self.read(move |conn| Ok(session::find_with_standing(conn, &id)?)).await,
+        }
+    }
+
+    /// The unrevoked key with this digest, with its user, organisation and the user's default unit.
+    pub async fn find_key_with_owner(&self, digest: String) -> Result<Option<KeyWithOwner>, ApiError> {
+        match &self.coalescer {
+            Some(coalescer) => coalescer.key_with_owner(digest).await,
+            None => {
+                self.read(move |conn| Ok(api_key::find_active_with_owner(conn, &digest)?))
+                    .await
+            }
+        }
+    }
+
+    /// Stores a new session, then checks again that its user, key, unit and organisation are active: a
+    /// concurrent `user disable` or `key revoke` may have ended the user's sessions between the login's
+    /// checks and the insert, and no session may outlive a revocation that has answered. If the check fails
+    /// the session is ended (on SQLite its insert is rolled back) and the answer is `INVALID_CREDENTIALS`.
+    pub async fn insert_session(&self, row: Session) -> Result<Session, ApiError> {
+        match &self.coalescer {
+            Some(coalescer) => coalescer.insert(row).await,
+            None => {
+                self.write(move |conn| {
+                    session::create(conn, &row)?;
+                    if let Some(reason) = session::find_standing(conn, &row)?.end_reason() {
+                        session::update_end(conn, &row.id, row.created_at, reason)?;
+                        return Err(ApiError::InvalidCredentials);
+                    }
+                    Ok(row)
+                })
+                .await
+            }
+        }
+    }
+
+    /// Moves a live session to its next generation if it is still at `rotation.from_gen`; whether this call
+    /// did it (of concurrent callers, one does).
+    pub async fn rotate_session(&self, rotation: Rotation) -> Result<bool, ApiError> {
+        match &self.coalescer {
+            Some(coalescer) => coalescer.rotate(rotation).await,
+            None => {
+                self.write(move |conn| {
+                    let Rotation {
+                        id,
+                        from_gen,
+                        now,
+                        expires_at,
+                    } = rotation;
+                    Ok(session::update_rotate(conn, &id, from_gen, now, expires_at)?)
+                })
+                .await
+            }
+        }
+    }
+
     /// The verification rules at `now`.
     pub fn verify_options(&self, now: i64) -> VerifyOptions {
         let token = &self.settings.token;
@@ -120,4 +200,9 @@ impl AppState {
             accept_legacy: token.accept_legacy,
         }
     }
+}
+
+/// Threads serving coalesced statements: a quarter of the pool, so most connections stay free for the rest.
+fn coalescing_threads(settings: &Settings) -> usize {
+    usize::try_from(settings.database.pool_size / 4).unwrap_or(1).max(1)
 }

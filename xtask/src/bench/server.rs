@@ -56,13 +56,12 @@ impl Database {
                     .map_or(0, |d| d.as_secs());
                 let name = format!("crm_auth_bench_{}_{unix}", std::process::id());
                 helper(bin, None, &["create-database", "--admin-url", admin_url, &name])?;
-                let base = admin_url
-                    .split('?')
-                    .next()
-                    .and_then(|u| u.rsplit_once('/'))
-                    .map_or(admin_url, |(base, _)| base);
+                // The same server and options (sslmode, say) as the admin URL, another database.
+                let (path, query) = admin_url.split_once('?').unwrap_or((admin_url, ""));
+                let base = path.rsplit_once('/').map_or(path, |(base, _)| base);
+                let query = if query.is_empty() { String::new() } else { format!("?{query}") };
                 Ok(Database {
-                    url: format!("{base}/{name}"),
+                    url: format!("{base}/{name}{query}"),
                     postgres: Some((admin_url.to_owned(), name)),
                     bin: bin.to_owned(),
                 })

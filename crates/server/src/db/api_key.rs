@@ -83,27 +83,42 @@ pub fn update_last_used(conn: &mut DbConnection, id: &str, now: i64) -> QueryRes
 /// A key with its user, its organisation and the user's default unit (if the user has one).
 pub type KeyWithOwner = (ApiKeyRow, User, Organisation, Option<Unit>);
 
+/// Unrevoked keys filtered by `$filter`, each with its user, its organisation and the user's default unit,
+/// selected as a [`KeyWithOwner`]. A macro because the single and the batched lookup differ only in the
+/// filter and diesel's query types are not nameable.
+macro_rules! select_with_owner {
+    ($filter:expr) => {{
+        use $crate::db::schema::{organisations, units, user_units, users};
+        api_keys::table
+            .inner_join(users::table.on(users::id.eq(api_keys::user_id)))
+            .inner_join(organisations::table.on(organisations::id.eq(api_keys::organisation_id)))
+            .left_join(
+                user_units::table.on(user_units::user_id
+                    .eq(api_keys::user_id)
+                    .and(user_units::is_default.eq(true))),
+            )
+            .left_join(units::table.on(units::id.eq(user_units::unit_id)))
+            .filter($filter)
+            .filter(api_keys::revoked_at.is_null())
+            .select((
+                ApiKeyRow::as_select(),
+                User::as_select(),
+                Organisation::as_select(),
+                Option::<Unit>::as_select(),
+            ))
+    }};
+}
+
 /// The unrevoked key with this digest, with its user, its organisation and the user's default unit (if any),
 /// in one statement: all a key login reads before it opens a session.
 pub fn find_active_with_owner(conn: &mut DbConnection, digest: &str) -> QueryResult<Option<KeyWithOwner>> {
-    use super::schema::{organisations, units, user_units, users};
-    api_keys::table
-        .inner_join(users::table.on(users::id.eq(api_keys::user_id)))
-        .inner_join(organisations::table.on(organisations::id.eq(api_keys::organisation_id)))
-        .left_join(
-            user_units::table.on(user_units::user_id
-                .eq(api_keys::user_id)
-                .and(user_units::is_default.eq(true))),
-        )
-        .left_join(units::table.on(units::id.eq(user_units::unit_id)))
-        .filter(api_keys::digest.eq(digest))
-        .filter(api_keys::revoked_at.is_null())
-        .select((
-            ApiKeyRow::as_select(),
-            User::as_select(),
-            Organisation::as_select(),
-            Option::<Unit>::as_select(),
-        ))
+    select_with_owner!(api_keys::digest.eq(digest))
         .get_result(conn)
         .optional()
+}
+
+/// [`find_active_with_owner`] for many digests in one statement (`= ANY($1)` on PostgreSQL); digests of no
+/// unrevoked key are left out.
+pub fn find_many_active_with_owner(conn: &mut DbConnection, digests: &[&str]) -> QueryResult<Vec<KeyWithOwner>> {
+    select_with_owner!(api_keys::digest.eq_any(digests)).load(conn)
 }

@@ -5,6 +5,7 @@
 //! execution), which cost validate about a third of its time.
 
 pub mod api_key;
+pub mod coalesce;
 pub mod group_commit;
 pub mod login_failure;
 pub mod organisation;

@@ -1,5 +1,6 @@
 //! Sessions: one per login, rotated by generation on refresh, ended by release, revocation or theft.
 
+use diesel::PgConnection;
 use diesel::prelude::*;
 
 use super::DbConnection;
@@ -162,6 +163,23 @@ pub struct Standing {
     pub key_live: bool,
 }
 
+impl Standing {
+    /// The end reason this standing calls for, if the session may not go on.
+    pub fn end_reason(self) -> Option<&'static str> {
+        if !self.user_active {
+            Some("user_disabled")
+        } else if !self.organisation_active {
+            Some("organisation_disabled")
+        } else if !self.unit_active || !self.is_member {
+            Some("unit_disabled")
+        } else if !self.key_live {
+            Some("key_revoked")
+        } else {
+            None
+        }
+    }
+}
+
 /// Reads the session's [`Standing`] in one round trip.
 pub fn find_standing(conn: &mut DbConnection, session: &Session) -> QueryResult<Standing> {
     use super::schema::{api_keys, organisations, units, user_units, users};
@@ -210,50 +228,133 @@ pub fn find_standing(conn: &mut DbConnection, session: &Session) -> QueryResult<
     })
 }
 
+/// A session row with what its standing is read from: the user's, organisation's and unit's `is_active`, the
+/// membership's user id and the key's id and `revoked_at` (each `None` when the row is missing).
+type StandingRow = (
+    Session,
+    Option<bool>,
+    Option<bool>,
+    Option<bool>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+);
+
+/// Sessions filtered by `$filter`, each joined with what it stands on, selected as a [`StandingRow`]. A macro
+/// because the single and the batched lookup differ only in the filter and diesel's query types are not
+/// nameable.
+macro_rules! select_with_standing {
+    ($filter:expr) => {{
+        use $crate::db::schema::{api_keys, organisations, units, user_units, users};
+        sessions::table
+            .left_join(users::table.on(users::id.eq(sessions::user_id)))
+            .left_join(organisations::table.on(organisations::id.eq(sessions::organisation_id)))
+            .left_join(units::table.on(units::id.eq(sessions::unit_id)))
+            .left_join(
+                user_units::table.on(user_units::user_id
+                    .eq(sessions::user_id)
+                    .and(user_units::unit_id.eq(sessions::unit_id))),
+            )
+            .left_join(api_keys::table.on(api_keys::id.nullable().eq(sessions::api_key_id)))
+            .filter($filter)
+            .select((
+                Session::as_select(),
+                users::is_active.nullable(),
+                organisations::is_active.nullable(),
+                units::is_active.nullable(),
+                user_units::user_id.nullable(),
+                api_keys::id.nullable(),
+                api_keys::revoked_at.nullable(),
+            ))
+    }};
+}
+
+/// Reads a [`StandingRow`].
+fn with_standing((session, user, organisation, unit, member, key, revoked_at): StandingRow) -> (Session, Standing) {
+    let standing = Standing {
+        user_active: user == Some(true),
+        organisation_active: organisation == Some(true),
+        unit_active: unit == Some(true),
+        is_member: member.is_some(),
+        key_live: session.api_key_id.is_none() || (key.is_some() && revoked_at.is_none()),
+    };
+    (session, standing)
+}
+
 /// The session with this id and its [`Standing`], in one statement (refresh's first read).
 pub fn find_with_standing(conn: &mut DbConnection, id: &str) -> QueryResult<Option<(Session, Standing)>> {
-    use super::schema::{api_keys, organisations, units, user_units, users};
-
-    let row = sessions::table
-        .left_join(users::table.on(users::id.eq(sessions::user_id)))
-        .left_join(organisations::table.on(organisations::id.eq(sessions::organisation_id)))
-        .left_join(units::table.on(units::id.eq(sessions::unit_id)))
-        .left_join(
-            user_units::table.on(user_units::user_id
-                .eq(sessions::user_id)
-                .and(user_units::unit_id.eq(sessions::unit_id))),
-        )
-        .left_join(api_keys::table.on(api_keys::id.nullable().eq(sessions::api_key_id)))
-        .filter(sessions::id.eq(id))
-        .select((
-            Session::as_select(),
-            users::is_active.nullable(),
-            organisations::is_active.nullable(),
-            units::is_active.nullable(),
-            user_units::user_id.nullable(),
-            api_keys::id.nullable(),
-            api_keys::revoked_at.nullable(),
-        ))
-        .get_result::<(
-            Session,
-            Option<bool>,
-            Option<bool>,
-            Option<bool>,
-            Option<String>,
-            Option<String>,
-            Option<i64>,
-        )>(conn)
+    let row = select_with_standing!(sessions::id.eq(id))
+        .get_result::<StandingRow>(conn)
         .optional()?;
-    Ok(
-        row.map(|(session, user, organisation, unit, member, key, revoked_at)| {
-            let standing = Standing {
-                user_active: user == Some(true),
-                organisation_active: organisation == Some(true),
-                unit_active: unit == Some(true),
-                is_member: member.is_some(),
-                key_live: session.api_key_id.is_none() || (key.is_some() && revoked_at.is_none()),
-            };
-            (session, standing)
-        }),
+    Ok(row.map(with_standing))
+}
+
+/// [`find_with_standing`] for many ids in one statement (`= ANY($1)` on PostgreSQL); ids not found are left
+/// out.
+pub fn find_many_with_standing(conn: &mut DbConnection, ids: &[&str]) -> QueryResult<Vec<(Session, Standing)>> {
+    let rows = select_with_standing!(sessions::id.eq_any(ids)).load::<StandingRow>(conn)?;
+    Ok(rows.into_iter().map(with_standing).collect())
+}
+
+/// The sessions with these ids, in one statement; ids not found are left out.
+pub fn find_many(conn: &mut DbConnection, ids: &[&str]) -> QueryResult<Vec<Session>> {
+    sessions::table
+        .filter(sessions::id.eq_any(ids))
+        .select(Session::as_select())
+        .load(conn)
+}
+
+/// Inserts many sessions, on PostgreSQL with one statement, committed together.
+pub fn create_many(conn: &mut DbConnection, rows: &[Session]) -> QueryResult<()> {
+    match conn {
+        DbConnection::Postgres(pg) => diesel::insert_into(sessions::table)
+            .values(rows)
+            .execute(pg)
+            .map(drop),
+        DbConnection::Sqlite(_) => rows.iter().try_for_each(|row| create(conn, row)),
+    }
+}
+
+/// One compare-and-set of [`update_rotate`], to run with others in [`update_rotate_many`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotation {
+    /// The session.
+    pub id: String,
+    /// The generation the caller presented.
+    pub from_gen: i64,
+    /// The new token's `iat`.
+    pub now: i64,
+    /// The new token's `exp`.
+    pub expires_at: i64,
+}
+
+/// [`update_rotate`] for many sessions in one PostgreSQL statement (committed together); returns the ids of
+/// the (id, generation) of each session it moved. Give each (id, generation) once.
+pub fn update_rotate_many(conn: &mut PgConnection, rotations: &[Rotation]) -> QueryResult<Vec<(String, i64)>> {
+    use diesel::sql_types::{Array, BigInt, Text};
+
+    #[derive(QueryableByName)]
+    struct Rotated {
+        #[diesel(sql_type = Text)]
+        id: String,
+        #[diesel(sql_type = BigInt)]
+        from_gen: i64,
+    }
+
+    let ids: Vec<&str> = rotations.iter().map(|r| r.id.as_str()).collect();
+    let from: Vec<i64> = rotations.iter().map(|r| r.from_gen).collect();
+    let now: Vec<i64> = rotations.iter().map(|r| r.now).collect();
+    let expires: Vec<i64> = rotations.iter().map(|r| r.expires_at).collect();
+    let rotated = diesel::sql_query(
+        "UPDATE sessions SET generation = v.from_gen + 1, rotated_at = v.now, expires_at = v.expires_at \
+         FROM unnest($1::text[], $2::int8[], $3::int8[], $4::int8[]) AS v(id, from_gen, now, expires_at) \
+         WHERE sessions.id = v.id AND sessions.generation = v.from_gen AND sessions.ended_at IS NULL \
+         RETURNING sessions.id, v.from_gen",
     )
+    .bind::<Array<Text>, _>(ids)
+    .bind::<Array<BigInt>, _>(from)
+    .bind::<Array<BigInt>, _>(now)
+    .bind::<Array<BigInt>, _>(expires)
+    .load::<Rotated>(conn)?;
+    Ok(rotated.into_iter().map(|r| (r.id, r.from_gen)).collect())
 }

@@ -6,7 +6,7 @@ use crm_auth_core::{ApiKey, AuthMethod, new_id};
 
 use crate::db::api_key;
 use crate::db::organisation::{self, Organisation};
-use crate::db::session::{self, Session};
+use crate::db::session::Session;
 use crate::db::unit::{self, Unit};
 use crate::db::user::{self, User};
 use crate::db::{DbConnection, name_key};
@@ -146,21 +146,23 @@ async fn key_login(
     let digest = key.digest();
     let now = state.clock.now();
     let session = async {
-        let (key, user, org, unit) = state
-            .read(move |conn| {
-                let (key, user, org, default_unit) = api_key::find_active_with_owner(conn, &digest)?
-                    .filter(|(_, user, org, _)| user.is_active && org.is_active)
-                    .ok_or(ApiError::InvalidCredentials)?;
-                let unit = match wanted_unit.as_deref().filter(|w| !w.is_empty()) {
-                    // The default unit came with the key: what resolve_unit would read.
-                    None => default_unit
-                        .filter(|u| u.is_active)
-                        .ok_or(ApiError::InvalidUnit)?,
-                    wanted => resolve_unit(conn, &org, &user, wanted)?,
-                };
-                Ok((key, user, org, unit))
-            })
-            .await?;
+        let (key, user, org, default_unit) = state
+            .find_key_with_owner(digest)
+            .await?
+            .filter(|(_, user, org, _)| user.is_active && org.is_active)
+            .ok_or(ApiError::InvalidCredentials)?;
+        let unit = match wanted_unit.filter(|w| !w.is_empty()) {
+            // The default unit came with the key: what resolve_unit would read.
+            None => default_unit
+                .filter(|u| u.is_active)
+                .ok_or(ApiError::InvalidUnit)?,
+            Some(wanted) => {
+                let (org, user) = (org.clone(), user.clone());
+                state
+                    .read(move |conn| resolve_unit(conn, &org, &user, Some(&wanted)))
+                    .await?
+            }
+        };
         let session = open_session(state, &org, &user, &unit, Some(&key.id), now).await?;
         if key.last_used_at.is_none_or(|at| now - at >= LAST_USED_RESOLUTION) {
             state
@@ -241,17 +243,5 @@ async fn open_session(
         ended_at: None,
         end_reason: None,
     };
-    // A concurrent `user disable` or `key revoke` may have ended the user's sessions between our checks and
-    // this insert; checking again after it means no session outlives a revocation that has answered. (On
-    // SQLite the refusal also rolls the insert back, as the job's savepoint is undone.)
-    state
-        .write(move |conn| {
-            session::create(conn, &row)?;
-            if let Some(reason) = super::session::inactive_reason(conn, &row)? {
-                session::update_end(conn, &row.id, now, reason)?;
-                return Err(ApiError::InvalidCredentials);
-            }
-            Ok(row)
-        })
-        .await
+    state.insert_session(row).await
 }

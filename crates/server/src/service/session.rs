@@ -4,8 +4,7 @@ use std::net::IpAddr;
 
 use crm_auth_core::{AuthMethod, Claims, SessionInfo, TokenError, is_id, verify, verify_ignoring_expiry};
 
-use crate::db::DbConnection;
-use crate::db::session::{self, Session};
+use crate::db::session::{self, Rotation, Session};
 use crate::error::ApiError;
 use crate::metrics::RefreshOutcome;
 use crate::service::token_for;
@@ -26,11 +25,11 @@ pub async fn refresh(state: &AppState, token: &str, client: IpAddr) -> Result<St
     }
     let jti = claims.jti.clone();
     let outcome = match rotate(state, &claims, now).await {
-        Ok(Rotation::Issued(session, kind)) => {
+        Ok(Refreshed::Issued(session, kind)) => {
             state.metrics.refresh(kind);
             Ok(session)
         }
-        Ok(Rotation::Stolen) => {
+        Ok(Refreshed::Stolen) => {
             state.metrics.refresh(RefreshOutcome::Theft);
             Err(ApiError::SessionEnded)
         }
@@ -63,7 +62,7 @@ pub async fn refresh(state: &AppState, token: &str, client: IpAddr) -> Result<St
     clippy::large_enum_variant,
     reason = "returned once per refresh and moved straight out"
 )]
-enum Rotation {
+enum Refreshed {
     /// The session's newest token is for the caller: `Rotated` to a new generation, or `Reused` (handed back
     /// to the token it had just replaced, within the reuse interval).
     Issued(Session, RefreshOutcome),
@@ -73,16 +72,17 @@ enum Rotation {
 
 /// Rotates the session from the presented generation, or hands back the newest token to a caller whose
 /// token was superseded within the reuse interval; anything else ends the session as stolen.
-async fn rotate(state: &AppState, claims: &Claims, now: i64) -> Result<Rotation, ApiError> {
+async fn rotate(state: &AppState, claims: &Claims, now: i64) -> Result<Refreshed, ApiError> {
     let presented = i64::try_from(claims.r#gen).map_err(|_| ApiError::Token(TokenError::Malformed))?;
     let reuse_interval = i64::try_from(state.settings.token.reuse_interval_seconds).unwrap_or(i64::MAX);
     let ttl = i64::try_from(state.settings.token.ttl_seconds).unwrap_or(i64::MAX);
-    let jti = claims.jti.clone();
-    let (mut current, standing) = state
-        .read(move |conn| live_session_with_standing(conn, &jti, now))
-        .await?;
+    let (current, standing) = state
+        .find_session_with_standing(session_id(&claims.jti)?)
+        .await?
+        .ok_or(ApiError::SessionEnded)?;
+    let mut current = live(Some(current), now)?;
     if current.generation == presented {
-        if let Some(reason) = reason_ended(standing) {
+        if let Some(reason) = standing.end_reason() {
             let id = current.id.clone();
             state
                 .write(move |conn| Ok(session::update_end(conn, &id, now, reason)?))
@@ -91,25 +91,26 @@ async fn rotate(state: &AppState, claims: &Claims, now: i64) -> Result<Rotation,
             return Err(ApiError::SessionEnded);
         }
         let expires_at = now.saturating_add(ttl).min(current.max_end_at);
-        let id = current.id.clone();
-        let won = state
-            .write(move |conn| Ok(session::update_rotate(conn, &id, presented, now, expires_at)?))
-            .await?;
-        if won {
+        let rotation = Rotation {
+            id: current.id.clone(),
+            from_gen: presented,
+            now,
+            expires_at,
+        };
+        if state.rotate_session(rotation).await? {
             let rotated = Session {
                 generation: presented + 1,
                 rotated_at: now,
                 expires_at,
                 ..current
             };
-            return Ok(Rotation::Issued(rotated, RefreshOutcome::Rotated));
+            return Ok(Refreshed::Issued(rotated, RefreshOutcome::Rotated));
         }
         // A concurrent refresh of the same token won the compare-and-set: read what it wrote.
-        let jti = claims.jti.clone();
-        current = state.read(move |conn| live_session(conn, &jti, now)).await?;
+        current = live_session(state, &claims.jti, now).await?;
     }
     if current.generation == presented + 1 && now - current.rotated_at <= reuse_interval {
-        return Ok(Rotation::Issued(current, RefreshOutcome::Reused));
+        return Ok(Refreshed::Issued(current, RefreshOutcome::Reused));
     }
     // A superseded token presented again after the reuse interval (or one never issued): take it as stolen.
     let id = current.id.clone();
@@ -124,23 +125,12 @@ async fn rotate(state: &AppState, claims: &Claims, now: i64) -> Result<Rotation,
         current.id,
         current.generation
     );
-    Ok(Rotation::Stolen)
+    Ok(Refreshed::Stolen)
 }
 
 /// The session if it is live at `now`.
-fn live_session(conn: &mut DbConnection, jti: &str, now: i64) -> Result<Session, ApiError> {
-    live(session::find_by_id(conn, session_id(jti)?)?, now)
-}
-
-/// [`live_session`] with the session's standing, in one statement.
-fn live_session_with_standing(
-    conn: &mut DbConnection,
-    jti: &str,
-    now: i64,
-) -> Result<(Session, session::Standing), ApiError> {
-    let (current, standing) =
-        session::find_with_standing(conn, session_id(jti)?)?.ok_or(ApiError::SessionEnded)?;
-    Ok((live(Some(current), now)?, standing))
+async fn live_session(state: &AppState, jti: &str, now: i64) -> Result<Session, ApiError> {
+    live(state.find_session(session_id(jti)?).await?, now)
 }
 
 /// Only an id can name a session; anything else (a NUL, which PostgreSQL refuses in a query) is looked up
@@ -158,30 +148,6 @@ fn live(current: Option<Session>, now: i64) -> Result<Session, ApiError> {
     match current {
         Some(current) if current.ended_at.is_none() && now < current.max_end_at => Ok(current),
         _ => Err(ApiError::SessionEnded),
-    }
-}
-
-/// Why the session may not go on: its user, key, unit or organisation is no longer active.
-pub(crate) fn inactive_reason(
-    conn: &mut DbConnection,
-    current: &Session,
-) -> Result<Option<&'static str>, ApiError> {
-    // One statement rather than one per row: refresh and every login run this check.
-    Ok(reason_ended(session::find_standing(conn, current)?))
-}
-
-/// The end reason a session's standing calls for, if any.
-fn reason_ended(standing: session::Standing) -> Option<&'static str> {
-    if !standing.user_active {
-        Some("user_disabled")
-    } else if !standing.organisation_active {
-        Some("organisation_disabled")
-    } else if !standing.unit_active || !standing.is_member {
-        Some("unit_disabled")
-    } else if !standing.key_live {
-        Some("key_revoked")
-    } else {
-        None
     }
 }
 
@@ -212,8 +178,7 @@ pub async fn release(state: &AppState, token: &str, client: IpAddr) -> Result<()
 pub async fn validate(state: &AppState, token: &str) -> Result<SessionInfo, ApiError> {
     let now = state.clock.now();
     let claims = verify(&state.keyring, token, &state.verify_options(now))?;
-    let jti = claims.jti.clone();
-    let current = state.read(move |conn| live_session(conn, &jti, now)).await?;
+    let current = live_session(state, &claims.jti, now).await?;
     if i64::try_from(claims.r#gen).map_or(true, |presented| presented > current.generation) {
         return Err(ApiError::SessionEnded);
     }

@@ -1,0 +1,298 @@
+//! Coalesced statements for PostgreSQL.
+//!
+//! On PostgreSQL every statement is a round trip to a server process that shares the machine's cores, and the
+//! statements the token endpoints make are small: validate's session lookup, a key login's key lookup and
+//! session insert, refresh's read and compare-and-set. Per statement, the round trip and PostgreSQL's
+//! per-statement work cost more than the rows. Here a few threads each take every request queued since they
+//! last looked and serve all requests of one kind with one statement: `= ANY($1)` for lookups, one multi-row
+//! `INSERT` for new sessions, one `UPDATE ... FROM unnest(...)` for rotations. Nothing waits to fill a batch:
+//! a thread takes what is queued and goes, so under light load a batch is a single request.
+//!
+//! Each request gets what its own statement would have given it:
+//! - a write is an autocommitted statement, and its request is answered only after that commit, so an answer
+//!   is as durable as before;
+//! - a new session is re-checked after its commit, as a single login's is (one statement for the batch), and
+//!   ended if its user, key, unit or organisation was revoked meanwhile: a revocation that committed before
+//!   the re-check is seen by it, one that commits after the session's commit ends the session itself;
+//! - one multi-row insert fails as a whole if one row fails, so then each row is inserted on its own and only
+//!   the bad row's request gets the error;
+//! - of several requests that rotate one session from the same generation exactly one is told it won, and
+//!   every loser is answered after the winner's commit, so its next read sees the winner's write.
+//!
+//! SQLite is in process (no round trips) and commits writes in groups already (`group_commit`): it runs each
+//! request's own statement as before.
+
+use std::collections::{HashMap, HashSet};
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Instant;
+
+use diesel::result::QueryResult;
+use tokio::sync::oneshot;
+
+use super::api_key::{self, KeyWithOwner};
+use super::session::{self, Rotation, Session, Standing};
+use super::{DbConnection, Pool};
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+
+/// The most requests one batch takes; more wait for the next one.
+const MAX_BATCH: usize = 256;
+
+/// Where a request's answer goes.
+type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
+
+/// A queued request.
+enum Request {
+    /// A session by id.
+    Session(String, Reply<Option<Session>>),
+    /// A session by id, with its standing.
+    Standing(String, Reply<Option<(Session, Standing)>>),
+    /// An unrevoked key by digest, with its owner.
+    Key(String, Reply<Option<KeyWithOwner>>),
+    /// A new session to insert and re-check.
+    Insert(Session, Reply<Session>),
+    /// A compare-and-set on a session's generation.
+    Rotate(Rotation, Reply<bool>),
+}
+
+/// The queue of coalesced statements; cheap to clone. Its threads end when the last clone is dropped.
+#[derive(Clone)]
+pub struct Coalescer {
+    /// Shared by the threads.
+    queue: mpsc::Sender<Request>,
+}
+
+impl std::fmt::Debug for Coalescer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coalescer").finish_non_exhaustive()
+    }
+}
+
+impl Coalescer {
+    /// Starts `threads` threads, each checking a connection out of `pool` for each batch.
+    pub fn start(pool: &Pool, threads: usize, metrics: &Arc<Metrics>) -> std::io::Result<Coalescer> {
+        let (queue, requests) = mpsc::channel();
+        let requests = Arc::new(Mutex::new(requests));
+        for n in 0..threads.max(1) {
+            let (pool, requests, metrics) = (pool.clone(), Arc::clone(&requests), Arc::clone(metrics));
+            std::thread::Builder::new()
+                .name(format!("pg-coalesce-{n}"))
+                .spawn(move || serve(&pool, &requests, &metrics))?;
+        }
+        Ok(Coalescer { queue })
+    }
+
+    /// The session with this id.
+    pub async fn session(&self, id: String) -> Result<Option<Session>, ApiError> {
+        self.ask(|reply| Request::Session(id, reply)).await
+    }
+
+    /// The session with this id and its standing.
+    pub async fn session_with_standing(&self, id: String) -> Result<Option<(Session, Standing)>, ApiError> {
+        self.ask(|reply| Request::Standing(id, reply)).await
+    }
+
+    /// The unrevoked key with this digest and its owner.
+    pub async fn key_with_owner(&self, digest: String) -> Result<Option<KeyWithOwner>, ApiError> {
+        self.ask(|reply| Request::Key(digest, reply)).await
+    }
+
+    /// Inserts a session and re-checks its standing after the commit; `INVALID_CREDENTIALS` if the re-check
+    /// ended it.
+    pub async fn insert(&self, row: Session) -> Result<Session, ApiError> {
+        self.ask(|reply| Request::Insert(row, reply)).await
+    }
+
+    /// Rotates a session from `from_gen`; whether this request won.
+    pub async fn rotate(&self, rotation: Rotation) -> Result<bool, ApiError> {
+        self.ask(|reply| Request::Rotate(rotation, reply)).await
+    }
+
+    async fn ask<T>(&self, request: impl FnOnce(Reply<T>) -> Request) -> Result<T, ApiError> {
+        let (reply, answer) = oneshot::channel();
+        // A send fails only when every thread has stopped; the dropped reply then answers below.
+        let _ = self.queue.send(request(reply));
+        answer
+            .await
+            .unwrap_or_else(|_| Err(ApiError::Internal("a coalesced statement was not answered".into())))
+    }
+}
+
+/// One thread: batch after batch until every [`Coalescer`] is dropped.
+fn serve(pool: &Pool, requests: &Mutex<mpsc::Receiver<Request>>, metrics: &Metrics) {
+    loop {
+        let batch = {
+            let Ok(requests) = requests.lock() else { return };
+            let Ok(first) = requests.recv() else { return };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match requests.try_recv() {
+                    Ok(request) => batch.push(request),
+                    Err(_) => break,
+                }
+            }
+            batch
+        };
+        let started = Instant::now();
+        let conn = pool.get();
+        metrics.pool_waited(started.elapsed());
+        let mut conn = match conn {
+            Ok(conn) => conn,
+            Err(e) => {
+                let e = ApiError::from(e);
+                batch.into_iter().for_each(|request| request.fail(&e));
+                continue;
+            }
+        };
+        // A panic drops the batch's replies, whose requests then answer INTERNAL_ERROR; the thread goes on.
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| run(&mut conn, batch)));
+    }
+}
+
+impl Request {
+    fn fail(self, e: &ApiError) {
+        // A caller that has gone away no longer wants its answer.
+        let _ = match self {
+            Request::Session(_, reply) => reply.send(Err(e.clone())).is_ok(),
+            Request::Standing(_, reply) => reply.send(Err(e.clone())).is_ok(),
+            Request::Key(_, reply) => reply.send(Err(e.clone())).is_ok(),
+            Request::Insert(_, reply) => reply.send(Err(e.clone())).is_ok(),
+            Request::Rotate(_, reply) => reply.send(Err(e.clone())).is_ok(),
+        };
+    }
+}
+
+/// Serves one batch: one statement per kind of request in it.
+fn run(conn: &mut DbConnection, batch: Vec<Request>) {
+    let mut sessions = Vec::new();
+    let mut standings = Vec::new();
+    let mut keys = Vec::new();
+    let mut inserts = Vec::new();
+    let mut rotations = Vec::new();
+    for request in batch {
+        match request {
+            Request::Session(id, reply) => sessions.push((id, reply)),
+            Request::Standing(id, reply) => standings.push((id, reply)),
+            Request::Key(digest, reply) => keys.push((digest, reply)),
+            Request::Insert(row, reply) => inserts.push((row, reply)),
+            Request::Rotate(rotation, reply) => rotations.push((rotation, reply)),
+        }
+    }
+    if !sessions.is_empty() {
+        lookup(sessions, |ids| session::find_many(conn, ids), |s| &s.id);
+    }
+    if !standings.is_empty() {
+        lookup(standings, |ids| session::find_many_with_standing(conn, ids), |(s, _)| &s.id);
+    }
+    if !keys.is_empty() {
+        lookup(keys, |digests| api_key::find_many_active_with_owner(conn, digests), |k| &k.0.digest);
+    }
+    if !inserts.is_empty() {
+        insert(conn, inserts);
+    }
+    if !rotations.is_empty() {
+        rotate(conn, rotations);
+    }
+}
+
+/// Answers lookups by key with one statement: `find` loads the rows of many keys, `key_of` tells a row's key.
+fn lookup<T: Clone>(
+    pending: Vec<(String, Reply<Option<T>>)>,
+    find: impl FnOnce(&[&str]) -> QueryResult<Vec<T>>,
+    key_of: impl Fn(&T) -> &String,
+) {
+    let keys: Vec<&str> = pending.iter().map(|(key, _)| key.as_str()).collect();
+    match find(&keys) {
+        Ok(rows) => {
+            let rows: HashMap<&String, &T> = rows.iter().map(|row| (key_of(row), row)).collect();
+            for (key, reply) in pending {
+                let _ = reply.send(Ok(rows.get(&key).map(|row| (*row).clone())));
+            }
+        }
+        Err(e) => {
+            let e = ApiError::from(e);
+            for (_, reply) in pending {
+                let _ = reply.send(Err(e.clone()));
+            }
+        }
+    }
+}
+
+/// Inserts new sessions in one statement (one by one if that fails), then re-checks the committed ones in one
+/// statement and ends those whose standing fell meanwhile.
+fn insert(conn: &mut DbConnection, pending: Vec<(Session, Reply<Session>)>) {
+    let rows: Vec<Session> = pending.iter().map(|(row, _)| row.clone()).collect();
+    let inserted: Vec<Result<(), ApiError>> = match session::create_many(conn, &rows) {
+        Ok(()) => rows.iter().map(|_| Ok(())).collect(),
+        Err(_) if rows.len() > 1 => rows
+            .iter()
+            .map(|row| Ok(session::create_many(conn, std::slice::from_ref(row))?))
+            .collect(),
+        Err(e) => vec![Err(e.into())],
+    };
+    let committed: Vec<&str> = rows
+        .iter()
+        .zip(&inserted)
+        .filter(|(_, done)| done.is_ok())
+        .map(|(row, _)| row.id.as_str())
+        .collect();
+    let standing: Result<HashMap<String, Standing>, ApiError> = if committed.is_empty() {
+        Ok(HashMap::new())
+    } else {
+        session::find_many_with_standing(conn, &committed)
+            .map(|rows| rows.into_iter().map(|(s, standing)| (s.id, standing)).collect())
+            .map_err(ApiError::from)
+    };
+    for ((row, reply), done) in pending.into_iter().zip(inserted) {
+        let answer = done.and_then(|()| match &standing {
+            Err(e) => Err(e.clone()),
+            Ok(standing) => match standing.get(&row.id).map(|s| s.end_reason()) {
+                None => Err(ApiError::Internal("a new session was not found".into())),
+                Some(None) => Ok(row),
+                Some(Some(reason)) => match session::update_end(conn, &row.id, row.created_at, reason) {
+                    Ok(_) => Err(ApiError::InvalidCredentials),
+                    Err(e) => Err(e.into()),
+                },
+            },
+        });
+        let _ = reply.send(answer);
+    }
+}
+
+/// Rotates sessions in one statement and answers each request whether it won.
+fn rotate(conn: &mut DbConnection, pending: Vec<(Rotation, Reply<bool>)>) {
+    // The same (session, generation) twice: only the first goes into the statement, the others lose.
+    let mut seen = HashSet::new();
+    let unique: Vec<Rotation> = pending
+        .iter()
+        .filter(|(r, _)| seen.insert((r.id.as_str(), r.from_gen)))
+        .map(|(r, _)| r.clone())
+        .collect();
+    let moved = match conn {
+        DbConnection::Postgres(pg) => session::update_rotate_many(pg, &unique),
+        DbConnection::Sqlite(_) => unique
+            .iter()
+            .filter_map(|r| match session::update_rotate(conn, &r.id, r.from_gen, r.now, r.expires_at) {
+                Ok(true) => Some(Ok((r.id.clone(), r.from_gen))),
+                Ok(false) => None,
+                Err(e) => Some(Err(e)),
+            })
+            .collect(),
+    };
+    match moved {
+        Ok(moved) => {
+            let mut moved: HashSet<(String, i64)> = moved.into_iter().collect();
+            for (rotation, reply) in pending {
+                // `remove`: a duplicate after the winner finds its pair gone and loses.
+                let _ = reply.send(Ok(moved.remove(&(rotation.id, rotation.from_gen))));
+            }
+        }
+        Err(e) => {
+            let e = ApiError::from(e);
+            for (_, reply) in pending {
+                let _ = reply.send(Err(e.clone()));
+            }
+        }
+    }
+}
