@@ -17,6 +17,10 @@ use crate::password::PasswordHasher;
 use crate::ratelimit::RateLimiter;
 use crate::settings::Settings;
 
+/// Threads per queue of coalesced statements. One makes the biggest batches; on 2 cores one thread per queue
+/// served more validations, key logins and refreshes than two or four (docs/BENCHMARKS.md).
+const COALESCING_THREADS: usize = 1;
+
 /// Shared state, registered as actix app data; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
@@ -62,7 +66,7 @@ impl AppState {
         let metrics = Arc::new(Metrics::new()?);
         let hasher = PasswordHasher::start(&settings.auth.argon2, settings.hash_threads(), metrics.clone())?;
         let coalescer = match backend {
-            Backend::Postgres(_) => Some(Coalescer::start(&pool, coalescing_threads(&settings), &metrics)?),
+            Backend::Postgres(_) => Some(Coalescer::start(&pool, COALESCING_THREADS, &metrics)?),
             Backend::Sqlite(_) => None,
         };
         let rate_limiter = RateLimiter::new(&settings.http.rate_limit);
@@ -130,11 +134,17 @@ impl AppState {
     }
 
     /// The session with this id and its standing.
-    pub async fn find_session_with_standing(&self, id: &str) -> Result<Option<(Session, Standing)>, ApiError> {
+    pub async fn find_session_with_standing(
+        &self,
+        id: &str,
+    ) -> Result<Option<(Session, Standing)>, ApiError> {
         let id = id.to_owned();
         match &self.coalescer {
             Some(coalescer) => coalescer.session_with_standing(id).await,
-            None => self.read(move |conn| Ok(session::find_with_standing(conn, &id)?)).await,
+            None => {
+                self.read(move |conn| Ok(session::find_with_standing(conn, &id)?))
+                    .await
+            }
         }
     }
 
@@ -200,9 +210,4 @@ impl AppState {
             accept_legacy: token.accept_legacy,
         }
     }
-}
-
-/// Threads serving coalesced statements: a quarter of the pool, so most connections stay free for the rest.
-fn coalescing_threads(settings: &Settings) -> usize {
-    usize::try_from(settings.database.pool_size / 4).unwrap_or(1).max(1)
 }

@@ -59,7 +59,11 @@ impl Database {
                 // The same server and options (sslmode, say) as the admin URL, another database.
                 let (path, query) = admin_url.split_once('?').unwrap_or((admin_url, ""));
                 let base = path.rsplit_once('/').map_or(path, |(base, _)| base);
-                let query = if query.is_empty() { String::new() } else { format!("?{query}") };
+                let query = if query.is_empty() {
+                    String::new()
+                } else {
+                    format!("?{query}")
+                };
                 Ok(Database {
                     url: format!("{base}/{name}{query}"),
                     postgres: Some((admin_url.to_owned(), name)),

@@ -119,6 +119,9 @@ pub fn find_active_with_owner(conn: &mut DbConnection, digest: &str) -> QueryRes
 
 /// [`find_active_with_owner`] for many digests in one statement (`= ANY($1)` on PostgreSQL); digests of no
 /// unrevoked key are left out.
-pub fn find_many_active_with_owner(conn: &mut DbConnection, digests: &[&str]) -> QueryResult<Vec<KeyWithOwner>> {
+pub fn find_many_active_with_owner(
+    conn: &mut DbConnection,
+    digests: &[&str],
+) -> QueryResult<Vec<KeyWithOwner>> {
     select_with_owner!(api_keys::digest.eq_any(digests)).load(conn)
 }

@@ -51,16 +51,19 @@ enum Request {
     /// An unrevoked key by digest, with its owner.
     Key(String, Reply<Option<KeyWithOwner>>),
     /// A new session to insert and re-check.
-    Insert(Session, Reply<Session>),
+    Insert(Box<Session>, Reply<Session>),
     /// A compare-and-set on a session's generation.
     Rotate(Rotation, Reply<bool>),
 }
 
-/// The queue of coalesced statements; cheap to clone. Its threads end when the last clone is dropped.
+/// The queues of coalesced statements, one for lookups and one for writes (so that a lookup never waits
+/// behind a commit's fsync); cheap to clone. The threads end when the last clone is dropped.
 #[derive(Clone)]
 pub struct Coalescer {
-    /// Shared by the threads.
-    queue: mpsc::Sender<Request>,
+    /// Lookups.
+    reads: mpsc::Sender<Request>,
+    /// Inserts and rotations.
+    writes: mpsc::Sender<Request>,
 }
 
 impl std::fmt::Debug for Coalescer {
@@ -70,53 +73,75 @@ impl std::fmt::Debug for Coalescer {
 }
 
 impl Coalescer {
-    /// Starts `threads` threads, each checking a connection out of `pool` for each batch.
+    /// Starts `threads` threads for each queue, each checking a connection out of `pool` for each batch.
+    /// Fewer threads make bigger batches: on a small machine one per queue serves the most requests.
     pub fn start(pool: &Pool, threads: usize, metrics: &Arc<Metrics>) -> std::io::Result<Coalescer> {
-        let (queue, requests) = mpsc::channel();
-        let requests = Arc::new(Mutex::new(requests));
-        for n in 0..threads.max(1) {
-            let (pool, requests, metrics) = (pool.clone(), Arc::clone(&requests), Arc::clone(metrics));
-            std::thread::Builder::new()
-                .name(format!("pg-coalesce-{n}"))
-                .spawn(move || serve(&pool, &requests, &metrics))?;
-        }
-        Ok(Coalescer { queue })
+        Ok(Coalescer {
+            reads: lane("read", pool, threads, metrics)?,
+            writes: lane("write", pool, threads, metrics)?,
+        })
     }
 
     /// The session with this id.
     pub async fn session(&self, id: String) -> Result<Option<Session>, ApiError> {
-        self.ask(|reply| Request::Session(id, reply)).await
+        self.ask(&self.reads, |reply| Request::Session(id, reply)).await
     }
 
     /// The session with this id and its standing.
     pub async fn session_with_standing(&self, id: String) -> Result<Option<(Session, Standing)>, ApiError> {
-        self.ask(|reply| Request::Standing(id, reply)).await
+        self.ask(&self.reads, |reply| Request::Standing(id, reply)).await
     }
 
     /// The unrevoked key with this digest and its owner.
     pub async fn key_with_owner(&self, digest: String) -> Result<Option<KeyWithOwner>, ApiError> {
-        self.ask(|reply| Request::Key(digest, reply)).await
+        self.ask(&self.reads, |reply| Request::Key(digest, reply)).await
     }
 
     /// Inserts a session and re-checks its standing after the commit; `INVALID_CREDENTIALS` if the re-check
     /// ended it.
     pub async fn insert(&self, row: Session) -> Result<Session, ApiError> {
-        self.ask(|reply| Request::Insert(row, reply)).await
+        self.ask(&self.writes, |reply| Request::Insert(Box::new(row), reply))
+            .await
     }
 
     /// Rotates a session from `from_gen`; whether this request won.
     pub async fn rotate(&self, rotation: Rotation) -> Result<bool, ApiError> {
-        self.ask(|reply| Request::Rotate(rotation, reply)).await
+        self.ask(&self.writes, |reply| Request::Rotate(rotation, reply))
+            .await
     }
 
-    async fn ask<T>(&self, request: impl FnOnce(Reply<T>) -> Request) -> Result<T, ApiError> {
+    async fn ask<T>(
+        &self,
+        queue: &mpsc::Sender<Request>,
+        request: impl FnOnce(Reply<T>) -> Request,
+    ) -> Result<T, ApiError> {
         let (reply, answer) = oneshot::channel();
         // A send fails only when every thread has stopped; the dropped reply then answers below.
-        let _ = self.queue.send(request(reply));
-        answer
-            .await
-            .unwrap_or_else(|_| Err(ApiError::Internal("a coalesced statement was not answered".into())))
+        let _ = queue.send(request(reply));
+        answer.await.unwrap_or_else(|_| {
+            Err(ApiError::Internal(
+                "a coalesced statement was not answered".into(),
+            ))
+        })
     }
+}
+
+/// Starts a queue's threads.
+fn lane(
+    name: &str,
+    pool: &Pool,
+    threads: usize,
+    metrics: &Arc<Metrics>,
+) -> std::io::Result<mpsc::Sender<Request>> {
+    let (queue, requests) = mpsc::channel();
+    let requests = Arc::new(Mutex::new(requests));
+    for n in 0..threads.max(1) {
+        let (pool, requests, metrics) = (pool.clone(), Arc::clone(&requests), Arc::clone(metrics));
+        std::thread::Builder::new()
+            .name(format!("pg-{name}-{n}"))
+            .spawn(move || serve(&pool, &requests, &metrics))?;
+    }
+    Ok(queue)
 }
 
 /// One thread: batch after batch until every [`Coalescer`] is dropped.
@@ -140,8 +165,13 @@ fn serve(pool: &Pool, requests: &Mutex<mpsc::Receiver<Request>>, metrics: &Metri
         let mut conn = match conn {
             Ok(conn) => conn,
             Err(e) => {
+                // The database did not answer within the pool's timeout: what queued meanwhile gets the same
+                // answer at once, instead of after a whole timeout more.
                 let e = ApiError::from(e);
                 batch.into_iter().for_each(|request| request.fail(&e));
+                if let Ok(requests) = requests.lock() {
+                    requests.try_iter().for_each(|request| request.fail(&e));
+                }
                 continue;
             }
         };
@@ -175,7 +205,7 @@ fn run(conn: &mut DbConnection, batch: Vec<Request>) {
             Request::Session(id, reply) => sessions.push((id, reply)),
             Request::Standing(id, reply) => standings.push((id, reply)),
             Request::Key(digest, reply) => keys.push((digest, reply)),
-            Request::Insert(row, reply) => inserts.push((row, reply)),
+            Request::Insert(row, reply) => inserts.push((*row, reply)),
             Request::Rotate(rotation, reply) => rotations.push((rotation, reply)),
         }
     }
@@ -183,10 +213,18 @@ fn run(conn: &mut DbConnection, batch: Vec<Request>) {
         lookup(sessions, |ids| session::find_many(conn, ids), |s| &s.id);
     }
     if !standings.is_empty() {
-        lookup(standings, |ids| session::find_many_with_standing(conn, ids), |(s, _)| &s.id);
+        lookup(
+            standings,
+            |ids| session::find_many_with_standing(conn, ids),
+            |(s, _)| &s.id,
+        );
     }
     if !keys.is_empty() {
-        lookup(keys, |digests| api_key::find_many_active_with_owner(conn, digests), |k| &k.0.digest);
+        lookup(
+            keys,
+            |digests| api_key::find_many_active_with_owner(conn, digests),
+            |k| &k.0.digest,
+        );
     }
     if !inserts.is_empty() {
         insert(conn, inserts);
@@ -273,11 +311,13 @@ fn rotate(conn: &mut DbConnection, pending: Vec<(Rotation, Reply<bool>)>) {
         DbConnection::Postgres(pg) => session::update_rotate_many(pg, &unique),
         DbConnection::Sqlite(_) => unique
             .iter()
-            .filter_map(|r| match session::update_rotate(conn, &r.id, r.from_gen, r.now, r.expires_at) {
-                Ok(true) => Some(Ok((r.id.clone(), r.from_gen))),
-                Ok(false) => None,
-                Err(e) => Some(Err(e)),
-            })
+            .filter_map(
+                |r| match session::update_rotate(conn, &r.id, r.from_gen, r.now, r.expires_at) {
+                    Ok(true) => Some(Ok((r.id.clone(), r.from_gen))),
+                    Ok(false) => None,
+                    Err(e) => Some(Err(e)),
+                },
+            )
             .collect(),
     };
     match moved {

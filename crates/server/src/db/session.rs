@@ -270,7 +270,9 @@ macro_rules! select_with_standing {
 }
 
 /// Reads a [`StandingRow`].
-fn with_standing((session, user, organisation, unit, member, key, revoked_at): StandingRow) -> (Session, Standing) {
+fn with_standing(
+    (session, user, organisation, unit, member, key, revoked_at): StandingRow,
+) -> (Session, Standing) {
     let standing = Standing {
         user_active: user == Some(true),
         organisation_active: organisation == Some(true),
@@ -291,7 +293,10 @@ pub fn find_with_standing(conn: &mut DbConnection, id: &str) -> QueryResult<Opti
 
 /// [`find_with_standing`] for many ids in one statement (`= ANY($1)` on PostgreSQL); ids not found are left
 /// out.
-pub fn find_many_with_standing(conn: &mut DbConnection, ids: &[&str]) -> QueryResult<Vec<(Session, Standing)>> {
+pub fn find_many_with_standing(
+    conn: &mut DbConnection,
+    ids: &[&str],
+) -> QueryResult<Vec<(Session, Standing)>> {
     let rows = select_with_standing!(sessions::id.eq_any(ids)).load::<StandingRow>(conn)?;
     Ok(rows.into_iter().map(with_standing).collect())
 }
@@ -304,14 +309,14 @@ pub fn find_many(conn: &mut DbConnection, ids: &[&str]) -> QueryResult<Vec<Sessi
         .load(conn)
 }
 
-/// Inserts many sessions, on PostgreSQL with one statement, committed together.
+/// Inserts many sessions in one transaction (on PostgreSQL with one statement): all or none.
 pub fn create_many(conn: &mut DbConnection, rows: &[Session]) -> QueryResult<()> {
     match conn {
         DbConnection::Postgres(pg) => diesel::insert_into(sessions::table)
             .values(rows)
             .execute(pg)
             .map(drop),
-        DbConnection::Sqlite(_) => rows.iter().try_for_each(|row| create(conn, row)),
+        DbConnection::Sqlite(_) => conn.transaction(|conn| rows.iter().try_for_each(|row| create(conn, row))),
     }
 }
 
@@ -330,7 +335,10 @@ pub struct Rotation {
 
 /// [`update_rotate`] for many sessions in one PostgreSQL statement (committed together); returns the ids of
 /// the (id, generation) of each session it moved. Give each (id, generation) once.
-pub fn update_rotate_many(conn: &mut PgConnection, rotations: &[Rotation]) -> QueryResult<Vec<(String, i64)>> {
+pub fn update_rotate_many(
+    conn: &mut PgConnection,
+    rotations: &[Rotation],
+) -> QueryResult<Vec<(String, i64)>> {
     use diesel::sql_types::{Array, BigInt, Text};
 
     #[derive(QueryableByName)]
