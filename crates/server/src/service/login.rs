@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use crm_auth_core::{ApiKey, AuthMethod, new_id};
 
 use crate::db::api_key;
-use crate::db::organisation::{self, Organisation};
+use crate::db::organisation::Organisation;
 use crate::db::session::Session;
 use crate::db::unit::{self, Unit};
 use crate::db::user::{self, User};
@@ -59,13 +59,7 @@ async fn password_login(state: &AppState, login: PasswordLogin, client: IpAddr) 
         let organisation = login.organisation.clone();
         let username = login.username.clone();
         let found = state
-            .read(move |conn| {
-                let Some(org) = organisation::find_by_name(conn, &organisation)? else {
-                    return Ok(None);
-                };
-                let user = user::find_by_username(conn, &org.id, &username)?;
-                Ok(user.map(|user| (org, user)))
-            })
+            .read(move |conn| Ok(user::find_with_organisation(conn, &organisation, &username)?))
             .await?;
         Ok::<_, ApiError>((failures, found))
     }
@@ -83,9 +77,11 @@ async fn password_login(state: &AppState, login: PasswordLogin, client: IpAddr) 
         other => other?,
     };
 
-    let phc = found.as_ref().and_then(|(_, user)| user.password_hash.clone());
+    let phc = found.as_ref().and_then(|(_, user, _)| user.password_hash.clone());
     let password_ok = state.hasher.verify(login.password, phc).await?;
-    let Some((org, user)) = found.filter(|(org, user)| password_ok && org.is_active && user.is_active) else {
+    let Some((org, user, default_unit)) =
+        found.filter(|(org, user, _)| password_ok && org.is_active && user.is_active)
+    else {
         log::info!(
             target: "crm_auth::audit",
             "login failed org={:?} user={:?} method=password client={client}",
@@ -101,12 +97,7 @@ async fn password_login(state: &AppState, login: PasswordLogin, client: IpAddr) 
     state
         .write(move |conn| lockout::reset(conn, &org_key, &user_key))
         .await?;
-    let (org, user, unit) = state
-        .read(move |conn| {
-            let unit = resolve_unit(conn, &org, &user, login.unit.as_deref())?;
-            Ok((org, user, unit))
-        })
-        .await?;
+    let unit = choose_unit(state, &org, &user, default_unit, login.unit).await?;
     let session = open_session(state, &org, &user, &unit, None, now).await?;
     log::info!(
         target: "crm_auth::audit",
@@ -151,18 +142,7 @@ async fn key_login(
             .await?
             .filter(|(_, user, org, _)| user.is_active && org.is_active)
             .ok_or(ApiError::InvalidCredentials)?;
-        let unit = match wanted_unit.filter(|w| !w.is_empty()) {
-            // The default unit came with the key: what resolve_unit would read.
-            None => default_unit
-                .filter(|u| u.is_active)
-                .ok_or(ApiError::InvalidUnit)?,
-            Some(wanted) => {
-                let (org, user) = (org.clone(), user.clone());
-                state
-                    .read(move |conn| resolve_unit(conn, &org, &user, Some(&wanted)))
-                    .await?
-            }
-        };
+        let unit = choose_unit(state, &org, &user, default_unit, wanted_unit).await?;
         let session = open_session(state, &org, &user, &unit, Some(&key.id), now).await?;
         if key.last_used_at.is_none_or(|at| now - at >= LAST_USED_RESOLUTION) {
             state
@@ -186,6 +166,26 @@ async fn key_login(
         }
     }
     Ok(token_for(state, &session?))
+}
+
+/// [`resolve_unit`] when the user's default unit was read with the user: it is used as read if the login asks
+/// for none, and only a named unit costs another statement.
+async fn choose_unit(
+    state: &AppState,
+    org: &Organisation,
+    user: &User,
+    default_unit: Option<Unit>,
+    wanted: Option<String>,
+) -> Result<Unit, ApiError> {
+    match wanted.filter(|w| !w.is_empty()) {
+        None => default_unit.filter(|u| u.is_active).ok_or(ApiError::InvalidUnit),
+        Some(wanted) => {
+            let (org, user) = (org.clone(), user.clone());
+            state
+                .read(move |conn| resolve_unit(conn, &org, &user, Some(&wanted)))
+                .await
+        }
+    }
 }
 
 /// The unit a login asks for (id, else name, else code), or the user's default; it must be active and the
