@@ -622,6 +622,7 @@ fn run_backend(ctx: &Context, backend: Backend) -> Result<BackendReport> {
         60,
     )?;
     let after_logins = server.memory()?;
+    http::wait_hashing_idle(addr, Duration::from_secs(60))?;
     let h_after = hash_floor()?;
     let (h, ms_per_hash) = if h_after.0 > h_before.0 { h_after } else { h_before };
 

@@ -105,6 +105,33 @@ pub fn wait_live(addr: SocketAddr, limit: Duration) -> Result<()> {
     }
 }
 
+/// Waits until the server at `addr` has hashed every password still queued (its
+/// `crm_auth_password_hashes_in_flight` gauge reads 0 twice, 200 ms apart), for at most `limit`. Requests that
+/// the load generator stopped waiting for are still hashed; a figure taken meanwhile would share the cores
+/// with them.
+pub fn wait_hashing_idle(addr: SocketAddr, limit: Duration) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    let mut idle_reads = 0;
+    while idle_reads < 2 {
+        if Instant::now() > deadline {
+            bail!("the server at {addr} was still hashing after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let metrics = Connection::open(addr)?.send("GET", "/metrics", &[], "")?;
+        let in_flight = metrics
+            .body
+            .lines()
+            .find_map(|line| line.strip_prefix("crm_auth_password_hashes_in_flight "))
+            .context("no crm_auth_password_hashes_in_flight in /metrics")?;
+        idle_reads = if in_flight.trim() == "0" {
+            idle_reads + 1
+        } else {
+            0
+        };
+    }
+    Ok(())
+}
+
 /// The `token` of a `{"data":{"token":"..."}}` answer.
 pub fn token_of(body: &str) -> Option<&str> {
     let start = body.find("\"token\":\"")? + "\"token\":\"".len();
