@@ -3,10 +3,11 @@
 //! On PostgreSQL every statement is a round trip to a server process that shares the machine's cores, and the
 //! statements the token endpoints make are small: validate's session lookup, a key login's key lookup and
 //! session insert, refresh's read and compare-and-set. Per statement, the round trip and PostgreSQL's
-//! per-statement work cost more than the rows. Here a few threads each take every request queued since they
-//! last looked and serve all requests of one kind with one statement: `= ANY($1)` for lookups, one multi-row
-//! `INSERT` for new sessions, one `UPDATE ... FROM unnest(...)` for rotations. Nothing waits to fill a batch:
-//! a thread takes what is queued and goes, so under light load a batch is a single request.
+//! per-statement work cost more than the rows. Here requests go to two queues, lookups and writes, and a
+//! queue's thread takes every request queued since it last looked and serves all requests of one kind with one
+//! statement: `= ANY($1)` for lookups, one multi-row `INSERT` for new sessions, one `UPDATE ... FROM
+//! unnest(...)` for rotations. Nothing waits to fill a batch: a thread takes what is queued and goes, so under
+//! light load a batch is a single request.
 //!
 //! Each request gets what its own statement would have given it:
 //! - a write is an autocommitted statement, and its request is answered only after that commit, so an answer
