@@ -421,7 +421,7 @@ fn parse_demo(out: &str) -> Result<Demo> {
 
 /// Opens `n` sessions by key login on 8 connections and returns their tokens.
 fn key_tokens(addr: SocketAddr, key: &str, n: usize) -> Result<Vec<String>> {
-    let auth = format!("Basic {}", http::base64(format!("{key}:").as_bytes()));
+    let auth = format!("Basic {}", crate::http::base64(format!("{key}:").as_bytes()));
     let path = format!("{BASE}/authentication/web_api_key/token");
     let workers = 8;
     std::thread::scope(|scope| {
@@ -524,7 +524,10 @@ fn run_backend(ctx: &Context, backend: Backend) -> Result<BackendReport> {
         method: "POST",
         headers: vec![(
             "Authorization".into(),
-            format!("Basic {}", http::base64(format!("{}:", demo.key).as_bytes())),
+            format!(
+                "Basic {}",
+                crate::http::base64(format!("{}:", demo.key).as_bytes())
+            ),
         )],
     };
     let refresh = Script::Rotating { tokens: refresh_file };

@@ -1,8 +1,9 @@
 //! A minimal HTTP/1.1 client on `std::net::TcpStream`, enough for the tasks that drive a running server
 //! (`schemathesis`, `soak`): one request at a time on a kept-alive connection, `Content-Length` or chunked
-//! response bodies, no TLS, no redirects.
+//! response bodies, no TLS, no redirects; and the Basic credentials and JSON strings the tasks send.
 
 use std::{
+    fmt::Write as _,
     io::{BufRead as _, BufReader, ErrorKind, Read as _, Write as _},
     net::{SocketAddr, TcpStream},
     time::Duration,
@@ -255,6 +256,42 @@ fn json_str<'a>(json: &'a str, name: &str) -> Option<&'a str> {
     (!value.contains('\\')).then_some(value)
 }
 
+/// Standard base64 with padding, for Basic credentials.
+pub fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// `text` as a JSON string literal, for request bodies.
+pub fn json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 #[cfg(test)]
 mod tests {
     //! The soak test reads tokens out of answers with [`json_str`]; a wrong read would show up as errors
@@ -276,5 +313,29 @@ mod tests {
         assert_eq!(json_str(r#"{"data":{}}"#, "token"), None);
         assert_eq!(json_str(r#"{"token":null}"#, "token"), None);
         assert_eq!(json_str(r#"{"token":"a\"b"}"#, "token"), None);
+    }
+
+    /// RFC 4648's test vectors.
+    #[test]
+    fn encodes_base64() {
+        for (plain, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(plain.as_bytes()), encoded, "{plain}");
+        }
+    }
+
+    /// Quotes, backslashes and control characters are escaped.
+    #[test]
+    fn quotes_json_strings() {
+        assert_eq!(json_string("admin"), r#""admin""#);
+        assert_eq!(json_string("a\"b\\c\n"), r#""a\"b\\c\u000a""#);
+        assert_eq!(json_string("p\"w"), r#""p\"w""#);
     }
 }

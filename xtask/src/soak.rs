@@ -25,7 +25,7 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::{
     cmd::cmd,
-    http::{Client, Response},
+    http::{Client, Response, base64, json_string},
     server::{self, BASE_PATH, Options, Server},
 };
 
@@ -246,9 +246,9 @@ impl Load {
             basic: format!("Basic {}", base64(format!("{}:", demo.key).as_bytes())),
             password_body: format!(
                 r#"{{"username":{},"password":{},"organisation":{}}}"#,
-                json_str(&demo.username),
-                json_str(&demo.password),
-                json_str(&demo.organisation)
+                json_string(&demo.username),
+                json_string(&demo.password),
+                json_string(&demo.organisation)
             ),
             started,
             deadline: started + duration,
@@ -298,7 +298,7 @@ fn worker(id: usize, addr: SocketAddr, load: &Load) -> Tally {
             client.request("POST", &path("/token/refresh"), &[auth], None)
         });
         let token = tally.token(load, Op::Refresh, refreshed).unwrap_or(token);
-        let body = format!(r#"{{"token":{}}}"#, json_str(&token));
+        let body = format!(r#"{{"token":{}}}"#, json_string(&token));
         tally.call(load, Op::Validate, || {
             client.request("POST", &path("/token/validate"), &[json], Some(&body))
         });
@@ -534,71 +534,11 @@ fn memory_verdict(samples: &[Sample], duration: Duration) -> MemoryVerdict {
     MemoryVerdict { report, failure }
 }
 
-/// Standard base64 with padding, for the Basic credentials.
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-/// `text` as a JSON string literal.
-fn json_str(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if u32::from(c) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 #[cfg(test)]
 mod tests {
-    //! The soak's verdict rests on these helpers: wrong credentials would read as server errors, a wrong
-    //! memory comparison as a leak or as none.
+    //! The soak's verdict rests on its memory comparison: a wrong one would read as a leak or as none.
 
     use super::*;
-
-    /// RFC 4648's test vectors.
-    #[test]
-    fn encodes_base64() {
-        for (plain, encoded) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(base64(plain.as_bytes()), encoded, "{plain}");
-        }
-    }
-
-    /// Quotes, backslashes and control characters are escaped.
-    #[test]
-    fn quotes_json_strings() {
-        assert_eq!(json_str("admin"), r#""admin""#);
-        assert_eq!(json_str("a\"b\\c\n"), r#""a\"b\\c\u000a""#);
-    }
 
     /// Growth over the limit fails; growth under it, or a shrink, passes.
     #[test]

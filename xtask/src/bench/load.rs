@@ -9,6 +9,8 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context as _, Result, bail};
 
+use crate::http::json_string;
+
 /// The `done` hook every script ends with.
 const STATS_HOOK: &str = r#"
 function done(summary, latency, requests)
@@ -241,21 +243,6 @@ end
     }
 }
 
-/// A JSON string literal (for the login bodies).
-fn json_string(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 /// Runs wrk and reads what it measured.
 pub struct Wrk {
     /// Where the generated scripts go.
@@ -377,6 +364,5 @@ mod tests {
     #[test]
     fn quotes_are_escaped() {
         assert_eq!(lua(r#"a"b\c"#), r#""a\"b\\c""#);
-        assert_eq!(json_string("p\"w"), r#""p\"w""#);
     }
 }
