@@ -169,7 +169,9 @@ impl AppState {
             None => {
                 self.write(move |conn| {
                     session::create(conn, &row)?;
-                    if let Some(reason) = session::find_standing(conn, &row)?.end_reason() {
+                    let (_, standing) = session::find_with_standing(conn, &row.id)?
+                        .ok_or_else(|| ApiError::Internal("a new session was not found".into()))?;
+                    if let Some(reason) = standing.end_reason() {
                         session::update_end(conn, &row.id, row.created_at, reason)?;
                         return Err(ApiError::InvalidCredentials);
                     }

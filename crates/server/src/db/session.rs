@@ -180,54 +180,6 @@ impl Standing {
     }
 }
 
-/// Reads the session's [`Standing`] in one round trip.
-pub fn find_standing(conn: &mut DbConnection, session: &Session) -> QueryResult<Standing> {
-    use super::schema::{api_keys, organisations, units, user_units, users};
-    use diesel::dsl::exists;
-
-    let user = exists(
-        users::table
-            .filter(users::id.eq(&session.user_id))
-            .filter(users::is_active.eq(true)),
-    );
-    let organisation = exists(
-        organisations::table
-            .filter(organisations::id.eq(&session.organisation_id))
-            .filter(organisations::is_active.eq(true)),
-    );
-    let unit = exists(
-        units::table
-            .filter(units::id.eq(&session.unit_id))
-            .filter(units::is_active.eq(true)),
-    );
-    let member = exists(
-        user_units::table
-            .filter(user_units::user_id.eq(&session.user_id))
-            .filter(user_units::unit_id.eq(&session.unit_id)),
-    );
-    let (user_active, organisation_active, unit_active, is_member, key_live) = match &session.api_key_id {
-        Some(key_id) => {
-            let key = exists(
-                api_keys::table
-                    .filter(api_keys::id.eq(key_id))
-                    .filter(api_keys::revoked_at.is_null()),
-            );
-            diesel::select((user, organisation, unit, member, key)).get_result(conn)?
-        }
-        None => {
-            let (u, o, n, m) = diesel::select((user, organisation, unit, member)).get_result(conn)?;
-            (u, o, n, m, true)
-        }
-    };
-    Ok(Standing {
-        user_active,
-        organisation_active,
-        unit_active,
-        is_member,
-        key_live,
-    })
-}
-
 /// A session row with what its standing is read from: the user's, organisation's and unit's `is_active`, the
 /// membership's user id and the key's id and `revoked_at` (each `None` when the row is missing).
 type StandingRow = (
