@@ -261,7 +261,7 @@ fn lookup<T: Clone>(
 /// Inserts new sessions in one statement (one by one if that fails), then re-checks the committed ones in one
 /// statement and ends those whose standing fell meanwhile.
 fn insert(conn: &mut DbConnection, pending: Vec<(Session, Reply<Session>)>) {
-    let rows: Vec<Session> = pending.iter().map(|(row, _)| row.clone()).collect();
+    let (rows, replies): (Vec<Session>, Vec<Reply<Session>>) = pending.into_iter().unzip();
     let inserted: Vec<Result<(), ApiError>> = match session::create_many(conn, &rows) {
         Ok(()) => rows.iter().map(|_| Ok(())).collect(),
         Err(_) if rows.len() > 1 => rows
@@ -283,7 +283,7 @@ fn insert(conn: &mut DbConnection, pending: Vec<(Session, Reply<Session>)>) {
             .map(|rows| rows.into_iter().map(|(s, standing)| (s.id, standing)).collect())
             .map_err(ApiError::from)
     };
-    for ((row, reply), done) in pending.into_iter().zip(inserted) {
+    for ((row, reply), done) in rows.into_iter().zip(replies).zip(inserted) {
         let answer = done.and_then(|()| match &standing {
             Err(e) => Err(e.clone()),
             Ok(standing) => match standing.get(&row.id).map(|s| s.end_reason()) {
