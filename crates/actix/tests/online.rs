@@ -72,7 +72,7 @@ async fn the_real_servers_verdict_decides() -> anyhow::Result<()> {
         crm_auth_server::settings::Settings::for_test(dir.path()),
     )?;
     let key = {
-        let conn = &mut *state.pool.get()?;
+        let conn = &mut *state.store.pool().get()?;
         let org = admin::add_organisation(conn, "Acme", 1)?;
         admin::add_unit(conn, &org, "HQ", None, 1)?;
         let user = admin::add_user(conn, &org, "alice", &["HQ".into()], None, None, 1)?;

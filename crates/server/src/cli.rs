@@ -423,7 +423,7 @@ fn print_demo(settings: &Settings, conn: &mut DbConnection) -> anyhow::Result<()
 fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
     let state = AppState::from_settings(settings)?;
     if demo {
-        print_demo(&state.settings, &mut *state.pool.get()?)?;
+        print_demo(&state.settings, &mut *state.store.pool().get()?)?;
     }
     let addr = state.settings.bind_addr()?;
     let listener = TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
@@ -431,7 +431,7 @@ fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
         "crm-auth listening on http://{} (api under {}, database {})",
         listener.local_addr()?,
         state.settings.http.base_path,
-        state.backend
+        state.store.backend().name()
     );
     actix_web::rt::System::new().block_on(async move { crate::http::serve(listener, state)?.await })?;
     Ok(())

@@ -13,6 +13,7 @@ use prometheus::{
 };
 
 use crate::db::Pool;
+use crate::db::batch::{MAX_BATCH, Queue};
 use crate::error::ApiError;
 use crate::password::HashObserver;
 
@@ -26,6 +27,13 @@ pub const UNMATCHED_ROUTE: &str = "unmatched";
 const WAIT_BUCKETS: [f64; 17] = [
     0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 3.0, 5.0, 6.5,
 ];
+
+/// Powers of two from 1 to [`MAX_BATCH`]: the batch-size buckets.
+fn batch_buckets() -> Vec<f64> {
+    std::iter::successors(Some(1.0), |size| Some(size * 2.0))
+        .take_while(|size| *size <= MAX_BATCH as f64)
+        .collect()
+}
 
 /// How a token request ended, the `outcome` label of `crm_auth_token_grants_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,6 +154,7 @@ pub struct Metrics {
     hash_wait: Histogram,
     pool_connections: IntGaugeVec,
     pool_wait: Histogram,
+    db_batch_size: HistogramVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -218,6 +227,16 @@ impl Metrics {
             .buckets(WAIT_BUCKETS.to_vec()),
         )?;
 
+        let db_batch_size = HistogramVec::new(
+            HistogramOpts::new(
+                "crm_auth_db_batch_size",
+                "Requests served together by one batch of a database queue (coalesced statements on \
+                 PostgreSQL, a group commit on SQLite)",
+            )
+            .buckets(batch_buckets()),
+            &["queue"],
+        )?;
+
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
         registry.register(Box::new(token_grants.clone()))?;
@@ -229,6 +248,7 @@ impl Metrics {
         registry.register(Box::new(hash_wait.clone()))?;
         registry.register(Box::new(pool_connections.clone()))?;
         registry.register(Box::new(pool_wait.clone()))?;
+        registry.register(Box::new(db_batch_size.clone()))?;
 
         for method in [AuthMethod::Password, AuthMethod::WebApiKey] {
             for outcome in GrantOutcome::ALL {
@@ -240,6 +260,9 @@ impl Metrics {
         }
         for state in ["in_use", "idle"] {
             pool_connections.with_label_values(&[state]);
+        }
+        for queue in Queue::ALL {
+            db_batch_size.with_label_values(&[queue.as_str()]);
         }
 
         Ok(Metrics {
@@ -255,6 +278,7 @@ impl Metrics {
             hash_wait,
             pool_connections,
             pool_wait,
+            db_batch_size,
         })
     }
 
@@ -298,6 +322,20 @@ impl Metrics {
     /// Records the time one pool checkout took.
     pub fn pool_waited(&self, wait: Duration) {
         self.pool_wait.observe(wait.as_secs_f64());
+    }
+
+    /// Records the size of one batch a database queue served.
+    pub fn db_batch(&self, queue: Queue, size: usize) {
+        self.db_batch_size
+            .with_label_values(&[queue.as_str()])
+            .observe(size as f64);
+    }
+
+    /// How many batches a database queue has served, and how many requests they held in all.
+    pub fn db_batches(&self, queue: Queue) -> (u64, u64) {
+        let histogram = self.db_batch_size.with_label_values(&[queue.as_str()]);
+        // Batch sizes are whole numbers, so their sum is exact in an f64.
+        (histogram.get_sample_count(), histogram.get_sample_sum() as u64)
     }
 
     /// The text exposition of every metric, with the pool gauges read from `pool` now.

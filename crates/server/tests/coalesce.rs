@@ -1,19 +1,23 @@
-//! The coalesced statements (`db::coalesce`), on SQLite and PostgreSQL: requests queued together are served
-//! by one statement per kind, and each still gets exactly its own answer.
+//! The store's batches (`db::coalesce` on PostgreSQL, `db::group_commit` on SQLite): requests queued together
+//! are served by one batch, and each still gets exactly its own answer.
 //!
-//! Each test queues its requests while the coalescing thread waits for a connection (the test holds every
-//! connection of the pool), so they are taken as one batch when the connections come back.
+//! Each test queues its requests while the batching thread is held (on PostgreSQL it waits for a connection,
+//! because the test holds every connection of the pool; on SQLite the commit thread runs a job that waits for
+//! the test), so they are taken as one batch when it is let go. The batch-size metric shows that they were.
 
 mod common;
 
+use std::sync::mpsc;
 use std::time::Duration;
 
 use common::{Backend, TestApp};
 use crm_auth_server::admin;
-use crm_auth_server::db::coalesce::Coalescer;
+use crm_auth_server::db::batch::Queue;
 use crm_auth_server::db::session::{self, Rotation, Session};
+use crm_auth_server::db::{self, Store};
 use crm_auth_server::error::ApiError;
 use futures_util::future::join_all;
+use tokio::sync::oneshot;
 
 backend_tests!(
     one_rotation_of_a_generation_wins_in_a_batch,
@@ -22,15 +26,78 @@ backend_tests!(
     lookups_in_a_batch_each_get_their_own_row,
 );
 
-/// A coalescer with one thread on the app's pool.
-fn coalescer(app: &TestApp) -> anyhow::Result<Coalescer> {
-    Ok(Coalescer::start(&app.state.pool, 1, &app.state.metrics)?)
+/// The queue that serves the store's writes: PostgreSQL's coalesced writes, or SQLite's group commit.
+fn write_queue(store: &Store) -> Queue {
+    match store.backend() {
+        db::Backend::Postgres(_) => Queue::Write,
+        db::Backend::Sqlite(_) => Queue::Commit,
+    }
 }
 
-/// Runs `requests` as one batch: every pooled connection is held while they are queued, then given back.
-async fn in_one_batch<F: Future>(app: &TestApp, requests: Vec<F>) -> anyhow::Result<Vec<F::Output>> {
-    let held = (0..app.state.pool.max_size())
-        .map(|_| app.state.pool.get())
+/// The queue that serves the store's lookups: PostgreSQL's coalesced lookups; SQLite runs each lookup on a
+/// pooled connection of its own.
+fn read_queue(store: &Store) -> Option<Queue> {
+    match store.backend() {
+        db::Backend::Postgres(_) => Some(Queue::Read),
+        db::Backend::Sqlite(_) => None,
+    }
+}
+
+/// Runs `requests` while the thread of `queue` is held, then lets it go, and checks that they were served as
+/// one batch of that queue. Without a queue, the requests run while every pooled connection is held.
+async fn in_one_batch<F: Future>(
+    app: &TestApp,
+    queue: Option<Queue>,
+    requests: Vec<F>,
+) -> anyhow::Result<Vec<F::Output>> {
+    let store = &app.state.store;
+    let count = u64::try_from(requests.len())?;
+    let Some(queue) = queue else {
+        return hold_pool(app, requests).await;
+    };
+    let before = app.state.metrics.db_batches(queue);
+    let answers = match queue {
+        Queue::Commit => {
+            // A write job that holds the commit thread until the requests have queued behind it.
+            let (started, running) = oneshot::channel();
+            let (let_go, held) = mpsc::channel::<()>();
+            let store = store.clone();
+            let holder = tokio::spawn(async move {
+                store
+                    .write(move |_| {
+                        let _ = started.send(());
+                        let _ = held.recv_timeout(Duration::from_secs(10));
+                        Ok(())
+                    })
+                    .await
+            });
+            running.await?;
+            let release = async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let _ = let_go.send(());
+            };
+            let (answers, ()) = tokio::join!(join_all(requests), release);
+            holder.await??;
+            answers
+        }
+        Queue::Read | Queue::Write => hold_pool(app, requests).await?,
+    };
+    let after = app.state.metrics.db_batches(queue);
+    let holders = u64::from(queue == Queue::Commit);
+    assert_eq!(
+        (after.0 - before.0, after.1 - before.1),
+        (1 + holders, count + holders),
+        "the {count} requests form one batch of the {} queue",
+        queue.as_str()
+    );
+    Ok(answers)
+}
+
+/// Runs `requests` while every pooled connection is held, then gives them back.
+async fn hold_pool<F: Future>(app: &TestApp, requests: Vec<F>) -> anyhow::Result<Vec<F::Output>> {
+    let pool = app.state.store.pool();
+    let held = (0..pool.max_size())
+        .map(|_| pool.get())
         .collect::<Result<Vec<_>, _>>()?;
     let release = async move {
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -48,7 +115,7 @@ async fn stored_session(app: &TestApp) -> anyhow::Result<Session> {
 
 async fn one_rotation_of_a_generation_wins_in_a_batch(backend: Backend) -> anyhow::Result<()> {
     let app = TestApp::start(&backend).await?;
-    let coalescer = coalescer(&app)?;
+    let store = &app.state.store;
     let current = stored_session(&app).await?;
     // 32 callers present generation 0 (the current one) and 32 a generation the session never had; they
     // alternate so that a stale request comes first.
@@ -60,11 +127,10 @@ async fn one_rotation_of_a_generation_wins_in_a_batch(backend: Backend) -> anyho
                 now: current.created_at + 1,
                 expires_at: current.created_at + 100,
             };
-            let coalescer = coalescer.clone();
-            async move { (rotation.from_gen, coalescer.rotate(rotation).await) }
+            async move { (rotation.from_gen, store.rotate_session(rotation).await) }
         })
         .collect();
-    let answers = in_one_batch(&app, requests).await?;
+    let answers = in_one_batch(&app, Some(write_queue(store)), requests).await?;
     let winners: Vec<i64> = answers
         .into_iter()
         .map(|(from, won)| won.map(|won| won.then_some(from)))
@@ -84,7 +150,7 @@ async fn one_rotation_of_a_generation_wins_in_a_batch(backend: Backend) -> anyho
 
 async fn a_bad_row_fails_only_its_own_insert(backend: Backend) -> anyhow::Result<()> {
     let app = TestApp::start(&backend).await?;
-    let coalescer = coalescer(&app)?;
+    let store = &app.state.store;
     let template = stored_session(&app).await?;
     // Row 3 reuses the stored session's id: its insert breaks the primary key.
     let rows: Vec<Session> = (0..8)
@@ -97,8 +163,8 @@ async fn a_bad_row_fails_only_its_own_insert(backend: Backend) -> anyhow::Result
             ..template.clone()
         })
         .collect();
-    let requests = rows.iter().map(|row| coalescer.insert(row.clone())).collect();
-    let answers = in_one_batch(&app, requests).await?;
+    let requests = rows.iter().map(|row| store.insert_session(row.clone())).collect();
+    let answers = in_one_batch(&app, Some(write_queue(store)), requests).await?;
     for (n, (row, answer)) in rows.iter().zip(answers).enumerate() {
         let stored = session::find_by_id(&mut *app.conn()?, &row.id)?;
         if n == 3 {
@@ -118,7 +184,7 @@ async fn a_bad_row_fails_only_its_own_insert(backend: Backend) -> anyhow::Result
 
 async fn a_new_session_of_a_disabled_user_ends_at_the_recheck(backend: Backend) -> anyhow::Result<()> {
     let app = TestApp::start(&backend).await?;
-    let coalescer = coalescer(&app)?;
+    let store = &app.state.store;
     let template = stored_session(&app).await?;
     {
         let conn = &mut *app.conn()?;
@@ -132,8 +198,11 @@ async fn a_new_session_of_a_disabled_user_ends_at_the_recheck(backend: Backend) 
             ..template.clone()
         })
         .collect();
-    let requests = rows.iter().map(|row| coalescer.insert(row.clone())).collect();
-    for (row, answer) in rows.iter().zip(in_one_batch(&app, requests).await?) {
+    let requests = rows.iter().map(|row| store.insert_session(row.clone())).collect();
+    for (row, answer) in rows
+        .iter()
+        .zip(in_one_batch(&app, Some(write_queue(store)), requests).await?)
+    {
         assert!(matches!(answer, Err(ApiError::InvalidCredentials)), "{answer:?}");
         // On either backend no live session is left behind.
         let stored = session::find_by_id(&mut *app.conn()?, &row.id)?;
@@ -147,13 +216,13 @@ async fn a_new_session_of_a_disabled_user_ends_at_the_recheck(backend: Backend) 
 
 async fn lookups_in_a_batch_each_get_their_own_row(backend: Backend) -> anyhow::Result<()> {
     let app = TestApp::start(&backend).await?;
-    let coalescer = coalescer(&app)?;
+    let store = &app.state.store;
     let a = stored_session(&app).await?;
     let b = stored_session(&app).await?;
     let missing = crm_auth_core::new_id();
     let ids = [&a.id, &b.id, &missing, &a.id];
-    let requests = ids.iter().map(|id| coalescer.session((*id).clone())).collect();
-    let found = in_one_batch(&app, requests).await?;
+    let requests = ids.iter().map(|id| store.find_session(id)).collect();
+    let found = in_one_batch(&app, read_queue(store), requests).await?;
     let found: Vec<Option<String>> = found
         .into_iter()
         .map(|s| s.map(|s| s.map(|s| s.id)))
@@ -165,9 +234,9 @@ async fn lookups_in_a_batch_each_get_their_own_row(backend: Backend) -> anyhow::
 
     let requests = ids
         .iter()
-        .map(|id| coalescer.session_with_standing((*id).clone()))
+        .map(|id| store.find_session_with_standing(id))
         .collect();
-    let found = in_one_batch(&app, requests).await?;
+    let found = in_one_batch(&app, read_queue(store), requests).await?;
     let found: Vec<Option<(String, Option<&str>)>> = found
         .into_iter()
         .map(|s| s.map(|s| s.map(|(s, standing)| (s.id, standing.end_reason()))))
@@ -185,9 +254,9 @@ async fn lookups_in_a_batch_each_get_their_own_row(backend: Backend) -> anyhow::
     let digest = crm_auth_core::ApiKey::new(app.key.clone()).digest();
     let requests = [digest.clone(), "0".repeat(64), digest]
         .into_iter()
-        .map(|d| coalescer.key_with_owner(d))
+        .map(|d| store.find_key_with_owner(d))
         .collect();
-    let found = in_one_batch(&app, requests).await?;
+    let found = in_one_batch(&app, read_queue(store), requests).await?;
     let found: Vec<Option<String>> = found
         .into_iter()
         .map(|k| {

@@ -76,7 +76,7 @@ async fn no_key_session_outlives_a_revocation(backend: Backend) -> anyhow::Resul
     let digest = crm_auth_core::digest_key(&app.key);
     let now = app.clock.now();
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        let conn = &mut *state.pool.get()?;
+        let conn = &mut *state.store.pool().get()?;
         let org = admin::find_organisation(conn, ORG)?;
         let key = crm_auth_server::db::api_key::find_active_by_digest(conn, &digest)?
             .ok_or_else(|| anyhow::anyhow!("key"))?;

@@ -20,25 +20,24 @@
 //! - of several requests that rotate one session from the same generation exactly one is told it won, and
 //!   every loser is answered after the winner's commit, so its next read sees the winner's write.
 //!
-//! SQLite is in process (no round trips) and commits writes in groups already (`group_commit`): it runs each
-//! request's own statement as before.
+//! Only the PostgreSQL store runs a coalescer: SQLite is in process (no round trips) and commits writes in
+//! groups already (`group_commit`).
 
 use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, mpsc};
 use std::time::Instant;
 
-use diesel::result::QueryResult;
+use diesel::PgConnection;
+use diesel::result::{Error as DieselError, QueryResult};
 use tokio::sync::oneshot;
 
 use super::api_key::{self, KeyWithOwner};
+use super::batch::{self, Queue};
 use super::session::{self, Rotation, Session, Standing};
 use super::{DbConnection, Pool};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-
-/// The most requests one batch takes; more wait for the next one.
-const MAX_BATCH: usize = 256;
 
 /// Where a request's answer goes.
 type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
@@ -58,7 +57,11 @@ enum Request {
 }
 
 /// The queues of coalesced statements, one for lookups and one for writes (so that a lookup never waits
-/// behind a commit's fsync); cheap to clone. The threads end when the last clone is dropped.
+/// behind a commit's fsync), each served by one thread; cheap to clone. The threads end when the last clone
+/// is dropped.
+///
+/// One thread per queue makes the biggest batches: on 2 cores it served more validations, key logins and
+/// refreshes than two or four (docs/BENCHMARKS.md).
 #[derive(Clone)]
 pub struct Coalescer {
     /// Lookups.
@@ -74,12 +77,12 @@ impl std::fmt::Debug for Coalescer {
 }
 
 impl Coalescer {
-    /// Starts `threads` threads for each queue, each checking a connection out of `pool` for each batch.
-    /// Fewer threads make bigger batches: on a small machine one per queue serves the most requests.
-    pub fn start(pool: &Pool, threads: usize, metrics: &Arc<Metrics>) -> std::io::Result<Coalescer> {
+    /// Starts the thread of each queue; a thread checks a connection out of `pool` for each batch. The pool
+    /// must be PostgreSQL's.
+    pub fn start(pool: &Pool, metrics: &Arc<Metrics>) -> std::io::Result<Coalescer> {
         Ok(Coalescer {
-            reads: lane("read", pool, threads, metrics)?,
-            writes: lane("write", pool, threads, metrics)?,
+            reads: lane(Queue::Read, pool, metrics)?,
+            writes: lane(Queue::Write, pool, metrics)?,
         })
     }
 
@@ -127,57 +130,49 @@ impl Coalescer {
     }
 }
 
-/// Starts a queue's threads.
-fn lane(
-    name: &str,
-    pool: &Pool,
-    threads: usize,
-    metrics: &Arc<Metrics>,
-) -> std::io::Result<mpsc::Sender<Request>> {
-    let (queue, requests) = mpsc::channel();
-    let requests = Arc::new(Mutex::new(requests));
-    for n in 0..threads.max(1) {
-        let (pool, requests, metrics) = (pool.clone(), Arc::clone(&requests), Arc::clone(metrics));
-        std::thread::Builder::new()
-            .name(format!("pg-{name}-{n}"))
-            .spawn(move || serve(&pool, &requests, &metrics))?;
-    }
-    Ok(queue)
+/// Starts a queue's thread.
+fn lane(queue: Queue, pool: &Pool, metrics: &Arc<Metrics>) -> std::io::Result<mpsc::Sender<Request>> {
+    let (sender, requests) = mpsc::channel();
+    let (pool, metrics) = (pool.clone(), Arc::clone(metrics));
+    std::thread::Builder::new()
+        .name(format!("pg-{}", queue.as_str()))
+        .spawn(move || serve(queue, &pool, &requests, &metrics))?;
+    Ok(sender)
 }
 
-/// One thread: batch after batch until every [`Coalescer`] is dropped.
-fn serve(pool: &Pool, requests: &Mutex<mpsc::Receiver<Request>>, metrics: &Metrics) {
-    loop {
-        let batch = {
-            let Ok(requests) = requests.lock() else { return };
-            let Ok(first) = requests.recv() else { return };
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match requests.try_recv() {
-                    Ok(request) => batch.push(request),
-                    Err(_) => break,
-                }
-            }
-            batch
-        };
+/// One queue's thread: batch after batch until every [`Coalescer`] is dropped.
+fn serve(queue: Queue, pool: &Pool, requests: &mpsc::Receiver<Request>, metrics: &Metrics) {
+    let checkout = || {
         let started = Instant::now();
         let conn = pool.get();
         metrics.pool_waited(started.elapsed());
+        conn
+    };
+    while let Some((conn, batch)) = batch::next(requests, checkout) {
+        metrics.db_batch(queue, batch.len());
         let mut conn = match conn {
             Ok(conn) => conn,
             Err(e) => {
-                // The database did not answer within the pool's timeout: what queued meanwhile gets the same
-                // answer at once, instead of after a whole timeout more.
+                // The database did not answer within the pool's timeout: what queued meanwhile, beyond the
+                // batch too, gets the same answer at once instead of after a whole timeout more.
                 let e = ApiError::from(e);
                 batch.into_iter().for_each(|request| request.fail(&e));
-                if let Ok(requests) = requests.lock() {
-                    requests.try_iter().for_each(|request| request.fail(&e));
-                }
+                requests.try_iter().for_each(|request| request.fail(&e));
                 continue;
             }
         };
         // A panic drops the batch's replies, whose requests then answer INTERNAL_ERROR; the thread goes on.
         let _ = std::panic::catch_unwind(AssertUnwindSafe(|| run(&mut conn, batch)));
+    }
+}
+
+/// The PostgreSQL connection inside `conn`: multi-row inserts and `unnest` rotations are PostgreSQL's.
+fn postgres(conn: &mut DbConnection) -> QueryResult<&mut PgConnection> {
+    match conn {
+        DbConnection::Postgres(pg) => Ok(pg),
+        DbConnection::Sqlite(_) => Err(DieselError::QueryBuilderError(
+            "coalesced writes need PostgreSQL".into(),
+        )),
     }
 }
 
@@ -262,38 +257,34 @@ fn lookup<T: Clone>(
 /// statement and ends those whose standing fell meanwhile.
 fn insert(conn: &mut DbConnection, pending: Vec<(Session, Reply<Session>)>) {
     let (rows, replies): (Vec<Session>, Vec<Reply<Session>>) = pending.into_iter().unzip();
-    let inserted: Vec<Result<(), ApiError>> = match session::create_many(conn, &rows) {
-        Ok(()) => rows.iter().map(|_| Ok(())).collect(),
-        Err(_) if rows.len() > 1 => rows
-            .iter()
-            .map(|row| Ok(session::create_many(conn, std::slice::from_ref(row))?))
-            .collect(),
-        Err(e) => vec![Err(e.into())],
-    };
-    let committed: Vec<&str> = rows
+    let inserted: Vec<Result<(), ApiError>> =
+        match postgres(conn).and_then(|pg| session::create_many(pg, &rows)) {
+            Ok(()) => rows.iter().map(|_| Ok(())).collect(),
+            Err(_) if rows.len() > 1 => rows
+                .iter()
+                .map(|row| Ok(session::create_many(postgres(conn)?, std::slice::from_ref(row))?))
+                .collect(),
+            Err(e) => vec![Err(e.into())],
+        };
+    let committed: Vec<&Session> = rows
         .iter()
         .zip(&inserted)
         .filter(|(_, done)| done.is_ok())
-        .map(|(row, _)| row.id.as_str())
+        .map(|(row, _)| row)
         .collect();
-    let standing: Result<HashMap<String, Standing>, ApiError> = if committed.is_empty() {
-        Ok(HashMap::new())
+    let mut checked = if committed.is_empty() {
+        Ok(Vec::new())
     } else {
-        session::find_many_with_standing(conn, &committed)
-            .map(|rows| rows.into_iter().map(|(s, standing)| (s.id, standing)).collect())
-            .map_err(ApiError::from)
-    };
+        super::store::recheck(conn, &committed)
+    }
+    .map(Vec::into_iter);
     for ((row, reply), done) in rows.into_iter().zip(replies).zip(inserted) {
-        let answer = done.and_then(|()| match &standing {
+        let answer = done.and_then(|()| match &mut checked {
             Err(e) => Err(e.clone()),
-            Ok(standing) => match standing.get(&row.id).map(|s| s.end_reason()) {
-                None => Err(ApiError::Internal("a new session was not found".into())),
-                Some(None) => Ok(row),
-                Some(Some(reason)) => match session::update_end(conn, &row.id, row.created_at, reason) {
-                    Ok(_) => Err(ApiError::InvalidCredentials),
-                    Err(e) => Err(e.into()),
-                },
-            },
+            Ok(checked) => checked
+                .next()
+                .unwrap_or_else(|| Err(ApiError::Internal("a new session was not checked".into())))
+                .map(|()| row),
         });
         let _ = reply.send(answer);
     }
@@ -308,19 +299,7 @@ fn rotate(conn: &mut DbConnection, pending: Vec<(Rotation, Reply<bool>)>) {
         .filter(|(r, _)| seen.insert((r.id.as_str(), r.from_gen)))
         .map(|(r, _)| r.clone())
         .collect();
-    let moved = match conn {
-        DbConnection::Postgres(pg) => session::update_rotate_many(pg, &unique),
-        DbConnection::Sqlite(_) => unique
-            .iter()
-            .filter_map(
-                |r| match session::update_rotate(conn, &r.id, r.from_gen, r.now, r.expires_at) {
-                    Ok(true) => Some(Ok((r.id.clone(), r.from_gen))),
-                    Ok(false) => None,
-                    Err(e) => Some(Err(e)),
-                },
-            )
-            .collect(),
-    };
+    let moved = postgres(conn).and_then(|pg| session::update_rotate_many(pg, &unique));
     match moved {
         Ok(moved) => {
             let mut moved: HashSet<(String, i64)> = moved.into_iter().collect();

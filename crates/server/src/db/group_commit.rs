@@ -12,71 +12,62 @@
 //! write lock from its first statement), so a check made in a job after its own write, such as a login's check
 //! that the user was not disabled meanwhile, sees any revocation that could have missed the write.
 //!
-//! On PostgreSQL, which lets writers run side by side and groups their commits itself, a job runs at once on the
-//! caller's connection, statement by statement, as if there were no queue.
+//! Only the SQLite store runs one: PostgreSQL lets writers run side by side and groups their commits itself.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::mpsc;
+use std::path::Path;
+use std::sync::{Arc, mpsc};
 
 use diesel::connection::SimpleConnection as _;
 use diesel::r2d2::R2D2Connection as _;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use tokio::sync::oneshot;
 
+use super::batch::{self, Queue};
 use super::{Backend, ConnectionManager, DbConnection, DbError};
-
-/// The most jobs one transaction takes; more wait for the next one.
-const MAX_BATCH: usize = 256;
+use crate::metrics::Metrics;
 
 /// Where write jobs go; cheap to clone.
 #[derive(Clone)]
 pub struct GroupCommit {
-    /// The committing thread's queue; `None` on PostgreSQL.
-    queue: Option<mpsc::Sender<Box<dyn Queued>>>,
+    /// The committing thread's queue.
+    queue: mpsc::Sender<Box<dyn Queued>>,
 }
 
 impl std::fmt::Debug for GroupCommit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GroupCommit")
-            .field("queued", &self.queue.is_some())
-            .finish()
+        f.debug_struct("GroupCommit").finish_non_exhaustive()
     }
 }
 
 impl GroupCommit {
-    /// For SQLite, opens the committing connection and starts its thread, which ends when the last clone is
-    /// dropped; for PostgreSQL, nothing.
-    pub fn start(backend: &Backend) -> Result<GroupCommit, DbError> {
-        if let Backend::Postgres(_) = backend {
-            return Ok(GroupCommit { queue: None });
-        }
-        let manager = ConnectionManager::new(backend.clone())?;
+    /// Opens the committing connection to the SQLite file at `path` and starts its thread, which ends when the
+    /// last clone is dropped.
+    pub fn start(path: &Path, metrics: &Arc<Metrics>) -> Result<GroupCommit, DbError> {
+        let manager = ConnectionManager::new(Backend::Sqlite(path.to_owned()))?;
         let conn = manager.establish()?;
         let (queue, jobs) = mpsc::channel::<Box<dyn Queued>>();
+        let metrics = Arc::clone(metrics);
         std::thread::Builder::new()
             .name("sqlite-commit".into())
-            .spawn(move || serve(&manager, conn, &jobs))
+            .spawn(move || serve(&manager, conn, &jobs, &metrics))
             .map_err(|e| DbError::Connect(e.to_string()))?;
-        Ok(GroupCommit { queue: Some(queue) })
+        Ok(GroupCommit { queue })
     }
 
-    /// On SQLite, queues a write job for the next batch and returns at once: the answer arrives when the
-    /// job's writes are durable (nobody's thread waits meanwhile). The job runs inside the batch's transaction,
-    /// so it must not open a transaction itself. On PostgreSQL the job comes back (`Err`), to be run on a
-    /// pooled connection.
-    pub fn submit<T, E, F>(&self, job: F) -> Result<Answer<T, E>, F>
+    /// Queues a write job for the next batch and returns at once: the answer arrives when the job's writes are
+    /// durable (nobody's thread waits meanwhile). The job runs inside the batch's transaction, so it must not
+    /// open a transaction itself.
+    pub fn submit<T, E, F>(&self, job: F) -> Answer<T, E>
     where
         F: FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
         E: From<DieselError> + Send + 'static,
     {
-        let Some(queue) = &self.queue else {
-            return Err(job);
-        };
         let (reply, answer) = oneshot::channel();
         // A send fails only when the thread has stopped; the dropped reply then answers `closed`.
-        let _ = queue.send(Box::new(Task { job, reply }));
-        Ok(Answer(answer))
+        let _ = self.queue.send(Box::new(Task { job, reply }));
+        Answer(answer)
     }
 }
 
@@ -206,17 +197,19 @@ impl<T: Send, E: From<DieselError> + Send> Reply for Done<T, E> {
 }
 
 /// The committing thread: batch after batch until every [`GroupCommit`] is dropped.
-fn serve(manager: &ConnectionManager, conn: DbConnection, jobs: &mpsc::Receiver<Box<dyn Queued>>) {
+fn serve(
+    manager: &ConnectionManager,
+    conn: DbConnection,
+    jobs: &mpsc::Receiver<Box<dyn Queued>>,
+    metrics: &Metrics,
+) {
     let mut conn = Some(conn);
-    while let Ok(first) = jobs.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        let mut current = match conn.take().map_or_else(|| manager.establish(), Ok) {
+    // The connection is opened again after one broke.
+    while let Some((current, batch)) =
+        batch::next(jobs, || conn.take().map_or_else(|| manager.establish(), Ok))
+    {
+        metrics.db_batch(Queue::Commit, batch.len());
+        let mut current = match current {
             Ok(c) => c,
             Err(e) => {
                 let failure = Failure {

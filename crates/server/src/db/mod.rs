@@ -5,12 +5,14 @@
 //! execution), which cost validate about a third of its time.
 
 pub mod api_key;
+pub mod batch;
 pub mod coalesce;
 pub mod group_commit;
 pub mod login_failure;
 pub mod organisation;
 pub mod schema;
 pub mod session;
+pub mod store;
 pub mod unit;
 pub mod user;
 
@@ -33,6 +35,7 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const SQLITE_BUSY_TIMEOUT_MS: u32 = 5_000;
 
 pub use connection::DbConnection;
+pub use store::Store;
 
 mod connection {
     //! The derive generates undocumented helper items; they are diesel's, not ours.

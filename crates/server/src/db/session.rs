@@ -261,15 +261,12 @@ pub fn find_many(conn: &mut DbConnection, ids: &[&str]) -> QueryResult<Vec<Sessi
         .load(conn)
 }
 
-/// Inserts many sessions in one transaction (on PostgreSQL with one statement): all or none.
-pub fn create_many(conn: &mut DbConnection, rows: &[Session]) -> QueryResult<()> {
-    match conn {
-        DbConnection::Postgres(pg) => diesel::insert_into(sessions::table)
-            .values(rows)
-            .execute(pg)
-            .map(drop),
-        DbConnection::Sqlite(_) => conn.transaction(|conn| rows.iter().try_for_each(|row| create(conn, row))),
-    }
+/// Inserts many sessions with one PostgreSQL statement: all or none.
+pub fn create_many(conn: &mut PgConnection, rows: &[Session]) -> QueryResult<()> {
+    diesel::insert_into(sessions::table)
+        .values(rows)
+        .execute(conn)
+        .map(drop)
 }
 
 /// One compare-and-set of [`update_rotate`], to run with others in [`update_rotate_many`].

@@ -39,7 +39,7 @@ pub async fn get_live() -> HttpResponse {
 pub async fn get_ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let state = state.into_inner();
     web::block(move || -> Result<(), ApiError> {
-        let mut conn = state.conn()?;
+        let mut conn = state.store.conn()?;
         conn.ping().map_err(|e| ApiError::Unavailable(e.to_string()))
     })
     .await??;

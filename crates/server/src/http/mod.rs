@@ -18,6 +18,7 @@ use actix_web::{App, HttpMessage, HttpResponse, HttpServer, ResponseError, web};
 use crm_auth_core::ErrorCode;
 use futures_util::FutureExt as _;
 
+use crate::db::Backend;
 use crate::error::ApiError;
 use crate::metrics::{Metrics, UNMATCHED_ROUTE};
 use crate::state::AppState;
@@ -59,9 +60,9 @@ pub fn serve(listener: TcpListener, state: AppState) -> std::io::Result<Server> 
         .unwrap_or(1)
         .div_ceil(workers)
         .max(1);
-    let blocking_threads = match state.backend {
-        "sqlite" => pool_share.min(2),
-        _ => pool_share,
+    let blocking_threads = match state.store.backend() {
+        Backend::Sqlite(_) => pool_share.min(2),
+        Backend::Postgres(_) => pool_share,
     };
     let server = HttpServer::new(move || {
         let metrics = Arc::clone(&state.metrics);

@@ -37,7 +37,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, base_path: &str) {
 pub async fn get_metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let body = state
         .metrics
-        .render(&state.pool)
+        .render(state.store.pool())
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(HttpResponse::Ok().content_type(metrics::CONTENT_TYPE).body(body))
 }

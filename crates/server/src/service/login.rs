@@ -53,12 +53,14 @@ async fn password_login(state: &AppState, login: PasswordLogin, client: IpAddr) 
             let (org_key, user_key) = (org_key.clone(), user_key.clone());
             let lockout = state.settings.auth.lockout.clone();
             state
+                .store
                 .write(move |conn| lockout::reserve_attempt(conn, &org_key, &user_key, now, &lockout))
                 .await?
         };
         let organisation = login.organisation.clone();
         let username = login.username.clone();
         let found = state
+            .store
             .read(move |conn| Ok(user::find_with_organisation(conn, &organisation, &username)?))
             .await?;
         Ok::<_, ApiError>((failures, found))
@@ -95,6 +97,7 @@ async fn password_login(state: &AppState, login: PasswordLogin, client: IpAddr) 
     };
 
     state
+        .store
         .write(move |conn| lockout::reset(conn, &org_key, &user_key))
         .await?;
     let unit = choose_unit(state, &org, &user, default_unit, login.unit).await?;
@@ -138,6 +141,7 @@ async fn key_login(
     let now = state.clock.now();
     let session = async {
         let (key, user, org, default_unit) = state
+            .store
             .find_key_with_owner(digest)
             .await?
             .filter(|(_, user, org, _)| user.is_active && org.is_active)
@@ -146,6 +150,7 @@ async fn key_login(
         let session = open_session(state, &org, &user, &unit, Some(&key.id), now).await?;
         if key.last_used_at.is_none_or(|at| now - at >= LAST_USED_RESOLUTION) {
             state
+                .store
                 .write(move |conn| Ok(api_key::update_last_used(conn, &key.id, now)?))
                 .await?;
         }
@@ -182,6 +187,7 @@ async fn choose_unit(
         Some(wanted) => {
             let (org, user) = (org.clone(), user.clone());
             state
+                .store
                 .read(move |conn| resolve_unit(conn, &org, &user, Some(&wanted)))
                 .await
         }
@@ -243,5 +249,5 @@ async fn open_session(
         ended_at: None,
         end_reason: None,
     };
-    state.insert_session(row).await
+    state.store.insert_session(row).await
 }

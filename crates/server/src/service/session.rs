@@ -77,6 +77,7 @@ async fn rotate(state: &AppState, claims: &Claims, now: i64) -> Result<Refreshed
     let reuse_interval = i64::try_from(state.settings.token.reuse_interval_seconds).unwrap_or(i64::MAX);
     let ttl = i64::try_from(state.settings.token.ttl_seconds).unwrap_or(i64::MAX);
     let (current, standing) = state
+        .store
         .find_session_with_standing(session_id(&claims.jti)?)
         .await?
         .ok_or(ApiError::SessionEnded)?;
@@ -85,6 +86,7 @@ async fn rotate(state: &AppState, claims: &Claims, now: i64) -> Result<Refreshed
         if let Some(reason) = standing.end_reason() {
             let id = current.id.clone();
             state
+                .store
                 .write(move |conn| Ok(session::update_end(conn, &id, now, reason)?))
                 .await?;
             log::info!(target: "crm_auth::audit", "session ended jti={} reason={reason}", current.id);
@@ -97,7 +99,7 @@ async fn rotate(state: &AppState, claims: &Claims, now: i64) -> Result<Refreshed
             now,
             expires_at,
         };
-        if state.rotate_session(rotation).await? {
+        if state.store.rotate_session(rotation).await? {
             let rotated = Session {
                 generation: presented + 1,
                 rotated_at: now,
@@ -115,6 +117,7 @@ async fn rotate(state: &AppState, claims: &Claims, now: i64) -> Result<Refreshed
     // A superseded token presented again after the reuse interval (or one never issued): take it as stolen.
     let id = current.id.clone();
     state
+        .store
         .write(move |conn| Ok(session::update_end(conn, &id, now, "reuse")?))
         .await?;
     log::warn!(
@@ -130,7 +133,7 @@ async fn rotate(state: &AppState, claims: &Claims, now: i64) -> Result<Refreshed
 
 /// The session if it is live at `now`.
 async fn live_session(state: &AppState, jti: &str, now: i64) -> Result<Session, ApiError> {
-    live(state.find_session(session_id(jti)?).await?, now)
+    live(state.store.find_session(session_id(jti)?).await?, now)
 }
 
 /// Only an id can name a session; anything else (a NUL, which PostgreSQL refuses in a query) is looked up
@@ -158,6 +161,7 @@ pub async fn release(state: &AppState, token: &str, client: IpAddr) -> Result<()
     let jti = claims.jti.clone();
     let ended = if is_id(&jti) {
         state
+            .store
             .write(move |conn| Ok(session::update_end(conn, &jti, now, "released")?))
             .await?
     } else {

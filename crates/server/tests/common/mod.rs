@@ -227,7 +227,7 @@ impl TestApp {
     }
 
     pub fn conn(&self) -> anyhow::Result<PooledConnection> {
-        Ok(self.state.pool.get()?)
+        Ok(self.state.store.pool().get()?)
     }
 
     /// The API base URL, for raw requests.
@@ -256,7 +256,7 @@ impl TestApp {
 /// Organisation Acme with units Main (code MN, alice's default), Second (SC) and Other (no members); user
 /// alice with a password in Main and Second, and a key.
 fn seed(state: &AppState, now: i64) -> anyhow::Result<(String, String)> {
-    let conn: &mut DbConnection = &mut *state.pool.get()?;
+    let conn: &mut DbConnection = &mut *state.store.pool().get()?;
     let org = admin::add_organisation(conn, ORG, now)?;
     let main = admin::add_unit(conn, &org, "Main", Some("MN"), now)?;
     admin::add_unit(conn, &org, "Second", Some("SC"), now)?;
