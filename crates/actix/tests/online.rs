@@ -8,7 +8,7 @@ use actix_web::http::{StatusCode, header};
 use actix_web::{App, HttpResponse, rt, test, web};
 use crm_auth_actix::{AuthConfig, Authenticated, Client};
 use crm_auth_core::{Claims, DateFormat, ErrorCode, Keyring, SigningKey, issue};
-use crm_auth_server::admin;
+use crm_auth_server::service::admin;
 use serde_json::{Value, json};
 
 /// A well-formed token for `username` signed by a key the server does not know.

@@ -257,9 +257,7 @@ fn template(conn: &mut DbConnection, now: i64) -> anyhow::Result<Session> {
             AuthMethod::WebApiKey
         } else {
             AuthMethod::Password
-        }
-        .as_str()
-        .to_owned(),
+        },
         api_key_id: key.map(|k| k.id),
         username: admin.username,
         organisation_name: org.name,
@@ -533,8 +531,12 @@ fn seed(
             })
             .collect();
         insert_chunked(conn, &rows, |conn, chunk| match conn {
-            DbConnection::Postgres(c) => diesel::insert_into(sessions::table).values(chunk).execute(c),
-            DbConnection::Sqlite(c) => diesel::insert_into(sessions::table).values(chunk).execute(c),
+            DbConnection::Postgres(c) => diesel::insert_into(sessions::table)
+                .values(chunk.to_vec())
+                .execute(c),
+            DbConnection::Sqlite(c) => diesel::insert_into(sessions::table)
+                .values(chunk.to_vec())
+                .execute(c),
         })?;
         inserted += n;
     }

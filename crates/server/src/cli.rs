@@ -8,10 +8,10 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 use crm_auth_core::limits::MAX_PASSWORD_BYTES;
 
-use crate::admin;
 use crate::clock::{Clock as _, SystemClock};
 use crate::db::{self, Backend, DbConnection};
 use crate::password::PasswordHasher;
+use crate::service::admin;
 use crate::settings::Settings;
 use crate::state::AppState;
 

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use common::{Backend, ORG, PASSWORD, TestApp, USER};
 use crm_auth_client::Session;
-use crm_auth_server::admin;
 use crm_auth_server::clock::Clock as _;
+use crm_auth_server::service::admin;
 
 backend_tests!(
     session_renews_ahead_of_expiry,

@@ -11,11 +11,11 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use common::{Backend, TestApp};
-use crm_auth_server::admin;
 use crm_auth_server::db::batch::Queue;
-use crm_auth_server::db::session::{self, Rotation, Session};
+use crm_auth_server::db::session::{self, EndReason, Rotation, Session};
 use crm_auth_server::db::{self, Store};
 use crm_auth_server::error::ApiError;
+use crm_auth_server::service::admin;
 use futures_util::future::join_all;
 use tokio::sync::oneshot;
 
@@ -207,7 +207,7 @@ async fn a_new_session_of_a_disabled_user_ends_at_the_recheck(backend: Backend) 
         // On either backend no live session is left behind.
         let stored = session::find_by_id(&mut *app.conn()?, &row.id)?;
         assert!(
-            stored.is_none_or(|s| s.ended_at.is_some() && s.end_reason.as_deref() == Some("user_disabled")),
+            stored.is_none_or(|s| s.ended_at.is_some() && s.end_reason == Some(EndReason::UserDisabled)),
             "the new session is ended"
         );
     }
@@ -237,7 +237,7 @@ async fn lookups_in_a_batch_each_get_their_own_row(backend: Backend) -> anyhow::
         .map(|id| store.find_session_with_standing(id))
         .collect();
     let found = in_one_batch(&app, read_queue(store), requests).await?;
-    let found: Vec<Option<(String, Option<&str>)>> = found
+    let found: Vec<Option<(String, Option<EndReason>)>> = found
         .into_iter()
         .map(|s| s.map(|s| s.map(|(s, standing)| (s.id, standing.end_reason()))))
         .collect::<Result<_, _>>()?;

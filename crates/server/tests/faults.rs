@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use common::{Backend, ORG, PASSWORD, TestApp, TestDb, USER};
 use crm_auth_client::{Client, Error};
 use crm_auth_core::ErrorCode;
-use crm_auth_server::admin;
 use crm_auth_server::db::{self, ConnectionManager};
 use crm_auth_server::password::PasswordHasher;
+use crm_auth_server::service::admin;
 use crm_auth_server::settings::Argon2Settings;
 
 /// No answer may take longer than this, outage or not.

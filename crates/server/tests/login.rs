@@ -187,9 +187,9 @@ async fn every_credential_failure_looks_the_same(backend: Backend) -> anyhow::Re
     // A disabled user gets the same answer even with the right password.
     {
         let conn = &mut *app.conn()?;
-        let org = crm_auth_server::admin::find_organisation(conn, ORG)?;
-        let user = crm_auth_server::admin::find_user(conn, &org, USER)?;
-        crm_auth_server::admin::set_user_active(conn, &user, false, app.clock.now())?;
+        let org = crm_auth_server::service::admin::find_organisation(conn, ORG)?;
+        let user = crm_auth_server::service::admin::find_user(conn, &org, USER)?;
+        crm_auth_server::service::admin::set_user_active(conn, &user, false, app.clock.now())?;
     }
     let err = app.login().await.err();
     assert_eq!(err.and_then(|e| e.code()), Some(ErrorCode::InvalidCredentials));
@@ -285,12 +285,12 @@ async fn key_login_rejects_bad_and_revoked_keys(backend: Backend) -> anyhow::Res
     let token = app.client.token_with_api_key(&app.key, None).await?;
     {
         let conn = &mut *app.conn()?;
-        let org = crm_auth_server::admin::find_organisation(conn, ORG)?;
+        let org = crm_auth_server::service::admin::find_organisation(conn, ORG)?;
         let digest = crm_auth_core::digest_key(&app.key);
         let key = crm_auth_server::db::api_key::find_active_by_digest(conn, &digest)?
             .ok_or_else(|| anyhow::anyhow!("key"))?;
         assert_eq!(
-            crm_auth_server::admin::revoke_key(conn, &org, &key.id, app.clock.now())?,
+            crm_auth_server::service::admin::revoke_key(conn, &org, &key.id, app.clock.now())?,
             1
         );
     }
@@ -377,8 +377,8 @@ async fn malformed_requests_get_the_envelope(backend: Backend) -> anyhow::Result
     assert_eq!((status, code(&env)), (405, "METHOD_NOT_ALLOWED"));
     // Nothing above created a session or a counter.
     let conn = &mut *app.conn()?;
-    let org = crm_auth_server::admin::find_organisation(conn, ORG)?;
-    assert!(crm_auth_server::admin::list_sessions(conn, &org, None, app.clock.now())?.is_empty());
+    let org = crm_auth_server::service::admin::find_organisation(conn, ORG)?;
+    assert!(crm_auth_server::service::admin::list_sessions(conn, &org, None, app.clock.now())?.is_empty());
     Ok(())
 }
 

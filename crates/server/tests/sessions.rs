@@ -5,8 +5,8 @@ mod common;
 
 use common::{Backend, ORG, TestApp, USER};
 use crm_auth_core::ErrorCode;
-use crm_auth_server::admin;
 use crm_auth_server::clock::Clock as _;
+use crm_auth_server::service::admin;
 use serde_json::{Value, json};
 
 backend_tests!(

@@ -7,7 +7,8 @@ use common::{Backend, TestDb};
 use crm_auth_core::ApiKey;
 use crm_auth_server::db::user::Membership;
 use crm_auth_server::db::{self, Backend as DbBackend, ConnectionManager, schema};
-use crm_auth_server::{admin, settings::Settings};
+use crm_auth_server::service::admin;
+use crm_auth_server::settings::Settings;
 use diesel::prelude::*;
 
 backend_tests!(

@@ -1,10 +1,125 @@
 //! Sessions: one per login, rotated by generation on refresh, ended by release, revocation or theft.
 
+use std::fmt;
+
+use crm_auth_core::AuthMethod;
 use diesel::PgConnection;
+use diesel::backend::Backend;
+use diesel::deserialize::{self, FromSql, FromSqlRow};
+use diesel::expression::AsExpression;
 use diesel::prelude::*;
+use diesel::serialize::{self, Output, ToSql};
+use diesel::sql_types::Text;
 
 use super::DbConnection;
 use super::schema::sessions;
+
+/// Why a session ended, stored in `sessions.end_reason` by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, AsExpression, FromSqlRow)]
+#[diesel(sql_type = Text)]
+pub enum EndReason {
+    /// Its token was released (logout).
+    Released,
+    /// An administrator revoked it.
+    Revoked,
+    /// A superseded token came back after the reuse interval: taken as stolen.
+    Reuse,
+    /// Its user was disabled.
+    UserDisabled,
+    /// Its organisation was disabled.
+    OrganisationDisabled,
+    /// Its unit was disabled, or its user left the unit.
+    UnitDisabled,
+    /// The key that opened it was revoked.
+    KeyRevoked,
+}
+
+impl EndReason {
+    /// Every reason.
+    pub const ALL: [EndReason; 7] = [
+        EndReason::Released,
+        EndReason::Revoked,
+        EndReason::Reuse,
+        EndReason::UserDisabled,
+        EndReason::OrganisationDisabled,
+        EndReason::UnitDisabled,
+        EndReason::KeyRevoked,
+    ];
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Released => "released",
+            EndReason::Revoked => "revoked",
+            EndReason::Reuse => "reuse",
+            EndReason::UserDisabled => "user_disabled",
+            EndReason::OrganisationDisabled => "organisation_disabled",
+            EndReason::UnitDisabled => "unit_disabled",
+            EndReason::KeyRevoked => "key_revoked",
+        }
+    }
+
+    /// The reason stored as `name`.
+    pub fn from_name(name: &str) -> Option<EndReason> {
+        EndReason::ALL.into_iter().find(|reason| reason.as_str() == name)
+    }
+}
+
+impl fmt::Display for EndReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The `method` column: an [`AuthMethod`] by its wire name (core's type, which knows nothing of diesel).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, AsExpression, FromSqlRow)]
+#[diesel(sql_type = Text)]
+pub struct MethodColumn(AuthMethod);
+
+impl From<AuthMethod> for MethodColumn {
+    fn from(method: AuthMethod) -> MethodColumn {
+        MethodColumn(method)
+    }
+}
+
+impl From<MethodColumn> for AuthMethod {
+    fn from(MethodColumn(method): MethodColumn) -> AuthMethod {
+        method
+    }
+}
+
+/// Maps a closed set to a TEXT column by name, on every backend: `$name` and `$parse` turn a value into its
+/// name and back.
+macro_rules! text_column {
+    ($type:ty, $name:expr, $parse:expr) => {
+        impl<DB: Backend> ToSql<Text, DB> for $type
+        where
+            str: ToSql<Text, DB>,
+        {
+            fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, DB>) -> serialize::Result {
+                let name: fn(&$type) -> &'static str = $name;
+                name(self).to_sql(out)
+            }
+        }
+
+        impl<DB: Backend> FromSql<Text, DB> for $type
+        where
+            String: FromSql<Text, DB>,
+        {
+            fn from_sql(bytes: DB::RawValue<'_>) -> deserialize::Result<Self> {
+                let parse: fn(&str) -> Option<$type> = $parse;
+                let name = String::from_sql(bytes)?;
+                parse(&name).ok_or_else(|| format!("unknown {} {name:?}", stringify!($type)).into())
+            }
+        }
+    };
+}
+
+text_column!(EndReason, |reason| reason.as_str(), EndReason::from_name);
+text_column!(MethodColumn, |method| method.0.as_str(), |name| name
+    .parse()
+    .ok()
+    .map(MethodColumn));
 
 /// A stored session. The current token is reproducible from it: `jti` = `id`, `generation`, `iat` = `rotated_at`,
 /// `exp` = `expires_at`, and the names.
@@ -21,8 +136,9 @@ pub struct Session {
     pub unit_id: String,
     /// The key that opened it, for key sessions.
     pub api_key_id: Option<String>,
-    /// `password` or `web_api_key`.
-    pub method: String,
+    /// How it was opened.
+    #[diesel(serialize_as = MethodColumn, deserialize_as = MethodColumn)]
+    pub method: AuthMethod,
     /// The token's `usr`.
     pub username: String,
     /// The token's `org`.
@@ -41,14 +157,15 @@ pub struct Session {
     pub max_end_at: i64,
     /// When the session ended, if it did.
     pub ended_at: Option<i64>,
-    /// Why it ended: `released`, `revoked`, `reuse`, `user_disabled`, `key_revoked`, ...
-    pub end_reason: Option<String>,
+    /// Why it ended.
+    pub end_reason: Option<EndReason>,
 }
 
 /// Inserts a session.
 pub fn create(conn: &mut DbConnection, session: &Session) -> QueryResult<()> {
+    // Owned: the method column converts on the way in, which diesel does for owned values only.
     diesel::insert_into(sessions::table)
-        .values(session)
+        .values(session.clone())
         .execute(conn)
         .map(drop)
 }
@@ -87,7 +204,7 @@ pub fn update_rotate(
 }
 
 /// Ends a live session; returns whether it was live.
-pub fn update_end(conn: &mut DbConnection, id: &str, now: i64, reason: &str) -> QueryResult<bool> {
+pub fn update_end(conn: &mut DbConnection, id: &str, now: i64, reason: EndReason) -> QueryResult<bool> {
     diesel::update(sessions::table.find(id).filter(sessions::ended_at.is_null()))
         .set((sessions::ended_at.eq(now), sessions::end_reason.eq(reason)))
         .execute(conn)
@@ -99,7 +216,7 @@ pub fn update_end_for_user(
     conn: &mut DbConnection,
     user_id: &str,
     now: i64,
-    reason: &str,
+    reason: EndReason,
 ) -> QueryResult<usize> {
     diesel::update(
         sessions::table
@@ -115,7 +232,7 @@ pub fn update_end_for_key(
     conn: &mut DbConnection,
     key_id: &str,
     now: i64,
-    reason: &str,
+    reason: EndReason,
 ) -> QueryResult<usize> {
     diesel::update(
         sessions::table
@@ -165,15 +282,15 @@ pub struct Standing {
 
 impl Standing {
     /// The end reason this standing calls for, if the session may not go on.
-    pub fn end_reason(self) -> Option<&'static str> {
+    pub fn end_reason(self) -> Option<EndReason> {
         if !self.user_active {
-            Some("user_disabled")
+            Some(EndReason::UserDisabled)
         } else if !self.organisation_active {
-            Some("organisation_disabled")
+            Some(EndReason::OrganisationDisabled)
         } else if !self.unit_active || !self.is_member {
-            Some("unit_disabled")
+            Some(EndReason::UnitDisabled)
         } else if !self.key_live {
-            Some("key_revoked")
+            Some(EndReason::KeyRevoked)
         } else {
             None
         }
@@ -264,7 +381,7 @@ pub fn find_many(conn: &mut DbConnection, ids: &[&str]) -> QueryResult<Vec<Sessi
 /// Inserts many sessions with one PostgreSQL statement: all or none.
 pub fn create_many(conn: &mut PgConnection, rows: &[Session]) -> QueryResult<()> {
     diesel::insert_into(sessions::table)
-        .values(rows)
+        .values(rows.to_vec())
         .execute(conn)
         .map(drop)
 }

@@ -237,7 +237,7 @@ async fn open_session(
         user_id: user.id.clone(),
         unit_id: unit.id.clone(),
         api_key_id: key_id.map(str::to_owned),
-        method: method.as_str().to_owned(),
+        method,
         username: user.username.clone(),
         organisation_name: org.name.clone(),
         unit_name: unit.name.clone(),

@@ -2,9 +2,9 @@
 
 use std::net::IpAddr;
 
-use crm_auth_core::{AuthMethod, Claims, SessionInfo, TokenError, is_id, verify, verify_ignoring_expiry};
+use crm_auth_core::{Claims, SessionInfo, TokenError, is_id, verify, verify_ignoring_expiry};
 
-use crate::db::session::{self, Rotation, Session};
+use crate::db::session::{self, EndReason, Rotation, Session};
 use crate::error::ApiError;
 use crate::metrics::RefreshOutcome;
 use crate::service::token_for;
@@ -118,7 +118,7 @@ async fn rotate(state: &AppState, claims: &Claims, now: i64) -> Result<Refreshed
     let id = current.id.clone();
     state
         .store
-        .write(move |conn| Ok(session::update_end(conn, &id, now, "reuse")?))
+        .write(move |conn| Ok(session::update_end(conn, &id, now, EndReason::Reuse)?))
         .await?;
     log::warn!(
         target: "crm_auth::audit",
@@ -162,7 +162,7 @@ pub async fn release(state: &AppState, token: &str, client: IpAddr) -> Result<()
     let ended = if is_id(&jti) {
         state
             .store
-            .write(move |conn| Ok(session::update_end(conn, &jti, now, "released")?))
+            .write(move |conn| Ok(session::update_end(conn, &jti, now, EndReason::Released)?))
             .await?
     } else {
         false
@@ -186,16 +186,12 @@ pub async fn validate(state: &AppState, token: &str) -> Result<SessionInfo, ApiE
     if i64::try_from(claims.r#gen).map_or(true, |presented| presented > current.generation) {
         return Err(ApiError::SessionEnded);
     }
-    let method = current
-        .method
-        .parse::<AuthMethod>()
-        .map_err(|_| ApiError::Internal("bad session method".into()))?;
     Ok(SessionInfo {
         id: current.id,
         username: current.username,
         organisation: current.organisation_name,
         unit: current.unit_name,
-        method,
+        method: current.method,
         issued_at: claims.iat,
         expires_at: claims.exp,
     })

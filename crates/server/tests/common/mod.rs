@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crm_auth_client::Client;
-use crm_auth_server::admin;
 use crm_auth_server::clock::{Clock, ManualClock};
 use crm_auth_server::db::{DbConnection, PooledConnection};
 use crm_auth_server::password::PasswordHasher;
+use crm_auth_server::service::admin;
 use crm_auth_server::settings::{Secret, Settings};
 use crm_auth_server::state::AppState;
 use diesel::connection::SimpleConnection;

@@ -6,7 +6,7 @@ use diesel::Connection as _;
 
 use crate::db::api_key::{self, ApiKeyRow};
 use crate::db::organisation::{self, Organisation};
-use crate::db::session::{self, Session};
+use crate::db::session::{self, EndReason, Session};
 use crate::db::unit::{self, Unit};
 use crate::db::user::{self, User};
 use crate::db::{DbConnection, name_key};
@@ -180,7 +180,7 @@ pub fn set_user_active(
         if active {
             Ok(0)
         } else {
-            session::update_end_for_user(conn, &user.id, now, "user_disabled")
+            session::update_end_for_user(conn, &user.id, now, EndReason::UserDisabled)
         }
     })
     .map_err(AdminError::from)
@@ -215,7 +215,7 @@ pub fn revoke_key(
         .ok_or_else(|| invalid(format!("no key {key_id:?} in organisation {:?}", org.name)))?;
     conn.transaction(|conn| {
         api_key::update_revoked(conn, &key.id, now)?;
-        session::update_end_for_key(conn, &key.id, now, "key_revoked")
+        session::update_end_for_key(conn, &key.id, now, EndReason::KeyRevoked)
     })
     .map_err(AdminError::from)
 }
@@ -225,7 +225,7 @@ pub fn revoke_session(conn: &mut DbConnection, jti: &str, now: i64) -> Result<bo
     if session::find_by_id(conn, jti)?.is_none() {
         return Err(invalid(format!("no session {jti:?}")));
     }
-    Ok(session::update_end(conn, jti, now, "revoked")?)
+    Ok(session::update_end(conn, jti, now, EndReason::Revoked)?)
 }
 
 /// The live sessions of an organisation, optionally of one user.
