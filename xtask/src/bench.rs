@@ -7,6 +7,8 @@
 //! configured parameters (`crm-auth bench hash`). The server runs on SQLite, then on a fresh PostgreSQL
 //! database that is dropped afterwards. wrk drives the load; a figure never depends on another run.
 
+#![expect(clippy::disallowed_methods, reason = "a benchmark measures wall-clock time")]
+
 mod http;
 mod load;
 mod report;

@@ -2,6 +2,11 @@
 //! `soak`): a temporary data folder, a free port, the demo credentials read from its output, stopped and
 //! cleaned up when dropped.
 
+#![expect(
+    clippy::disallowed_methods,
+    reason = "waits for servers in wall-clock time and names scratch databases by creation time"
+)]
+
 use std::{
     env, fs,
     io::{BufRead as _, BufReader},

@@ -9,6 +9,8 @@
 //! request failed or if the memory of the last third of the run is more than 10% above that of the first
 //! third.
 
+#![expect(clippy::disallowed_methods, reason = "a benchmark measures wall-clock time")]
+
 use std::{
     fmt::Write as _,
     fs,

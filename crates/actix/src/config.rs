@@ -124,6 +124,10 @@ impl fmt::Debug for AuthConfig {
 
 /// Unix seconds by the system clock; a clock set before 1970 reads as 0, which refuses every token as not yet
 /// valid rather than accepting expired ones.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the system clock, used unless a clock is injected"
+)]
 fn system_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -431,6 +431,10 @@ async fn leeway_and_string_dates_are_honoured() -> anyhow::Result<()> {
 }
 
 #[actix_web::test]
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the test compares against the system clock the extractor reads"
+)]
 async fn offline_uses_the_system_clock() -> anyhow::Result<()> {
     let now = i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs())?;
     let verifier = Verifier::new(keyring("k1", 0x5a)?, ISSUER);

@@ -255,6 +255,10 @@ impl Session {
 }
 
 /// The system clock in unix seconds; 0 before 1970.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the system clock, used unless a clock is injected"
+)]
 fn system_time() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -89,6 +89,7 @@ fn benches(c: &mut Criterion, f: &Fixture) {
 }
 
 /// Mean time per call of `op` over a plain loop, after a short warm-up.
+#[expect(clippy::disallowed_methods, reason = "a benchmark measures wall-clock time")]
 fn time_per_op<T>(mut op: impl FnMut() -> T) -> Duration {
     for _ in 0..ITERATIONS / 10 {
         black_box(op());

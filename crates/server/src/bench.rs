@@ -5,6 +5,8 @@
 //!
 //! Every command prints one line of `key=value` pairs on stdout, which the xtask reads.
 
+#![expect(clippy::disallowed_methods, reason = "a benchmark measures wall-clock time")]
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};

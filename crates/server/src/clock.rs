@@ -1,8 +1,9 @@
-//! The one place that reads the wall clock; everything else takes `now` from a [`Clock`].
+//! The one place that reads the clocks: everything else takes `now` from a [`Clock`], and times latencies with a
+//! [`Stopwatch`].
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// A source of the current time in unix seconds.
 pub trait Clock: Send + Sync + 'static {
@@ -20,6 +21,7 @@ pub trait Clock: Send + Sync + 'static {
 pub struct SystemClock;
 
 impl Clock for SystemClock {
+    #[expect(clippy::disallowed_methods, reason = "the system clock itself")]
     fn now(&self) -> i64 {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -27,6 +29,7 @@ impl Clock for SystemClock {
             .unwrap_or(0)
     }
 
+    #[expect(clippy::disallowed_methods, reason = "the system clock itself")]
     fn now_precise(&self) -> f64 {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -59,5 +62,25 @@ impl Default for ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> i64 {
         self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Measures how long something took, for the metrics; no decision depends on it, so tests need not move it.
+#[derive(Debug, Clone, Copy)]
+pub struct Stopwatch(Instant);
+
+impl Stopwatch {
+    /// Starts measuring now.
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the monotonic clock behind every latency metric"
+    )]
+    pub fn start() -> Stopwatch {
+        Stopwatch(Instant::now())
+    }
+
+    /// The time since [`Stopwatch::start`].
+    pub fn elapsed(&self) -> Duration {
+        self.0.elapsed()
     }
 }

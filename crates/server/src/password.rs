@@ -6,7 +6,7 @@
 
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use argon2::password_hash::PasswordHash;
 use argon2::{Algorithm, Argon2, Block, Params, Version};
@@ -15,6 +15,7 @@ use base64::engine::general_purpose::STANDARD_NO_PAD;
 use subtle::ConstantTimeEq;
 use tokio::sync::oneshot;
 
+use crate::clock::Stopwatch;
 use crate::settings::Argon2Settings;
 
 const SALT_LEN: usize = 16;
@@ -64,7 +65,7 @@ impl HashObserver for NoObserver {}
 /// The hashing pool; cheap to clone.
 #[derive(Clone)]
 pub struct PasswordHasher {
-    jobs: mpsc::Sender<(Instant, Job)>,
+    jobs: mpsc::Sender<(Stopwatch, Job)>,
 }
 
 impl std::fmt::Debug for PasswordHasher {
@@ -86,7 +87,7 @@ impl PasswordHasher {
         observer: Arc<dyn HashObserver>,
     ) -> Result<PasswordHasher, HashError> {
         let params = params(settings)?;
-        let (tx, rx) = mpsc::channel::<(Instant, Job)>();
+        let (tx, rx) = mpsc::channel::<(Stopwatch, Job)>();
         let rx = Arc::new(Mutex::new(rx));
         for i in 0..threads.max(1) {
             let rx = Arc::clone(&rx);
@@ -104,7 +105,7 @@ impl PasswordHasher {
     pub async fn hash(&self, password: String) -> Result<String, HashError> {
         let (reply, rx) = oneshot::channel();
         self.jobs
-            .send((Instant::now(), Job::Hash { password, reply }))
+            .send((Stopwatch::start(), Job::Hash { password, reply }))
             .map_err(|_| HashError::Closed)?;
         rx.await.map_err(|_| HashError::Closed)?
     }
@@ -114,7 +115,7 @@ impl PasswordHasher {
     pub async fn verify(&self, password: String, phc: Option<String>) -> Result<bool, HashError> {
         let (reply, rx) = oneshot::channel();
         self.jobs
-            .send((Instant::now(), Job::Verify { password, phc, reply }))
+            .send((Stopwatch::start(), Job::Verify { password, phc, reply }))
             .map_err(|_| HashError::Closed)?;
         rx.await.map_err(|_| HashError::Closed)
     }
@@ -125,7 +126,7 @@ impl PasswordHasher {
     }
 }
 
-fn worker(rx: &Mutex<mpsc::Receiver<(Instant, Job)>>, params: &Params, observer: &dyn HashObserver) {
+fn worker(rx: &Mutex<mpsc::Receiver<(Stopwatch, Job)>>, params: &Params, observer: &dyn HashObserver) {
     let mut memory: Vec<Block> = Vec::new();
     loop {
         let next = match rx.lock() {

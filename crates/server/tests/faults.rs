@@ -6,6 +6,11 @@
 //! as root, the `postgres` user and `runuser` (PostgreSQL refuses to run as root). Without them these tests fail
 //! when `CRM_AUTH_TEST_BACKENDS` includes `postgres` (CI), and are skipped with a note otherwise.
 
+#![expect(
+    clippy::disallowed_methods,
+    reason = "outages and recoveries are measured in wall-clock time"
+)]
+
 mod common;
 
 use std::future::Future;

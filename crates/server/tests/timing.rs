@@ -1,6 +1,11 @@
 //! Timing does not tell who exists: failed logins for an unknown user or organisation take as long as a wrong
 //! password for a real user, because each still costs one password hash.
 
+#![expect(
+    clippy::disallowed_methods,
+    reason = "response times are what this test compares"
+)]
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -1,6 +1,8 @@
 //! A minimal HTTP/1.1 client on std's `TcpStream` with keep-alive: enough to wait for the server and to log in
 //! for the tokens the load runs need. Bodies are read by `Content-Length`, which is how the server answers.
 
+#![expect(clippy::disallowed_methods, reason = "a benchmark measures wall-clock time")]
+
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};

@@ -1,6 +1,11 @@
 //! The server under test: its configuration, its scratch database, the process and its memory, and the hidden
 //! `crm-auth bench ...` helpers run beside it.
 
+#![expect(
+    clippy::disallowed_methods,
+    reason = "names scratch databases by creation time and waits for servers in wall-clock time"
+)]
+
 use std::fs::File;
 use std::io::Write as _;
 use std::net::{SocketAddr, TcpListener};

@@ -26,7 +26,6 @@
 use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, mpsc};
-use std::time::Instant;
 
 use diesel::PgConnection;
 use diesel::result::{Error as DieselError, QueryResult};
@@ -36,6 +35,7 @@ use super::api_key::{self, KeyWithOwner};
 use super::batch::{self, Queue};
 use super::session::{self, Rotation, Session, Standing};
 use super::{DbConnection, Pool};
+use crate::clock::Stopwatch;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 
@@ -143,7 +143,7 @@ fn lane(queue: Queue, pool: &Pool, metrics: &Arc<Metrics>) -> std::io::Result<mp
 /// One queue's thread: batch after batch until every [`Coalescer`] is dropped.
 fn serve(queue: Queue, pool: &Pool, requests: &mpsc::Receiver<Request>, metrics: &Metrics) {
     let checkout = || {
-        let started = Instant::now();
+        let started = Stopwatch::start();
         let conn = pool.get();
         metrics.pool_waited(started.elapsed());
         conn

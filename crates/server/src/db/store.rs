@@ -4,13 +4,13 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 use super::api_key::{self, KeyWithOwner};
 use super::coalesce::Coalescer;
 use super::group_commit::GroupCommit;
 use super::session::{self, Rotation, Session, Standing};
 use super::{Backend, DbConnection, DbError, Pool, PooledConnection};
+use crate::clock::Stopwatch;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 
@@ -77,7 +77,7 @@ impl Store {
 
     /// Checks a connection out of the pool, recording how long that took. Call it on a blocking thread.
     pub fn conn(&self) -> Result<PooledConnection, ApiError> {
-        let started = Instant::now();
+        let started = Stopwatch::start();
         let conn = self.pool.get();
         self.metrics.pool_waited(started.elapsed());
         Ok(conn?)

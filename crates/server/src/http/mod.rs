@@ -10,7 +10,6 @@ pub mod token;
 use std::net::TcpListener;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Instant;
 
 use actix_web::dev::{Server, Service, ServiceRequest, ServiceResponse};
 use actix_web::http::{Method, StatusCode};
@@ -18,6 +17,7 @@ use actix_web::{App, HttpMessage, HttpResponse, HttpServer, ResponseError, web};
 use crm_auth_core::ErrorCode;
 use futures_util::FutureExt as _;
 
+use crate::clock::Stopwatch;
 use crate::db::Backend;
 use crate::error::ApiError;
 use crate::metrics::{Metrics, UNMATCHED_ROUTE};
@@ -88,7 +88,7 @@ where
     S: Service<ServiceRequest, Response = ServiceResponse, Error = actix_web::Error>,
     S::Future: 'static,
 {
-    let started = Instant::now();
+    let started = Stopwatch::start();
     let request_id = RequestId(crm_auth_core::new_id());
     req.extensions_mut().insert(request_id.clone());
     let method = req.method().clone();

@@ -79,6 +79,10 @@ pub struct TestDb {
 
 const PG_PREFIX: &str = "crm_auth_t_";
 
+#[expect(
+    clippy::disallowed_methods,
+    reason = "names PostgreSQL test databases by creation time, to sweep stale ones"
+)]
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
