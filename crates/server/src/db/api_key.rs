@@ -1,12 +1,13 @@
 //! Web API keys: stored only as a SHA-256 digest, found by that digest.
 
+use diesel::dsl::AsSelect;
 use diesel::prelude::*;
 
-use super::DbConnection;
 use super::organisation::Organisation;
-use super::schema::api_keys;
+use super::schema::{api_keys, organisations, units, user_units, users};
 use super::unit::Unit;
 use super::user::User;
+use super::{Db, DbConnection};
 
 /// A stored key (never the key itself).
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
@@ -83,36 +84,37 @@ pub fn update_last_used(conn: &mut DbConnection, id: &str, now: i64) -> QueryRes
 /// A key with its user, its organisation and the user's default unit (if the user has one).
 pub type KeyWithOwner = (ApiKeyRow, User, Organisation, Option<Unit>);
 
-/// Unrevoked keys filtered by `$filter`, each with its user, its organisation and the user's default unit,
-/// selected as a [`KeyWithOwner`]. A macro because the single and the batched lookup differ only in the
-/// filter and diesel's query types are not nameable.
-macro_rules! select_with_owner {
-    ($filter:expr) => {{
-        use $crate::db::schema::{organisations, units, user_units, users};
-        api_keys::table
-            .inner_join(users::table.on(users::id.eq(api_keys::user_id)))
-            .inner_join(organisations::table.on(organisations::id.eq(api_keys::organisation_id)))
-            .left_join(
-                user_units::table.on(user_units::user_id
-                    .eq(api_keys::user_id)
-                    .and(user_units::is_default.eq(true))),
-            )
-            .left_join(units::table.on(units::id.eq(user_units::unit_id)))
-            .filter($filter)
-            .filter(api_keys::revoked_at.is_null())
-            .select((
-                ApiKeyRow::as_select(),
-                User::as_select(),
-                Organisation::as_select(),
-                Option::<Unit>::as_select(),
-            ))
-    }};
+/// Unrevoked keys, each joined with its user, its organisation and the user's default unit (if any).
+#[diesel::dsl::auto_type(no_type_alias)]
+fn unrevoked_with_owner() -> _ {
+    api_keys::table
+        .inner_join(users::table.on(users::id.eq(api_keys::user_id)))
+        .inner_join(organisations::table.on(organisations::id.eq(api_keys::organisation_id)))
+        .left_join(
+            user_units::table.on(user_units::user_id
+                .eq(api_keys::user_id)
+                .and(user_units::is_default.eq(true))),
+        )
+        .left_join(units::table.on(units::id.eq(user_units::unit_id)))
+        .filter(api_keys::revoked_at.is_null())
+}
+
+/// What [`unrevoked_with_owner`] selects, as a [`KeyWithOwner`].
+#[diesel::dsl::auto_type(no_type_alias)]
+fn owner_columns() -> _ {
+    let key: AsSelect<ApiKeyRow, Db> = ApiKeyRow::as_select();
+    let user: AsSelect<User, Db> = User::as_select();
+    let organisation: AsSelect<Organisation, Db> = Organisation::as_select();
+    let unit: AsSelect<Option<Unit>, Db> = Option::<Unit>::as_select();
+    (key, user, organisation, unit)
 }
 
 /// The unrevoked key with this digest, with its user, its organisation and the user's default unit (if any),
 /// in one statement: all a key login reads before it opens a session.
 pub fn find_active_with_owner(conn: &mut DbConnection, digest: &str) -> QueryResult<Option<KeyWithOwner>> {
-    select_with_owner!(api_keys::digest.eq(digest))
+    unrevoked_with_owner()
+        .filter(api_keys::digest.eq(digest))
+        .select(owner_columns())
         .get_result(conn)
         .optional()
 }
@@ -123,5 +125,8 @@ pub fn find_many_active_with_owner(
     conn: &mut DbConnection,
     digests: &[&str],
 ) -> QueryResult<Vec<KeyWithOwner>> {
-    select_with_owner!(api_keys::digest.eq_any(digests)).load(conn)
+    unrevoked_with_owner()
+        .filter(api_keys::digest.eq_any(digests))
+        .select(owner_columns())
+        .load(conn)
 }

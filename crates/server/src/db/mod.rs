@@ -50,6 +50,9 @@ mod connection {
     }
 }
 
+/// The backend type of [`DbConnection`], which queries are built for.
+pub type Db = <DbConnection as diesel::Connection>::Backend;
+
 /// The pool every request borrows from.
 pub type Pool = r2d2::Pool<ConnectionManager>;
 

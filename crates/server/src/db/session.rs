@@ -6,13 +6,14 @@ use crm_auth_core::AuthMethod;
 use diesel::PgConnection;
 use diesel::backend::Backend;
 use diesel::deserialize::{self, FromSql, FromSqlRow};
+use diesel::dsl::AsSelect;
 use diesel::expression::AsExpression;
 use diesel::prelude::*;
 use diesel::serialize::{self, Output, ToSql};
 use diesel::sql_types::Text;
 
-use super::DbConnection;
-use super::schema::sessions;
+use super::schema::{api_keys, organisations, sessions, units, user_units, users};
+use super::{Db, DbConnection};
 
 /// Why a session ended, stored in `sessions.end_reason` by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, AsExpression, FromSqlRow)]
@@ -309,33 +310,34 @@ type StandingRow = (
     Option<i64>,
 );
 
-/// Sessions filtered by `$filter`, each joined with what it stands on, selected as a [`StandingRow`]. A macro
-/// because the single and the batched lookup differ only in the filter and diesel's query types are not
-/// nameable.
-macro_rules! select_with_standing {
-    ($filter:expr) => {{
-        use $crate::db::schema::{api_keys, organisations, units, user_units, users};
-        sessions::table
-            .left_join(users::table.on(users::id.eq(sessions::user_id)))
-            .left_join(organisations::table.on(organisations::id.eq(sessions::organisation_id)))
-            .left_join(units::table.on(units::id.eq(sessions::unit_id)))
-            .left_join(
-                user_units::table.on(user_units::user_id
-                    .eq(sessions::user_id)
-                    .and(user_units::unit_id.eq(sessions::unit_id))),
-            )
-            .left_join(api_keys::table.on(api_keys::id.nullable().eq(sessions::api_key_id)))
-            .filter($filter)
-            .select((
-                Session::as_select(),
-                users::is_active.nullable(),
-                organisations::is_active.nullable(),
-                units::is_active.nullable(),
-                user_units::user_id.nullable(),
-                api_keys::id.nullable(),
-                api_keys::revoked_at.nullable(),
-            ))
-    }};
+/// Sessions, each joined with what it stands on: its user, organisation, unit, membership and key.
+#[diesel::dsl::auto_type(no_type_alias)]
+fn joined_with_standing() -> _ {
+    sessions::table
+        .left_join(users::table.on(users::id.eq(sessions::user_id)))
+        .left_join(organisations::table.on(organisations::id.eq(sessions::organisation_id)))
+        .left_join(units::table.on(units::id.eq(sessions::unit_id)))
+        .left_join(
+            user_units::table.on(user_units::user_id
+                .eq(sessions::user_id)
+                .and(user_units::unit_id.eq(sessions::unit_id))),
+        )
+        .left_join(api_keys::table.on(api_keys::id.nullable().eq(sessions::api_key_id)))
+}
+
+/// What [`joined_with_standing`] selects, as a [`StandingRow`].
+#[diesel::dsl::auto_type(no_type_alias)]
+fn standing_columns() -> _ {
+    let session: AsSelect<Session, Db> = Session::as_select();
+    (
+        session,
+        users::is_active.nullable(),
+        organisations::is_active.nullable(),
+        units::is_active.nullable(),
+        user_units::user_id.nullable(),
+        api_keys::id.nullable(),
+        api_keys::revoked_at.nullable(),
+    )
 }
 
 /// Reads a [`StandingRow`].
@@ -354,7 +356,9 @@ fn with_standing(
 
 /// The session with this id and its [`Standing`], in one statement (refresh's first read).
 pub fn find_with_standing(conn: &mut DbConnection, id: &str) -> QueryResult<Option<(Session, Standing)>> {
-    let row = select_with_standing!(sessions::id.eq(id))
+    let row = joined_with_standing()
+        .filter(sessions::id.eq(id))
+        .select(standing_columns())
         .get_result::<StandingRow>(conn)
         .optional()?;
     Ok(row.map(with_standing))
@@ -366,7 +370,10 @@ pub fn find_many_with_standing(
     conn: &mut DbConnection,
     ids: &[&str],
 ) -> QueryResult<Vec<(Session, Standing)>> {
-    let rows = select_with_standing!(sessions::id.eq_any(ids)).load::<StandingRow>(conn)?;
+    let rows = joined_with_standing()
+        .filter(sessions::id.eq_any(ids))
+        .select(standing_columns())
+        .load::<StandingRow>(conn)?;
     Ok(rows.into_iter().map(with_standing).collect())
 }
 
