@@ -15,8 +15,8 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 
 /// The database behind the service; cheap to clone. On SQLite, writes share commits; on PostgreSQL, the token
-/// endpoints' lookups and writes are coalesced across requests.
-#[derive(Clone)]
+/// endpoints' lookups and writes are coalesced across requests. `Debug` hides the PostgreSQL URL.
+#[derive(Clone, Debug)]
 pub struct Store {
     /// The pool every request borrows from.
     pool: Pool,
@@ -29,20 +29,12 @@ pub struct Store {
 }
 
 /// How a backend batches work across requests.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 enum Engine {
     /// Every write job queued since the last commit runs in one transaction.
     Sqlite(GroupCommit),
     /// The token endpoints' statements are served one statement per kind per batch.
     Postgres(Coalescer),
-}
-
-impl std::fmt::Debug for Store {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
-            .field("backend", &self.backend)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Store {
