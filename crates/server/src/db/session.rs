@@ -377,6 +377,34 @@ pub fn find_many_with_standing(
     Ok(rows.into_iter().map(with_standing).collect())
 }
 
+/// Waits for every revocation in progress on the rows these new sessions stand on (their users,
+/// organisations, units and keys) by taking, and at once releasing, a shared lock on each, in one statement.
+///
+/// A revocation (`user disable`, `key revoke`, ...) updates the row it revokes, which locks it, before it ends
+/// that row's sessions, in one transaction. So once this returns, either the revocation has committed, and the
+/// standing read after this sees it, or it had not locked its row yet, and its update of the sessions starts
+/// after this statement, so after the sessions' commit, and ends them itself. Under read committed, a standing
+/// read without this lock could read the row before a revocation commits while the revocation's update of the
+/// sessions had started before the insert committed: the session would outlive the revocation.
+pub fn lock_standing(conn: &mut PgConnection, rows: &[&Session]) -> QueryResult<()> {
+    use diesel::sql_types::{Array, Text};
+
+    let ids = |of: fn(&Session) -> Option<&str>| rows.iter().filter_map(|row| of(row)).collect::<Vec<_>>();
+    diesel::sql_query(
+        "SELECT \
+         (SELECT count(*) FROM (SELECT 1 FROM users WHERE id = ANY($1) FOR SHARE) AS u) + \
+         (SELECT count(*) FROM (SELECT 1 FROM organisations WHERE id = ANY($2) FOR SHARE) AS o) + \
+         (SELECT count(*) FROM (SELECT 1 FROM units WHERE id = ANY($3) FOR SHARE) AS n) + \
+         (SELECT count(*) FROM (SELECT 1 FROM api_keys WHERE id = ANY($4) FOR SHARE) AS k)",
+    )
+    .bind::<Array<Text>, _>(ids(|row| Some(row.user_id.as_str())))
+    .bind::<Array<Text>, _>(ids(|row| Some(row.organisation_id.as_str())))
+    .bind::<Array<Text>, _>(ids(|row| Some(row.unit_id.as_str())))
+    .bind::<Array<Text>, _>(ids(|row| row.api_key_id.as_deref()))
+    .execute(conn)
+    .map(drop)
+}
+
 /// The sessions with these ids, in one statement; ids not found are left out.
 pub fn find_many(conn: &mut DbConnection, ids: &[&str]) -> QueryResult<Vec<Session>> {
     sessions::table

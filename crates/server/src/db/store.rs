@@ -186,10 +186,16 @@ impl Store {
 /// holds the write lock): reads the standing of `rows` in one statement and ends each session whose user,
 /// key, unit or organisation was revoked meanwhile. Answers, row by row and in order, `Ok` for a session that
 /// may go on and `INVALID_CREDENTIALS` for one it ended; the outer error is the lookup's.
+///
+/// On PostgreSQL the read comes after [`session::lock_standing`], which waits for revocations in progress;
+/// on SQLite the batch's transaction holds the only write lock, so no revocation is in progress.
 pub(super) fn recheck(
     conn: &mut DbConnection,
     rows: &[&Session],
 ) -> Result<Vec<Result<(), ApiError>>, ApiError> {
+    if let DbConnection::Postgres(pg) = conn {
+        session::lock_standing(pg, rows)?;
+    }
     let ids: Vec<&str> = rows.iter().map(|row| row.id.as_str()).collect();
     let standings: HashMap<String, Standing> = session::find_many_with_standing(conn, &ids)?
         .into_iter()
