@@ -72,6 +72,16 @@ pub enum OrgCommand {
         /// Unique name (case-insensitively).
         name: String,
     },
+    /// Disable an organisation: no more tokens for its users, and their sessions end.
+    Disable {
+        /// Organisation name or id.
+        org: String,
+    },
+    /// Enable a disabled organisation.
+    Enable {
+        /// Organisation name or id.
+        org: String,
+    },
 }
 
 /// `unit` commands.
@@ -87,6 +97,22 @@ pub enum UnitCommand {
         /// Optional short code, unique in the organisation.
         #[arg(long)]
         code: Option<String>,
+    },
+    /// Disable a unit: no more tokens for it, and the sessions logged into it end.
+    Disable {
+        /// Organisation name or id.
+        #[arg(long)]
+        org: String,
+        /// Unit id, name or code.
+        unit: String,
+    },
+    /// Enable a disabled unit.
+    Enable {
+        /// Organisation name or id.
+        #[arg(long)]
+        org: String,
+        /// Unit id, name or code.
+        unit: String,
     },
 }
 
@@ -204,24 +230,54 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", crate::http::openapi::to_json(&settings.http.base_path)?);
             Ok(())
         }
-        Command::Org(OrgCommand::Add { name }) => {
-            println!(
-                "{}",
-                admin::add_organisation(&mut migrated(&settings)?, &name, now)?.id
-            );
-            Ok(())
-        }
-        Command::Unit(UnitCommand::Add { org, name, code }) => {
-            let conn = &mut migrated(&settings)?;
-            let org = admin::find_organisation(conn, &org)?;
-            println!("{}", admin::add_unit(conn, &org, &name, code.as_deref(), now)?.id);
-            Ok(())
-        }
+        Command::Org(command) => run_org(&settings, command, now),
+        Command::Unit(command) => run_unit(&settings, command, now),
         Command::User(command) => run_user(&settings, command, now),
         Command::Key(command) => run_key(&settings, command, now),
         Command::Session(command) => run_session(&settings, command, now),
         Command::Bench(command) => crate::bench::run(&settings, command),
     }
+}
+
+fn run_org(settings: &Settings, command: OrgCommand, now: i64) -> anyhow::Result<()> {
+    let conn = &mut migrated(settings)?;
+    match command {
+        OrgCommand::Add { name } => println!("{}", admin::add_organisation(conn, &name, now)?.id),
+        OrgCommand::Disable { org } => {
+            let org = admin::find_organisation(conn, &org)?;
+            let ended = admin::set_organisation_active(conn, &org, false, now)?;
+            println!("disabled {}; ended {ended} session(s)", org.name);
+        }
+        OrgCommand::Enable { org } => {
+            let org = admin::find_organisation(conn, &org)?;
+            admin::set_organisation_active(conn, &org, true, now)?;
+            println!("enabled {}", org.name);
+        }
+    }
+    Ok(())
+}
+
+fn run_unit(settings: &Settings, command: UnitCommand, now: i64) -> anyhow::Result<()> {
+    let conn = &mut migrated(settings)?;
+    match command {
+        UnitCommand::Add { org, name, code } => {
+            let org = admin::find_organisation(conn, &org)?;
+            println!("{}", admin::add_unit(conn, &org, &name, code.as_deref(), now)?.id);
+        }
+        UnitCommand::Disable { org, unit } => {
+            let org = admin::find_organisation(conn, &org)?;
+            let unit = admin::find_unit(conn, &org, &unit)?;
+            let ended = admin::set_unit_active(conn, &unit, false, now)?;
+            println!("disabled {}; ended {ended} session(s)", unit.name);
+        }
+        UnitCommand::Enable { org, unit } => {
+            let org = admin::find_organisation(conn, &org)?;
+            let unit = admin::find_unit(conn, &org, &unit)?;
+            admin::set_unit_active(conn, &unit, true, now)?;
+            println!("enabled {}", unit.name);
+        }
+    }
+    Ok(())
 }
 
 fn run_user(settings: &Settings, command: UserCommand, now: i64) -> anyhow::Result<()> {

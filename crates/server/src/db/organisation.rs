@@ -47,6 +47,13 @@ pub fn find_by_id(conn: &mut DbConnection, id: &str) -> QueryResult<Option<Organ
         .optional()
 }
 
+/// Enables or disables an organisation; returns the rows changed.
+pub fn update_active(conn: &mut DbConnection, id: &str, is_active: bool) -> QueryResult<usize> {
+    diesel::update(organisations::table.find(id))
+        .set(organisations::is_active.eq(is_active))
+        .execute(conn)
+}
+
 /// The organisation named by an operator: its id, else its name.
 pub fn find_by_id_or_name(conn: &mut DbConnection, id_or_name: &str) -> QueryResult<Option<Organisation>> {
     match find_by_id(conn, id_or_name)? {

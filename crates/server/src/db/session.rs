@@ -212,35 +212,35 @@ pub fn update_end(conn: &mut DbConnection, id: &str, now: i64, reason: EndReason
         .map(|rows| rows == 1)
 }
 
-/// Ends every live session of a user; returns how many.
-pub fn update_end_for_user(
-    conn: &mut DbConnection,
-    user_id: &str,
-    now: i64,
-    reason: EndReason,
-) -> QueryResult<usize> {
-    diesel::update(
-        sessions::table
-            .filter(sessions::user_id.eq(user_id))
-            .filter(sessions::ended_at.is_null()),
-    )
-    .set((sessions::ended_at.eq(now), sessions::end_reason.eq(reason)))
-    .execute(conn)
+/// What a revocation ends the live sessions of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner<'a> {
+    /// A user, by id.
+    User(&'a str),
+    /// A Web API key, by id: the sessions it opened.
+    Key(&'a str),
+    /// An organisation, by id.
+    Organisation(&'a str),
+    /// A unit, by id: the sessions logged into it.
+    Unit(&'a str),
 }
 
-/// Ends every live session opened by a key; returns how many.
-pub fn update_end_for_key(
+/// Ends every live session of `owner`; returns how many.
+pub fn update_end_for(
     conn: &mut DbConnection,
-    key_id: &str,
+    owner: Owner<'_>,
     now: i64,
     reason: EndReason,
 ) -> QueryResult<usize> {
-    diesel::update(
-        sessions::table
-            .filter(sessions::api_key_id.eq(key_id))
-            .filter(sessions::ended_at.is_null()),
-    )
-    .set((sessions::ended_at.eq(now), sessions::end_reason.eq(reason)))
+    let end = diesel::update(sessions::table.filter(sessions::ended_at.is_null()))
+        .set((sessions::ended_at.eq(now), sessions::end_reason.eq(reason)))
+        .into_boxed::<Db>();
+    match owner {
+        Owner::User(id) => end.filter(sessions::user_id.eq(id)),
+        Owner::Key(id) => end.filter(sessions::api_key_id.eq(id)),
+        Owner::Organisation(id) => end.filter(sessions::organisation_id.eq(id)),
+        Owner::Unit(id) => end.filter(sessions::unit_id.eq(id)),
+    }
     .execute(conn)
 }
 

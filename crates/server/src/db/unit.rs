@@ -44,6 +44,13 @@ pub fn find_by_id(conn: &mut DbConnection, id: &str) -> QueryResult<Option<Unit>
         .optional()
 }
 
+/// Enables or disables a unit; returns the rows changed.
+pub fn update_active(conn: &mut DbConnection, id: &str, is_active: bool) -> QueryResult<usize> {
+    diesel::update(units::table.find(id))
+        .set(units::is_active.eq(is_active))
+        .execute(conn)
+}
+
 /// Resolves what a client or operator typed: a unit id, else a name, else a code, within one organisation.
 pub fn find_in_organisation(
     conn: &mut DbConnection,

@@ -6,7 +6,7 @@ use diesel::Connection as _;
 
 use crate::db::api_key::{self, ApiKeyRow};
 use crate::db::organisation::{self, Organisation};
-use crate::db::session::{self, EndReason, Session};
+use crate::db::session::{self, EndReason, Owner, Session};
 use crate::db::unit::{self, Unit};
 use crate::db::user::{self, User};
 use crate::db::{DbConnection, name_key};
@@ -175,12 +175,58 @@ pub fn set_user_active(
     active: bool,
     now: i64,
 ) -> Result<usize, AdminError> {
+    set_active(conn, user::update_active, Owner::User(&user.id), active, now)
+}
+
+/// Enables or disables an organisation; disabling ends the live sessions of all its users. Returns the
+/// sessions ended.
+pub fn set_organisation_active(
+    conn: &mut DbConnection,
+    org: &Organisation,
+    active: bool,
+    now: i64,
+) -> Result<usize, AdminError> {
+    set_active(
+        conn,
+        organisation::update_active,
+        Owner::Organisation(&org.id),
+        active,
+        now,
+    )
+}
+
+/// Enables or disables a unit; disabling ends the live sessions logged into it. Returns the sessions ended.
+pub fn set_unit_active(
+    conn: &mut DbConnection,
+    unit: &Unit,
+    active: bool,
+    now: i64,
+) -> Result<usize, AdminError> {
+    set_active(conn, unit::update_active, Owner::Unit(&unit.id), active, now)
+}
+
+/// Flips the `is_active` of `owner`'s own row with `update`; disabling also ends its live sessions. The row is
+/// updated (so locked) before its sessions are ended, in one transaction: a login's post-insert re-check waits
+/// for that lock (see `db::session::lock_standing`).
+fn set_active(
+    conn: &mut DbConnection,
+    update: fn(&mut DbConnection, &str, bool) -> diesel::QueryResult<usize>,
+    owner: Owner<'_>,
+    active: bool,
+    now: i64,
+) -> Result<usize, AdminError> {
+    let (id, reason) = match owner {
+        Owner::User(id) => (id, EndReason::UserDisabled),
+        Owner::Organisation(id) => (id, EndReason::OrganisationDisabled),
+        Owner::Unit(id) => (id, EndReason::UnitDisabled),
+        Owner::Key(id) => (id, EndReason::KeyRevoked),
+    };
     conn.transaction(|conn| {
-        user::update_active(conn, &user.id, active)?;
+        update(conn, id, active)?;
         if active {
             Ok(0)
         } else {
-            session::update_end_for_user(conn, &user.id, now, EndReason::UserDisabled)
+            session::update_end_for(conn, owner, now, reason)
         }
     })
     .map_err(AdminError::from)
@@ -215,7 +261,7 @@ pub fn revoke_key(
         .ok_or_else(|| invalid(format!("no key {key_id:?} in organisation {:?}", org.name)))?;
     conn.transaction(|conn| {
         api_key::update_revoked(conn, &key.id, now)?;
-        session::update_end_for_key(conn, &key.id, now, EndReason::KeyRevoked)
+        session::update_end_for(conn, Owner::Key(&key.id), now, EndReason::KeyRevoked)
     })
     .map_err(AdminError::from)
 }

@@ -82,16 +82,18 @@ async fn rotate(state: &AppState, claims: &Claims, now: i64) -> Result<Refreshed
         .await?
         .ok_or(ApiError::SessionEnded)?;
     let mut current = live(Some(current), now)?;
+    // Every path checks the standing, the reuse interval's hand-back included: a session whose user, key,
+    // unit or organisation fell gets no token, whichever generation it presents.
+    if let Some(reason) = standing.end_reason() {
+        let id = current.id.clone();
+        state
+            .store
+            .write(move |conn| Ok(session::update_end(conn, &id, now, reason)?))
+            .await?;
+        log::info!(target: "crm_auth::audit", "session ended jti={} reason={reason}", current.id);
+        return Err(ApiError::SessionEnded);
+    }
     if current.generation == presented {
-        if let Some(reason) = standing.end_reason() {
-            let id = current.id.clone();
-            state
-                .store
-                .write(move |conn| Ok(session::update_end(conn, &id, now, reason)?))
-                .await?;
-            log::info!(target: "crm_auth::audit", "session ended jti={} reason={reason}", current.id);
-            return Err(ApiError::SessionEnded);
-        }
         let expires_at = now.saturating_add(ttl).min(current.max_end_at);
         let rotation = Rotation {
             id: current.id.clone(),
