@@ -5,6 +5,7 @@ pub mod cli;
 pub mod clock;
 pub mod db;
 pub mod error;
+pub mod files;
 pub mod http;
 pub mod metrics;
 pub mod password;

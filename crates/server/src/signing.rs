@@ -78,10 +78,10 @@ fn generated_secret(data_dir: &Path) -> Result<Vec<u8>, SigningError> {
             Ok(secret)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(data_dir).map_err(io)?;
+            crate::files::create_private_dir(data_dir).map_err(io)?;
             let mut secret = vec![0u8; 32];
             getrandom::fill(&mut secret).map_err(|_| SigningError::Random)?;
-            let mut file = create_private(&path).map_err(io)?;
+            let mut file = crate::files::create_private_file(&path).map_err(io)?;
             file.write_all(format!("{}\n", STANDARD.encode(&secret)).as_bytes())
                 .map_err(io)?;
             file.sync_all().map_err(io)?;
@@ -94,22 +94,4 @@ fn generated_secret(data_dir: &Path) -> Result<Vec<u8>, SigningError> {
         }
         Err(e) => Err(io(e)),
     }
-}
-
-#[cfg(unix)]
-fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-}
-
-#[cfg(not(unix))]
-fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
 }

@@ -46,7 +46,15 @@ async fn round(app: &TestApp, what: Revocation, n: usize) -> anyhow::Result<i64>
         let conn = &mut *app.conn()?;
         let org = admin::add_organisation(conn, &format!("Round {n}"), now)?;
         let unit = admin::add_unit(conn, &org, "Floor", None, now)?;
-        let user = admin::add_user(conn, &org, "worker", std::slice::from_ref(&unit.id), None, None, now)?;
+        let user = admin::add_user(
+            conn,
+            &org,
+            "worker",
+            std::slice::from_ref(&unit.id),
+            None,
+            None,
+            now,
+        )?;
         let (row, key) = admin::create_key(conn, &user, now)?;
         (org.id, unit.id, user.id, row.id, key.expose().to_owned())
     };
@@ -58,7 +66,11 @@ async fn round(app: &TestApp, what: Revocation, n: usize) -> anyhow::Result<i64>
                 for _ in 0..LOGINS_PER_CLIENT {
                     match client.token_with_api_key(&key, None).await {
                         Ok(_) => {}
-                        Err(e) if e.code() == Some(ErrorCode::InvalidCredentials) => {}
+                        Err(e)
+                            if matches!(
+                                e.code(),
+                                Some(ErrorCode::InvalidCredentials | ErrorCode::InvalidUnit)
+                            ) => {}
                         Err(e) => return Err(anyhow::Error::from(e)),
                     }
                     answered.fetch_add(1, Ordering::Relaxed);

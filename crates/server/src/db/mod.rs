@@ -75,8 +75,8 @@ pub enum DbError {
     /// The URL names no supported backend.
     #[error("database.url must start with sqlite:// or postgres://")]
     UnsupportedUrl,
-    /// The SQLite file's folder could not be created.
-    #[error("cannot create the folder for {path}: {source}")]
+    /// The SQLite file (or its folder) could not be created or made private.
+    #[error("cannot create {path}: {source}")]
     CreateDir {
         /// The folder.
         path: PathBuf,
@@ -140,10 +140,15 @@ pub struct ConnectionManager {
 }
 
 impl ConnectionManager {
-    /// A manager for this backend. For SQLite the file's folder is created here.
+    /// A manager for this backend. For SQLite the file's folder (0700 when new) and the file itself (0600) are
+    /// created here.
     pub fn new(backend: Backend) -> Result<ConnectionManager, DbError> {
         if let Backend::Sqlite(path) = &backend {
             create_parent(path)?;
+            crate::files::ensure_private_file(path).map_err(|source| DbError::CreateDir {
+                path: path.clone(),
+                source,
+            })?;
         }
         Ok(ConnectionManager { backend })
     }
@@ -157,7 +162,7 @@ impl ConnectionManager {
 fn create_parent(path: &Path) -> Result<(), DbError> {
     match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => {
-            std::fs::create_dir_all(dir).map_err(|source| DbError::CreateDir {
+            crate::files::create_private_dir(dir).map_err(|source| DbError::CreateDir {
                 path: dir.to_owned(),
                 source,
             })
