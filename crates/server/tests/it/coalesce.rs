@@ -4,11 +4,9 @@
 //! Each test queues its requests while the coalescing thread waits for a connection (the test holds every
 //! connection of the pool), so they are taken as one batch when the connections come back.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Backend, TestApp};
+use crate::common::{self, Backend, TestApp};
 use crm_auth_server::admin;
 use crm_auth_server::db::coalesce::Coalescer;
 use crm_auth_server::db::session::{self, Rotation, Session};

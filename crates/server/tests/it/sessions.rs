@@ -1,9 +1,7 @@
 //! Refresh, release and validate through the real server on SQLite and PostgreSQL: rotation by generation,
 //! the reuse interval, theft detection, grace, maximum lifetime and the liveness re-checks.
 
-mod common;
-
-use common::{Backend, ORG, TestApp, USER};
+use crate::common::{Backend, ORG, TestApp, USER};
 use crm_auth_core::ErrorCode;
 use crm_auth_server::admin;
 use crm_auth_server::clock::Clock as _;

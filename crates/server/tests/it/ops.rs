@@ -1,14 +1,12 @@
 //! The operator surface: `/metrics` counts what happens, `/openapi.json` documents every endpoint (and the
 //! committed copy is current), and the Docker files configure only settings that exist.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use crate::common::{Backend, ORG, TestApp, USER};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use common::{Backend, ORG, TestApp, USER};
 use crm_auth_server::settings::Settings;
 use serde_json::{Value, json};
 

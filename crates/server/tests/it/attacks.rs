@@ -4,17 +4,11 @@
 //! `TOKEN_EXPIRED` / `SESSION_ENDED` where the token is genuine), never a 5xx, and none of them touches the
 //! session it names.
 
-mod common;
-
-use std::net::TcpListener;
-use std::sync::Arc;
-
+use crate::common::{Backend, ORG, TestApp, USER};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use common::{Backend, ORG, TestApp, USER};
 use crm_auth_server::clock::Clock as _;
-use crm_auth_server::settings::{KeySettings, Secret, Settings};
-use crm_auth_server::state::AppState;
+use crm_auth_server::settings::{KeySettings, Secret};
 use ring::hmac;
 use serde_json::{Value, json};
 
@@ -530,22 +524,6 @@ async fn forged_and_malformed_tokens_are_refused(backend: Backend) -> anyhow::Re
     Ok(())
 }
 
-/// Another server on the same database, with settings changed by `tweak`; returns its API base URL.
-fn node_with(app: &TestApp, tweak: impl FnOnce(&mut Settings)) -> anyhow::Result<String> {
-    let mut settings = (*app.state.settings).clone();
-    tweak(&mut settings);
-    let state = AppState::build(settings, Arc::new(app.clock.clone()))?;
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    let url = format!(
-        "http://{}{}",
-        listener.local_addr()?,
-        state.settings.http.base_path
-    );
-    let server = crm_auth_server::http::serve(listener, state)?;
-    std::thread::spawn(move || actix_web::rt::System::new().block_on(server));
-    Ok(url)
-}
-
 fn key(id: &str, secret: &str) -> KeySettings {
     KeySettings {
         id: id.to_owned(),
@@ -570,7 +548,8 @@ async fn a_token_of_a_removed_key_is_invalid_token(backend: Backend) -> anyhow::
         "the first key signs"
     );
     // The configuration a token lifetime later: the old key dropped.
-    let rotated = node_with(&app, |s| s.token.keys = vec![key("new", NEW)])?;
+    let rotated_node = app.node_with(|s| s.token.keys = vec![key("new", NEW)])?;
+    let rotated = format!("{}{}", rotated_node.url, app.state.settings.http.base_path);
     let payload = String::from_utf8(URL_SAFE_NO_PAD.decode(&p)?)?;
     let cases = vec![
         (
@@ -614,7 +593,8 @@ async fn a_token_of_a_removed_key_is_invalid_token(backend: Backend) -> anyhow::
 
 async fn legacy_tokens_pass_only_when_accepted(backend: Backend) -> anyhow::Result<()> {
     let app = TestApp::start(&backend).await?;
-    let legacy_node = node_with(&app, |s| s.token.accept_legacy = true)?;
+    let legacy_server = app.node_with(|s| s.token.accept_legacy = true)?;
+    let legacy_node = format!("{}{}", legacy_server.url, app.state.settings.http.base_path);
     let http = reqwest::Client::new();
     let session = app.login().await?;
     let now = app.clock.now();

@@ -1,9 +1,7 @@
 //! Storage on SQLite and PostgreSQL: migrations both ways, case-insensitive uniqueness, the one default
 //! unit, key lookup by digest, and configuration loading.
 
-mod common;
-
-use common::{Backend, TestDb};
+use crate::common::{Backend, TestDb};
 use crm_auth_core::ApiKey;
 use crm_auth_server::db::user::Membership;
 use crm_auth_server::db::{self, Backend as DbBackend, ConnectionManager, schema};

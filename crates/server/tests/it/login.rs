@@ -1,11 +1,9 @@
 //! Getting a token by password and by Web API key, the envelope of every error, and lockout, through the
 //! real server on SQLite and PostgreSQL.
 
-mod common;
-
+use crate::common::{Backend, ORG, PASSWORD, TestApp, USER};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use common::{Backend, ORG, PASSWORD, TestApp, USER};
 use crm_auth_core::{ErrorCode, Keyring, SigningKey, VerifyOptions, verify};
 use crm_auth_server::clock::Clock as _;
 use serde_json::{Value, json};

@@ -14,15 +14,13 @@
 //! line that is not `METHOD target HTTP/1.x`; a NUL or a byte over 0x7f in the request target (400); more than
 //! 128 KiB of header or more than 96 header fields (431).
 
-mod common;
-
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
+use crate::common::{Backend, ORG, PASSWORD, TestApp, USER};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use common::{Backend, ORG, PASSWORD, TestApp, USER};
 use crm_auth_server::db::schema;
 use diesel::prelude::*;
 use reqwest::Method;

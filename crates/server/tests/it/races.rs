@@ -1,9 +1,7 @@
 //! Races and several nodes, on SQLite and PostgreSQL: concurrent refreshes, refresh against release, key
 //! logins against revocation, and two servers sharing one database.
 
-mod common;
-
-use common::{Backend, ORG, PASSWORD, TestApp, USER};
+use crate::common::{Backend, ORG, PASSWORD, TestApp, USER};
 use crm_auth_core::ErrorCode;
 use crm_auth_server::admin;
 use crm_auth_server::clock::Clock as _;
@@ -105,7 +103,8 @@ async fn no_key_session_outlives_a_revocation(backend: Backend) -> anyhow::Resul
 
 async fn two_nodes_share_sessions_and_lockout(backend: Backend) -> anyhow::Result<()> {
     let app = TestApp::start(&backend).await?;
-    let other = app.second_node()?;
+    let other_node = app.node_with(|_| {})?;
+    let other = other_node.client()?;
     let token = app.login().await?;
     // Issued by one node, refreshed at the other, released at the first, seen ended by the other.
     let refreshed = other.refresh(token.as_str()).await?;

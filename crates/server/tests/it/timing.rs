@@ -1,11 +1,9 @@
 //! Timing does not tell who exists: failed logins for an unknown user or organisation take as long as a wrong
 //! password for a real user, because each still costs one password hash.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Backend, ORG, TestApp, USER};
+use crate::common::{Backend, ORG, TestApp, USER};
 use crm_auth_server::settings::Argon2Settings;
 use serde_json::json;
 
