@@ -4,7 +4,7 @@
 //! `TOKEN_EXPIRED` / `SESSION_ENDED` where the token is genuine), never a 5xx, and none of them touches the
 //! session it names.
 
-use crate::common::{Backend, ORG, TestApp, USER};
+use crate::common::{Backend, ORG, TestApp, USER, code};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use crm_auth_server::clock::Clock as _;
@@ -514,12 +514,7 @@ async fn forged_and_malformed_tokens_are_refused(backend: Backend) -> anyhow::Re
     let next = app.client.refresh(raw).await?;
     assert_eq!(next.claims().r#gen, 1);
     // The expired token's release ended its session.
-    let ended = app
-        .client
-        .validate(other.as_str())
-        .await
-        .err()
-        .and_then(|e| e.code());
+    let ended = code(app.client.validate(other.as_str()).await);
     assert_eq!(ended, Some(crm_auth_core::ErrorCode::SessionEnded));
     Ok(())
 }
@@ -670,11 +665,7 @@ async fn legacy_tokens_pass_only_when_accepted(backend: Backend) -> anyhow::Resu
     // Still live after all that; then a legacy release ends it for every token.
     node.validate(refreshed.as_str()).await?;
     node.release(&token).await?;
-    let ended = node
-        .validate(refreshed.as_str())
-        .await
-        .err()
-        .and_then(|e| e.code());
+    let ended = code(node.validate(refreshed.as_str()).await);
     assert_eq!(ended, Some(crm_auth_core::ErrorCode::SessionEnded));
     Ok(())
 }

@@ -4,7 +4,7 @@
 use std::process::Output;
 
 use crate::common::server::{Node, crm_auth, demo_field, run_with_stdin};
-use crate::common::{Backend, TestDb};
+use crate::common::{Backend, TestDb, code};
 
 backend_tests!(
     admin_commands_set_up_a_working_organisation,
@@ -110,7 +110,7 @@ async fn admin_commands_set_up_a_working_organisation(backend: Backend) -> anyho
     assert!(!only_bot.contains(&token.claims().jti));
     cli.ok(&["session", "revoke", &token.claims().jti], None)?;
     assert_eq!(
-        client.validate(token.as_str()).await.err().and_then(|e| e.code()),
+        code(client.validate(token.as_str()).await),
         Some(crm_auth_core::ErrorCode::SessionEnded)
     );
     // Disabling a user ends its sessions; revoking a key refuses it.

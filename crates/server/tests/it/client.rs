@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::server::Node;
-use crate::common::{Backend, ORG, PASSWORD, TestApp, USER};
+use crate::common::{Backend, ORG, PASSWORD, TestApp, USER, code};
 use crm_auth_client::Session;
 use crm_auth_server::admin;
 use crm_auth_server::clock::Clock as _;
@@ -158,7 +158,6 @@ async fn every_error_code_surfaces_through_the_client(backend: Backend) -> anyho
         s.http.rate_limit.burst = 30;
     })
     .await?;
-    let code = |r: Result<crm_auth_client::Token, crm_auth_client::Error>| r.err().and_then(|e| e.code());
     let c = &app.client;
     assert_eq!(
         code(c.token_with_password("", PASSWORD, ORG, None).await),

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::common::server::{ServerProcess, crm_auth, free_port};
-use crate::common::{Backend, ORG, PASSWORD, TestApp, TestDb, USER};
+use crate::common::{Backend, ORG, PASSWORD, TestApp, TestDb, USER, code};
 use crm_auth_client::{Client, Error};
 use crm_auth_core::ErrorCode;
 use crm_auth_server::admin;
@@ -466,7 +466,7 @@ async fn database_outage_under_load_answers_unavailable_and_recovers() -> anyhow
         .clone();
     assert!(released.len() >= 6, "{} releases answered OK", released.len());
     for token in &released {
-        let code = app.client.validate(token).await.err().and_then(|e| e.code());
+        let code = code(app.client.validate(token).await);
         assert_eq!(code, Some(ErrorCode::SessionEnded), "a released token");
     }
     // A login or refresh answered OK was stored too: every such token validates, and each refresher's newest

@@ -1,7 +1,7 @@
 //! Getting a token by password and by Web API key, the envelope of every error, and lockout, through the
 //! real server on SQLite and PostgreSQL.
 
-use crate::common::{Backend, ORG, PASSWORD, TestApp, USER};
+use crate::common::{Backend, ORG, PASSWORD, TestApp, USER, post};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use crm_auth_core::{ErrorCode, Keyring, SigningKey, VerifyOptions, verify};
@@ -31,14 +31,11 @@ fn keyring() -> anyhow::Result<Keyring> {
 }
 
 /// A raw POST, returning status, Retry-After and the parsed envelope.
-async fn post(url: &str, body: impl Into<reqwest::Body>) -> anyhow::Result<(u16, Option<String>, Value)> {
-    let res = reqwest::Client::new()
-        .post(url)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await?;
-    envelope(res).await
+async fn envelope_of_post(
+    url: &str,
+    body: impl Into<reqwest::Body>,
+) -> anyhow::Result<(u16, Option<String>, Value)> {
+    envelope(post(url, None, body).await?).await
 }
 
 async fn envelope(res: reqwest::Response) -> anyhow::Result<(u16, Option<String>, Value)> {
@@ -93,7 +90,7 @@ async fn password_login_issues_a_token_with_the_contract_claims(backend: Backend
     );
     // The raw envelope is exactly the contract's.
     let body = json!({"username": USER, "password": PASSWORD, "organisation": ORG, "extra": [1, 2]});
-    let (status, _, env) = post(&app.api("/authentication/token"), body.to_string()).await?;
+    let (status, _, env) = envelope_of_post(&app.api("/authentication/token"), body.to_string()).await?;
     assert_eq!(status, 200);
     assert_eq!(
         env["status"],
@@ -133,7 +130,7 @@ async fn names_match_case_insensitively_and_units_by_id_name_or_code(backend: Ba
     // Empty and null units mean the default.
     for unit in [json!(""), json!(null)] {
         let body = json!({"username": USER, "password": PASSWORD, "organisation": ORG, "unit": unit});
-        let (status, _, env) = post(&app.api("/authentication/token"), body.to_string()).await?;
+        let (status, _, env) = envelope_of_post(&app.api("/authentication/token"), body.to_string()).await?;
         assert_eq!((status, code(&env)), (200, "OK"));
     }
     Ok(())
@@ -155,7 +152,7 @@ async fn unit_rules_answer_invalid_unit(backend: Backend) -> anyhow::Result<()> 
     }
     let err = app.client.token_with_api_key(&app.key, Some("Other")).await.err();
     assert_eq!(err.and_then(|e| e.code()), Some(ErrorCode::InvalidUnit));
-    let (status, _, env) = post(
+    let (status, _, env) = envelope_of_post(
         &app.api("/authentication/token"),
         json!({"username": USER, "password": PASSWORD, "organisation": ORG, "unit": "Other"}).to_string(),
     )
@@ -175,7 +172,8 @@ async fn every_credential_failure_looks_the_same(backend: Backend) -> anyhow::Re
     ];
     let mut answers = Vec::new();
     for body in attempts {
-        let (status, retry, env) = post(&app.api("/authentication/token"), body.to_string()).await?;
+        let (status, retry, env) =
+            envelope_of_post(&app.api("/authentication/token"), body.to_string()).await?;
         assert_eq!(retry, None);
         answers.push((status, env));
     }
@@ -345,7 +343,7 @@ async fn malformed_requests_get_the_envelope(backend: Backend) -> anyhow::Result
     ];
     for (body, want_status, want_code) in cases {
         let shown: String = body.chars().take(60).collect();
-        let (status, _, env) = post(&token_url, body).await?;
+        let (status, _, env) = envelope_of_post(&token_url, body).await?;
         assert_eq!((status, code(&env)), (want_status, want_code), "{shown}");
         assert_eq!(env["data"], json!({}));
         assert!(env["status"]["message"].as_str().is_some_and(|m| !m.is_empty()));
@@ -353,7 +351,7 @@ async fn malformed_requests_get_the_envelope(backend: Backend) -> anyhow::Result
         assert!(!env.to_string().contains(PASSWORD));
     }
     // The password is never echoed, even when it is of the wrong type.
-    let (_, _, env) = post(
+    let (_, _, env) = envelope_of_post(
         &token_url,
         json!({"username": USER, "password": 123456789, "organisation": ORG}).to_string(),
     )
@@ -385,11 +383,11 @@ async fn lockout_refuses_after_the_threshold_and_backs_off(backend: Backend) -> 
     let wrong = json!({"username": USER, "password": "wrong", "organisation": ORG}).to_string();
     let url = app.api("/authentication/token");
     for _ in 0..5 {
-        let (status, _, env) = post(&url, wrong.clone()).await?;
+        let (status, _, env) = envelope_of_post(&url, wrong.clone()).await?;
         assert_eq!((status, code(&env)), (401, "INVALID_CREDENTIALS"));
     }
     // Locked: even the right password is refused, without being checked.
-    let (status, retry, env) = post(
+    let (status, retry, env) = envelope_of_post(
         &url,
         json!({"username": "ALICE", "password": PASSWORD, "organisation": ORG}).to_string(),
     )
@@ -407,12 +405,12 @@ async fn lockout_refuses_after_the_threshold_and_backs_off(backend: Backend) -> 
     assert_eq!(err.retry_after(), Some(std::time::Duration::from_secs(1)));
     // After the delay one more attempt is checked; failing it doubles the delay.
     app.clock.advance(1);
-    let (status, _, _) = post(&url, wrong.clone()).await?;
+    let (status, _, _) = envelope_of_post(&url, wrong.clone()).await?;
     assert_eq!(status, 401);
-    let (status, retry, _) = post(&url, wrong.clone()).await?;
+    let (status, retry, _) = envelope_of_post(&url, wrong.clone()).await?;
     assert_eq!((status, retry.as_deref()), (429, Some("2")));
     // Other usernames are not affected.
-    let (status, _, _) = post(
+    let (status, _, _) = envelope_of_post(
         &url,
         json!({"username": "bob", "password": "x", "organisation": ORG}).to_string(),
     )
@@ -422,7 +420,7 @@ async fn lockout_refuses_after_the_threshold_and_backs_off(backend: Backend) -> 
     app.clock.advance(2);
     app.login().await?;
     for _ in 0..4 {
-        assert_eq!(post(&url, wrong.clone()).await?.0, 401);
+        assert_eq!(envelope_of_post(&url, wrong.clone()).await?.0, 401);
     }
     app.login().await?;
     Ok(())
@@ -432,7 +430,7 @@ async fn parallel_wrong_passwords_never_pass_the_threshold(backend: Backend) -> 
     let app = TestApp::start(&backend).await?;
     let url = app.api("/authentication/token");
     let wrong = json!({"username": USER, "password": "wrong", "organisation": ORG}).to_string();
-    let attempts = (0..64).map(|_| post(&url, wrong.clone()));
+    let attempts = (0..64).map(|_| envelope_of_post(&url, wrong.clone()));
     let answers = futures_util::future::join_all(attempts).await;
     let mut checked = 0;
     for answer in answers {

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use crate::common::{Backend, ORG, TestApp, USER};
+use crate::common::{Backend, ORG, TestApp, USER, post};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use crm_auth_server::settings::Settings;
@@ -49,12 +49,9 @@ fn refreshes(outcome: &str) -> String {
     format!("crm_auth_refreshes_total{{outcome=\"{outcome}\"}}")
 }
 
-async fn post(url: &str, bearer: Option<&str>, body: Value) -> anyhow::Result<u16> {
-    let mut req = reqwest::Client::new().post(url).json(&body);
-    if let Some(token) = bearer {
-        req = req.bearer_auth(token);
-    }
-    Ok(req.send().await?.status().as_u16())
+/// The status of a raw JSON POST.
+async fn status_of_post(url: &str, bearer: Option<&str>, body: Value) -> anyhow::Result<u16> {
+    Ok(post(url, bearer, body.to_string()).await?.status().as_u16())
 }
 
 async fn token_of(res: reqwest::Response) -> anyhow::Result<String> {
@@ -77,7 +74,10 @@ async fn metrics_count_what_happens(backend: Backend) -> anyhow::Result<()> {
     // Logins: one good, one wrong password, one by key, one by key into a unit the user is not in.
     let token = app.login().await?.as_str().to_owned();
     let wrong = json!({"username": USER, "password": "wrong", "organisation": ORG});
-    assert_eq!(post(&app.api("/authentication/token"), None, wrong).await?, 401);
+    assert_eq!(
+        status_of_post(&app.api("/authentication/token"), None, wrong).await?,
+        401
+    );
     let basic = format!("Basic {}", STANDARD.encode(format!("{}:", app.key)));
     let key_url = app.api("/authentication/web_api_key/token");
     assert_eq!(
@@ -99,24 +99,30 @@ async fn metrics_count_what_happens(backend: Backend) -> anyhow::Result<()> {
     let mallory = json!({"username": "mallory", "password": "guess", "organisation": ORG});
     for _ in 0..5 {
         assert_eq!(
-            post(&app.api("/authentication/token"), None, mallory.clone()).await?,
+            status_of_post(&app.api("/authentication/token"), None, mallory.clone()).await?,
             401
         );
     }
-    assert_eq!(post(&app.api("/authentication/token"), None, mallory).await?, 429);
+    assert_eq!(
+        status_of_post(&app.api("/authentication/token"), None, mallory).await?,
+        429
+    );
 
     // Refresh: a rotation, a retry within the reuse interval, then the superseded token again after it.
     let refresh_url = app.api("/authentication/token/refresh");
     let res = http.post(&refresh_url).bearer_auth(&token).send().await?;
     let newest = token_of(res).await?;
-    assert_eq!(post(&refresh_url, Some(&token), json!({})).await?, 200);
+    assert_eq!(status_of_post(&refresh_url, Some(&token), json!({})).await?, 200);
     app.clock
         .advance(i64::try_from(app.state.settings.token.reuse_interval_seconds)? + 1);
-    assert_eq!(post(&refresh_url, Some(&token), json!({})).await?, 401);
-    assert_eq!(post(&refresh_url, Some(&newest), json!({})).await?, 401);
-    assert_eq!(post(&refresh_url, Some("not.a.token"), json!({})).await?, 401);
+    assert_eq!(status_of_post(&refresh_url, Some(&token), json!({})).await?, 401);
+    assert_eq!(status_of_post(&refresh_url, Some(&newest), json!({})).await?, 401);
     assert_eq!(
-        post(
+        status_of_post(&refresh_url, Some("not.a.token"), json!({})).await?,
+        401
+    );
+    assert_eq!(
+        status_of_post(
             &app.api("/authentication/token/release"),
             Some(&newest),
             json!({})

@@ -1,7 +1,7 @@
 //! Races and several nodes, on SQLite and PostgreSQL: concurrent refreshes, refresh against release, key
 //! logins against revocation, and two servers sharing one database.
 
-use crate::common::{Backend, ORG, PASSWORD, TestApp, USER};
+use crate::common::{Backend, ORG, PASSWORD, TestApp, USER, code};
 use crm_auth_core::ErrorCode;
 use crm_auth_server::admin;
 use crm_auth_server::clock::Clock as _;
@@ -12,10 +12,6 @@ backend_tests!(
     no_key_session_outlives_a_revocation,
     two_nodes_share_sessions_and_lockout,
 );
-
-fn code<T>(result: Result<T, crm_auth_client::Error>) -> Option<ErrorCode> {
-    result.err().and_then(|e| e.code())
-}
 
 async fn sixty_four_concurrent_refreshes_rotate_once(backend: Backend) -> anyhow::Result<()> {
     let app = TestApp::start_with(&backend, |s| s.database.pool_size = 16).await?;

@@ -1,7 +1,7 @@
 //! Refresh, release and validate through the real server on SQLite and PostgreSQL: rotation by generation,
 //! the reuse interval, theft detection, grace, maximum lifetime and the liveness re-checks.
 
-use crate::common::{Backend, ORG, TestApp, USER};
+use crate::common::{Backend, ORG, TestApp, USER, code};
 use crm_auth_core::ErrorCode;
 use crm_auth_server::admin;
 use crm_auth_server::clock::Clock as _;
@@ -21,10 +21,6 @@ backend_tests!(
     token_is_read_from_bearer_then_body_then_query,
     bad_tokens_are_invalid_token,
 );
-
-fn code(result: Result<impl std::fmt::Debug, crm_auth_client::Error>) -> Option<ErrorCode> {
-    result.err().and_then(|e| e.code())
-}
 
 async fn refresh_rotates_by_generation_keeping_the_session(backend: Backend) -> anyhow::Result<()> {
     let app = TestApp::start(&backend).await?;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crm_auth_client::Client;
+use crm_auth_core::ErrorCode;
 use crm_auth_server::admin;
 use crm_auth_server::clock::{Clock, ManualClock};
 use crm_auth_server::db::{DbConnection, PooledConnection};
@@ -161,6 +162,27 @@ impl Drop for TestDb {
             let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
         }
     }
+}
+
+/// The error code a client call was refused with; `None` when it succeeded or got no envelope.
+pub fn code<T>(result: Result<T, crm_auth_client::Error>) -> Option<ErrorCode> {
+    result.err().and_then(|e| e.code())
+}
+
+/// A raw JSON POST with an optional bearer token, for what the client crate would not send.
+pub async fn post(
+    url: &str,
+    bearer: Option<&str>,
+    body: impl Into<reqwest::Body>,
+) -> anyhow::Result<reqwest::Response> {
+    let mut req = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body);
+    if let Some(token) = bearer {
+        req = req.bearer_auth(token);
+    }
+    Ok(req.send().await?)
 }
 
 /// The seeded data of a [`TestApp`].
