@@ -358,19 +358,31 @@ async fn malformed_requests_get_the_envelope(backend: Backend) -> anyhow::Result
     .await?;
     assert!(!env.to_string().contains("123456789"));
     let http = reqwest::Client::new();
-    let (status, _, env) = envelope(http.get(app.api("/no/such/path")).send().await?).await?;
-    assert_eq!((status, code(&env)), (404, "NOT_FOUND"));
-    let (status, _, env) = envelope(http.get(format!("{}/elsewhere", app.url)).send().await?).await?;
-    assert_eq!((status, code(&env)), (404, "NOT_FOUND"));
-    let (status, _, env) = envelope(http.get(&token_url).send().await?).await?;
-    assert_eq!((status, code(&env)), (405, "METHOD_NOT_ALLOWED"));
-    let (status, _, env) = envelope(
-        http.delete(app.api("/authentication/token/validate"))
-            .send()
-            .await?,
-    )
-    .await?;
-    assert_eq!((status, code(&env)), (405, "METHOD_NOT_ALLOWED"));
+    let routes = [
+        (
+            "unknown path",
+            http.get(app.api("/no/such/path")),
+            404,
+            "NOT_FOUND",
+        ),
+        (
+            "outside the base path",
+            http.get(format!("{}/elsewhere", app.url)),
+            404,
+            "NOT_FOUND",
+        ),
+        ("GET token", http.get(&token_url), 405, "METHOD_NOT_ALLOWED"),
+        (
+            "DELETE validate",
+            http.delete(app.api("/authentication/token/validate")),
+            405,
+            "METHOD_NOT_ALLOWED",
+        ),
+    ];
+    for (name, request, want_status, want_code) in routes {
+        let (status, _, env) = envelope(request.send().await?).await?;
+        assert_eq!((status, code(&env)), (want_status, want_code), "{name}");
+    }
     // Nothing above created a session or a counter.
     let conn = &mut *app.conn()?;
     let org = crm_auth_server::admin::find_organisation(conn, ORG)?;

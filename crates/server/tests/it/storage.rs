@@ -198,22 +198,20 @@ fn unknown_keys_and_bad_values_stop_start_up_naming_the_key() -> anyhow::Result<
         .unwrap_or_default();
     assert!(err.contains("ttl_secs"), "{err}");
     let env = |k: &str, v: &str| vec![(k.to_owned(), v.to_owned())];
-    let err = Settings::load_from(None, env("CRM_AUTH__TOKEN__TTL_SECONDS", "0"))
-        .err()
-        .map(|e| e.to_string());
-    assert!(err.is_some_and(|e| e.contains("token.ttl_seconds")));
-    let err = Settings::load_from(None, env("CRM_AUTH__DATABASE__URL", "mysql://x"))
-        .err()
-        .map(|e| e.to_string());
-    assert!(err.is_some_and(|e| e.contains("database.url")));
-    let err = Settings::load_from(None, env("CRM_AUTH__TOKEN__LEEWAY_SECONDS", "61"))
-        .err()
-        .map(|e| e.to_string());
-    assert!(err.is_some_and(|e| e.contains("leeway")));
-    let err = Settings::load_from(None, env("CRM_AUTH__NOPE", "1"))
-        .err()
-        .map(|e| e.to_string());
-    assert!(err.is_some_and(|e| e.contains("nope")));
+    for (variable, value, named) in [
+        ("CRM_AUTH__TOKEN__TTL_SECONDS", "0", "token.ttl_seconds"),
+        ("CRM_AUTH__DATABASE__URL", "mysql://x", "database.url"),
+        ("CRM_AUTH__TOKEN__LEEWAY_SECONDS", "61", "leeway"),
+        ("CRM_AUTH__NOPE", "1", "nope"),
+    ] {
+        let err = Settings::load_from(None, env(variable, value))
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            err.as_ref().is_some_and(|e| e.contains(named)),
+            "{variable}={value}: {err:?}"
+        );
+    }
     // Environment overrides the file.
     std::fs::write(&file, "[database]\npool_size = 3\n")?;
     let settings = Settings::load_from(Some(&file), env("CRM_AUTH__DATABASE__POOL_SIZE", "5"))?;
