@@ -18,7 +18,7 @@ use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use crate::common::{Backend, ORG, PASSWORD, TestApp, USER};
+use crate::common::{Backend, ORG, PASSWORD, TestApp, USER, header};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use crm_auth_server::db::schema;
@@ -976,11 +976,7 @@ async fn send(http: &reqwest::Client, url: &str, addr: SocketAddr, wire: &Wire) 
             }
             let res = req.send().await?;
             let status = res.status().as_u16();
-            let content_type = res
-                .headers()
-                .get("content-type")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
+            let content_type = header(&res, "content-type");
             let body = res.bytes().await?.to_vec();
             Ok(Answer {
                 status,

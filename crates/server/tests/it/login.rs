@@ -1,7 +1,7 @@
 //! Getting a token by password and by Web API key, the envelope of every error, and lockout, through the
 //! real server on SQLite and PostgreSQL.
 
-use crate::common::{Backend, ORG, PASSWORD, TestApp, USER, post};
+use crate::common::{Backend, ORG, PASSWORD, TestApp, USER, header, post};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use crm_auth_core::{ErrorCode, Keyring, SigningKey, VerifyOptions, verify};
@@ -40,15 +40,8 @@ async fn envelope_of_post(
 
 async fn envelope(res: reqwest::Response) -> anyhow::Result<(u16, Option<String>, Value)> {
     let status = res.status().as_u16();
-    let retry = res
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    assert_eq!(
-        res.headers().get("content-type").and_then(|v| v.to_str().ok()),
-        Some("application/json")
-    );
+    let retry = header(&res, "retry-after");
+    assert_eq!(header(&res, "content-type").as_deref(), Some("application/json"));
     let body: Value = serde_json::from_slice(&res.bytes().await?)?;
     Ok((status, retry, body))
 }

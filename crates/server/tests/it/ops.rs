@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use crate::common::{Backend, ORG, TestApp, USER, post};
+use crate::common::{Backend, ORG, TestApp, USER, header, post};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use crm_auth_server::settings::Settings;
@@ -16,11 +16,7 @@ backend_tests!(metrics_count_what_happens, openapi_is_served_for_the_base_path);
 async fn scrape(app: &TestApp) -> anyhow::Result<BTreeMap<String, f64>> {
     let res = reqwest::get(format!("{}/metrics", app.url)).await?;
     assert_eq!(res.status().as_u16(), 200);
-    let content_type = res
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let content_type = header(&res, "content-type");
     assert_eq!(content_type.as_deref(), Some("text/plain; version=0.0.4"));
     let text = res.text().await?;
     let mut series = BTreeMap::new();
@@ -215,11 +211,7 @@ async fn openapi_is_served_for_the_base_path(backend: Backend) -> anyhow::Result
     let app = TestApp::start_with(&backend, |s| s.http.base_path = "/auth/v9".into()).await?;
     let res = reqwest::get(format!("{}/openapi.json", app.url)).await?;
     assert_eq!(res.status().as_u16(), 200);
-    let content_type = res
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let content_type = header(&res, "content-type");
     assert_eq!(content_type.as_deref(), Some("application/json"));
     let doc: Value = res.json().await?;
     assert!(

@@ -185,6 +185,14 @@ pub async fn post(
     Ok(req.send().await?)
 }
 
+/// A response header's value, when it is present and text.
+pub fn header(res: &reqwest::Response, name: &str) -> Option<String> {
+    res.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
 /// The seeded data of a [`TestApp`].
 pub const ORG: &str = "Acme";
 pub const USER: &str = "alice";
