@@ -22,6 +22,18 @@ backend_tests!(
     bad_tokens_are_invalid_token,
 );
 
+/// Refresh's and validate's answers for a token whose session has ended.
+const ENDED: (Option<ErrorCode>, Option<ErrorCode>) =
+    (Some(ErrorCode::SessionEnded), Some(ErrorCode::SessionEnded));
+
+/// The error codes of a refresh of `token` and then a validate of it.
+async fn refresh_then_validate(app: &TestApp, token: &str) -> (Option<ErrorCode>, Option<ErrorCode>) {
+    (
+        code(app.client.refresh(token).await),
+        code(app.client.validate(token).await),
+    )
+}
+
 async fn refresh_rotates_by_generation_keeping_the_session(backend: Backend) -> anyhow::Result<()> {
     let app = TestApp::start(&backend).await?;
     let first = app.login().await?;
@@ -67,12 +79,9 @@ async fn reuse_after_the_interval_ends_the_session(backend: Backend) -> anyhow::
         Some(ErrorCode::SessionEnded)
     );
     assert_eq!(
-        code(app.client.refresh(second.as_str()).await),
-        Some(ErrorCode::SessionEnded)
-    );
-    assert_eq!(
-        code(app.client.validate(second.as_str()).await),
-        Some(ErrorCode::SessionEnded)
+        refresh_then_validate(&app, second.as_str()).await,
+        ENDED,
+        "the newest token of a stolen session"
     );
     // A token two generations old is theft even inside the interval.
     let a = app.login().await?;
@@ -160,12 +169,9 @@ async fn maximum_lifetime_caps_exp_and_ends_the_session(backend: Backend) -> any
     );
     app.clock.advance(3000);
     assert_eq!(
-        code(app.client.refresh(token.as_str()).await),
-        Some(ErrorCode::SessionEnded)
-    );
-    assert_eq!(
-        code(app.client.validate(token.as_str()).await),
-        Some(ErrorCode::SessionEnded)
+        refresh_then_validate(&app, token.as_str()).await,
+        ENDED,
+        "past the session's maximum lifetime"
     );
     Ok(())
 }
@@ -180,12 +186,9 @@ async fn disabled_user_and_revoked_key_end_sessions(backend: Backend) -> anyhow:
     assert_eq!(admin::set_user_active(conn, &user, false, app.clock.now())?, 2);
     for token in [&by_password, &by_key] {
         assert_eq!(
-            code(app.client.refresh(token.as_str()).await),
-            Some(ErrorCode::SessionEnded)
-        );
-        assert_eq!(
-            code(app.client.validate(token.as_str()).await),
-            Some(ErrorCode::SessionEnded)
+            refresh_then_validate(&app, token.as_str()).await,
+            ENDED,
+            "a session of the disabled user"
         );
     }
     admin::set_user_active(conn, &user, true, app.clock.now())?;
@@ -196,12 +199,9 @@ async fn disabled_user_and_revoked_key_end_sessions(backend: Backend) -> anyhow:
             .ok_or_else(|| anyhow::anyhow!("key"))?;
     crm_auth_server::db::api_key::update_revoked(conn, &key.id, app.clock.now())?;
     assert_eq!(
-        code(app.client.refresh(by_key.as_str()).await),
-        Some(ErrorCode::SessionEnded)
-    );
-    assert_eq!(
-        code(app.client.validate(by_key.as_str()).await),
-        Some(ErrorCode::SessionEnded)
+        refresh_then_validate(&app, by_key.as_str()).await,
+        ENDED,
+        "a session of the revoked key"
     );
     Ok(())
 }
