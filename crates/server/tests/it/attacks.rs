@@ -4,7 +4,7 @@
 //! `TOKEN_EXPIRED` / `SESSION_ENDED` where the token is genuine), never a 5xx, and none of them touches the
 //! session it names.
 
-use crate::common::{Backend, ORG, TestApp, USER, code};
+use crate::common::{Backend, ORG, TEST_SECRET, TestApp, USER, code, test_keyring};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use crm_auth_server::clock::Clock as _;
@@ -17,9 +17,6 @@ backend_tests!(
     a_token_of_a_removed_key_is_invalid_token,
     legacy_tokens_pass_only_when_accepted,
 );
-
-/// The secret of the key `Settings::for_test` configures (id `test`).
-const SECRET: &[u8] = b"tttttttttttttttttttttttttttttttt";
 
 /// Our header, as the server writes it.
 const HEADER: &str = r#"{"typ":"JWT","alg":"HS256","kid":"test"}"#;
@@ -37,7 +34,7 @@ fn sign_with(alg: hmac::Algorithm, secret: &[u8], header: &str, payload: &str) -
 
 /// Signed with our own key, as only a holder of the secret could.
 fn sign(header: &str, payload: &str) -> String {
-    sign_with(hmac::HMAC_SHA256, SECRET, header, payload)
+    sign_with(hmac::HMAC_SHA256, TEST_SECRET, header, payload)
 }
 
 /// What validate, refresh and release must answer, as `status.code`.
@@ -196,7 +193,7 @@ async fn forged_and_malformed_tokens_are_refused(backend: Backend) -> anyhow::Re
         "alg HS512 under our secret",
         sign_with(
             hmac::HMAC_SHA512,
-            SECRET,
+            TEST_SECRET,
             r#"{"typ":"JWT","alg":"HS512","kid":"test"}"#,
             &payload,
         ),
@@ -205,7 +202,7 @@ async fn forged_and_malformed_tokens_are_refused(backend: Backend) -> anyhow::Re
         "alg HS384 under our secret",
         sign_with(
             hmac::HMAC_SHA384,
-            SECRET,
+            TEST_SECRET,
             r#"{"typ":"JWT","alg":"HS384","kid":"test"}"#,
             &payload,
         ),
@@ -492,9 +489,7 @@ async fn forged_and_malformed_tokens_are_refused(backend: Backend) -> anyhow::Re
     let mut old = other.claims().clone();
     old.iat = now - 20_000;
     old.exp = now - 10_000;
-    let keyring =
-        crm_auth_core::Keyring::new(vec![crm_auth_core::SigningKey::new("test", SECRET.to_vec())?])?;
-    let expired = crm_auth_core::issue(&keyring, &old, crm_auth_core::DateFormat::Numeric);
+    let expired = crm_auth_core::issue(&test_keyring()?, &old, crm_auth_core::DateFormat::Numeric);
     cases.push((
         "genuine, expired past the grace".to_owned(),
         expired,

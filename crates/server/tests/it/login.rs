@@ -1,10 +1,10 @@
 //! Getting a token by password and by Web API key, the envelope of every error, and lockout, through the
 //! real server on SQLite and PostgreSQL.
 
-use crate::common::{Backend, ORG, PASSWORD, TestApp, USER, header, post};
+use crate::common::{Backend, ORG, PASSWORD, TestApp, USER, header, post, test_keyring};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use crm_auth_core::{ErrorCode, Keyring, SigningKey, VerifyOptions, verify};
+use crm_auth_core::{ErrorCode, VerifyOptions, verify};
 use crm_auth_server::clock::Clock as _;
 use serde_json::{Value, json};
 
@@ -21,14 +21,6 @@ backend_tests!(
     string_dates_are_issued_and_accepted,
     rate_limit_trusts_forwarded_addresses_only_from_trusted_proxies,
 );
-
-/// The key `Settings::for_test` configures.
-fn keyring() -> anyhow::Result<Keyring> {
-    Ok(Keyring::new(vec![SigningKey::new(
-        "test",
-        "t".repeat(32).into_bytes(),
-    )?])?)
-}
 
 /// A raw POST, returning status, Retry-After and the parsed envelope.
 async fn envelope_of_post(
@@ -55,7 +47,7 @@ async fn password_login_issues_a_token_with_the_contract_claims(backend: Backend
     let token = app.login().await?;
     let now = app.clock.now();
     let claims = verify(
-        &keyring()?,
+        &test_keyring()?,
         token.as_str(),
         &VerifyOptions {
             now,

@@ -1,7 +1,7 @@
 //! Refresh, release and validate through the real server on SQLite and PostgreSQL: rotation by generation,
 //! the reuse interval, theft detection, grace, maximum lifetime and the liveness re-checks.
 
-use crate::common::{Backend, ORG, TestApp, USER, code};
+use crate::common::{Backend, ORG, TestApp, USER, code, test_keyring};
 use crm_auth_core::ErrorCode;
 use crm_auth_server::admin;
 use crm_auth_server::clock::Clock as _;
@@ -349,11 +349,11 @@ async fn bad_tokens_are_invalid_token(backend: Backend) -> anyhow::Result<()> {
     let forged = crm_auth_core::issue(&other_key, token.claims(), crm_auth_core::DateFormat::Numeric);
     let mut other_issuer = token.claims().clone();
     other_issuer.iss = Some("someone-else".into());
-    let keyring = crm_auth_core::Keyring::new(vec![crm_auth_core::SigningKey::new(
-        "test",
-        "t".repeat(32).into_bytes(),
-    )?])?;
-    let wrong_issuer = crm_auth_core::issue(&keyring, &other_issuer, crm_auth_core::DateFormat::Numeric);
+    let wrong_issuer = crm_auth_core::issue(
+        &test_keyring()?,
+        &other_issuer,
+        crm_auth_core::DateFormat::Numeric,
+    );
     let bad = [
         String::new(),
         "garbage".into(),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crm_auth_client::Client;
-use crm_auth_core::ErrorCode;
+use crm_auth_core::{ErrorCode, Keyring, SigningKey};
 use crm_auth_server::admin;
 use crm_auth_server::clock::{Clock, ManualClock};
 use crm_auth_server::db::{DbConnection, PooledConnection};
@@ -191,6 +191,17 @@ pub fn header(res: &reqwest::Response, name: &str) -> Option<String> {
         .get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
+}
+
+/// The secret of the one signing key `Settings::for_test` configures.
+pub const TEST_SECRET: &[u8] = b"tttttttttttttttttttttttttttttttt";
+
+/// The keyring `Settings::for_test` configures: key `test` with [`TEST_SECRET`].
+pub fn test_keyring() -> anyhow::Result<Keyring> {
+    Ok(Keyring::new(vec![SigningKey::new(
+        "test",
+        TEST_SECRET.to_vec(),
+    )?])?)
 }
 
 /// The seeded data of a [`TestApp`].
