@@ -1,5 +1,6 @@
-//! Test support: one fresh database per test on each backend, and a `TestApp` that runs the real server on
-//! a free port with a manual clock, seeded with an organisation, units, a user and a key.
+//! Test support: one fresh database per test on each backend, a `TestApp` that runs the real server on a
+//! free port with a manual clock, seeded with an organisation, units, a user and a key, and the small helpers
+//! every module uses (error codes, raw requests, the test signing key). Running servers are in `server`.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
