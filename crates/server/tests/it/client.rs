@@ -1,12 +1,11 @@
 //! The SDK's `Session` against the real server: renewal across expiry with the server's clock, logging in
 //! again after the server ends the session, and many callers sharing one refresh.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Backend, ORG, PASSWORD, TestApp, USER};
+use crate::common::server::Node;
+use crate::common::{Backend, ORG, PASSWORD, TestApp, USER, code};
 use crm_auth_client::Session;
 use crm_auth_server::clock::Clock as _;
 use crm_auth_server::service::admin;
@@ -119,32 +118,25 @@ async fn calls_retry_across_a_briefly_stopped_server(backend: Backend) -> anyhow
     let app = TestApp::start(&backend).await?;
     let token = app.login().await?;
     // A node of our own on a port we control, so it can be stopped and started again.
-    let start = |listener: std::net::TcpListener| -> anyhow::Result<actix_web::dev::ServerHandle> {
-        let server = crm_auth_server::http::serve(listener, app.state.clone())?;
-        let handle = server.handle();
-        std::thread::spawn(move || actix_web::rt::System::new().block_on(server));
-        Ok(handle)
-    };
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let addr = listener.local_addr()?;
-    let handle = start(listener)?;
+    let node = Node::start(app.state.clone())?;
+    let addr = node.addr;
     let client = crm_auth_client::Client::builder()
         .base_url(format!("http://{addr}"))
         .retries(5)
         .build()?;
     client.validate(token.as_str()).await?;
-    handle.stop(true).await;
+    node.stop().await;
     // The call starts while nothing listens; its retries reach the server once it is back.
     let call = tokio::spawn({
         let (client, token) = (client.clone(), token.as_str().to_owned());
         async move { client.validate(&token).await }
     });
     tokio::time::sleep(Duration::from_millis(150)).await;
-    let handle = start(std::net::TcpListener::bind(addr)?)?;
+    let node = Node::start_on(std::net::TcpListener::bind(addr)?, app.state.clone())?;
     let session = call.await??;
     assert_eq!(session.id, token.session_id());
     // Without retries the same outage is a transport error, not a wrong answer.
-    handle.stop(true).await;
+    node.stop().await;
     let once = crm_auth_client::Client::builder()
         .base_url(format!("http://{addr}"))
         .retries(0)
@@ -166,7 +158,6 @@ async fn every_error_code_surfaces_through_the_client(backend: Backend) -> anyho
         s.http.rate_limit.burst = 30;
     })
     .await?;
-    let code = |r: Result<crm_auth_client::Token, crm_auth_client::Error>| r.err().and_then(|e| e.code());
     let c = &app.client;
     assert_eq!(
         code(c.token_with_password("", PASSWORD, ORG, None).await),

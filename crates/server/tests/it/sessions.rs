@@ -1,9 +1,7 @@
 //! Refresh, release and validate through the real server on SQLite and PostgreSQL: rotation by generation,
 //! the reuse interval, theft detection, grace, maximum lifetime and the liveness re-checks.
 
-mod common;
-
-use common::{Backend, ORG, TestApp, USER};
+use crate::common::{Backend, ORG, TestApp, USER, code, test_keyring};
 use crm_auth_core::ErrorCode;
 use crm_auth_server::clock::Clock as _;
 use crm_auth_server::service::admin;
@@ -24,8 +22,16 @@ backend_tests!(
     bad_tokens_are_invalid_token,
 );
 
-fn code(result: Result<impl std::fmt::Debug, crm_auth_client::Error>) -> Option<ErrorCode> {
-    result.err().and_then(|e| e.code())
+/// Refresh's and validate's answers for a token whose session has ended.
+const ENDED: (Option<ErrorCode>, Option<ErrorCode>) =
+    (Some(ErrorCode::SessionEnded), Some(ErrorCode::SessionEnded));
+
+/// The error codes of a refresh of `token` and then a validate of it.
+async fn refresh_then_validate(app: &TestApp, token: &str) -> (Option<ErrorCode>, Option<ErrorCode>) {
+    (
+        code(app.client.refresh(token).await),
+        code(app.client.validate(token).await),
+    )
 }
 
 async fn refresh_rotates_by_generation_keeping_the_session(backend: Backend) -> anyhow::Result<()> {
@@ -73,12 +79,9 @@ async fn reuse_after_the_interval_ends_the_session(backend: Backend) -> anyhow::
         Some(ErrorCode::SessionEnded)
     );
     assert_eq!(
-        code(app.client.refresh(second.as_str()).await),
-        Some(ErrorCode::SessionEnded)
-    );
-    assert_eq!(
-        code(app.client.validate(second.as_str()).await),
-        Some(ErrorCode::SessionEnded)
+        refresh_then_validate(&app, second.as_str()).await,
+        ENDED,
+        "the newest token of a stolen session"
     );
     // A token two generations old is theft even inside the interval.
     let a = app.login().await?;
@@ -166,12 +169,9 @@ async fn maximum_lifetime_caps_exp_and_ends_the_session(backend: Backend) -> any
     );
     app.clock.advance(3000);
     assert_eq!(
-        code(app.client.refresh(token.as_str()).await),
-        Some(ErrorCode::SessionEnded)
-    );
-    assert_eq!(
-        code(app.client.validate(token.as_str()).await),
-        Some(ErrorCode::SessionEnded)
+        refresh_then_validate(&app, token.as_str()).await,
+        ENDED,
+        "past the session's maximum lifetime"
     );
     Ok(())
 }
@@ -186,12 +186,9 @@ async fn disabled_user_and_revoked_key_end_sessions(backend: Backend) -> anyhow:
     assert_eq!(admin::set_user_active(conn, &user, false, app.clock.now())?, 2);
     for token in [&by_password, &by_key] {
         assert_eq!(
-            code(app.client.refresh(token.as_str()).await),
-            Some(ErrorCode::SessionEnded)
-        );
-        assert_eq!(
-            code(app.client.validate(token.as_str()).await),
-            Some(ErrorCode::SessionEnded)
+            refresh_then_validate(&app, token.as_str()).await,
+            ENDED,
+            "a session of the disabled user"
         );
     }
     admin::set_user_active(conn, &user, true, app.clock.now())?;
@@ -202,12 +199,9 @@ async fn disabled_user_and_revoked_key_end_sessions(backend: Backend) -> anyhow:
             .ok_or_else(|| anyhow::anyhow!("key"))?;
     crm_auth_server::db::api_key::update_revoked(conn, &key.id, app.clock.now())?;
     assert_eq!(
-        code(app.client.refresh(by_key.as_str()).await),
-        Some(ErrorCode::SessionEnded)
-    );
-    assert_eq!(
-        code(app.client.validate(by_key.as_str()).await),
-        Some(ErrorCode::SessionEnded)
+        refresh_then_validate(&app, by_key.as_str()).await,
+        ENDED,
+        "a session of the revoked key"
     );
     Ok(())
 }
@@ -293,55 +287,49 @@ async fn token_is_read_from_bearer_then_body_then_query(backend: Backend) -> any
         ))
     };
     let t = token.as_str();
-    assert_eq!(
-        ok(http.post(&url).json(&json!({"token": t})).send().await?).await?,
-        (200, "OK".into())
-    );
-    assert_eq!(
-        ok(http.get(format!("{url}?token={t}")).send().await?).await?,
-        (200, "OK".into())
-    );
-    assert_eq!(
-        ok(http
-            .get(&url)
-            .header("authorization", format!("bearer {t}"))
-            .send()
-            .await?)
-        .await?,
-        (200, "OK".into())
-    );
-    // The header wins over the body, the body over the query.
-    let res = http
-        .post(format!("{url}?token=garbage"))
-        .header("authorization", format!("Bearer {t}"))
-        .json(&json!({"token": "garbage"}))
-        .send()
-        .await?;
-    assert_eq!(ok(res).await?, (200, "OK".into()));
-    let res = http
-        .post(format!("{url}?token={t}"))
-        .json(&json!({"token": "garbage"}))
-        .send()
-        .await?;
-    assert_eq!(ok(res).await?, (401, "INVALID_TOKEN".into()));
-    let res = http
-        .post(format!("{url}?token={t}"))
-        .json(&json!({"other": 1}))
-        .send()
-        .await?;
-    assert_eq!(ok(res).await?, (200, "OK".into()));
-    // No token anywhere.
-    assert_eq!(
-        ok(http.get(&url).send().await?).await?,
-        (401, "INVALID_TOKEN".into())
-    );
     let refresh = app.api("/authentication/token/refresh");
-    let res = http
-        .post(&refresh)
-        .body(format!(r#"{{"token":"{t}"}}"#))
-        .send()
-        .await?;
-    assert_eq!(ok(res).await?, (200, "OK".into()));
+    // In order: the refresh at the end rotates the token the others validate.
+    let cases = [
+        ("body", http.post(&url).json(&json!({"token": t})), (200, "OK")),
+        ("query", http.get(format!("{url}?token={t}")), (200, "OK")),
+        (
+            "lower-case bearer header",
+            http.get(&url).header("authorization", format!("bearer {t}")),
+            (200, "OK"),
+        ),
+        // The header wins over the body, the body over the query.
+        (
+            "header over body and query",
+            http.post(format!("{url}?token=garbage"))
+                .header("authorization", format!("Bearer {t}"))
+                .json(&json!({"token": "garbage"})),
+            (200, "OK"),
+        ),
+        (
+            "body over query",
+            http.post(format!("{url}?token={t}"))
+                .json(&json!({"token": "garbage"})),
+            (401, "INVALID_TOKEN"),
+        ),
+        (
+            "query when the body has no token",
+            http.post(format!("{url}?token={t}")).json(&json!({"other": 1})),
+            (200, "OK"),
+        ),
+        ("no token anywhere", http.get(&url), (401, "INVALID_TOKEN")),
+        (
+            "refresh, body without a content type",
+            http.post(&refresh).body(format!(r#"{{"token":"{t}"}}"#)),
+            (200, "OK"),
+        ),
+    ];
+    for (name, request, (status, code)) in cases {
+        assert_eq!(
+            ok(request.send().await?).await?,
+            (status, code.to_owned()),
+            "{name}"
+        );
+    }
     Ok(())
 }
 
@@ -361,11 +349,11 @@ async fn bad_tokens_are_invalid_token(backend: Backend) -> anyhow::Result<()> {
     let forged = crm_auth_core::issue(&other_key, token.claims(), crm_auth_core::DateFormat::Numeric);
     let mut other_issuer = token.claims().clone();
     other_issuer.iss = Some("someone-else".into());
-    let keyring = crm_auth_core::Keyring::new(vec![crm_auth_core::SigningKey::new(
-        "test",
-        "t".repeat(32).into_bytes(),
-    )?])?;
-    let wrong_issuer = crm_auth_core::issue(&keyring, &other_issuer, crm_auth_core::DateFormat::Numeric);
+    let wrong_issuer = crm_auth_core::issue(
+        &test_keyring()?,
+        &other_issuer,
+        crm_auth_core::DateFormat::Numeric,
+    );
     let bad = [
         String::new(),
         "garbage".into(),

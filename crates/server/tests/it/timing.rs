@@ -6,11 +6,9 @@
     reason = "response times are what this test compares"
 )]
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Backend, ORG, TestApp, USER};
+use crate::common::{Backend, ORG, TestApp, USER};
 use crm_auth_server::settings::Argon2Settings;
 use serde_json::json;
 

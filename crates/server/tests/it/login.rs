@@ -1,12 +1,10 @@
 //! Getting a token by password and by Web API key, the envelope of every error, and lockout, through the
 //! real server on SQLite and PostgreSQL.
 
-mod common;
-
+use crate::common::{Backend, ORG, PASSWORD, TestApp, USER, header, post, test_keyring};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use common::{Backend, ORG, PASSWORD, TestApp, USER};
-use crm_auth_core::{ErrorCode, Keyring, SigningKey, VerifyOptions, verify};
+use crm_auth_core::{ErrorCode, VerifyOptions, verify};
 use crm_auth_server::clock::Clock as _;
 use serde_json::{Value, json};
 
@@ -24,36 +22,18 @@ backend_tests!(
     rate_limit_trusts_forwarded_addresses_only_from_trusted_proxies,
 );
 
-/// The key `Settings::for_test` configures.
-fn keyring() -> anyhow::Result<Keyring> {
-    Ok(Keyring::new(vec![SigningKey::new(
-        "test",
-        "t".repeat(32).into_bytes(),
-    )?])?)
-}
-
 /// A raw POST, returning status, Retry-After and the parsed envelope.
-async fn post(url: &str, body: impl Into<reqwest::Body>) -> anyhow::Result<(u16, Option<String>, Value)> {
-    let res = reqwest::Client::new()
-        .post(url)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await?;
-    envelope(res).await
+async fn envelope_of_post(
+    url: &str,
+    body: impl Into<reqwest::Body>,
+) -> anyhow::Result<(u16, Option<String>, Value)> {
+    envelope(post(url, None, body).await?).await
 }
 
 async fn envelope(res: reqwest::Response) -> anyhow::Result<(u16, Option<String>, Value)> {
     let status = res.status().as_u16();
-    let retry = res
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    assert_eq!(
-        res.headers().get("content-type").and_then(|v| v.to_str().ok()),
-        Some("application/json")
-    );
+    let retry = header(&res, "retry-after");
+    assert_eq!(header(&res, "content-type").as_deref(), Some("application/json"));
     let body: Value = serde_json::from_slice(&res.bytes().await?)?;
     Ok((status, retry, body))
 }
@@ -67,7 +47,7 @@ async fn password_login_issues_a_token_with_the_contract_claims(backend: Backend
     let token = app.login().await?;
     let now = app.clock.now();
     let claims = verify(
-        &keyring()?,
+        &test_keyring()?,
         token.as_str(),
         &VerifyOptions {
             now,
@@ -95,7 +75,7 @@ async fn password_login_issues_a_token_with_the_contract_claims(backend: Backend
     );
     // The raw envelope is exactly the contract's.
     let body = json!({"username": USER, "password": PASSWORD, "organisation": ORG, "extra": [1, 2]});
-    let (status, _, env) = post(&app.api("/authentication/token"), body.to_string()).await?;
+    let (status, _, env) = envelope_of_post(&app.api("/authentication/token"), body.to_string()).await?;
     assert_eq!(status, 200);
     assert_eq!(
         env["status"],
@@ -135,7 +115,7 @@ async fn names_match_case_insensitively_and_units_by_id_name_or_code(backend: Ba
     // Empty and null units mean the default.
     for unit in [json!(""), json!(null)] {
         let body = json!({"username": USER, "password": PASSWORD, "organisation": ORG, "unit": unit});
-        let (status, _, env) = post(&app.api("/authentication/token"), body.to_string()).await?;
+        let (status, _, env) = envelope_of_post(&app.api("/authentication/token"), body.to_string()).await?;
         assert_eq!((status, code(&env)), (200, "OK"));
     }
     Ok(())
@@ -157,7 +137,7 @@ async fn unit_rules_answer_invalid_unit(backend: Backend) -> anyhow::Result<()> 
     }
     let err = app.client.token_with_api_key(&app.key, Some("Other")).await.err();
     assert_eq!(err.and_then(|e| e.code()), Some(ErrorCode::InvalidUnit));
-    let (status, _, env) = post(
+    let (status, _, env) = envelope_of_post(
         &app.api("/authentication/token"),
         json!({"username": USER, "password": PASSWORD, "organisation": ORG, "unit": "Other"}).to_string(),
     )
@@ -177,7 +157,8 @@ async fn every_credential_failure_looks_the_same(backend: Backend) -> anyhow::Re
     ];
     let mut answers = Vec::new();
     for body in attempts {
-        let (status, retry, env) = post(&app.api("/authentication/token"), body.to_string()).await?;
+        let (status, retry, env) =
+            envelope_of_post(&app.api("/authentication/token"), body.to_string()).await?;
         assert_eq!(retry, None);
         answers.push((status, env));
     }
@@ -347,7 +328,7 @@ async fn malformed_requests_get_the_envelope(backend: Backend) -> anyhow::Result
     ];
     for (body, want_status, want_code) in cases {
         let shown: String = body.chars().take(60).collect();
-        let (status, _, env) = post(&token_url, body).await?;
+        let (status, _, env) = envelope_of_post(&token_url, body).await?;
         assert_eq!((status, code(&env)), (want_status, want_code), "{shown}");
         assert_eq!(env["data"], json!({}));
         assert!(env["status"]["message"].as_str().is_some_and(|m| !m.is_empty()));
@@ -355,26 +336,38 @@ async fn malformed_requests_get_the_envelope(backend: Backend) -> anyhow::Result
         assert!(!env.to_string().contains(PASSWORD));
     }
     // The password is never echoed, even when it is of the wrong type.
-    let (_, _, env) = post(
+    let (_, _, env) = envelope_of_post(
         &token_url,
         json!({"username": USER, "password": 123456789, "organisation": ORG}).to_string(),
     )
     .await?;
     assert!(!env.to_string().contains("123456789"));
     let http = reqwest::Client::new();
-    let (status, _, env) = envelope(http.get(app.api("/no/such/path")).send().await?).await?;
-    assert_eq!((status, code(&env)), (404, "NOT_FOUND"));
-    let (status, _, env) = envelope(http.get(format!("{}/elsewhere", app.url)).send().await?).await?;
-    assert_eq!((status, code(&env)), (404, "NOT_FOUND"));
-    let (status, _, env) = envelope(http.get(&token_url).send().await?).await?;
-    assert_eq!((status, code(&env)), (405, "METHOD_NOT_ALLOWED"));
-    let (status, _, env) = envelope(
-        http.delete(app.api("/authentication/token/validate"))
-            .send()
-            .await?,
-    )
-    .await?;
-    assert_eq!((status, code(&env)), (405, "METHOD_NOT_ALLOWED"));
+    let routes = [
+        (
+            "unknown path",
+            http.get(app.api("/no/such/path")),
+            404,
+            "NOT_FOUND",
+        ),
+        (
+            "outside the base path",
+            http.get(format!("{}/elsewhere", app.url)),
+            404,
+            "NOT_FOUND",
+        ),
+        ("GET token", http.get(&token_url), 405, "METHOD_NOT_ALLOWED"),
+        (
+            "DELETE validate",
+            http.delete(app.api("/authentication/token/validate")),
+            405,
+            "METHOD_NOT_ALLOWED",
+        ),
+    ];
+    for (name, request, want_status, want_code) in routes {
+        let (status, _, env) = envelope(request.send().await?).await?;
+        assert_eq!((status, code(&env)), (want_status, want_code), "{name}");
+    }
     // Nothing above created a session or a counter.
     let conn = &mut *app.conn()?;
     let org = crm_auth_server::service::admin::find_organisation(conn, ORG)?;
@@ -387,11 +380,11 @@ async fn lockout_refuses_after_the_threshold_and_backs_off(backend: Backend) -> 
     let wrong = json!({"username": USER, "password": "wrong", "organisation": ORG}).to_string();
     let url = app.api("/authentication/token");
     for _ in 0..5 {
-        let (status, _, env) = post(&url, wrong.clone()).await?;
+        let (status, _, env) = envelope_of_post(&url, wrong.clone()).await?;
         assert_eq!((status, code(&env)), (401, "INVALID_CREDENTIALS"));
     }
     // Locked: even the right password is refused, without being checked.
-    let (status, retry, env) = post(
+    let (status, retry, env) = envelope_of_post(
         &url,
         json!({"username": "ALICE", "password": PASSWORD, "organisation": ORG}).to_string(),
     )
@@ -409,12 +402,12 @@ async fn lockout_refuses_after_the_threshold_and_backs_off(backend: Backend) -> 
     assert_eq!(err.retry_after(), Some(std::time::Duration::from_secs(1)));
     // After the delay one more attempt is checked; failing it doubles the delay.
     app.clock.advance(1);
-    let (status, _, _) = post(&url, wrong.clone()).await?;
+    let (status, _, _) = envelope_of_post(&url, wrong.clone()).await?;
     assert_eq!(status, 401);
-    let (status, retry, _) = post(&url, wrong.clone()).await?;
+    let (status, retry, _) = envelope_of_post(&url, wrong.clone()).await?;
     assert_eq!((status, retry.as_deref()), (429, Some("2")));
     // Other usernames are not affected.
-    let (status, _, _) = post(
+    let (status, _, _) = envelope_of_post(
         &url,
         json!({"username": "bob", "password": "x", "organisation": ORG}).to_string(),
     )
@@ -424,7 +417,7 @@ async fn lockout_refuses_after_the_threshold_and_backs_off(backend: Backend) -> 
     app.clock.advance(2);
     app.login().await?;
     for _ in 0..4 {
-        assert_eq!(post(&url, wrong.clone()).await?.0, 401);
+        assert_eq!(envelope_of_post(&url, wrong.clone()).await?.0, 401);
     }
     app.login().await?;
     Ok(())
@@ -434,7 +427,7 @@ async fn parallel_wrong_passwords_never_pass_the_threshold(backend: Backend) -> 
     let app = TestApp::start(&backend).await?;
     let url = app.api("/authentication/token");
     let wrong = json!({"username": USER, "password": "wrong", "organisation": ORG}).to_string();
-    let attempts = (0..64).map(|_| post(&url, wrong.clone()));
+    let attempts = (0..64).map(|_| envelope_of_post(&url, wrong.clone()));
     let answers = futures_util::future::join_all(attempts).await;
     let mut checked = 0;
     for answer in answers {

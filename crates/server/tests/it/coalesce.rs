@@ -5,12 +5,10 @@
 //! because the test holds every connection of the pool; on SQLite the commit thread runs a job that waits for
 //! the test), so they are taken as one batch when it is let go. The batch-size metric shows that they were.
 
-mod common;
-
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{Backend, TestApp};
+use crate::common::{self, Backend, TestApp};
 use crm_auth_server::db::batch::Queue;
 use crm_auth_server::db::session::{self, EndReason, Rotation, Session};
 use crm_auth_server::db::{self, Store};

@@ -2,62 +2,44 @@
 //! secret in its log.
 
 use std::io::Read as _;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use base64::Engine as _;
 use crm_auth_client::Client;
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-fn field(out: &str, name: &str) -> String {
-    out.lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.split_whitespace().last())
-        .unwrap_or_default()
-        .to_owned()
-}
+use crate::common::server::{ServerProcess, crm_auth, demo_field, free_port};
 
 #[tokio::test]
 async fn a_trace_level_run_logs_no_secret() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let port = free_port()?;
-    let mut server = Command::new(env!("CARGO_BIN_EXE_crm-auth"))
+    let mut command = crm_auth(
+        dir.path(),
+        &format!("sqlite://{}", dir.path().join("db.sqlite").display()),
+    );
+    command
         .args(["serve", "--demo"])
         .env("RUST_LOG", "trace")
-        .env("CRM_AUTH__DATA_DIR", dir.path())
-        .env(
-            "CRM_AUTH__DATABASE__URL",
-            format!("sqlite://{}", dir.path().join("db.sqlite").display()),
-        )
-        .env("CRM_AUTH__HTTP__BIND", format!("127.0.0.1:{port}"))
-        .env("CRM_AUTH__AUTH__ARGON2__M_KIB", "256")
-        .env("CRM_AUTH__AUTH__ARGON2__T", "1")
-        .env_remove("CRM_AUTH_CONFIG")
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
+        .stderr(Stdio::piped());
+    let mut server = ServerProcess::spawn(command, port)?;
     let client = Client::builder()
         .base_url(format!("http://127.0.0.1:{port}"))
         .build()?;
-    let mut ready = false;
-    for _ in 0..100 {
-        if client.health().await.is_ok() {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let ready = server.wait_ready(&client).await;
     let outcome = async {
-        anyhow::ensure!(ready, "the server did not start");
+        ready?;
         // The demo credentials go to stdout (that is their purpose), printed before the server listens.
-        let mut stdout = server.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+        let mut stdout = server
+            .child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
         let mut buf = vec![0u8; 64 * 1024];
         let n = stdout.read(&mut buf)?;
         let printed = String::from_utf8_lossy(&buf[..n]).into_owned();
-        let password = field(&printed, "demo password:");
-        let key = field(&printed, "demo Web API key:");
+        let password = demo_field(&printed, "demo password:");
+        let key = demo_field(&printed, "demo Web API key:");
         anyhow::ensure!(!password.is_empty() && !key.is_empty(), "demo output: {printed}");
         let by_password = client
             .token_with_password("admin", &password, "demo", None)
@@ -95,10 +77,9 @@ async fn a_trace_level_run_logs_no_secret() -> anyhow::Result<()> {
     .await;
     server.kill()?;
     let mut log = String::new();
-    if let Some(mut stderr) = server.stderr.take() {
+    if let Some(mut stderr) = server.child.stderr.take() {
         stderr.read_to_string(&mut log)?;
     }
-    server.wait()?;
     let mut secrets = outcome?;
     let signing_key = std::fs::read_to_string(dir.path().join("signing-key"))?;
     secrets.push(signing_key.trim().to_owned());

@@ -2,11 +2,9 @@
 //! any table holds a password, a Web API key, a token or the signing secret; passwords are Argon2id PHC
 //! strings and keys SHA-256 digests. And `Debug` of the configuration and of the pool shows no secret.
 
-mod common;
-
+use crate::common::{Backend, ORG, PASSWORD, TestApp, USER};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use common::{Backend, ORG, PASSWORD, TestApp, USER};
 use crm_auth_server::db::DbConnection;
 use crm_auth_server::service::admin;
 use crm_auth_server::settings::Settings;

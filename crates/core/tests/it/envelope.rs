@@ -52,13 +52,13 @@ fn every_code_has_its_wire_string_and_status() -> Result<()> {
     ];
     assert_eq!(table.map(|(code, _, _)| code), ErrorCode::ALL);
     for (code, wire, status) in table {
-        assert_eq!(serde_json::to_value(code)?, json!(wire));
-        assert_eq!(serde_json::from_value::<ErrorCode>(json!(wire))?, code);
-        assert_eq!(code.as_str(), wire);
-        assert_eq!(code.to_string(), wire);
-        assert_eq!(wire.parse::<ErrorCode>()?, code);
+        assert_eq!(serde_json::to_value(code)?, json!(wire), "{wire}");
+        assert_eq!(serde_json::from_value::<ErrorCode>(json!(wire))?, code, "{wire}");
+        assert_eq!(code.as_str(), wire, "{wire}");
+        assert_eq!(code.to_string(), wire, "{wire}");
+        assert_eq!(wire.parse::<ErrorCode>()?, code, "{wire}");
         assert_eq!(code.http_status(), status, "{wire}");
-        assert_eq!(Status::error(code, "m", "d").error_code(), Some(code));
+        assert_eq!(Status::error(code, "m", "d").error_code(), Some(code), "{wire}");
     }
     Ok(())
 }

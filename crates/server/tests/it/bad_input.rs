@@ -14,15 +14,13 @@
 //! line that is not `METHOD target HTTP/1.x`; a NUL or a byte over 0x7f in the request target (400); more than
 //! 128 KiB of header or more than 96 header fields (431).
 
-mod common;
-
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
+use crate::common::{Backend, ORG, PASSWORD, TestApp, USER, header};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use common::{Backend, ORG, PASSWORD, TestApp, USER};
 use crm_auth_server::db::schema;
 use diesel::prelude::*;
 use reqwest::Method;
@@ -811,28 +809,6 @@ fn table(base: &str, token: &str, key: &str) -> Table {
         b"",
         BAD_TOKEN,
     );
-    let mut chunked = format!(
-        "POST {validate} HTTP/1.1\r\nhost: x\r\nconnection: close\r\ntransfer-encoding: chunked\r\n\r\n"
-    )
-    .into_bytes();
-    chunked.extend_from_slice(b"5\r\n{nope\r\n0\r\n\r\n");
-    t.raw_bytes("chunked junk body", chunked, BAD_REQUEST);
-    let mut big_chunked = format!(
-        "POST {validate} HTTP/1.1\r\nhost: x\r\nconnection: close\r\ntransfer-encoding: chunked\r\n\r\n"
-    )
-    .into_bytes();
-    for _ in 0..20 {
-        big_chunked.extend_from_slice(format!("400\r\n{}\r\n", " ".repeat(1024)).as_bytes());
-    }
-    big_chunked.extend_from_slice(b"0\r\n\r\n");
-    t.raw_bytes("chunked body over the limit", big_chunked, TOO_LARGE);
-    let mut bad_chunk = format!(
-        "POST {validate} HTTP/1.1\r\nhost: x\r\nconnection: close\r\ntransfer-encoding: chunked\r\n\r\n"
-    )
-    .into_bytes();
-    bad_chunk.extend_from_slice(b"zz\r\n{}\r\n0\r\n\r\n");
-    t.raw_bytes("chunk size not hex", bad_chunk, BAD_REQUEST);
-
     let body = br#"{"token":"x"}"#;
     let head = |extra: &str| {
         format!("POST {validate} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n{extra}\r\n").into_bytes()
@@ -841,104 +817,107 @@ fn table(base: &str, token: &str, key: &str) -> Table {
         head.extend_from_slice(body);
         head
     };
+    let chunked = |chunks: &str| [head("transfer-encoding: chunked\r\n"), chunks.into()].concat();
     t.raw_bytes(
-        "two equal Content-Length",
-        with_body(head("content-length: 13\r\ncontent-length: 13\r\n")),
-        Want::Protocol(400),
+        "chunked junk body",
+        chunked("5\r\n{nope\r\n0\r\n\r\n"),
+        BAD_REQUEST,
     );
+    let big: String = (0..20)
+        .map(|_| format!("400\r\n{}\r\n", " ".repeat(1024)))
+        .chain(["0\r\n\r\n".to_owned()])
+        .collect();
+    t.raw_bytes("chunked body over the limit", chunked(&big), TOO_LARGE);
     t.raw_bytes(
-        "two different Content-Length",
-        with_body(head("content-length: 13\r\ncontent-length: 5\r\n")),
-        Want::Protocol(400),
+        "chunk size not hex",
+        chunked("zz\r\n{}\r\n0\r\n\r\n"),
+        BAD_REQUEST,
     );
-    t.raw_bytes(
-        "Content-Length not a number",
-        with_body(head("content-length: abc\r\n")),
-        Want::Protocol(400),
-    );
-    t.raw_bytes(
-        "negative Content-Length",
-        with_body(head("content-length: -13\r\n")),
-        Want::Protocol(400),
-    );
-    t.raw_bytes(
-        "Content-Length and Transfer-Encoding",
-        with_body(head("content-length: 13\r\ntransfer-encoding: chunked\r\n")),
-        Want::Protocol(400),
-    );
-    t.raw_bytes(
-        "NUL in a header value",
-        head("authorization: Bearer a\0b\r\n"),
-        Want::Protocol(400),
-    );
-    t.raw_bytes(
-        "space in a header name",
-        head("bad header: x\r\n"),
-        Want::Protocol(400),
-    );
-    t.raw_bytes(
-        "header line without a colon",
-        head("no-colon-here\r\n"),
-        Want::Protocol(400),
-    );
-    t.raw_bytes(
-        "obsolete line folding",
-        head("x-folded: a\r\n b\r\n"),
-        Want::Protocol(400),
-    );
-    t.raw_bytes(
-        "140 KB header",
-        head(&format!("x-big: {}\r\n", "b".repeat(140 * 1024))),
-        Want::Protocol(431),
-    );
+
     let many: String = (0..100).map(|i| format!("x-h{i}: {i}\r\n")).collect();
-    t.raw_bytes("100 headers", head(&many), Want::Protocol(431));
-    t.raw_bytes("two Host headers", head("host: other\r\n"), Want::Protocol(400));
-    t.raw_bytes(
-        "no Host in HTTP/1.1",
-        format!("GET {validate} HTTP/1.1\r\nconnection: close\r\n\r\n"),
-        Want::Protocol(400),
-    );
-    t.raw_bytes(
-        "two Transfer-Encoding",
-        head("transfer-encoding: chunked\r\ntransfer-encoding: chunked\r\n"),
-        Want::Protocol(400),
-    );
-    t.raw_bytes(
-        "Transfer-Encoding gzip",
-        head("transfer-encoding: gzip\r\n"),
-        Want::Protocol(400),
-    );
-    t.raw_bytes(
-        "Content-Length with a plus sign",
-        with_body(head("content-length: +13\r\n")),
-        Want::Protocol(400),
-    );
-    t.raw_bytes(
-        "garbage request line",
-        b"GARBAGE\r\n\r\n".to_vec(),
-        Want::Protocol(400),
-    );
-    t.raw_bytes(
-        "unknown HTTP version",
-        format!("GET {validate} HTTP/9.9\r\nhost: x\r\n\r\n"),
-        Want::Protocol(400),
-    );
-    t.raw_bytes(
-        "request line without a version",
-        format!("GET {validate}\r\nhost: x\r\n\r\n"),
-        Want::Protocol(400),
-    );
-    t.raw_bytes(
-        "invalid utf-8 in the path",
-        b"GET /\xff\xfe HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n".to_vec(),
-        Want::Protocol(400),
-    );
-    t.raw_bytes(
-        "NUL in the path",
-        b"GET /a\0b HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n".to_vec(),
-        Want::Protocol(400),
-    );
+    // Requests HTTP/1.1 itself refuses, with the status the protocol layer answers.
+    let protocol_errors: Vec<(&str, Vec<u8>, u16)> = vec![
+        (
+            "two equal Content-Length",
+            with_body(head("content-length: 13\r\ncontent-length: 13\r\n")),
+            400,
+        ),
+        (
+            "two different Content-Length",
+            with_body(head("content-length: 13\r\ncontent-length: 5\r\n")),
+            400,
+        ),
+        (
+            "Content-Length not a number",
+            with_body(head("content-length: abc\r\n")),
+            400,
+        ),
+        (
+            "negative Content-Length",
+            with_body(head("content-length: -13\r\n")),
+            400,
+        ),
+        (
+            "Content-Length and Transfer-Encoding",
+            with_body(head("content-length: 13\r\ntransfer-encoding: chunked\r\n")),
+            400,
+        ),
+        (
+            "NUL in a header value",
+            head("authorization: Bearer a\0b\r\n"),
+            400,
+        ),
+        ("space in a header name", head("bad header: x\r\n"), 400),
+        ("header line without a colon", head("no-colon-here\r\n"), 400),
+        ("obsolete line folding", head("x-folded: a\r\n b\r\n"), 400),
+        (
+            "140 KB header",
+            head(&format!("x-big: {}\r\n", "b".repeat(140 * 1024))),
+            431,
+        ),
+        ("100 headers", head(&many), 431),
+        ("two Host headers", head("host: other\r\n"), 400),
+        (
+            "no Host in HTTP/1.1",
+            format!("GET {validate} HTTP/1.1\r\nconnection: close\r\n\r\n").into_bytes(),
+            400,
+        ),
+        (
+            "two Transfer-Encoding",
+            head("transfer-encoding: chunked\r\ntransfer-encoding: chunked\r\n"),
+            400,
+        ),
+        ("Transfer-Encoding gzip", head("transfer-encoding: gzip\r\n"), 400),
+        (
+            "Content-Length with a plus sign",
+            with_body(head("content-length: +13\r\n")),
+            400,
+        ),
+        ("garbage request line", b"GARBAGE\r\n\r\n".to_vec(), 400),
+        (
+            "unknown HTTP version",
+            format!("GET {validate} HTTP/9.9\r\nhost: x\r\n\r\n").into_bytes(),
+            400,
+        ),
+        (
+            "request line without a version",
+            format!("GET {validate}\r\nhost: x\r\n\r\n").into_bytes(),
+            400,
+        ),
+        (
+            "invalid utf-8 in the path",
+            b"GET /\xff\xfe HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            "NUL in the path",
+            b"GET /a\0b HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n".to_vec(),
+            400,
+        ),
+    ];
+    for (name, bytes, status) in protocol_errors {
+        t.raw_bytes(name, bytes, Want::Protocol(status));
+    }
 
     // Requests that are fine except for the path's characters.
     t.raw(
@@ -978,11 +957,7 @@ async fn send(http: &reqwest::Client, url: &str, addr: SocketAddr, wire: &Wire) 
             }
             let res = req.send().await?;
             let status = res.status().as_u16();
-            let content_type = res
-                .headers()
-                .get("content-type")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
+            let content_type = header(&res, "content-type");
             let body = res.bytes().await?.to_vec();
             Ok(Answer {
                 status,

@@ -3,12 +3,10 @@
 //! runs in their midst. Once the revocation has answered, no session it covers may be live, whatever the
 //! interleaving. Also: sessions of a disabled organisation or unit end on every path.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::{Backend, ORG, TestApp};
+use crate::common::{Backend, ORG, TestApp};
 use crm_auth_core::ErrorCode;
 use crm_auth_server::clock::Clock as _;
 use crm_auth_server::db::{self, schema::sessions};

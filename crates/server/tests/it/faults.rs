@@ -11,17 +11,16 @@
     reason = "outages and recoveries are measured in wall-clock time"
 )]
 
-mod common;
-
 use std::future::Future;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Backend, ORG, PASSWORD, TestApp, TestDb, USER};
+use crate::common::server::{ServerProcess, crm_auth, free_port};
+use crate::common::{Backend, ORG, PASSWORD, TestApp, TestDb, USER, code};
 use crm_auth_client::{Client, Error};
 use crm_auth_core::ErrorCode;
 use crm_auth_server::db::{self, ConnectionManager};
@@ -37,10 +36,6 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn postgres_required() -> bool {
     std::env::var("CRM_AUTH_TEST_BACKENDS").is_ok_and(|list| list.split(',').any(|b| b.trim() == "postgres"))
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// Polls `done` until it holds, for at most `limit`.
@@ -476,7 +471,7 @@ async fn database_outage_under_load_answers_unavailable_and_recovers() -> anyhow
         .clone();
     assert!(released.len() >= 6, "{} releases answered OK", released.len());
     for token in &released {
-        let code = app.client.validate(token).await.err().and_then(|e| e.code());
+        let code = code(app.client.validate(token).await);
         assert_eq!(code, Some(ErrorCode::SessionEnded), "a released token");
     }
     // A login or refresh answered OK was stored too: every such token validates, and each refresher's newest
@@ -495,62 +490,20 @@ async fn database_outage_under_load_answers_unavailable_and_recovers() -> anyhow
     Ok(())
 }
 
-/// The real binary on a port, logging to a file; killed when dropped.
-struct ServerProcess {
-    child: Child,
-}
-
-impl ServerProcess {
-    fn spawn(db: &TestDb, port: u16, log: &Path) -> anyhow::Result<ServerProcess> {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
-        let child = Command::new(env!("CARGO_BIN_EXE_crm-auth"))
-            .arg("serve")
-            .env_remove("CRM_AUTH_CONFIG")
-            // No token.keys: the generated key in the data folder must itself survive the kill.
-            .env("CRM_AUTH__DATA_DIR", db.dir.path())
-            .env("CRM_AUTH__DATABASE__URL", &db.url)
-            .env("CRM_AUTH__HTTP__BIND", format!("127.0.0.1:{port}"))
-            .env("CRM_AUTH__AUTH__ARGON2__M_KIB", "256")
-            .env("CRM_AUTH__AUTH__ARGON2__T", "1")
-            // This server reads the system clock; the rotation checks after the restart must fall inside the
-            // reuse interval however long the restart takes.
-            .env("CRM_AUTH__TOKEN__REUSE_INTERVAL_SECONDS", "600")
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?;
-        Ok(ServerProcess { child })
-    }
-
-    async fn wait_ready(&mut self, client: &Client) -> anyhow::Result<()> {
-        let started = Instant::now();
-        while client.health().await.is_err() {
-            if let Some(status) = self.child.try_wait()? {
-                anyhow::bail!("the server exited: {status}");
-            }
-            anyhow::ensure!(
-                started.elapsed() < Duration::from_secs(30),
-                "the server did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Ok(())
-    }
-
-    /// SIGKILL: no shutdown of any kind.
-    fn kill(&mut self) -> anyhow::Result<()> {
-        self.child.kill()?;
-        self.child.wait()?;
-        Ok(())
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The real binary on a port, logging to a file.
+fn spawn_server(db: &TestDb, port: u16, log: &Path) -> anyhow::Result<ServerProcess> {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    // No token.keys: the generated key in the data folder must itself survive the kill.
+    let mut command = crm_auth(db.dir.path(), &db.url);
+    command
+        .arg("serve")
+        // This server reads the system clock; the rotation checks after the restart must fall inside the
+        // reuse interval however long the restart takes.
+        .env("CRM_AUTH__TOKEN__REUSE_INTERVAL_SECONDS", "600")
+        .env("RUST_LOG", "warn")
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    ServerProcess::spawn(command, port)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -590,7 +543,7 @@ async fn sigkill_under_load(backend: &Backend) -> anyhow::Result<()> {
     let log = db.dir.path().join("server.log");
     let url = format!("http://127.0.0.1:{port}");
     let api = client(&url)?;
-    let mut server = ServerProcess::spawn(&db, port, &log)?;
+    let mut server = spawn_server(&db, port, &log)?;
     server.wait_ready(&api).await?;
     let key_file = db.dir.path().join("signing-key");
     let signing_key = std::fs::read(&key_file)?;
@@ -657,7 +610,7 @@ async fn sigkill_under_load(backend: &Backend) -> anyhow::Result<()> {
         }
     }
 
-    let mut server = ServerProcess::spawn(&db, port, &log)?;
+    let mut server = spawn_server(&db, port, &log)?;
     server.wait_ready(&api).await?;
     assert_eq!(
         std::fs::read(&key_file)?,

@@ -1,8 +1,7 @@
 //! The README's operator commands, run as printed (placeholders filled in) against a fresh database, so the
 //! documentation cannot drift from the command line.
 
-use std::io::Write as _;
-use std::process::{Command, Stdio};
+use crate::common::server::{Node, crm_auth, run_with_stdin};
 
 /// The lines of the README's "Command line" block, without comments.
 fn documented_commands() -> anyhow::Result<Vec<String>> {
@@ -20,25 +19,11 @@ fn documented_commands() -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
+/// Runs `crm-auth` with `args` on the test's SQLite database; returns its standard output.
 fn run(dir: &std::path::Path, args: &[String], stdin: &str) -> anyhow::Result<String> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_crm-auth"))
-        .args(args)
-        .env("CRM_AUTH__DATA_DIR", dir)
-        .env(
-            "CRM_AUTH__DATABASE__URL",
-            format!("sqlite://{}", dir.join("db.sqlite").display()),
-        )
-        .env("CRM_AUTH__AUTH__ARGON2__M_KIB", "256")
-        .env("CRM_AUTH__AUTH__ARGON2__T", "1")
-        .env_remove("CRM_AUTH_CONFIG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    if let Some(mut pipe) = child.stdin.take() {
-        pipe.write_all(stdin.as_bytes())?;
-    }
-    let out = child.wait_with_output()?;
+    let mut command = crm_auth(dir, &database_url(dir));
+    command.args(args);
+    let out = run_with_stdin(command, stdin)?;
     anyhow::ensure!(
         out.status.success(),
         "{args:?} failed: {}",
@@ -91,18 +76,18 @@ async fn every_documented_operator_command_works_as_printed() -> anyhow::Result<
     Ok(())
 }
 
+/// The SQLite database in `dir` that the commands and the server share.
+fn database_url(dir: &std::path::Path) -> String {
+    format!("sqlite://{}", dir.join("db.sqlite").display())
+}
+
 /// Logs in with `key` on a server over the same database; returns the session id.
 async fn open_session(dir: &std::path::Path, key: &str) -> anyhow::Result<String> {
     let mut settings = crm_auth_server::settings::Settings::for_test(dir);
-    settings.database.url =
-        crm_auth_server::settings::Secret::new(format!("sqlite://{}", dir.join("db.sqlite").display()));
+    settings.database.url = crm_auth_server::settings::Secret::new(database_url(dir));
     settings.token.keys.clear();
-    let state = crm_auth_server::state::AppState::from_settings(settings)?;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let server = crm_auth_server::http::serve(listener, state)?;
-    std::thread::spawn(move || actix_web::rt::System::new().block_on(server));
-    let client = crm_auth_client::Client::builder().base_url(url).build()?;
+    let node = Node::start(crm_auth_server::state::AppState::from_settings(settings)?)?;
+    let client = node.client()?;
     Ok(client
         .token_with_api_key(key, None)
         .await?

@@ -11,39 +11,27 @@ use actix_web::dev::Payload;
 use actix_web::error::PayloadError;
 use actix_web::http::{StatusCode, header};
 use actix_web::web::{self, Bytes};
-use actix_web::{App, FromRequest as _, HttpResponse, rt, test};
+use actix_web::{App, FromRequest as _, rt, test};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use crm_auth_actix::{AuthConfig, Authenticated, BODY_TOKEN_LIMIT, Keyring, SigningKey, Verifier};
+use crm_auth_actix::{AuthConfig, Authenticated, BODY_TOKEN_LIMIT, Verifier};
 use crm_auth_core::{Claims, DateFormat, issue};
 use futures_util::{Stream, StreamExt as _};
-use serde_json::{Value, json};
+use serde_json::json;
+
+use crate::common::{ISSUER, SESSION, bearer, claims_at, keyring, whoami};
 
 const NOW: i64 = 1_700_000_000;
-const ISSUER: &str = "crm-auth";
-const SESSION: &str = "EE63A82C4FEBE02FF34E90DD1EBA5ABE";
 const LEEWAY: u64 = 30;
-
-fn keyring(id: &str, byte: u8) -> anyhow::Result<Keyring> {
-    Ok(Keyring::new(vec![SigningKey::new(id, vec![byte; 32])?])?)
-}
 
 fn config() -> anyhow::Result<AuthConfig> {
     let verifier = Verifier::new(keyring("k1", 0x5a)?, ISSUER).with_leeway(LEEWAY);
     Ok(AuthConfig::offline_with_clock(verifier, || NOW))
 }
 
+/// Alice's claims, issued a minute before [`NOW`], valid for two hours.
 fn claims(username: &str) -> Claims {
-    Claims {
-        jti: SESSION.to_owned(),
-        usr: username.to_owned(),
-        org: "Acme".to_owned(),
-        oun: "HQ".to_owned(),
-        iat: NOW - 60,
-        exp: NOW + 7140,
-        iss: Some(ISSUER.to_owned()),
-        r#gen: 0,
-    }
+    claims_at(username, NOW - 60, 7200)
 }
 
 fn sign(claims: &Claims) -> anyhow::Result<String> {
@@ -52,64 +40,6 @@ fn sign(claims: &Claims) -> anyhow::Result<String> {
 
 fn token(username: &str) -> anyhow::Result<String> {
     sign(&claims(username))
-}
-
-async fn whoami(user: Authenticated) -> HttpResponse {
-    HttpResponse::Ok().json(json!({
-        "session_id": user.session_id,
-        "username": user.username,
-        "organisation": user.organisation,
-        "unit": user.unit,
-        "expires_at": user.expires_at,
-    }))
-}
-
-async fn echo(user: Authenticated, body: Bytes) -> HttpResponse {
-    HttpResponse::Ok().json(json!({
-        "username": user.username,
-        "body": String::from_utf8_lossy(&body),
-    }))
-}
-
-async fn echo_json(user: Authenticated, body: web::Json<Value>) -> HttpResponse {
-    HttpResponse::Ok().json(json!({"username": user.username, "body": body.into_inner()}))
-}
-
-/// An app with `/whoami` (GET, POST), `/echo` (the body as bytes) and `/json` (the body as JSON), the
-/// configuration registered as `web::Data`.
-macro_rules! app {
-    ($config:expr) => {
-        test::init_service(
-            App::new()
-                .app_data(web::Data::new($config))
-                .route("/whoami", web::get().to(whoami))
-                .route("/whoami", web::post().to(whoami))
-                .route("/echo", web::post().to(echo))
-                .route("/json", web::post().to(echo_json)),
-        )
-        .await
-    };
-}
-
-/// Status, `Content-Type` and JSON body of a response.
-macro_rules! call {
-    ($app:expr, $req:expr) => {{
-        let resp = test::call_service(&$app, $req).await;
-        let status = resp.status();
-        let content_type = resp
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        let body = test::read_body(resp).await;
-        let json: Value = serde_json::from_slice(&body)?;
-        (status, content_type, json)
-    }};
-}
-
-fn bearer(token: &str) -> (header::HeaderName, String) {
-    (header::AUTHORIZATION, format!("Bearer {token}"))
 }
 
 /// A body arriving in small chunks, each after a pending poll, without a declared length.

@@ -1,14 +1,12 @@
 //! The operator surface: `/metrics` counts what happens, `/openapi.json` documents every endpoint (and the
 //! committed copy is current), and the Docker files configure only settings that exist.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use crate::common::{Backend, ORG, TestApp, USER, header, post};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use common::{Backend, ORG, TestApp, USER};
 use crm_auth_server::settings::Settings;
 use serde_json::{Value, json};
 
@@ -18,11 +16,7 @@ backend_tests!(metrics_count_what_happens, openapi_is_served_for_the_base_path);
 async fn scrape(app: &TestApp) -> anyhow::Result<BTreeMap<String, f64>> {
     let res = reqwest::get(format!("{}/metrics", app.url)).await?;
     assert_eq!(res.status().as_u16(), 200);
-    let content_type = res
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let content_type = header(&res, "content-type");
     assert_eq!(content_type.as_deref(), Some("text/plain; version=0.0.4"));
     let text = res.text().await?;
     let mut series = BTreeMap::new();
@@ -51,12 +45,9 @@ fn refreshes(outcome: &str) -> String {
     format!("crm_auth_refreshes_total{{outcome=\"{outcome}\"}}")
 }
 
-async fn post(url: &str, bearer: Option<&str>, body: Value) -> anyhow::Result<u16> {
-    let mut req = reqwest::Client::new().post(url).json(&body);
-    if let Some(token) = bearer {
-        req = req.bearer_auth(token);
-    }
-    Ok(req.send().await?.status().as_u16())
+/// The status of a raw JSON POST.
+async fn status_of_post(url: &str, bearer: Option<&str>, body: Value) -> anyhow::Result<u16> {
+    Ok(post(url, bearer, body.to_string()).await?.status().as_u16())
 }
 
 async fn token_of(res: reqwest::Response) -> anyhow::Result<String> {
@@ -79,7 +70,10 @@ async fn metrics_count_what_happens(backend: Backend) -> anyhow::Result<()> {
     // Logins: one good, one wrong password, one by key, one by key into a unit the user is not in.
     let token = app.login().await?.as_str().to_owned();
     let wrong = json!({"username": USER, "password": "wrong", "organisation": ORG});
-    assert_eq!(post(&app.api("/authentication/token"), None, wrong).await?, 401);
+    assert_eq!(
+        status_of_post(&app.api("/authentication/token"), None, wrong).await?,
+        401
+    );
     let basic = format!("Basic {}", STANDARD.encode(format!("{}:", app.key)));
     let key_url = app.api("/authentication/web_api_key/token");
     assert_eq!(
@@ -101,24 +95,30 @@ async fn metrics_count_what_happens(backend: Backend) -> anyhow::Result<()> {
     let mallory = json!({"username": "mallory", "password": "guess", "organisation": ORG});
     for _ in 0..5 {
         assert_eq!(
-            post(&app.api("/authentication/token"), None, mallory.clone()).await?,
+            status_of_post(&app.api("/authentication/token"), None, mallory.clone()).await?,
             401
         );
     }
-    assert_eq!(post(&app.api("/authentication/token"), None, mallory).await?, 429);
+    assert_eq!(
+        status_of_post(&app.api("/authentication/token"), None, mallory).await?,
+        429
+    );
 
     // Refresh: a rotation, a retry within the reuse interval, then the superseded token again after it.
     let refresh_url = app.api("/authentication/token/refresh");
     let res = http.post(&refresh_url).bearer_auth(&token).send().await?;
     let newest = token_of(res).await?;
-    assert_eq!(post(&refresh_url, Some(&token), json!({})).await?, 200);
+    assert_eq!(status_of_post(&refresh_url, Some(&token), json!({})).await?, 200);
     app.clock
         .advance(i64::try_from(app.state.settings.token.reuse_interval_seconds)? + 1);
-    assert_eq!(post(&refresh_url, Some(&token), json!({})).await?, 401);
-    assert_eq!(post(&refresh_url, Some(&newest), json!({})).await?, 401);
-    assert_eq!(post(&refresh_url, Some("not.a.token"), json!({})).await?, 401);
+    assert_eq!(status_of_post(&refresh_url, Some(&token), json!({})).await?, 401);
+    assert_eq!(status_of_post(&refresh_url, Some(&newest), json!({})).await?, 401);
     assert_eq!(
-        post(
+        status_of_post(&refresh_url, Some("not.a.token"), json!({})).await?,
+        401
+    );
+    assert_eq!(
+        status_of_post(
             &app.api("/authentication/token/release"),
             Some(&newest),
             json!({})
@@ -211,11 +211,7 @@ async fn openapi_is_served_for_the_base_path(backend: Backend) -> anyhow::Result
     let app = TestApp::start_with(&backend, |s| s.http.base_path = "/auth/v9".into()).await?;
     let res = reqwest::get(format!("{}/openapi.json", app.url)).await?;
     assert_eq!(res.status().as_u16(), 200);
-    let content_type = res
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let content_type = header(&res, "content-type");
     assert_eq!(content_type.as_deref(), Some("application/json"));
     let doc: Value = res.json().await?;
     assert!(

@@ -1,9 +1,9 @@
-//! Storage on SQLite and PostgreSQL: migrations both ways, case-insensitive uniqueness, the one default
-//! unit, key lookup by digest, and configuration loading.
+//! Storage on SQLite and PostgreSQL: migrations both ways (and one set of them for both backends),
+//! case-insensitive uniqueness, the one default unit, key lookup by digest, and configuration loading.
 
-mod common;
+use std::path::{Path, PathBuf};
 
-use common::{Backend, TestDb};
+use crate::common::{Backend, TestDb};
 use crm_auth_core::ApiKey;
 use crm_auth_server::db::user::Membership;
 use crm_auth_server::db::{self, Backend as DbBackend, ConnectionManager, schema};
@@ -136,6 +136,46 @@ async fn bad_admin_input_changes_nothing(backend: Backend) -> anyhow::Result<()>
     Ok(())
 }
 
+/// Every file under `dir`, as (path relative to `dir`, contents), sorted by path.
+fn files_under(dir: &Path) -> anyhow::Result<Vec<(PathBuf, Vec<u8>)>> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(folder) = pending.pop() {
+        for entry in std::fs::read_dir(&folder)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                files.push((path.strip_prefix(dir)?.to_path_buf(), std::fs::read(&path)?));
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// The schema is written once in SQL both backends accept, and each backend embeds its own folder; a change
+/// made to one folder only would give the two backends different schemas.
+#[test]
+fn both_backends_have_the_same_migrations() -> anyhow::Result<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations");
+    let sqlite = files_under(&root.join("sqlite"))?;
+    let postgres = files_under(&root.join("postgres"))?;
+    let names = |files: &[(PathBuf, Vec<u8>)]| -> Vec<PathBuf> {
+        files.iter().map(|(path, _)| path.clone()).collect()
+    };
+    assert_eq!(names(&sqlite), names(&postgres), "the same migration files");
+    assert!(!sqlite.is_empty(), "migrations found under {}", root.display());
+    for ((path, sqlite), (_, postgres)) in sqlite.iter().zip(&postgres) {
+        assert!(
+            sqlite == postgres,
+            "migrations/sqlite/{0} and migrations/postgres/{0} differ",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 #[test]
 fn the_example_configuration_loads_and_matches_the_defaults() -> anyhow::Result<()> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/crm-auth.example.toml");
@@ -159,22 +199,20 @@ fn unknown_keys_and_bad_values_stop_start_up_naming_the_key() -> anyhow::Result<
         .unwrap_or_default();
     assert!(err.contains("ttl_secs"), "{err}");
     let env = |k: &str, v: &str| vec![(k.to_owned(), v.to_owned())];
-    let err = Settings::load_from(None, env("CRM_AUTH__TOKEN__TTL_SECONDS", "0"))
-        .err()
-        .map(|e| e.to_string());
-    assert!(err.is_some_and(|e| e.contains("token.ttl_seconds")));
-    let err = Settings::load_from(None, env("CRM_AUTH__DATABASE__URL", "mysql://x"))
-        .err()
-        .map(|e| e.to_string());
-    assert!(err.is_some_and(|e| e.contains("database.url")));
-    let err = Settings::load_from(None, env("CRM_AUTH__TOKEN__LEEWAY_SECONDS", "61"))
-        .err()
-        .map(|e| e.to_string());
-    assert!(err.is_some_and(|e| e.contains("leeway")));
-    let err = Settings::load_from(None, env("CRM_AUTH__NOPE", "1"))
-        .err()
-        .map(|e| e.to_string());
-    assert!(err.is_some_and(|e| e.contains("nope")));
+    for (variable, value, named) in [
+        ("CRM_AUTH__TOKEN__TTL_SECONDS", "0", "token.ttl_seconds"),
+        ("CRM_AUTH__DATABASE__URL", "mysql://x", "database.url"),
+        ("CRM_AUTH__TOKEN__LEEWAY_SECONDS", "61", "leeway"),
+        ("CRM_AUTH__NOPE", "1", "nope"),
+    ] {
+        let err = Settings::load_from(None, env(variable, value))
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            err.as_ref().is_some_and(|e| e.contains(named)),
+            "{variable}={value}: {err:?}"
+        );
+    }
     // Environment overrides the file.
     std::fs::write(&file, "[database]\npool_size = 3\n")?;
     let settings = Settings::load_from(Some(&file), env("CRM_AUTH__DATABASE__POOL_SIZE", "5"))?;

@@ -4,17 +4,11 @@
 //! `TOKEN_EXPIRED` / `SESSION_ENDED` where the token is genuine), never a 5xx, and none of them touches the
 //! session it names.
 
-mod common;
-
-use std::net::TcpListener;
-use std::sync::Arc;
-
+use crate::common::{Backend, ORG, TEST_SECRET, TestApp, USER, code, test_keyring};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use common::{Backend, ORG, TestApp, USER};
 use crm_auth_server::clock::Clock as _;
-use crm_auth_server::settings::{KeySettings, Secret, Settings};
-use crm_auth_server::state::AppState;
+use crm_auth_server::settings::{KeySettings, Secret};
 use ring::hmac;
 use serde_json::{Value, json};
 
@@ -23,9 +17,6 @@ backend_tests!(
     a_token_of_a_removed_key_is_invalid_token,
     legacy_tokens_pass_only_when_accepted,
 );
-
-/// The secret of the key `Settings::for_test` configures (id `test`).
-const SECRET: &[u8] = b"tttttttttttttttttttttttttttttttt";
 
 /// Our header, as the server writes it.
 const HEADER: &str = r#"{"typ":"JWT","alg":"HS256","kid":"test"}"#;
@@ -43,7 +34,7 @@ fn sign_with(alg: hmac::Algorithm, secret: &[u8], header: &str, payload: &str) -
 
 /// Signed with our own key, as only a holder of the secret could.
 fn sign(header: &str, payload: &str) -> String {
-    sign_with(hmac::HMAC_SHA256, SECRET, header, payload)
+    sign_with(hmac::HMAC_SHA256, TEST_SECRET, header, payload)
 }
 
 /// What validate, refresh and release must answer, as `status.code`.
@@ -202,7 +193,7 @@ async fn forged_and_malformed_tokens_are_refused(backend: Backend) -> anyhow::Re
         "alg HS512 under our secret",
         sign_with(
             hmac::HMAC_SHA512,
-            SECRET,
+            TEST_SECRET,
             r#"{"typ":"JWT","alg":"HS512","kid":"test"}"#,
             &payload,
         ),
@@ -211,7 +202,7 @@ async fn forged_and_malformed_tokens_are_refused(backend: Backend) -> anyhow::Re
         "alg HS384 under our secret",
         sign_with(
             hmac::HMAC_SHA384,
-            SECRET,
+            TEST_SECRET,
             r#"{"typ":"JWT","alg":"HS384","kid":"test"}"#,
             &payload,
         ),
@@ -498,9 +489,7 @@ async fn forged_and_malformed_tokens_are_refused(backend: Backend) -> anyhow::Re
     let mut old = other.claims().clone();
     old.iat = now - 20_000;
     old.exp = now - 10_000;
-    let keyring =
-        crm_auth_core::Keyring::new(vec![crm_auth_core::SigningKey::new("test", SECRET.to_vec())?])?;
-    let expired = crm_auth_core::issue(&keyring, &old, crm_auth_core::DateFormat::Numeric);
+    let expired = crm_auth_core::issue(&test_keyring()?, &old, crm_auth_core::DateFormat::Numeric);
     cases.push((
         "genuine, expired past the grace".to_owned(),
         expired,
@@ -520,30 +509,9 @@ async fn forged_and_malformed_tokens_are_refused(backend: Backend) -> anyhow::Re
     let next = app.client.refresh(raw).await?;
     assert_eq!(next.claims().r#gen, 1);
     // The expired token's release ended its session.
-    let ended = app
-        .client
-        .validate(other.as_str())
-        .await
-        .err()
-        .and_then(|e| e.code());
+    let ended = code(app.client.validate(other.as_str()).await);
     assert_eq!(ended, Some(crm_auth_core::ErrorCode::SessionEnded));
     Ok(())
-}
-
-/// Another server on the same database, with settings changed by `tweak`; returns its API base URL.
-fn node_with(app: &TestApp, tweak: impl FnOnce(&mut Settings)) -> anyhow::Result<String> {
-    let mut settings = (*app.state.settings).clone();
-    tweak(&mut settings);
-    let state = AppState::build(settings, Arc::new(app.clock.clone()))?;
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    let url = format!(
-        "http://{}{}",
-        listener.local_addr()?,
-        state.settings.http.base_path
-    );
-    let server = crm_auth_server::http::serve(listener, state)?;
-    std::thread::spawn(move || actix_web::rt::System::new().block_on(server));
-    Ok(url)
 }
 
 fn key(id: &str, secret: &str) -> KeySettings {
@@ -570,7 +538,8 @@ async fn a_token_of_a_removed_key_is_invalid_token(backend: Backend) -> anyhow::
         "the first key signs"
     );
     // The configuration a token lifetime later: the old key dropped.
-    let rotated = node_with(&app, |s| s.token.keys = vec![key("new", NEW)])?;
+    let rotated_node = app.node_with(|s| s.token.keys = vec![key("new", NEW)])?;
+    let rotated = format!("{}{}", rotated_node.url, app.state.settings.http.base_path);
     let payload = String::from_utf8(URL_SAFE_NO_PAD.decode(&p)?)?;
     let cases = vec![
         (
@@ -614,7 +583,8 @@ async fn a_token_of_a_removed_key_is_invalid_token(backend: Backend) -> anyhow::
 
 async fn legacy_tokens_pass_only_when_accepted(backend: Backend) -> anyhow::Result<()> {
     let app = TestApp::start(&backend).await?;
-    let legacy_node = node_with(&app, |s| s.token.accept_legacy = true)?;
+    let legacy_server = app.node_with(|s| s.token.accept_legacy = true)?;
+    let legacy_node = format!("{}{}", legacy_server.url, app.state.settings.http.base_path);
     let http = reqwest::Client::new();
     let session = app.login().await?;
     let now = app.clock.now();
@@ -690,11 +660,7 @@ async fn legacy_tokens_pass_only_when_accepted(backend: Backend) -> anyhow::Resu
     // Still live after all that; then a legacy release ends it for every token.
     node.validate(refreshed.as_str()).await?;
     node.release(&token).await?;
-    let ended = node
-        .validate(refreshed.as_str())
-        .await
-        .err()
-        .and_then(|e| e.code());
+    let ended = code(node.validate(refreshed.as_str()).await);
     assert_eq!(ended, Some(crm_auth_core::ErrorCode::SessionEnded));
     Ok(())
 }

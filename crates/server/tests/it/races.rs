@@ -1,9 +1,7 @@
 //! Races and several nodes, on SQLite and PostgreSQL: concurrent refreshes, refresh against release, key
 //! logins against revocation, and two servers sharing one database.
 
-mod common;
-
-use common::{Backend, ORG, PASSWORD, TestApp, USER};
+use crate::common::{Backend, ORG, PASSWORD, TestApp, USER, code};
 use crm_auth_core::ErrorCode;
 use crm_auth_server::clock::Clock as _;
 use crm_auth_server::service::admin;
@@ -14,10 +12,6 @@ backend_tests!(
     no_key_session_outlives_a_revocation,
     two_nodes_share_sessions_and_lockout,
 );
-
-fn code<T>(result: Result<T, crm_auth_client::Error>) -> Option<ErrorCode> {
-    result.err().and_then(|e| e.code())
-}
 
 async fn sixty_four_concurrent_refreshes_rotate_once(backend: Backend) -> anyhow::Result<()> {
     let app = TestApp::start_with(&backend, |s| s.database.pool_size = 16).await?;
@@ -105,7 +99,8 @@ async fn no_key_session_outlives_a_revocation(backend: Backend) -> anyhow::Resul
 
 async fn two_nodes_share_sessions_and_lockout(backend: Backend) -> anyhow::Result<()> {
     let app = TestApp::start(&backend).await?;
-    let other = app.second_node()?;
+    let other_node = app.node_with(|_| {})?;
+    let other = other_node.client()?;
     let token = app.login().await?;
     // Issued by one node, refreshed at the other, released at the first, seen ended by the other.
     let refreshed = other.refresh(token.as_str()).await?;

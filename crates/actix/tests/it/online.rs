@@ -1,61 +1,35 @@
 //! The extractor with an online configuration, against the real server on a loopback port: the server's
 //! verdict, logouts included, is what the handler sees.
-#![cfg(feature = "validate")]
 
 use std::net::{SocketAddr, TcpListener};
 
+use actix_web::dev::ServerHandle;
 use actix_web::http::{StatusCode, header};
-use actix_web::{App, HttpResponse, rt, test, web};
-use crm_auth_actix::{AuthConfig, Authenticated, Client};
-use crm_auth_core::{Claims, DateFormat, ErrorCode, Keyring, SigningKey, issue};
+use actix_web::{rt, test};
+use crm_auth_actix::{AuthConfig, Client};
+use crm_auth_core::{DateFormat, ErrorCode, issue};
 use crm_auth_server::service::admin;
-use serde_json::{Value, json};
+use serde_json::json;
+
+use crate::common::{claims_at, keyring};
 
 /// A well-formed token for `username` signed by a key the server does not know.
 fn foreign_token(username: &str) -> anyhow::Result<String> {
-    let keyring = Keyring::new(vec![SigningKey::new("k1", vec![0x5a; 32])?])?;
-    let claims = Claims {
-        jti: "EE63A82C4FEBE02FF34E90DD1EBA5ABE".to_owned(),
-        usr: username.to_owned(),
-        org: "Acme".to_owned(),
-        oun: "HQ".to_owned(),
-        iat: 1_700_000_000,
-        exp: 1_700_007_200,
-        iss: Some("crm-auth".to_owned()),
-        r#gen: 0,
-    };
-    Ok(issue(&keyring, &claims, DateFormat::Numeric))
+    Ok(issue(
+        &keyring("k1", 0x5a)?,
+        &claims_at(username, 1_700_000_000, 7200),
+        DateFormat::Numeric,
+    ))
 }
 
-async fn whoami(user: Authenticated) -> HttpResponse {
-    HttpResponse::Ok().json(json!({
-        "session_id": user.session_id,
-        "username": user.username,
-        "organisation": user.organisation,
-        "unit": user.unit,
-        "expires_at": user.expires_at,
-    }))
-}
+/// Stops the real server when the test ends, passed or failed.
+struct StopOnDrop(ServerHandle);
 
-macro_rules! app {
-    ($client:expr) => {
-        test::init_service(
-            App::new()
-                .app_data(web::Data::new(AuthConfig::online($client)))
-                .route("/whoami", web::get().to(whoami))
-                .route("/whoami", web::post().to(whoami)),
-        )
-        .await
-    };
-}
-
-macro_rules! call {
-    ($app:expr, $req:expr) => {{
-        let resp = test::call_service(&$app, $req).await;
-        let status = resp.status();
-        let body: Value = serde_json::from_slice(&test::read_body(resp).await)?;
-        (status, body)
-    }};
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        // `stop` sends its command when called; the future it returns only waits for the workers to end.
+        drop(self.0.stop(false));
+    }
 }
 
 fn client(addr: SocketAddr) -> anyhow::Result<Client> {
@@ -81,10 +55,11 @@ async fn the_real_servers_verdict_decides() -> anyhow::Result<()> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let server = crm_auth_server::http::serve(listener, state)?;
+    let _stop = StopOnDrop(server.handle());
     std::thread::spawn(move || rt::System::new().block_on(server));
     let client = client(addr)?;
     let token = client.token_with_api_key(key.expose(), None).await?;
-    let app = app!(client.clone());
+    let app = app!(AuthConfig::online(client.clone()));
     let ask = |token: &str| {
         test::TestRequest::get()
             .uri("/whoami")
@@ -92,7 +67,7 @@ async fn the_real_servers_verdict_decides() -> anyhow::Result<()> {
             .to_request()
     };
 
-    let (status, body) = call!(app, ask(token.as_str()));
+    let (status, _, body) = call!(app, ask(token.as_str()));
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["username"], "alice");
     assert_eq!(body["unit"], "HQ");
@@ -100,14 +75,14 @@ async fn the_real_servers_verdict_decides() -> anyhow::Result<()> {
 
     // A logout at the server bites at once, although the token itself is still valid.
     client.release(token.as_str()).await?;
-    let (status, body) = call!(app, ask(token.as_str()));
+    let (status, _, body) = call!(app, ask(token.as_str()));
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(body["status"]["code"], "SESSION_ENDED");
     assert_eq!(body["data"], json!({}));
     assert!(!body.to_string().contains(token.as_str()));
 
     // A token the server never issued is refused by the server too.
-    let (status, body) = call!(app, ask(&foreign_token("alice")?));
+    let (status, _, body) = call!(app, ask(&foreign_token("alice")?));
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(body["status"]["code"], "INVALID_TOKEN");
     Ok(())
@@ -116,7 +91,10 @@ async fn the_real_servers_verdict_decides() -> anyhow::Result<()> {
 #[actix_web::test]
 async fn an_unreachable_server_is_unavailable_not_a_pass() -> anyhow::Result<()> {
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let app = app!(client(SocketAddr::from(([127, 0, 0, 1], port)))?);
+    let app = app!(AuthConfig::online(client(SocketAddr::from((
+        [127, 0, 0, 1],
+        port
+    )))?));
     let req = test::TestRequest::get()
         .uri("/whoami")
         .insert_header((
@@ -124,7 +102,7 @@ async fn an_unreachable_server_is_unavailable_not_a_pass() -> anyhow::Result<()>
             format!("Bearer {}", foreign_token("alice")?),
         ))
         .to_request();
-    let (status, body) = call!(app, req);
+    let (status, _, body) = call!(app, req);
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
         body,

@@ -201,34 +201,26 @@ fn rejects_tampering() -> Result<()> {
         ..claims()
     };
     let payload = URL_SAFE_NO_PAD.encode(admin.to_json(DateFormat::Numeric));
-    let tampered_payload = format!("{}.{payload}.{}", parts[0], parts[2]);
-    assert_eq!(
-        verify(&ring, &tampered_payload, &opts(NOW)),
-        Err(TokenError::BadSignature)
-    );
-
     let header = URL_SAFE_NO_PAD.encode(r#"{"typ":"JWT","alg":"HS256","kid":"k1","x":1}"#);
-    let tampered_header = format!("{header}.{}.{}", parts[1], parts[2]);
-    assert_eq!(
-        verify(&ring, &tampered_header, &opts(NOW)),
-        Err(TokenError::BadSignature)
-    );
-
-    let no_signature = format!("{}.{}.", parts[0], parts[1]);
-    assert_eq!(
-        verify(&ring, &no_signature, &opts(NOW)),
-        Err(TokenError::BadSignature)
-    );
-    let short_signature = format!("{}.{}.{}", parts[0], parts[1], &parts[2][..42]);
-    assert_eq!(
-        verify(&ring, &short_signature, &opts(NOW)),
-        Err(TokenError::BadSignature)
-    );
-    let long_signature = format!("{}.{}.{}A", parts[0], parts[1], parts[2]);
-    assert_eq!(
-        verify(&ring, &long_signature, &opts(NOW)),
-        Err(TokenError::BadSignature)
-    );
+    for (name, tampered) in [
+        ("payload", format!("{}.{payload}.{}", parts[0], parts[2])),
+        ("header", format!("{header}.{}.{}", parts[1], parts[2])),
+        ("no signature", format!("{}.{}.", parts[0], parts[1])),
+        (
+            "short signature",
+            format!("{}.{}.{}", parts[0], parts[1], &parts[2][..42]),
+        ),
+        (
+            "long signature",
+            format!("{}.{}.{}A", parts[0], parts[1], parts[2]),
+        ),
+    ] {
+        assert_eq!(
+            verify(&ring, &tampered, &opts(NOW)),
+            Err(TokenError::BadSignature),
+            "{name}"
+        );
+    }
     Ok(())
 }
 
@@ -551,10 +543,10 @@ fn error_codes_and_messages() -> Result<()> {
         } else {
             ErrorCode::InvalidToken
         };
-        assert_eq!(e.code(), expected);
+        assert_eq!(e.code(), expected, "{e:?}");
         let message = e.to_string();
         assert!(!message.is_empty() && !message.ends_with('.'), "{message}");
-        assert_eq!(message, message.to_lowercase());
+        assert_eq!(message, message.to_lowercase(), "{e:?}");
     }
     Ok(())
 }

@@ -1,12 +1,10 @@
 //! The `crm-auth` binary end to end as a subprocess, on SQLite and PostgreSQL: every admin command, then bad
 //! input for each, which must exit non-zero with one line on stderr and change nothing.
 
-mod common;
+use std::process::Output;
 
-use std::io::Write as _;
-use std::process::{Command, Output, Stdio};
-
-use common::{Backend, TestDb};
+use crate::common::server::{Node, crm_auth, demo_field, run_with_stdin};
+use crate::common::{Backend, TestDb, code};
 
 backend_tests!(
     admin_commands_set_up_a_working_organisation,
@@ -20,22 +18,9 @@ struct Cli<'a> {
 
 impl Cli<'_> {
     fn run(&self, args: &[&str], stdin: Option<&str>) -> anyhow::Result<Output> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_crm-auth"))
-            .args(args)
-            .env("CRM_AUTH__DATABASE__URL", &self.db.url)
-            .env("CRM_AUTH__DATA_DIR", self.db.dir.path())
-            .env("CRM_AUTH__AUTH__ARGON2__M_KIB", "256")
-            .env("CRM_AUTH__AUTH__ARGON2__T", "1")
-            .env("RUST_LOG", "warn")
-            .env_remove("CRM_AUTH_CONFIG")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        if let Some(mut pipe) = child.stdin.take() {
-            pipe.write_all(stdin.unwrap_or_default().as_bytes())?;
-        }
-        Ok(child.wait_with_output()?)
+        let mut command = crm_auth(self.db.dir.path(), &self.db.url);
+        command.args(args).env("RUST_LOG", "warn");
+        run_with_stdin(command, stdin.unwrap_or_default())
     }
 
     /// Runs a command that must succeed; returns its stdout.
@@ -111,12 +96,8 @@ async fn admin_commands_set_up_a_working_organisation(backend: Backend) -> anyho
         t: 1,
         p: 1,
     };
-    let state = crm_auth_server::state::AppState::from_settings(settings)?;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let server = crm_auth_server::http::serve(listener, state)?;
-    std::thread::spawn(move || actix_web::rt::System::new().block_on(server));
-    let client = crm_auth_client::Client::builder().base_url(&url).build()?;
+    let node = Node::start(crm_auth_server::state::AppState::from_settings(settings)?)?;
+    let client = node.client()?;
     let token = client
         .token_with_password("alice", "new-pass", "acme", None)
         .await?;
@@ -129,7 +110,7 @@ async fn admin_commands_set_up_a_working_organisation(backend: Backend) -> anyho
     assert!(!only_bot.contains(&token.claims().jti));
     cli.ok(&["session", "revoke", &token.claims().jti], None)?;
     assert_eq!(
-        client.validate(token.as_str()).await.err().and_then(|e| e.code()),
+        code(client.validate(token.as_str()).await),
         Some(crm_auth_core::ErrorCode::SessionEnded)
     );
     // Disabling a user ends its sessions; revoking a key refuses it.
@@ -211,7 +192,7 @@ async fn bad_input_exits_non_zero_with_one_line(backend: Backend) -> anyhow::Res
     assert_eq!(listing.lines().count(), 1);
     cli.fails(&["user", "disable", "--org", "Acme", "bob"], None)?;
     // A bad configuration is one line too.
-    let out = Command::new(env!("CARGO_BIN_EXE_crm-auth"))
+    let out = crm_auth(db.dir.path(), &db.url)
         .args(["migrate"])
         .env("CRM_AUTH__TOKEN__NOPE", "1")
         .output()?;
@@ -226,14 +207,10 @@ async fn demo_is_idempotent(backend: Backend) -> anyhow::Result<()> {
     let first = cli.ok(&["demo"], None)?;
     let second = cli.ok(&["demo"], None)?;
     assert!(second.contains("curl -s -X POST"));
-    let field = |out: &str, name: &str| {
-        out.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().last())
-            .unwrap_or_default()
-            .to_owned()
-    };
-    assert_ne!(field(&first, "demo password:"), field(&second, "demo password:"));
+    assert_ne!(
+        demo_field(&first, "demo password:"),
+        demo_field(&second, "demo password:")
+    );
     let orgs = cli.ok(&["key", "list", "--org", "demo"], None)?;
     assert_eq!(orgs.lines().count(), 3, "two keys, the first revoked: {orgs}");
     Ok(())

@@ -2,9 +2,7 @@
 //! columns schema.rs declares, in its order, with the same types, nullability and primary keys. schema.rs is
 //! written by hand for both backends, so this is what keeps it from drifting from the migrations.
 
-mod common;
-
-use common::{Backend, TestDb};
+use crate::common::{Backend, TestDb};
 use crm_auth_server::db::{self, DbConnection};
 use diesel::prelude::*;
 use diesel::sql_types::{Bool, Text};
@@ -40,7 +38,7 @@ fn sql_type(diesel_type: &str) -> anyhow::Result<&'static str> {
 
 /// The columns of every `diesel::table!` in schema.rs, table by table in file order.
 fn declared() -> anyhow::Result<Vec<Column>> {
-    let source = include_str!("../src/db/schema.rs");
+    let source = include_str!("../../src/db/schema.rs");
     let mut columns = Vec::new();
     for block in source.split("diesel::table! {").skip(1) {
         let (head, body) = block

@@ -1,14 +1,12 @@
-//! Test support: one fresh database per test on each backend, and a `TestApp` that runs the real server on
-//! a free port with a manual clock, seeded with an organisation, units, a user and a key.
-#![allow(dead_code, reason = "each test binary uses a different part of this module")]
-#![allow(missing_docs, reason = "test support")]
+//! Test support: one fresh database per test on each backend, a `TestApp` that runs the real server on a
+//! free port with a manual clock, seeded with an organisation, units, a user and a key, and the small helpers
+//! every module uses (error codes, raw requests, the test signing key). Running servers are in `server`.
 
-use std::net::TcpListener;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crm_auth_client::Client;
+use crm_auth_core::{ErrorCode, Keyring, SigningKey};
 use crm_auth_server::clock::{Clock, ManualClock};
 use crm_auth_server::db::{DbConnection, PooledConnection};
 use crm_auth_server::password::PasswordHasher;
@@ -18,9 +16,12 @@ use crm_auth_server::state::AppState;
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection};
 
+use self::server::Node;
+
+pub mod server;
+
 /// Declares each listed `async fn name(backend: Backend) -> anyhow::Result<()>` as a test on SQLite and
 /// on PostgreSQL.
-#[macro_export]
 macro_rules! backend_tests {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -168,6 +169,46 @@ impl Drop for TestDb {
     }
 }
 
+/// The error code a client call was refused with; `None` when it succeeded or got no envelope.
+pub fn code<T>(result: Result<T, crm_auth_client::Error>) -> Option<ErrorCode> {
+    result.err().and_then(|e| e.code())
+}
+
+/// A raw JSON POST with an optional bearer token, for what the client crate would not send.
+pub async fn post(
+    url: &str,
+    bearer: Option<&str>,
+    body: impl Into<reqwest::Body>,
+) -> anyhow::Result<reqwest::Response> {
+    let mut req = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body);
+    if let Some(token) = bearer {
+        req = req.bearer_auth(token);
+    }
+    Ok(req.send().await?)
+}
+
+/// A response header's value, when it is present and text.
+pub fn header(res: &reqwest::Response, name: &str) -> Option<String> {
+    res.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// The secret of the one signing key `Settings::for_test` configures.
+pub const TEST_SECRET: &[u8] = b"tttttttttttttttttttttttttttttttt";
+
+/// The keyring `Settings::for_test` configures: key `test` with [`TEST_SECRET`].
+pub fn test_keyring() -> anyhow::Result<Keyring> {
+    Ok(Keyring::new(vec![SigningKey::new(
+        "test",
+        TEST_SECRET.to_vec(),
+    )?])?)
+}
+
 /// The seeded data of a [`TestApp`].
 pub const ORG: &str = "Acme";
 pub const USER: &str = "alice";
@@ -182,7 +223,10 @@ pub struct TestApp {
     /// Alice's Web API key.
     pub key: String,
     pub main_unit_id: String,
-    pub db: TestDb,
+    /// Stops the server when the test ends.
+    _node: Node,
+    /// Declared after the server, so that its database is dropped only once the server has stopped.
+    _db: TestDb,
 }
 
 impl TestApp {
@@ -198,11 +242,8 @@ impl TestApp {
         let clock = ManualClock::new();
         let state = AppState::build(settings, Arc::new(clock.clone()))?;
         let (key, main_unit_id) = seed(&state, clock.now())?;
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        let addr = listener.local_addr()?;
-        let server = crm_auth_server::http::serve(listener, state.clone())?;
-        std::thread::spawn(move || actix_web::rt::System::new().block_on(server));
-        let url = format!("http://{addr}");
+        let node = Node::start(state.clone())?;
+        let url = node.url.clone();
         let client = Client::builder()
             .base_url(&url)
             .base_path(state.settings.http.base_path.clone())
@@ -214,20 +255,17 @@ impl TestApp {
             state,
             key,
             main_unit_id,
-            db,
+            _node: node,
+            _db: db,
         })
     }
 
-    /// A second server on the same database and keys (another node behind the same load balancer); returns
-    /// a client for it.
-    pub fn second_node(&self) -> anyhow::Result<Client> {
-        let settings = (*self.state.settings).clone();
-        let state = AppState::build(settings, Arc::new(self.clock.clone()))?;
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        let url = format!("http://{}", listener.local_addr()?);
-        let server = crm_auth_server::http::serve(listener, state)?;
-        std::thread::spawn(move || actix_web::rt::System::new().block_on(server));
-        Ok(Client::builder().base_url(&url).build()?)
+    /// Another server on the same database, keys and clock (another node behind the same load balancer),
+    /// with settings adjusted by `tweak`.
+    pub fn node_with(&self, tweak: impl FnOnce(&mut Settings)) -> anyhow::Result<Node> {
+        let mut settings = (*self.state.settings).clone();
+        tweak(&mut settings);
+        Node::start(AppState::build(settings, Arc::new(self.clock.clone()))?)
     }
 
     pub fn conn(&self) -> anyhow::Result<PooledConnection> {
@@ -277,9 +315,4 @@ fn seed(state: &AppState, now: i64) -> anyhow::Result<(String, String)> {
     )?;
     let (_, key) = admin::create_key(conn, &user, now)?;
     Ok((key.expose().to_owned(), main.id))
-}
-
-/// A path under the test's data directory.
-pub fn data_path(db: &TestDb, name: &str) -> PathBuf {
-    db.dir.path().join(name)
 }

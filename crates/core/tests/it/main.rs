@@ -1,0 +1,6 @@
+//! Core's integration tests, in one binary: the public API of `crm-auth-core` seen from outside.
+
+mod envelope;
+mod proptests;
+mod token;
+mod wire;

@@ -1,0 +1,23 @@
+//! The server's integration tests, in one binary so that the shared support in `common` is built once and
+//! every test links against one copy of the server. Each module is one area of behaviour.
+
+#[macro_use]
+mod common;
+
+mod attacks;
+mod bad_input;
+mod cli;
+mod client;
+mod coalesce;
+mod faults;
+mod login;
+mod logs;
+mod ops;
+mod races;
+mod readme;
+mod revocations;
+mod schema;
+mod secrets;
+mod sessions;
+mod storage;
+mod timing;
