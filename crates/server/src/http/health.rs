@@ -1,7 +1,7 @@
 //! `/health/live` and `/health/ready` at the root.
 
 use actix_web::{HttpResponse, web};
-use crm_auth_core::Envelope;
+use crm_auth_core::{Envelope, routes};
 use diesel::r2d2::R2D2Connection as _;
 use serde::Serialize;
 
@@ -19,12 +19,12 @@ pub struct Health {
 /// Registers the health routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource("/health/live")
+        web::resource(routes::HEALTH_LIVE)
             .route(web::get().to(get_live))
             .default_service(web::to(method_not_allowed)),
     )
     .service(
-        web::resource("/health/ready")
+        web::resource(routes::HEALTH_READY)
             .route(web::get().to(get_ready))
             .default_service(web::to(method_not_allowed)),
     );

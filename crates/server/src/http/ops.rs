@@ -2,6 +2,7 @@
 
 use actix_web::http::header::ContentType;
 use actix_web::{HttpResponse, web};
+use crm_auth_core::routes;
 use utoipa::openapi::OpenApi;
 
 use crate::error::ApiError;
@@ -22,12 +23,12 @@ impl std::fmt::Debug for ApiDocument {
 pub fn configure(cfg: &mut web::ServiceConfig, base_path: &str) {
     cfg.app_data(web::Data::new(ApiDocument(openapi::document(base_path))))
         .service(
-            web::resource("/metrics")
+            web::resource(routes::METRICS)
                 .route(web::get().to(get_metrics))
                 .default_service(web::to(method_not_allowed)),
         )
         .service(
-            web::resource("/openapi.json")
+            web::resource(routes::OPENAPI)
                 .route(web::get().to(get_openapi))
                 .default_service(web::to(method_not_allowed)),
         );

@@ -2,7 +2,11 @@
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
-use crm_auth_core::{Empty, Envelope, TokenResponse, ValidateResponse, parse_basic_authorization};
+use crm_auth_core::routes;
+use crm_auth_core::{
+    ApiKeyTokenRequest, Empty, Envelope, PasswordTokenRequest, TokenResponse, ValidateResponse,
+    parse_basic_authorization,
+};
 
 use crate::error::ApiError;
 use crate::http::method_not_allowed;
@@ -14,16 +18,16 @@ use crate::state::AppState;
 /// Registers the token routes (relative to the base path).
 pub fn configure(cfg: &mut web::ServiceConfig) {
     let resource = |path: &str| web::resource(path.to_owned()).default_service(web::to(method_not_allowed));
-    cfg.service(resource("/authentication/token").route(web::post().to(create_token)))
+    cfg.service(resource(routes::PASSWORD_TOKEN).route(web::post().to(create_token)))
         .service(
-            resource("/authentication/web_api_key/token")
+            resource(routes::API_KEY_TOKEN)
                 .route(web::post().to(create_key_token))
                 .route(web::get().to(create_key_token)),
         )
-        .service(resource("/authentication/token/refresh").route(web::post().to(refresh_token)))
-        .service(resource("/authentication/token/release").route(web::post().to(release_token)))
+        .service(resource(routes::REFRESH_TOKEN).route(web::post().to(refresh_token)))
+        .service(resource(routes::RELEASE_TOKEN).route(web::post().to(release_token)))
         .service(
-            resource("/authentication/token/validate")
+            resource(routes::VALIDATE_TOKEN)
                 .route(web::get().to(validate_token))
                 .route(web::post().to(validate_token)),
         );
@@ -51,12 +55,17 @@ pub async fn create_token(
 ) -> Result<HttpResponse, ApiError> {
     let client = rate_limit(&req, &state)?;
     let body = read_body(&req, payload, state.settings.http.max_body_bytes).await?;
-    let map = request::json_object(&body)?;
+    let PasswordTokenRequest {
+        username,
+        password,
+        organisation,
+        unit,
+    } = PasswordTokenRequest::from_json(&body)?;
     let login = PasswordLogin {
-        username: request::required_name(&map, "username")?,
-        password: request::password(&map)?,
-        organisation: request::required_name(&map, "organisation")?,
-        unit: request::optional_name(&map, "unit")?,
+        username,
+        password,
+        organisation,
+        unit,
     };
     let token = login::login_with_password(&state, login, client).await?;
     Ok(token_response(token))
@@ -70,11 +79,10 @@ pub async fn create_key_token(
 ) -> Result<HttpResponse, ApiError> {
     let client = rate_limit(&req, &state)?;
     let body = read_body(&req, payload, state.settings.http.max_body_bytes).await?;
-    let unit = match request::optional_name(&request::json_object(&body)?, "unit")? {
+    // The body's unit first; the query is read only when the body names none.
+    let unit = match ApiKeyTokenRequest::from_json(&body)?.unit {
         Some(unit) => Some(unit),
-        None => request::query_field(&req, "unit")?
-            .map(|unit| request::without_nul("unit", unit))
-            .transpose()?,
+        None => ApiKeyTokenRequest::from_query_unit(request::query_field(&req, "unit")?)?.unit,
     };
     let key = req
         .headers()
