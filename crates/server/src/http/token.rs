@@ -1,19 +1,31 @@
-//! The authentication endpoints under `http.base_path`.
+//! The authentication endpoints under `http.base_path`, each with its OpenAPI description beside it.
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use crm_auth_core::routes;
 use crm_auth_core::{
-    ApiKeyTokenRequest, Empty, Envelope, PasswordTokenRequest, TokenResponse, ValidateResponse,
+    ApiKeyTokenRequest, Empty, Envelope, PasswordTokenRequest, TokenRequest, TokenResponse, ValidateResponse,
     parse_basic_authorization,
 };
 
 use crate::error::ApiError;
 use crate::http::method_not_allowed;
+use crate::http::openapi::{self, TAG_AUTH};
 use crate::http::request::{self, client_addr, read_body};
 use crate::service::login::{self, PasswordLogin};
 use crate::service::session;
 use crate::state::AppState;
+
+/// An operation's description for refresh, release and validate, which all find the token in the same places.
+macro_rules! token_description {
+    ($text:literal) => {
+        concat!(
+            $text,
+            "\n\nThe token is read from `Authorization: Bearer <token>`, else the JSON body field `token`, else \
+             the query parameter `token`."
+        )
+    };
+}
 
 /// Registers the token routes (relative to the base path).
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -21,15 +33,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(resource(routes::PASSWORD_TOKEN).route(web::post().to(create_token)))
         .service(
             resource(routes::API_KEY_TOKEN)
-                .route(web::post().to(create_key_token))
-                .route(web::get().to(create_key_token)),
+                .route(web::post().to(create_key_token_post))
+                .route(web::get().to(create_key_token_get)),
         )
         .service(resource(routes::REFRESH_TOKEN).route(web::post().to(refresh_token)))
         .service(resource(routes::RELEASE_TOKEN).route(web::post().to(release_token)))
         .service(
             resource(routes::VALIDATE_TOKEN)
-                .route(web::get().to(validate_token))
-                .route(web::post().to(validate_token)),
+                .route(web::get().to(validate_token_get))
+                .route(web::post().to(validate_token_post)),
         );
 }
 
@@ -48,6 +60,27 @@ fn token_response(token: String) -> HttpResponse {
 }
 
 /// `POST authentication/token`: username + password + organisation (+ unit).
+#[utoipa::path(
+    post,
+    path = routes::PASSWORD_TOKEN,
+    tag = TAG_AUTH,
+    summary = "Get a token by username and password",
+    description = "Opens a session for the user in the organisation, logged into the unit asked for or the \
+        user's default unit. Failed logins count per organisation + username; from the lockout threshold on, \
+        attempts are refused with `TOO_MANY_ATTEMPTS` and a `Retry-After` header for a delay that doubles \
+        per failure.",
+    request_body(
+        content = PasswordTokenRequest,
+        description = "A JSON object; unknown fields are ignored.",
+        example = openapi::password_request_example,
+    ),
+    responses((
+        status = 200,
+        description = "A token for the new session",
+        body = Envelope<TokenResponse>,
+        example = openapi::token_envelope_example,
+    )),
+)]
 pub async fn create_token(
     req: HttpRequest,
     payload: web::Payload,
@@ -71,15 +104,74 @@ pub async fn create_token(
     Ok(token_response(token))
 }
 
-/// `POST` / `GET authentication/web_api_key/token`: the key as the Basic user name.
-pub async fn create_key_token(
+/// `POST authentication/web_api_key/token`: the key as the Basic user name, the unit in the body or the query.
+#[utoipa::path(
+    post,
+    path = routes::API_KEY_TOKEN,
+    tag = TAG_AUTH,
+    summary = "Get a token by Web API key",
+    description = KEY_TOKEN_DESCRIPTION,
+    security(("web_api_key" = [])),
+    params(("unit" = Option<String>, Query, description = KEY_TOKEN_UNIT, max_length = 256, nullable = false)),
+    request_body(
+        content = ApiKeyTokenRequest,
+        description = openapi::OPTIONAL_BODY,
+        example = openapi::key_request_example,
+    ),
+    responses((
+        status = 200,
+        description = "A token for the new session",
+        body = Envelope<TokenResponse>,
+        example = openapi::token_envelope_example,
+    )),
+)]
+pub async fn create_key_token_post(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    create_key_token(req, payload, state).await
+}
+
+/// `GET authentication/web_api_key/token`: the key as the Basic user name, the unit in the query.
+#[utoipa::path(
+    get,
+    path = routes::API_KEY_TOKEN,
+    tag = TAG_AUTH,
+    summary = "Get a token by Web API key",
+    description = KEY_TOKEN_DESCRIPTION,
+    security(("web_api_key" = [])),
+    params(("unit" = Option<String>, Query, description = KEY_TOKEN_UNIT, max_length = 256, nullable = false)),
+    responses((
+        status = 200,
+        description = "A token for the new session",
+        body = Envelope<TokenResponse>,
+        example = openapi::token_envelope_example,
+    )),
+)]
+pub async fn create_key_token_get(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    create_key_token(req, payload, state).await
+}
+
+const KEY_TOKEN_DESCRIPTION: &str = "The key is the HTTP Basic user name with an empty password \
+    (`base64(\"KEY:\")` or `base64(\"KEY\")`, scheme in any letter case). The session belongs to the key's user \
+    in the key's organisation, logged into the unit asked for (body, else query) or the user's default unit.";
+
+const KEY_TOKEN_UNIT: &str =
+    "A unit id, name or code, when the body names none; absent or empty: the user's default unit";
+
+/// Both methods of the key login: the body's unit first; the query is read only when the body names none.
+async fn create_key_token(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let client = rate_limit(&req, &state)?;
     let body = read_body(&req, payload, state.settings.http.max_body_bytes).await?;
-    // The body's unit first; the query is read only when the body names none.
     let unit = match ApiKeyTokenRequest::from_json(&body)?.unit {
         Some(unit) => Some(unit),
         None => ApiKeyTokenRequest::from_query_unit(request::query_field(&req, "unit")?)?.unit,
@@ -104,6 +196,31 @@ async fn presented_token(
 }
 
 /// `POST authentication/token/refresh`.
+#[utoipa::path(
+    post,
+    path = routes::REFRESH_TOKEN,
+    tag = TAG_AUTH,
+    summary = "Refresh a token",
+    description = token_description!(
+        "Returns the session's next token: same `jti`, `iat` now, `exp` at most the session's end. The \
+        presented token may be past its `exp` by the refresh grace. Only the newest token of a session \
+        refreshes; the one it replaced gets the newest back within the reuse interval, and any other \
+        superseded token ends the session (`SESSION_ENDED` from then on for every token of it)."
+    ),
+    security(("bearer_token" = []), ()),
+    params(openapi::TokenQuery),
+    request_body(
+        content = TokenRequest,
+        description = openapi::OPTIONAL_BODY,
+        example = openapi::token_request_example,
+    ),
+    responses((
+        status = 200,
+        description = "The session's next token",
+        body = Envelope<TokenResponse>,
+        example = openapi::token_envelope_example,
+    )),
+)]
 pub async fn refresh_token(
     req: HttpRequest,
     payload: web::Payload,
@@ -116,6 +233,29 @@ pub async fn refresh_token(
 }
 
 /// `POST authentication/token/release`.
+#[utoipa::path(
+    post,
+    path = routes::RELEASE_TOKEN,
+    tag = TAG_AUTH,
+    summary = "End the token's session (logout)",
+    description = token_description!(
+        "Idempotent: releasing an ended session is `OK`. A token past its `exp` can still be released; one \
+        that does not verify is `INVALID_TOKEN`."
+    ),
+    security(("bearer_token" = []), ()),
+    params(openapi::TokenQuery),
+    request_body(
+        content = TokenRequest,
+        description = openapi::OPTIONAL_BODY,
+        example = openapi::token_request_example,
+    ),
+    responses((
+        status = 200,
+        description = "The session has ended",
+        body = Envelope<Empty>,
+        example = openapi::empty_envelope_example,
+    )),
+)]
 pub async fn release_token(
     req: HttpRequest,
     payload: web::Payload,
@@ -127,8 +267,71 @@ pub async fn release_token(
     Ok(HttpResponse::Ok().json(Envelope::ok(Empty {})))
 }
 
-/// `GET` / `POST authentication/token/validate`.
-pub async fn validate_token(
+/// `GET authentication/token/validate`.
+#[utoipa::path(
+    get,
+    path = routes::VALIDATE_TOKEN,
+    tag = TAG_AUTH,
+    summary = "Is this token's session live",
+    description = VALIDATE_DESCRIPTION,
+    security(("bearer_token" = []), ()),
+    params(openapi::TokenQuery),
+    request_body(
+        content = TokenRequest,
+        description = openapi::OPTIONAL_BODY,
+        example = openapi::token_request_example,
+    ),
+    responses((
+        status = 200,
+        description = "The token's live session",
+        body = Envelope<ValidateResponse>,
+        example = openapi::validate_envelope_example,
+    )),
+)]
+pub async fn validate_token_get(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    validate_token(req, payload, state).await
+}
+
+/// `POST authentication/token/validate`.
+#[utoipa::path(
+    post,
+    path = routes::VALIDATE_TOKEN,
+    tag = TAG_AUTH,
+    summary = "Is this token's session live",
+    description = VALIDATE_DESCRIPTION,
+    security(("bearer_token" = []), ()),
+    params(openapi::TokenQuery),
+    request_body(
+        content = TokenRequest,
+        description = openapi::OPTIONAL_BODY,
+        example = openapi::token_request_example,
+    ),
+    responses((
+        status = 200,
+        description = "The token's live session",
+        body = Envelope<ValidateResponse>,
+        example = openapi::validate_envelope_example,
+    )),
+)]
+pub async fn validate_token_post(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    validate_token(req, payload, state).await
+}
+
+const VALIDATE_DESCRIPTION: &str = token_description!(
+    "For downstream services that must see logouts at once. Any unexpired token of a live session \
+    validates, a superseded one included until its own `exp`."
+);
+
+/// Both methods of validate.
+async fn validate_token(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
