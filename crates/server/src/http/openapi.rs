@@ -78,19 +78,18 @@ pub struct TokenQuery {
     ),
     paths(
         token::create_token,
-        token::create_key_token_post,
-        token::create_key_token_get,
+        token::create_key_token,
         token::refresh_token,
         token::release_token,
-        token::validate_token_get,
-        token::validate_token_post,
+        token::validate_token,
         health::get_live,
         health::get_ready,
         ops::get_metrics,
         ops::get_openapi,
     ),
     components(schemas(Envelope<Empty>, ErrorCode)),
-    modifiers(&Answers, &OptionalBodies, &SecuritySchemes, &SchemaExamples),
+    // In this order: the error answers are chosen by the handler's name, before `OperationIds` adds methods.
+    modifiers(&Answers, &OptionalBodies, &SecuritySchemes, &SchemaExamples, &OperationIds),
     tags(
         (name = TAG_AUTH, description = "Tokens and sessions, under {base}"),
         (name = TAG_OPS, description = "Health, metrics and this document, at the root"),
@@ -154,7 +153,7 @@ fn errors(operation_id: &str) -> Vec<ErrorCode> {
             ],
             true,
         ),
-        "create_key_token_post" | "create_key_token_get" => (
+        "create_key_token" => (
             &[InvalidRequest, InvalidCredentials, InvalidUnit, RateLimited],
             true,
         ),
@@ -169,14 +168,34 @@ fn errors(operation_id: &str) -> Vec<ErrorCode> {
             true,
         ),
         "release_token" => (&[InvalidRequest, InvalidToken], true),
-        "validate_token_get" | "validate_token_post" => {
-            (&[InvalidRequest, InvalidToken, TokenExpired, SessionEnded], true)
-        }
+        "validate_token" => (&[InvalidRequest, InvalidToken, TokenExpired, SessionEnded], true),
         "get_ready" => (&[Unavailable, InternalError], false),
         _ => (&[InternalError], false),
     };
     let common: &[ErrorCode] = if common { &COMMON_ERRORS } else { &[] };
     own.iter().chain(common).copied().collect()
+}
+
+/// Gives the operations of a handler that serves several methods ids of their own, `{handler}_{method}`:
+/// an operation id must be unique in the document.
+struct OperationIds;
+
+impl Modify for OperationIds {
+    fn modify(&self, doc: &mut OpenApi) {
+        for item in doc.paths.paths.values_mut() {
+            let operations = [("get", item.get.as_mut()), ("post", item.post.as_mut())];
+            let operations: Vec<_> = operations
+                .into_iter()
+                .filter_map(|(method, op)| op.map(|op| (method, op)))
+                .collect();
+            if operations.len() < 2 {
+                continue;
+            }
+            for (method, operation) in operations {
+                operation.operation_id = operation.operation_id.take().map(|id| format!("{id}_{method}"));
+            }
+        }
+    }
 }
 
 /// Marks the bodies described as [`OPTIONAL_BODY`] as not required. Their schema stays the object's own,

@@ -33,15 +33,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(resource(routes::PASSWORD_TOKEN).route(web::post().to(create_token)))
         .service(
             resource(routes::API_KEY_TOKEN)
-                .route(web::post().to(create_key_token_post))
-                .route(web::get().to(create_key_token_get)),
+                .route(web::post().to(create_key_token))
+                .route(web::get().to(create_key_token)),
         )
         .service(resource(routes::REFRESH_TOKEN).route(web::post().to(refresh_token)))
         .service(resource(routes::RELEASE_TOKEN).route(web::post().to(release_token)))
         .service(
             resource(routes::VALIDATE_TOKEN)
-                .route(web::get().to(validate_token_get))
-                .route(web::post().to(validate_token_post)),
+                .route(web::get().to(validate_token))
+                .route(web::post().to(validate_token)),
         );
 }
 
@@ -104,15 +104,25 @@ pub async fn create_token(
     Ok(token_response(token))
 }
 
-/// `POST authentication/web_api_key/token`: the key as the Basic user name, the unit in the body or the query.
+/// `POST` / `GET authentication/web_api_key/token`: the key as the Basic user name, the unit in the body
+/// (read on either method) or else the query.
 #[utoipa::path(
-    post,
+    method(post, get),
     path = routes::API_KEY_TOKEN,
     tag = TAG_AUTH,
     summary = "Get a token by Web API key",
-    description = KEY_TOKEN_DESCRIPTION,
+    description = "The key is the HTTP Basic user name with an empty password (`base64(\"KEY:\")` or \
+        `base64(\"KEY\")`, scheme in any letter case). The session belongs to the key's user in the key's \
+        organisation, logged into the unit asked for (body, else query) or the user's default unit.",
     security(("web_api_key" = [])),
-    params(("unit" = Option<String>, Query, description = KEY_TOKEN_UNIT, max_length = 256, nullable = false)),
+    params((
+        "unit" = Option<String>,
+        Query,
+        description = "A unit id, name or code, when the body names none; absent or empty: the user's \
+            default unit",
+        max_length = 256,
+        nullable = false,
+    )),
     request_body(
         content = ApiKeyTokenRequest,
         description = openapi::OPTIONAL_BODY,
@@ -125,53 +135,14 @@ pub async fn create_token(
         example = openapi::token_envelope_example,
     )),
 )]
-pub async fn create_key_token_post(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    create_key_token(req, payload, state).await
-}
-
-/// `GET authentication/web_api_key/token`: the key as the Basic user name, the unit in the query.
-#[utoipa::path(
-    get,
-    path = routes::API_KEY_TOKEN,
-    tag = TAG_AUTH,
-    summary = "Get a token by Web API key",
-    description = KEY_TOKEN_DESCRIPTION,
-    security(("web_api_key" = [])),
-    params(("unit" = Option<String>, Query, description = KEY_TOKEN_UNIT, max_length = 256, nullable = false)),
-    responses((
-        status = 200,
-        description = "A token for the new session",
-        body = Envelope<TokenResponse>,
-        example = openapi::token_envelope_example,
-    )),
-)]
-pub async fn create_key_token_get(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    create_key_token(req, payload, state).await
-}
-
-const KEY_TOKEN_DESCRIPTION: &str = "The key is the HTTP Basic user name with an empty password \
-    (`base64(\"KEY:\")` or `base64(\"KEY\")`, scheme in any letter case). The session belongs to the key's user \
-    in the key's organisation, logged into the unit asked for (body, else query) or the user's default unit.";
-
-const KEY_TOKEN_UNIT: &str =
-    "A unit id, name or code, when the body names none; absent or empty: the user's default unit";
-
-/// Both methods of the key login: the body's unit first; the query is read only when the body names none.
-async fn create_key_token(
+pub async fn create_key_token(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let client = rate_limit(&req, &state)?;
     let body = read_body(&req, payload, state.settings.http.max_body_bytes).await?;
+    // The body's unit first; the query is read only when the body names none.
     let unit = match ApiKeyTokenRequest::from_json(&body)?.unit {
         Some(unit) => Some(unit),
         None => ApiKeyTokenRequest::from_query_unit(request::query_field(&req, "unit")?)?.unit,
@@ -267,13 +238,16 @@ pub async fn release_token(
     Ok(HttpResponse::Ok().json(Envelope::ok(Empty {})))
 }
 
-/// `GET authentication/token/validate`.
+/// `GET` / `POST authentication/token/validate`.
 #[utoipa::path(
-    get,
+    method(get, post),
     path = routes::VALIDATE_TOKEN,
     tag = TAG_AUTH,
     summary = "Is this token's session live",
-    description = VALIDATE_DESCRIPTION,
+    description = token_description!(
+        "For downstream services that must see logouts at once. Any unexpired token of a live session \
+        validates, a superseded one included until its own `exp`."
+    ),
     security(("bearer_token" = []), ()),
     params(openapi::TokenQuery),
     request_body(
@@ -288,50 +262,7 @@ pub async fn release_token(
         example = openapi::validate_envelope_example,
     )),
 )]
-pub async fn validate_token_get(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    validate_token(req, payload, state).await
-}
-
-/// `POST authentication/token/validate`.
-#[utoipa::path(
-    post,
-    path = routes::VALIDATE_TOKEN,
-    tag = TAG_AUTH,
-    summary = "Is this token's session live",
-    description = VALIDATE_DESCRIPTION,
-    security(("bearer_token" = []), ()),
-    params(openapi::TokenQuery),
-    request_body(
-        content = TokenRequest,
-        description = openapi::OPTIONAL_BODY,
-        example = openapi::token_request_example,
-    ),
-    responses((
-        status = 200,
-        description = "The token's live session",
-        body = Envelope<ValidateResponse>,
-        example = openapi::validate_envelope_example,
-    )),
-)]
-pub async fn validate_token_post(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    validate_token(req, payload, state).await
-}
-
-const VALIDATE_DESCRIPTION: &str = token_description!(
-    "For downstream services that must see logouts at once. Any unexpired token of a live session \
-    validates, a superseded one included until its own `exp`."
-);
-
-/// Both methods of validate.
-async fn validate_token(
+pub async fn validate_token(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
