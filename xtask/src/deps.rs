@@ -11,7 +11,8 @@ const RULES: &[(&str, &[&str])] = &[
         "crm-auth-core",
         &["diesel", "actix-web", "actix-http", "reqwest", "tokio"],
     ),
-    ("crm-auth-client", &["diesel", "actix-web"]),
+    // utoipa is the server's, for its OpenAPI document; core derives schemas only behind its `openapi` feature.
+    ("crm-auth-client", &["diesel", "actix-web", "utoipa"]),
     ("crm-auth-actix", &["diesel", "crm-auth-server"]),
 ];
 

@@ -17,8 +17,8 @@ use actix_web::dev::Payload;
 use actix_web::error::PayloadError;
 use actix_web::http::header;
 use actix_web::web::{self, Bytes, BytesMut};
+use crm_auth_core::{TokenRequest, parse_bearer_authorization};
 use futures_util::{Stream, StreamExt as _};
-use serde_json::Value;
 
 /// The largest body searched for a `token` field, in bytes: the server's default `http.max_body_bytes`. A
 /// longer body is passed on untouched and the lookup moves on to the query.
@@ -65,10 +65,8 @@ impl Lookup {
 
 /// `Authorization: Bearer <token>`, the scheme in any letter case; any other scheme is no token.
 fn bearer(req: &HttpRequest) -> Option<String> {
-    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?.trim();
-    let (scheme, token) = value.split_once(char::is_whitespace)?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then(|| token.to_owned())
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    parse_bearer_authorization(value).map(str::to_owned)
 }
 
 /// The query's `token`; a query string that does not parse holds none.
@@ -79,17 +77,6 @@ fn query(req: &HttpRequest) -> Option<String> {
         .into_iter()
         .find(|(name, value)| name == "token" && !value.is_empty())
         .map(|(_, value)| value)
-}
-
-/// The body's `token`: a non-empty string member of a JSON object.
-fn body_token(body: &[u8]) -> Option<String> {
-    match serde_json::from_slice::<Value>(body).ok()? {
-        Value::Object(mut map) => match map.remove("token")? {
-            Value::String(token) if !token.is_empty() => Some(token),
-            _ => None,
-        },
-        _ => None,
-    }
 }
 
 /// What became of the original payload.
@@ -187,7 +174,11 @@ impl Future for BodyToken {
                 return Poll::Ready(None);
             }
             if matches!(tee.state, Source::Ended) {
-                return Poll::Ready(tee.seen.take().and_then(|body| body_token(&body)));
+                return Poll::Ready(
+                    tee.seen
+                        .take()
+                        .and_then(|body| TokenRequest::token_in_json(&body)),
+                );
             }
             if tee.pull(cx).is_pending() {
                 tee.lookup_waker = Some(cx.waker().clone());

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crm_auth_core::routes;
 use crm_auth_core::{
     ApiKeyTokenRequest, Empty, Envelope, PasswordTokenRequest, SessionInfo, Status, TokenResponse,
     ValidateResponse,
@@ -16,7 +17,7 @@ use crate::retry::{self, Policy};
 use crate::{Error, Token};
 
 /// The API base path the server uses unless configured otherwise (`http.base_path`).
-pub const DEFAULT_BASE_PATH: &str = "/crmapi/rest/v2";
+pub const DEFAULT_BASE_PATH: &str = routes::DEFAULT_BASE_PATH;
 
 /// Default time allowed for a whole request, from connecting until the body has arrived.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -206,12 +207,12 @@ impl Endpoints {
                 .map_err(|e| Error::invalid_argument(format!("the base path does not form a valid url: {e}")))
         };
         Ok(Endpoints {
-            token: join(&api, "/authentication/token")?,
-            api_key_token: join(&api, "/authentication/web_api_key/token")?,
-            refresh: join(&api, "/authentication/token/refresh")?,
-            release: join(&api, "/authentication/token/release")?,
-            validate: join(&api, "/authentication/token/validate")?,
-            health: join(root, "/health/ready")?,
+            token: join(&api, routes::PASSWORD_TOKEN)?,
+            api_key_token: join(&api, routes::API_KEY_TOKEN)?,
+            refresh: join(&api, routes::REFRESH_TOKEN)?,
+            release: join(&api, routes::RELEASE_TOKEN)?,
+            validate: join(&api, routes::VALIDATE_TOKEN)?,
+            health: join(root, routes::HEALTH_READY)?,
         })
     }
 }

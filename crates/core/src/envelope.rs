@@ -10,6 +10,7 @@ const OK: &str = "OK";
 
 /// Why a request failed: the `status.code` of an error envelope. Each code has one HTTP status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorCode {
     /// The body is not JSON, or a field is missing, empty, of the wrong type or over its limit.
@@ -140,8 +141,9 @@ impl FromStr for ErrorCode {
 /// The `status` member of every envelope. `code` is `"OK"` on success, else an [`ErrorCode`] string; kept as a
 /// string so a client can read codes it does not know.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Status {
-    /// `"OK"` or an [`ErrorCode`] string.
+    /// `OK`, or an `ErrorCode`: what went wrong; each code has one HTTP status.
     pub code: String,
     /// What was wrong, e.g. the offending field; `""` on success.
     #[serde(default, deserialize_with = "null_as_empty")]
@@ -187,6 +189,7 @@ fn null_as_empty<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D
 
 /// A response body: `{"data": ..., "status": {...}}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Envelope<T> {
     /// The payload; [`Empty`] on failure.
     pub data: T,
@@ -220,6 +223,7 @@ impl Envelope<Empty> {
 
 /// An empty payload: serialises as `{}`; deserialises from any object, ignoring its members, and from `null`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Empty {}
 
 impl<'de> Deserialize<'de> for Empty {

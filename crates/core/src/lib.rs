@@ -4,16 +4,21 @@
 //! It does no I/O and never reads the clock: every time-dependent function takes `now` in unix seconds.
 
 pub mod apikey;
+pub mod authorization;
 pub mod envelope;
 pub mod ids;
 pub mod limits;
+pub mod request;
+pub mod routes;
 pub mod token;
 pub mod wire;
 
 pub use apikey::{ApiKey, KeyGenError, digest_key, parse_basic_authorization};
+pub use authorization::parse_bearer_authorization;
 pub use envelope::{Empty, Envelope, ErrorCode, Status, UnknownErrorCode};
 pub use ids::{is_id, new_id};
 pub use limits::{MAX_NAME_CHARS, MAX_PASSWORD_BYTES, MAX_TOKEN_BYTES};
+pub use request::RequestError;
 pub use token::{
     Claims, DateFormat, Keyring, KeyringError, SigningKey, TokenError, Verifier, VerifyOptions,
     decode_unverified, issue, verify, verify_ignoring_expiry,

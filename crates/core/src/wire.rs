@@ -18,15 +18,21 @@ impl fmt::Debug for Redacted {
 
 /// Body of `POST {base}/authentication/token`. Extra fields are ignored.
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PasswordTokenRequest {
     /// The username, matched case-insensitively within the organisation.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 256))]
     pub username: String,
-    /// The password in clear.
+    /// The password in clear; at most 1024 bytes of UTF-8.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
     pub password: String,
     /// The organisation name, matched case-insensitively.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 256))]
     pub organisation: String,
-    /// A unit id, name or code; absent, `null` or `""` means the user's default unit.
+    /// A unit id, else name, else code (name and code case-insensitively); absent, `null` or `""` means the
+    /// user's default unit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 256))]
     pub unit: Option<String>,
 }
 
@@ -44,16 +50,21 @@ impl fmt::Debug for PasswordTokenRequest {
 /// Optional body of `{base}/authentication/web_api_key/token`; the key itself travels in the `Authorization`
 /// header.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiKeyTokenRequest {
-    /// A unit id, name or code; absent, `null` or `""` means the user's default unit.
+    /// A unit id, else name, else code; absent, `null` or `""` means the user's default unit (GET: the `unit`
+    /// query parameter).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 256))]
     pub unit: Option<String>,
 }
 
 /// `data` of a successful token request or refresh.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenResponse {
-    /// The compact JWT.
+    /// A compact JWT, HS256, header `{"typ":"JWT","alg":"HS256","kid":...}`, claims `jti` (session id), `usr`,
+    /// `org`, `oun`, `iat`, `exp`, `iss`, `gen`.
     pub token: String,
 }
 
@@ -66,9 +77,11 @@ impl fmt::Debug for TokenResponse {
 /// Body of refresh, release and validate, for clients that send the token in the body rather than in an
 /// `Authorization: Bearer` header.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenRequest {
-    /// The compact JWT.
+    /// The compact JWT: base64url segments joined by dots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 8192, pattern = "^[A-Za-z0-9_.-]*$"))]
     pub token: Option<String>,
 }
 
@@ -81,6 +94,7 @@ impl fmt::Debug for TokenRequest {
 
 /// How a session was authenticated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum AuthMethod {
     /// Username and password.
@@ -124,8 +138,10 @@ impl FromStr for AuthMethod {
 
 /// A live session as the validate endpoint describes it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionInfo {
-    /// The session id, the tokens' `jti`.
+    /// The session id, the tokens' `jti`: 32 upper-case hex digits.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9A-F]{32}$"))]
     pub id: String,
     /// The username as stored.
     pub username: String,
@@ -143,6 +159,7 @@ pub struct SessionInfo {
 
 /// `data` of a successful validate call.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ValidateResponse {
     /// The token's session.
     pub session: SessionInfo,

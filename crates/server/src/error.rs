@@ -3,7 +3,7 @@
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
-use crm_auth_core::{Envelope, ErrorCode, TokenError};
+use crm_auth_core::{Envelope, ErrorCode, RequestError, TokenError};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
 /// Everything a request can fail with. Messages never carry a secret, SQL or a stack trace.
@@ -51,6 +51,12 @@ pub enum ApiError {
     /// A bug; the detail goes to the log, never to the client.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<RequestError> for ApiError {
+    fn from(err: RequestError) -> ApiError {
+        ApiError::InvalidRequest(err.into_message())
+    }
 }
 
 impl ApiError {

@@ -218,7 +218,7 @@ impl Default for HttpSettings {
     fn default() -> HttpSettings {
         HttpSettings {
             bind: "127.0.0.1:8080".into(),
-            base_path: "/crmapi/rest/v2".into(),
+            base_path: crm_auth_core::routes::DEFAULT_BASE_PATH.into(),
             max_body_bytes: 16 * 1024,
             rate_limit: RateLimitSettings::default(),
             trusted_proxies: Vec::new(),

@@ -2,10 +2,12 @@
 
 use actix_web::http::header::ContentType;
 use actix_web::{HttpResponse, web};
+use crm_auth_core::routes;
 use utoipa::openapi::OpenApi;
 
 use crate::error::ApiError;
-use crate::http::{method_not_allowed, openapi};
+use crate::http::method_not_allowed;
+use crate::http::openapi::{self, TAG_OPS};
 use crate::metrics;
 use crate::state::AppState;
 
@@ -22,18 +24,35 @@ impl std::fmt::Debug for ApiDocument {
 pub fn configure(cfg: &mut web::ServiceConfig, base_path: &str) {
     cfg.app_data(web::Data::new(ApiDocument(openapi::document(base_path))))
         .service(
-            web::resource("/metrics")
+            web::resource(routes::METRICS)
                 .route(web::get().to(get_metrics))
                 .default_service(web::to(method_not_allowed)),
         )
         .service(
-            web::resource("/openapi.json")
+            web::resource(routes::OPENAPI)
                 .route(web::get().to(get_openapi))
                 .default_service(web::to(method_not_allowed)),
         );
 }
 
 /// Every metric in Prometheus' text format, the pool gauges read now.
+#[utoipa::path(
+    get,
+    path = routes::METRICS,
+    tag = TAG_OPS,
+    summary = "Prometheus metrics",
+    description = "The text exposition format 0.0.4. Every series is named `crm_auth_*`; the `route` label of \
+        the HTTP series is the matched route pattern, or `unmatched`.",
+    responses((
+        status = 200,
+        description = "The metrics",
+        content_type = metrics::CONTENT_TYPE,
+        body = String,
+        example = "# HELP crm_auth_token_grants_total Token requests by login method and outcome\n\
+            # TYPE crm_auth_token_grants_total counter\n\
+            crm_auth_token_grants_total{method=\"password\",outcome=\"ok\"} 42\n",
+    )),
+)]
 pub async fn get_metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let body = state
         .metrics
@@ -43,6 +62,15 @@ pub async fn get_metrics(state: web::Data<AppState>) -> Result<HttpResponse, Api
 }
 
 /// The OpenAPI document itself, not wrapped in the envelope.
+#[utoipa::path(
+    get,
+    path = routes::OPENAPI,
+    tag = TAG_OPS,
+    summary = "This document",
+    description = "The OpenAPI document of every endpoint, for the configured base path; not wrapped in the \
+        envelope.",
+    responses((status = 200, description = "The OpenAPI document", body = Object)),
+)]
 pub async fn get_openapi(document: web::Data<ApiDocument>) -> Result<HttpResponse, ApiError> {
     let body = serde_json::to_string(&document.0).map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(HttpResponse::Ok().content_type(ContentType::json()).body(body))

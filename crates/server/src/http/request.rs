@@ -1,14 +1,14 @@
 //! Reading requests by hand, so every malformed input gets a precise `INVALID_REQUEST` (naming the field,
-//! never echoing its value) instead of actix's plain-text extractor errors.
+//! never echoing its value) instead of actix's plain-text extractor errors. The field rules themselves are
+//! core's ([`crm_auth_core::request`]); this module reads the body, the query and the client's address.
 
 use std::net::IpAddr;
 
 use actix_web::HttpRequest;
 use actix_web::http::header;
 use actix_web::web::{self, Bytes, BytesMut};
-use crm_auth_core::limits::{MAX_NAME_CHARS, MAX_PASSWORD_BYTES, MAX_TOKEN_BYTES};
+use crm_auth_core::{TokenRequest, parse_bearer_authorization};
 use futures_util::StreamExt as _;
-use serde_json::{Map, Value};
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -38,124 +38,34 @@ pub async fn read_body(
     Ok(body.freeze())
 }
 
-/// Parses a JSON object body; an empty (or all-blank) body is an empty object.
-pub fn json_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Map::new());
-    }
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(ApiError::InvalidRequest("the body must be a JSON object".into())),
-        Err(_) => Err(ApiError::InvalidRequest("the body is not valid JSON".into())),
-    }
-}
-
-/// A mandatory, non-empty string field of at most `max_chars` characters.
-pub fn required_string(map: &Map<String, Value>, field: &str, max_chars: usize) -> Result<String, ApiError> {
-    match map.get(field) {
-        None | Some(Value::Null) => Err(ApiError::InvalidRequest(format!("{field} is missing"))),
-        Some(Value::String(s)) if s.is_empty() => Err(ApiError::InvalidRequest(format!("{field} is empty"))),
-        Some(Value::String(s)) if s.chars().count() > max_chars => Err(ApiError::InvalidRequest(format!(
-            "{field} is longer than {max_chars} characters"
-        ))),
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(_) => Err(ApiError::InvalidRequest(format!("{field} must be a string"))),
-    }
-}
-
-/// An optional string field: absent, `null` and `""` are `None`.
-pub fn optional_string(
-    map: &Map<String, Value>,
-    field: &str,
-    max_chars: usize,
-) -> Result<Option<String>, ApiError> {
-    match map.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.is_empty() => Ok(None),
-        Some(Value::String(s)) if s.chars().count() > max_chars => Err(ApiError::InvalidRequest(format!(
-            "{field} is longer than {max_chars} characters"
-        ))),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(ApiError::InvalidRequest(format!("{field} must be a string"))),
-    }
-}
-
-/// A mandatory name (`username`, `organisation`): [`required_string`] of at most 256 characters, without NUL.
-pub fn required_name(map: &Map<String, Value>, field: &str) -> Result<String, ApiError> {
-    without_nul(field, required_string(map, field, MAX_NAME_CHARS)?)
-}
-
-/// An optional name (`unit`): [`optional_string`] of at most 256 characters, without NUL.
-pub fn optional_name(map: &Map<String, Value>, field: &str) -> Result<Option<String>, ApiError> {
-    optional_string(map, field, MAX_NAME_CHARS)?
-        .map(|name| without_nul(field, name))
-        .transpose()
-}
-
-/// Refuses a name with a NUL character: no stored name holds one (PostgreSQL's text type cannot), and a query
-/// carrying one fails on PostgreSQL instead of finding nothing.
-pub fn without_nul(field: &str, name: String) -> Result<String, ApiError> {
-    if name.contains('\0') {
-        return Err(ApiError::InvalidRequest(format!(
-            "{field} contains a NUL character"
-        )));
-    }
-    Ok(name)
-}
-
-/// The password field: a non-empty string of at most 1024 bytes.
-pub fn password(map: &Map<String, Value>) -> Result<String, ApiError> {
-    let password = required_string(map, "password", usize::MAX)?;
-    if password.len() > MAX_PASSWORD_BYTES {
-        return Err(ApiError::InvalidRequest(format!(
-            "password is longer than {MAX_PASSWORD_BYTES} bytes"
-        )));
-    }
-    Ok(password)
-}
-
-/// The `unit` of a query string (GET key logins).
+/// The value of a query parameter (the first of that name), before the request's own rules are applied.
 pub fn query_field(req: &HttpRequest, field: &str) -> Result<Option<String>, ApiError> {
     let pairs = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
         .map_err(|_| ApiError::InvalidRequest("the query string is malformed".into()))?;
-    let value = pairs
+    Ok(pairs
         .into_inner()
         .into_iter()
         .find(|(k, _)| k == field)
-        .map(|(_, v)| v);
-    let max = if field == "token" {
-        MAX_TOKEN_BYTES
-    } else {
-        MAX_NAME_CHARS
-    };
-    match value {
-        Some(v) if v.chars().count() > max => Err(ApiError::InvalidRequest(format!(
-            "{field} is longer than {max} characters"
-        ))),
-        Some(v) if v.is_empty() => Ok(None),
-        other => Ok(other),
-    }
+        .map(|(_, v)| v))
 }
 
 /// The token of a refresh, release or validate: `Authorization: Bearer`, then the body's `token`, then the
 /// query's `token`.
 pub fn token(req: &HttpRequest, body: &[u8]) -> Result<String, ApiError> {
-    if let Some(value) = req.headers().get(header::AUTHORIZATION)
-        && let Ok(value) = value.to_str()
+    if let Some(token) = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(parse_bearer_authorization)
     {
-        let value = value.trim();
-        if let Some((scheme, rest)) = value.split_once(char::is_whitespace)
-            && scheme.eq_ignore_ascii_case("bearer")
-            && !rest.trim().is_empty()
-        {
-            return Ok(rest.trim().to_owned());
-        }
+        return Ok(token.to_owned());
     }
-    let map = json_object(body)?;
-    if let Some(token) = optional_string(&map, "token", MAX_TOKEN_BYTES)? {
+    if let Some(token) = TokenRequest::from_json(body)?.token {
         return Ok(token);
     }
-    query_field(req, "token")?.ok_or(ApiError::Token(crm_auth_core::TokenError::Malformed))
+    TokenRequest::from_query_token(query_field(req, "token")?)?
+        .token
+        .ok_or(ApiError::Token(crm_auth_core::TokenError::Malformed))
 }
 
 /// The client's address: the socket peer, or the nearest untrusted `X-Forwarded-For` hop when the peer is

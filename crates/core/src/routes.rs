@@ -1,0 +1,44 @@
+//! Every endpoint's path, written once for the server that routes them, the client that calls them, the
+//! extractor and the OpenAPI document.
+//!
+//! The API paths are relative to the base path the server mounts them under (`http.base_path`,
+//! [`DEFAULT_BASE_PATH`] unless configured); the operator paths sit at the root whatever the base path.
+
+/// The base path of the API unless the server is configured otherwise (`http.base_path`).
+pub const DEFAULT_BASE_PATH: &str = "/crmapi/rest/v2";
+
+/// `POST`: a token for a username and password in an organisation.
+pub const PASSWORD_TOKEN: &str = "/authentication/token";
+
+/// `POST`, `GET`: a token for a Web API key sent as the HTTP Basic user name.
+pub const API_KEY_TOKEN: &str = "/authentication/web_api_key/token";
+
+/// `POST`: the session's next token.
+pub const REFRESH_TOKEN: &str = "/authentication/token/refresh";
+
+/// `POST`: ends the token's session (logout).
+pub const RELEASE_TOKEN: &str = "/authentication/token/release";
+
+/// `GET`, `POST`: whether the token's session is live, and what it is.
+pub const VALIDATE_TOKEN: &str = "/authentication/token/validate";
+
+/// Every API path, in the order the contract lists them.
+pub const API: [&str; 5] = [
+    PASSWORD_TOKEN,
+    API_KEY_TOKEN,
+    REFRESH_TOKEN,
+    RELEASE_TOKEN,
+    VALIDATE_TOKEN,
+];
+
+/// `GET` at the root: the process answers.
+pub const HEALTH_LIVE: &str = "/health/live";
+
+/// `GET` at the root: the process and its database answer.
+pub const HEALTH_READY: &str = "/health/ready";
+
+/// `GET` at the root: Prometheus metrics.
+pub const METRICS: &str = "/metrics";
+
+/// `GET` at the root: the OpenAPI document.
+pub const OPENAPI: &str = "/openapi.json";
