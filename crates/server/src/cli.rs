@@ -1,6 +1,6 @@
 //! The `crm-auth` command line: serve, migrate and the admin commands.
 
-use std::io::Read as _;
+use std::io::{Read as _, Write as _};
 use std::net::TcpListener;
 use std::path::PathBuf;
 
@@ -11,9 +11,28 @@ use crm_auth_core::limits::MAX_PASSWORD_BYTES;
 use crate::clock::{Clock as _, SystemClock};
 use crate::db::{self, Backend, DbConnection};
 use crate::password::PasswordHasher;
-use crate::service::admin;
+use crate::service::admin::{self, ExistingDemoUser};
 use crate::settings::Settings;
 use crate::state::AppState;
+
+/// `println!` that returns an error instead of panicking when standard output is closed (`crm-auth session
+/// list | head`); the binary ends quietly on that error (see [`is_closed_output`]).
+macro_rules! say {
+    () => {
+        writeln!(std::io::stdout())?
+    };
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout(), $($arg)*)?
+    };
+}
+
+/// Whether a command failed only because its standard output was closed, as by `| head`: not an error to
+/// report.
+pub fn is_closed_output(error: &anyhow::Error) -> bool {
+    error
+        .downcast_ref::<std::io::Error>()
+        .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+}
 
 /// A self-hostable authentication service speaking CRM.COM's Web API authentication protocol.
 #[derive(Debug, Parser)]
@@ -222,12 +241,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { demo } => serve(settings, demo),
         Command::Migrate => {
             let applied = db::run_migrations(&mut connect(&settings)?)?;
-            println!("applied {applied} migration(s)");
+            say!("applied {applied} migration(s)");
             Ok(())
         }
-        Command::Demo => print_demo(&settings, &mut migrated(&settings)?),
+        Command::Demo => print_demo(&settings, &mut migrated(&settings)?, ExistingDemoUser::Reset),
         Command::Openapi => {
-            print!("{}", crate::http::openapi::to_json(&settings.http.base_path)?);
+            write!(
+                std::io::stdout(),
+                "{}",
+                crate::http::openapi::to_json(&settings.http.base_path)?
+            )?;
             Ok(())
         }
         Command::Org(command) => run_org(&settings, command, now),
@@ -242,16 +265,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 fn run_org(settings: &Settings, command: OrgCommand, now: i64) -> anyhow::Result<()> {
     let conn = &mut migrated(settings)?;
     match command {
-        OrgCommand::Add { name } => println!("{}", admin::add_organisation(conn, &name, now)?.id),
+        OrgCommand::Add { name } => say!("{}", admin::add_organisation(conn, &name, now)?.id),
         OrgCommand::Disable { org } => {
             let org = admin::find_organisation(conn, &org)?;
             let ended = admin::set_organisation_active(conn, &org, false, now)?;
-            println!("disabled {}; ended {ended} session(s)", org.name);
+            say!("disabled {}; ended {ended} session(s)", org.name);
         }
         OrgCommand::Enable { org } => {
             let org = admin::find_organisation(conn, &org)?;
             admin::set_organisation_active(conn, &org, true, now)?;
-            println!("enabled {}", org.name);
+            say!("enabled {}", org.name);
         }
     }
     Ok(())
@@ -262,19 +285,19 @@ fn run_unit(settings: &Settings, command: UnitCommand, now: i64) -> anyhow::Resu
     match command {
         UnitCommand::Add { org, name, code } => {
             let org = admin::find_organisation(conn, &org)?;
-            println!("{}", admin::add_unit(conn, &org, &name, code.as_deref(), now)?.id);
+            say!("{}", admin::add_unit(conn, &org, &name, code.as_deref(), now)?.id);
         }
         UnitCommand::Disable { org, unit } => {
             let org = admin::find_organisation(conn, &org)?;
             let unit = admin::find_unit(conn, &org, &unit)?;
             let ended = admin::set_unit_active(conn, &unit, false, now)?;
-            println!("disabled {}; ended {ended} session(s)", unit.name);
+            say!("disabled {}; ended {ended} session(s)", unit.name);
         }
         UnitCommand::Enable { org, unit } => {
             let org = admin::find_organisation(conn, &org)?;
             let unit = admin::find_unit(conn, &org, &unit)?;
             admin::set_unit_active(conn, &unit, true, now)?;
-            println!("enabled {}", unit.name);
+            say!("enabled {}", unit.name);
         }
     }
     Ok(())
@@ -304,25 +327,25 @@ fn run_user(settings: &Settings, command: UserCommand, now: i64) -> anyhow::Resu
                 hash,
                 now,
             )?;
-            println!("{}", created.id);
+            say!("{}", created.id);
         }
         UserCommand::Passwd { user, .. } => {
             let org = admin::find_organisation(conn, &user.org)?;
             let found = admin::find_user(conn, &org, &user.username)?;
             admin::set_password(conn, &found, &hash_stdin_password(settings)?)?;
-            println!("password set for {}", found.username);
+            say!("password set for {}", found.username);
         }
         UserCommand::Disable { user } => {
             let org = admin::find_organisation(conn, &user.org)?;
             let found = admin::find_user(conn, &org, &user.username)?;
             let ended = admin::set_user_active(conn, &found, false, now)?;
-            println!("disabled {}; ended {ended} session(s)", found.username);
+            say!("disabled {}; ended {ended} session(s)", found.username);
         }
         UserCommand::Enable { user } => {
             let org = admin::find_organisation(conn, &user.org)?;
             let found = admin::find_user(conn, &org, &user.username)?;
             admin::set_user_active(conn, &found, true, now)?;
-            println!("enabled {}", found.username);
+            say!("enabled {}", found.username);
         }
     }
     Ok(())
@@ -335,24 +358,30 @@ fn run_key(settings: &Settings, command: KeyCommand, now: i64) -> anyhow::Result
             let org = admin::find_organisation(conn, &org)?;
             let user = admin::find_user(conn, &org, &user)?;
             let (row, key) = admin::create_key(conn, &user, now)?;
-            println!(
+            say!(
                 "key id {} for {} in {} (the key is shown only now):",
-                row.id, user.username, org.name
+                row.id,
+                user.username,
+                org.name
             );
-            println!("{}", key.expose());
+            say!("{}", key.expose());
         }
         KeyCommand::List { org } => {
             let org = admin::find_organisation(conn, &org)?;
-            println!(
+            say!(
                 "{:<32}  {:<8}  {:<20}  {:<10}  {:<10}  last_used",
-                "id", "prefix", "user", "created", "revoked"
+                "id",
+                "prefix",
+                "user",
+                "created",
+                "revoked"
             );
             for key in crate::db::api_key::find_by_organisation(conn, &org.id)? {
                 let user = crate::db::user::find_by_id(conn, &key.user_id)?
                     .map(|u| u.username)
                     .unwrap_or_default();
                 let or_dash = |t: Option<i64>| t.map_or_else(|| "-".to_owned(), |t| t.to_string());
-                println!(
+                say!(
                     "{:<32}  {:<8}  {:<20}  {:<10}  {:<10}  {}",
                     key.id,
                     key.prefix,
@@ -366,7 +395,7 @@ fn run_key(settings: &Settings, command: KeyCommand, now: i64) -> anyhow::Result
         KeyCommand::Revoke { org, key_id } => {
             let org = admin::find_organisation(conn, &org)?;
             let ended = admin::revoke_key(conn, &org, &key_id, now)?;
-            println!("revoked {key_id}; ended {ended} session(s)");
+            say!("revoked {key_id}; ended {ended} session(s)");
         }
     }
     Ok(())
@@ -378,20 +407,31 @@ fn run_session(settings: &Settings, command: SessionCommand, now: i64) -> anyhow
         SessionCommand::List { org, user } => {
             let org = admin::find_organisation(conn, &org)?;
             let user = user.map(|u| admin::find_user(conn, &org, &u)).transpose()?;
-            println!(
+            say!(
                 "{:<32}  {:<20}  {:<16}  {:<11}  {:>3}  {:<10}  expires",
-                "jti", "user", "unit", "method", "gen", "created"
+                "jti",
+                "user",
+                "unit",
+                "method",
+                "gen",
+                "created"
             );
             for s in admin::list_sessions(conn, &org, user.as_ref(), now)? {
-                println!(
+                say!(
                     "{:<32}  {:<20}  {:<16}  {:<11}  {:>3}  {:<10}  {}",
-                    s.id, s.username, s.unit_name, s.method, s.generation, s.created_at, s.expires_at
+                    s.id,
+                    s.username,
+                    s.unit_name,
+                    s.method,
+                    s.generation,
+                    s.created_at,
+                    s.expires_at
                 );
             }
         }
         SessionCommand::Revoke { jti } => {
             let was_live = admin::revoke_session(conn, &jti, now)?;
-            println!(
+            say!(
                 "{}",
                 if was_live {
                     "session ended"
@@ -438,10 +478,23 @@ fn random_password() -> anyhow::Result<String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-fn print_demo(settings: &Settings, conn: &mut DbConnection) -> anyhow::Result<()> {
+fn print_demo(
+    settings: &Settings,
+    conn: &mut DbConnection,
+    existing: ExistingDemoUser,
+) -> anyhow::Result<()> {
     let password = random_password()?;
     let hash = PasswordHasher::hash_blocking(&settings.auth.argon2, &password)?;
-    let demo = admin::demo(conn, password, hash, SystemClock.now())?;
+    let demo = admin::demo(conn, password, hash, existing, SystemClock.now())?;
+    let Some((password, key)) = demo.credentials else {
+        say!(
+            "demo user {} exists in organisation {}; its password and keys are unchanged (`crm-auth demo` \
+             gives it new ones)",
+            demo.username,
+            demo.organisation
+        );
+        return Ok(());
+    };
     let addr = settings.bind_addr()?;
     let host = if addr.ip().is_unspecified() {
         "127.0.0.1".to_owned()
@@ -454,32 +507,38 @@ fn print_demo(settings: &Settings, conn: &mut DbConnection) -> anyhow::Result<()
         host
     };
     let base = format!("http://{host}:{}{}", addr.port(), settings.http.base_path);
-    println!("demo organisation: {}", demo.organisation);
-    println!("demo unit:         {}", demo.unit);
-    println!("demo user:         {}", demo.username);
-    println!("demo password:     {}", demo.password);
-    println!("demo Web API key:  {}", demo.key.expose());
-    println!();
-    println!("# a token by username and password:");
-    println!(
+    say!("demo organisation: {}", demo.organisation);
+    say!("demo unit:         {}", demo.unit);
+    say!("demo user:         {}", demo.username);
+    say!("demo password:     {password}");
+    say!("demo Web API key:  {}", key.expose());
+    say!();
+    say!("# a token by username and password:");
+    say!(
         "curl -s -X POST {base}/authentication/token -H 'Content-Type: application/json' \\\n  -d '{{\"username\":\"{}\",\"password\":\"{}\",\"organisation\":\"{}\"}}'",
-        demo.username, demo.password, demo.organisation
+        demo.username,
+        password,
+        demo.organisation
     );
-    println!("# a token by Web API key:");
-    println!(
+    say!("# a token by Web API key:");
+    say!(
         "curl -s -X POST -u '{}:' {base}/authentication/web_api_key/token",
-        demo.key.expose()
+        key.expose()
     );
-    println!("# is a token's session live? (paste the token)");
-    println!("curl -s {base}/authentication/token/validate -H 'Authorization: Bearer TOKEN'");
-    println!();
+    say!("# is a token's session live? (paste the token)");
+    say!("curl -s {base}/authentication/token/validate -H 'Authorization: Bearer TOKEN'");
+    say!();
     Ok(())
 }
 
 fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
     let state = AppState::from_settings(settings)?;
     if demo {
-        print_demo(&state.settings, &mut *state.store.pool().get()?)?;
+        print_demo(
+            &state.settings,
+            &mut *state.store.pool().get()?,
+            ExistingDemoUser::Keep,
+        )?;
     }
     let addr = state.settings.bind_addr()?;
     let listener = TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;

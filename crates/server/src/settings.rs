@@ -291,6 +291,9 @@ impl Default for LockoutSettings {
     }
 }
 
+/// The signing secret of [`Settings::for_test`], key id `test`.
+pub const TEST_SIGNING_SECRET: &str = "crm-auth test signing key 0123456789";
+
 impl Settings {
     /// Defaults, then `file` if given, then the environment; validated.
     pub fn load(file: Option<&Path>) -> Result<Settings, SettingsError> {
@@ -345,7 +348,7 @@ impl Settings {
         settings.auth.max_concurrent_hashes = 2;
         settings.token.keys = vec![KeySettings {
             id: "test".into(),
-            secret: Some(Secret::new("t".repeat(32))),
+            secret: Some(Secret::new(TEST_SIGNING_SECRET.to_owned())),
             secret_file: None,
         }];
         settings

@@ -9,6 +9,9 @@ use crm_auth_core::{Keyring, SigningKey};
 
 use crate::settings::Settings;
 
+/// A configured secret needs at least this many distinct byte values.
+pub const MIN_DISTINCT_SECRET_BYTES: usize = 16;
+
 /// The id of the generated key.
 pub const GENERATED_KEY_ID: &str = "generated";
 
@@ -29,6 +32,11 @@ pub enum SigningError {
     /// A key is unusable (too short, duplicate id).
     #[error("token.keys: {0}")]
     Keyring(#[from] crm_auth_core::KeyringError),
+    /// A configured secret repeats too few byte values to be a random key (a word, a row of one character).
+    #[error(
+        "token.keys: the secret of key {0:?} has fewer than {MIN_DISTINCT_SECRET_BYTES} distinct bytes; use a random key"
+    )]
+    WeakSecret(String),
     /// The OS random generator failed.
     #[error("the random generator failed")]
     Random,
@@ -56,7 +64,12 @@ pub fn load_keyring(settings: &Settings) -> Result<(Keyring, bool), SigningError
             }
             (None, None) => Vec::new(),
         };
+        let distinct = secret.iter().collect::<std::collections::HashSet<_>>().len();
+        // The length first: a short secret is refused as such, whatever its bytes.
         keys.push(SigningKey::new(key.id.clone(), secret)?);
+        if distinct < MIN_DISTINCT_SECRET_BYTES {
+            return Err(SigningError::WeakSecret(key.id.clone()));
+        }
     }
     Ok((Keyring::new(keys)?, false))
 }

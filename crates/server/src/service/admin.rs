@@ -102,10 +102,13 @@ pub fn add_unit(
         created_at: now,
     };
     unit::create(conn, &unit).map_err(|e| match e {
-        e if is_unique_violation(&e) => invalid(format!(
-            "a unit named {name:?} or coded {code:?} already exists in {:?}",
-            org.name
-        )),
+        e if is_unique_violation(&e) => match code {
+            Some(code) => invalid(format!(
+                "a unit named {name:?} or coded {code:?} already exists in {:?}",
+                org.name
+            )),
+            None => invalid(format!("a unit named {name:?} already exists in {:?}", org.name)),
+        },
         e => e.into(),
     })?;
     Ok(unit)
@@ -297,18 +300,28 @@ pub struct Demo {
     pub unit: String,
     /// Username.
     pub username: String,
-    /// The demo user's new password.
-    pub password: String,
-    /// A new Web API key.
-    pub key: ApiKey,
+    /// The demo user's new password and a new Web API key; `None` when an existing demo user was kept as it
+    /// was.
+    pub credentials: Option<(String, ApiKey)>,
 }
 
-/// Idempotently creates organisation `demo`, unit `HQ` and user `admin`, gives the user the password whose
-/// hash is given, and a fresh key (older demo keys are revoked).
+/// What [`demo`] does with a demo user that exists already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExistingDemoUser {
+    /// Give it the new password, enable it and replace its keys (`crm-auth demo`).
+    Reset,
+    /// Leave its password, keys and state alone (`serve --demo`, which runs at every start).
+    Keep,
+}
+
+/// Idempotently creates organisation `demo`, unit `HQ` and user `admin`, gives a new user (or, with
+/// [`ExistingDemoUser::Reset`], an existing one) the password whose hash is given and a fresh key (older demo
+/// keys are revoked).
 pub fn demo(
     conn: &mut DbConnection,
     password: String,
     password_hash: String,
+    existing: ExistingDemoUser,
     now: i64,
 ) -> Result<Demo, AdminError> {
     let org = match organisation::find_by_name(conn, "demo")? {
@@ -320,6 +333,14 @@ pub fn demo(
         None => add_unit(conn, &org, "HQ", Some("HQ"), now)?,
     };
     let user = match user::find_by_username(conn, &org.id, "admin")? {
+        Some(user) if existing == ExistingDemoUser::Keep => {
+            return Ok(Demo {
+                organisation: org.name,
+                unit: unit.name,
+                username: user.username,
+                credentials: None,
+            });
+        }
         Some(user) => {
             set_password(conn, &user, &password_hash)?;
             set_user_active(conn, &user, true, now)?;
@@ -345,7 +366,6 @@ pub fn demo(
         organisation: org.name,
         unit: unit.name,
         username: user.username,
-        password,
-        key,
+        credentials: Some((password, key)),
     })
 }

@@ -523,8 +523,8 @@ fn key(id: &str, secret: &str) -> KeySettings {
 }
 
 async fn a_token_of_a_removed_key_is_invalid_token(backend: Backend) -> anyhow::Result<()> {
-    const OLD: &str = "old-secret-old-secret-old-secret-0";
-    const NEW: &str = "new-secret-new-secret-new-secret-1";
+    const OLD: &str = "old-secret-with-enough-distinct-bytes-0";
+    const NEW: &str = "new-secret-with-enough-distinct-bytes-1";
     let app = TestApp::start_with(&backend, |s| {
         s.token.keys = vec![key("old", OLD), key("new", NEW)]
     })

@@ -1,15 +1,21 @@
 //! The `crm-auth` binary end to end as a subprocess, on SQLite and PostgreSQL: every admin command, then bad
 //! input for each, which must exit non-zero with one line on stderr and change nothing.
 
-use std::process::Output;
+use std::io::Read as _;
+use std::process::{Output, Stdio};
 
-use crate::common::server::{Node, crm_auth, demo_field, run_with_stdin};
+use crm_auth_core::ErrorCode;
+
+use crate::common::server::{Node, ServerProcess, crm_auth, demo_field, free_port, run_with_stdin};
 use crate::common::{Backend, TestDb, code};
 
 backend_tests!(
     admin_commands_set_up_a_working_organisation,
     bad_input_exits_non_zero_with_one_line,
-    demo_is_idempotent
+    demo_is_idempotent,
+    org_and_unit_disable_end_sessions_and_enable_lets_logins_in,
+    output_to_a_closed_pipe_ends_quietly,
+    serve_demo_keeps_an_existing_demo_user,
 );
 
 struct Cli<'a> {
@@ -182,10 +188,19 @@ async fn bad_input_exits_non_zero_with_one_line(backend: Backend) -> anyhow::Res
         ),
         (&["session", "list", "--org", "Acme", "--user", "nobody"], None),
         (&["session", "revoke", "00000000000000000000000000000000"], None),
+        (&["unit", "add", "--org", "Acme", "main"], None),
+        (&["org", "disable", "Nowhere"], None),
+        (&["org", "enable", "Nowhere"], None),
+        (&["unit", "disable", "--org", "Acme", "Nowhere"], None),
+        (&["unit", "enable", "--org", "Nowhere", "Main"], None),
     ];
     for (args, stdin) in bad {
         let stderr = cli.fails(args, *stdin)?;
         assert!(stderr.starts_with("error: "), "{args:?}: {stderr}");
+        // An operator's message, never a Rust debug form.
+        for debug in ["None", "Some(", "Err(", "Ok("] {
+            assert!(!stderr.contains(debug), "{args:?}: {stderr}");
+        }
     }
     // Nothing was created by the failures: bob does not exist, there is one organisation and one unit.
     let listing = cli.ok(&["session", "list", "--org", "Acme"], None)?;
@@ -213,5 +228,169 @@ async fn demo_is_idempotent(backend: Backend) -> anyhow::Result<()> {
     );
     let orgs = cli.ok(&["key", "list", "--org", "demo"], None)?;
     assert_eq!(orgs.lines().count(), 3, "two keys, the first revoked: {orgs}");
+    Ok(())
+}
+
+/// Starts a server on the CLI's database with cheap hashing.
+fn node(db: &TestDb) -> anyhow::Result<Node> {
+    let mut settings = db.settings();
+    settings.auth.argon2 = crm_auth_server::settings::Argon2Settings {
+        m_kib: 256,
+        t: 1,
+        p: 1,
+    };
+    Node::start(crm_auth_server::state::AppState::from_settings(settings)?)
+}
+
+async fn org_and_unit_disable_end_sessions_and_enable_lets_logins_in(backend: Backend) -> anyhow::Result<()> {
+    let db = TestDb::new(&backend)?;
+    let cli = Cli { db: &db };
+    cli.ok(&["org", "add", "Acme"], None)?;
+    cli.ok(&["unit", "add", "--org", "Acme", "Main", "--code", "MN"], None)?;
+    cli.ok(&["user", "add", "--org", "Acme", "bot", "--unit", "Main"], None)?;
+    let key = last_line(&cli.ok(&["key", "create", "--org", "Acme", "--user", "bot"], None)?);
+    let node = node(&db)?;
+    let client = node.client()?;
+    for (disable, enable, refused) in [
+        (
+            ["org", "disable", "acme"].as_slice(),
+            ["org", "enable", "ACME"].as_slice(),
+            ErrorCode::InvalidCredentials,
+        ),
+        (
+            ["unit", "disable", "--org", "Acme", "mn"].as_slice(),
+            ["unit", "enable", "--org", "Acme", "Main"].as_slice(),
+            ErrorCode::InvalidUnit,
+        ),
+    ] {
+        let token = client.token_with_api_key(&key, None).await?;
+        let out = cli.ok(disable, None)?;
+        assert!(out.contains("ended 1 session(s)"), "{disable:?}: {out}");
+        // As soon as the command answered.
+        assert_eq!(
+            code(client.validate(token.as_str()).await),
+            Some(ErrorCode::SessionEnded)
+        );
+        assert_eq!(
+            code(client.refresh(token.as_str()).await),
+            Some(ErrorCode::SessionEnded)
+        );
+        assert_eq!(
+            code(client.token_with_api_key(&key, None).await),
+            Some(refused),
+            "{disable:?}"
+        );
+        cli.ok(enable, None)?;
+        let again = client.token_with_api_key(&key, None).await?;
+        client.release(again.as_str()).await?;
+    }
+    Ok(())
+}
+
+/// `crm-auth session list | head` and the like: the reader goes away before the output is written, and the
+/// command still ends with status 0 and nothing on stderr.
+async fn output_to_a_closed_pipe_ends_quietly(backend: Backend) -> anyhow::Result<()> {
+    let db = TestDb::new(&backend)?;
+    let cli = Cli { db: &db };
+    cli.ok(&["org", "add", "Acme"], None)?;
+    for args in [
+        ["key", "list", "--org", "Acme"].as_slice(),
+        ["session", "list", "--org", "Acme"].as_slice(),
+        ["demo"].as_slice(),
+    ] {
+        let mut child = crm_auth(db.dir.path(), &db.url)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        // Closed before the command has connected to its database, so its first line meets a closed pipe.
+        drop(child.stdout.take());
+        let out = child.wait_with_output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {} {stderr}", out.status);
+        assert!(stderr.trim().is_empty(), "{args:?}: {stderr}");
+    }
+    Ok(())
+}
+
+/// `serve --demo` runs at every start: an existing demo user keeps its password, keys and state.
+async fn serve_demo_keeps_an_existing_demo_user(backend: Backend) -> anyhow::Result<()> {
+    let db = TestDb::new(&backend)?;
+    let cli = Cli { db: &db };
+    let first = cli.ok(&["demo"], None)?;
+    let (password, key) = (
+        demo_field(&first, "demo password:"),
+        demo_field(&first, "demo Web API key:"),
+    );
+    cli.ok(&["user", "disable", "--org", "demo", "admin"], None)?;
+    let port = free_port()?;
+    let mut command = crm_auth(db.dir.path(), &db.url);
+    command
+        .args(["serve", "--demo"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped());
+    let mut server = ServerProcess::spawn(command, port)?;
+    let client = crm_auth_client::Client::builder()
+        .base_url(format!("http://127.0.0.1:{port}"))
+        .build()?;
+    server.wait_ready(&client).await?;
+    let mut stdout = server
+        .child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let mut buf = vec![0u8; 4096];
+    let n = stdout.read(&mut buf)?;
+    let printed = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(printed.contains("exists"), "{printed}");
+    assert!(demo_field(&printed, "demo password:").is_empty(), "{printed}");
+    // Still disabled.
+    assert_eq!(
+        code(client.token_with_password("admin", &password, "demo", None).await),
+        Some(ErrorCode::InvalidCredentials)
+    );
+    cli.ok(&["user", "enable", "--org", "demo", "admin"], None)?;
+    // The same password and key as before.
+    client
+        .token_with_password("admin", &password, "demo", None)
+        .await?;
+    client.token_with_api_key(&key, None).await?;
+    Ok(())
+}
+
+/// The data folder, the SQLite database with its WAL and shared-memory files, and the generated signing key
+/// are private to the owner even under the usual umask 022.
+#[tokio::test]
+async fn files_are_private_whatever_the_umask() -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let port = free_port()?;
+    let binary = crm_auth(&data, &format!("sqlite://{}", data.join("crm-auth.db").display()));
+    let mut command = std::process::Command::new("sh");
+    command
+        .args(["-c", "umask 022 && exec \"$0\" serve"])
+        .arg(binary.get_program());
+    for (name, value) in binary.get_envs() {
+        match value {
+            Some(value) => command.env(name, value),
+            None => command.env_remove(name),
+        };
+    }
+    command.env("RUST_LOG", "warn");
+    let mut server = ServerProcess::spawn(command, port)?;
+    let client = crm_auth_client::Client::builder()
+        .base_url(format!("http://127.0.0.1:{port}"))
+        .build()?;
+    server.wait_ready(&client).await?;
+    let mode = |name: &str| -> anyhow::Result<u32> {
+        Ok(std::fs::metadata(data.join(name))?.permissions().mode() & 0o777)
+    };
+    assert_eq!(mode("")?, 0o700, "the data folder");
+    for file in ["crm-auth.db", "crm-auth.db-wal", "crm-auth.db-shm", "signing-key"] {
+        assert_eq!(mode(file)?, 0o600, "{file}");
+    }
     Ok(())
 }

@@ -149,7 +149,7 @@ async fn no_secret_is_stored_in_clear(backend: Backend) -> anyhow::Result<()> {
         STANDARD.encode(format!("{}:", app.key)),
         STANDARD.encode(format!("{bob_key}:")),
         // The signing secret of `Settings::for_test`.
-        "t".repeat(32),
+        crm_auth_server::settings::TEST_SIGNING_SECRET.into(),
     ];
     for token in &tokens {
         secrets.push(token.clone());

@@ -236,6 +236,20 @@ fn short_secrets_stop_start_up_and_debug_hides_them() -> anyhow::Result<()> {
         .map(|e| e.to_string())
         .unwrap_or_default();
     assert!(err.contains("k1") && err.contains("32"), "{err}");
+    // Long enough but not random: 40 spaces, a word repeated.
+    for weak in [" ".repeat(40), "secret".repeat(8)] {
+        std::fs::write(
+            &file,
+            format!("[[token.keys]]\nid = \"k2\"\nsecret = \"{weak}\"\n"),
+        )?;
+        let settings = Settings::load_from(Some(&file), Vec::new())?;
+        let err = crm_auth_server::signing::load_keyring(&settings)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("k2") && err.contains("distinct"), "{err}");
+        assert!(!err.contains(&weak), "{err}");
+    }
     Ok(())
 }
 

@@ -199,7 +199,7 @@ pub fn header(res: &reqwest::Response, name: &str) -> Option<String> {
 }
 
 /// The secret of the one signing key `Settings::for_test` configures.
-pub const TEST_SECRET: &[u8] = b"tttttttttttttttttttttttttttttttt";
+pub const TEST_SECRET: &[u8] = crm_auth_server::settings::TEST_SIGNING_SECRET.as_bytes();
 
 /// The keyring `Settings::for_test` configures: key `test` with [`TEST_SECRET`].
 pub fn test_keyring() -> anyhow::Result<Keyring> {
