@@ -1,0 +1,832 @@
+//! `bench [--quick] [--write] [--backend sqlite|postgres]` (`cargo xtask bench`): the service's throughput,
+//! latency and memory, each figure set beside a floor measured in the same run.
+//!
+//! Floors: B, the throughput of `GET /health/live` (same binary, same load generator, same concurrency);
+//! D_read / D_insert / D_rotate, the database's own rate for the query or commit an endpoint needs, run through
+//! a pool built like the server's ([`floors::db_rate`]); H, the Argon2id rate of this machine at the
+//! configured parameters ([`floors::hash_rate`]). The server runs on SQLite, then on a fresh PostgreSQL
+//! database that is dropped afterwards. wrk drives the load; a figure never depends on another run.
+
+mod load;
+mod report;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use reqwest::blocking::Client;
+use reqwest::header::AUTHORIZATION;
+
+use self::load::{Load, Run, Script, Wrk};
+use self::report::{BackendReport, Check, Comparison, CoreRatios, Floor, Machine, Report};
+use crate::api;
+use crate::floors::{self, DbOp, Seed};
+use crate::server::{Instance, ScratchDatabase};
+
+/// Where the bench finds PostgreSQL's maintenance database: the variable the tests read.
+const POSTGRES_URL_VAR: &str = "CRM_AUTH_TEST_POSTGRES_URL";
+
+/// The maintenance database when [`POSTGRES_URL_VAR`] is unset, as for the tests.
+const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// Clients of every throughput run but the password logins.
+const CLIENTS: usize = 32;
+
+/// Clients of the two password-login runs.
+const LOGIN_CLIENTS: [usize; 2] = [8, 256];
+
+/// Bench users: each password-login client cycles through its share, so that no user has two attempts in
+/// flight (attempts are counted before their password is checked, so one user hammered by many clients at once
+/// would lock itself out, by design).
+const BENCH_USERS: usize = 1024;
+
+/// Largest resident memory allowed while 256 clients log in.
+const LOGIN_RSS_LIMIT_MIB: f64 = 512.0;
+
+/// How long each kind of run lasts.
+struct Plan {
+    /// `quick` or `full`.
+    mode: &'static str,
+    /// Each throughput run and floor, seconds.
+    seconds: u64,
+    /// Password logins at 8 clients, seconds.
+    login_seconds: u64,
+    /// Password logins at 256 clients, seconds.
+    login_wide_seconds: u64,
+    /// Tokens validated in turn.
+    validate_tokens: usize,
+    /// Sessions refreshed in turn (each answer's token goes back into the queue).
+    refresh_tokens: usize,
+    /// Sessions and keys stored for the growth runs.
+    growth: (usize, usize),
+    /// Requests after which RSS is compared.
+    memory_points: (u64, u64),
+    /// Arguments for criterion.
+    criterion: &'static [&'static str],
+}
+
+/// The quick plan: under three minutes.
+const QUICK: Plan = Plan {
+    mode: "quick",
+    seconds: 3,
+    login_seconds: 3,
+    login_wide_seconds: 5,
+    validate_tokens: 256,
+    refresh_tokens: 512,
+    growth: (100_000, 10_000),
+    memory_points: (20_000, 200_000),
+    criterion: &["--warm-up-time", "0.3", "--measurement-time", "0.6"],
+};
+
+/// The full plan: under fifteen minutes.
+const FULL: Plan = Plan {
+    mode: "full",
+    seconds: 8,
+    login_seconds: 10,
+    login_wide_seconds: 15,
+    validate_tokens: 1024,
+    refresh_tokens: 2048,
+    growth: (1_000_000, 100_000),
+    memory_points: (100_000, 1_000_000),
+    criterion: &["--warm-up-time", "1", "--measurement-time", "3"],
+};
+
+/// The command line.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Short runs (under three minutes) instead of the full plan (under fifteen).
+    #[arg(long)]
+    quick: bool,
+    /// Also update docs/BENCHMARKS.md and docs/benchmarks.svg.
+    #[arg(long)]
+    write: bool,
+    /// Only this backend (default: both).
+    #[arg(long, value_enum)]
+    backend: Option<Backend>,
+}
+
+/// Which database the server runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Backend {
+    /// An SQLite file (WAL, `synchronous = FULL`).
+    Sqlite,
+    /// A fresh database on the PostgreSQL server.
+    Postgres,
+}
+
+impl Backend {
+    /// The name used in the report.
+    fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// Whether this runs under CI, where a PostgreSQL that does not answer fails the run instead of being skipped.
+fn is_ci() -> bool {
+    std::env::var("CI").is_ok_and(|ci| !ci.is_empty() && ci != "0" && !ci.eq_ignore_ascii_case("false"))
+}
+
+/// What every backend's run shares.
+struct Context {
+    /// The release `crm-auth` binary.
+    bin: PathBuf,
+    /// `target/bench`.
+    out: PathBuf,
+    /// The plan.
+    plan: &'static Plan,
+    /// The load generator.
+    wrk: Wrk,
+    /// PostgreSQL's maintenance database.
+    admin_url: String,
+}
+
+/// Runs the task.
+pub fn run(options: &Args) -> Result<()> {
+    let started = Instant::now();
+    let plan = if options.quick { &QUICK } else { &FULL };
+    let backends = match options.backend {
+        Some(backend) => vec![backend],
+        None => vec![Backend::Sqlite, Backend::Postgres],
+    };
+    let root = crate::project_root()?;
+    let out = root.join("target").join("bench");
+    std::fs::create_dir_all(&out)?;
+    load::ensure_wrk()?;
+    let bin = crate::release_binary()?;
+
+    let mut report = Report {
+        mode: plan.mode.to_owned(),
+        started: utc_now(),
+        machine: machine(&out)?,
+        ..Report::default()
+    };
+    let cores = report.machine.cores;
+    report.parameters = vec![
+        (
+            "clients".into(),
+            format!("{CLIENTS} (password logins: 8 and 256)"),
+        ),
+        (
+            "load generator threads".into(),
+            format!("{} (one per core)", cores.min(CLIENTS)),
+        ),
+        (
+            "run length".into(),
+            format!(
+                "{} s per figure; password logins {} s at 8 and {} s at 256 clients",
+                plan.seconds, plan.login_seconds, plan.login_wide_seconds
+            ),
+        ),
+        (
+            "token pools".into(),
+            format!(
+                "{} sessions validated in turn, {} sessions refreshed in turn, {BENCH_USERS} users for password logins",
+                plan.validate_tokens, plan.refresh_tokens
+            ),
+        ),
+        (
+            "growth".into(),
+            format!("{} sessions and {} keys stored", plan.growth.0, plan.growth.1),
+        ),
+        (
+            "memory".into(),
+            format!(
+                "RSS after {} and after {} validate requests",
+                plan.memory_points.0, plan.memory_points.1
+            ),
+        ),
+        (
+            "server".into(),
+            "default configuration (log level info, to a file) but for the database URL and listen address"
+                .into(),
+        ),
+    ];
+
+    report.core = core_ratios(plan)?;
+
+    let ctx = Context {
+        bin,
+        out: out.clone(),
+        plan,
+        wrk: Wrk {
+            script_dir: out.clone(),
+            threads: cores.max(1),
+        },
+        admin_url: std::env::var(POSTGRES_URL_VAR)
+            .ok()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| DEFAULT_POSTGRES_URL.to_owned()),
+    };
+    for backend in &backends {
+        if *backend == Backend::Postgres && !floors::postgres_answers(&ctx.admin_url) {
+            let why = format!("PostgreSQL does not answer at {}", crate::redact(&ctx.admin_url));
+            if is_ci() {
+                bail!("{why}");
+            }
+            eprintln!("note: {why}; skipping the PostgreSQL run");
+            continue;
+        }
+        report.backends.push(run_backend(&ctx, *backend)?);
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+
+    let json = out.join("report.json");
+    std::fs::write(&json, report.to_json()?)?;
+    std::fs::write(out.join("benchmarks.svg"), report.to_svg())?;
+    let block = report.to_markdown("benchmarks.svg");
+    std::fs::write(out.join("BENCHMARKS.md"), &block)?;
+    println!("{block}");
+    for (backend, what, met) in report.verdicts() {
+        if !met {
+            println!("not met: [{backend}] {what}");
+        }
+    }
+    eprintln!("wrote {}", json.display());
+    if options.write {
+        let docs = root.join("docs");
+        std::fs::write(docs.join("benchmarks.svg"), report.to_svg())?;
+        write_block(&docs.join("BENCHMARKS.md"), &block)?;
+        eprintln!("wrote docs/BENCHMARKS.md and docs/benchmarks.svg");
+    }
+    eprintln!("bench took {:.0} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// The markers around the generated part of docs/BENCHMARKS.md; the text outside them is kept.
+const BEGIN: &str = "<!-- cargo xtask bench --write: generated from here -->";
+/// See [`BEGIN`].
+const END: &str = "<!-- cargo xtask bench --write: generated up to here -->";
+
+/// Replaces the generated block of `path` (or creates the file around it).
+fn write_block(path: &Path, block: &str) -> Result<()> {
+    let old = std::fs::read_to_string(path).unwrap_or_default();
+    let new = match (old.find(BEGIN), old.find(END)) {
+        (Some(b), Some(e)) if b < e => format!("{}{BEGIN}\n\n{block}\n{}", &old[..b], &old[e..]),
+        _ => format!("# Benchmarks\n\n{BEGIN}\n\n{block}\n{END}\n{old}"),
+    };
+    std::fs::write(path, new).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The current time in UTC as RFC 3339, from the `date` command (std has no calendar).
+fn utc_now() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// What the machine is.
+fn machine(out: &Path) -> Result<Machine> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or_else(|| "unknown".to_owned(), |(_, v)| v.trim().to_owned());
+    let memory_mib = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(0, |kib| kib / 1024);
+    let rustc = std::process::Command::new("rustc")
+        .arg("-V")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    Ok(Machine {
+        cpu,
+        cores: std::thread::available_parallelism().map_or(1, usize::from),
+        memory_mib,
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_owned(),
+        rustc,
+        wrk: load::wrk_version().unwrap_or_default(),
+        fsyncs_per_sec: fsync_rate(out)?,
+    })
+}
+
+/// fdatasync calls per second for one second of 4 KiB appends, bounded in count too.
+fn fsync_rate(dir: &Path) -> Result<f64> {
+    use std::io::Write as _;
+    let path = dir.join("fsync-probe");
+    let mut file = std::fs::File::create(&path)?;
+    let block = [0u8; 4096];
+    let started = Instant::now();
+    let mut n = 0u32;
+    while started.elapsed() < Duration::from_secs(1) && n < 100_000 {
+        file.write_all(&block)?;
+        file.sync_data()?;
+        n += 1;
+    }
+    let rate = f64::from(n) / started.elapsed().as_secs_f64();
+    drop(file);
+    std::fs::remove_file(&path)?;
+    Ok(rate)
+}
+
+/// Runs the core library's criterion bench and reads the ratios it prints.
+fn core_ratios(plan: &Plan) -> Result<CoreRatios> {
+    let mut command = Command::new("cargo");
+    command
+        .args(["bench", "-p", "crm-auth-core", "--bench", "token", "--"])
+        .args(plan.criterion)
+        .current_dir(crate::project_root()?);
+    let line = format!("{command:?}");
+    eprintln!("$ {line}");
+    let output = command
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot start {line}"))?;
+    if !output.status.success() {
+        bail!("{line} failed: {}", output.status);
+    }
+    let out = String::from_utf8_lossy(&output.stdout);
+    let mut ratios = CoreRatios::default();
+    for line in out.lines() {
+        let line = line.trim();
+        if let Some(rest) = line.strip_prefix("hmac_sha256_floor:") {
+            ratios.floor_ns = rest
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0);
+        } else if let Some((name, rest)) = line.split_once(": ")
+            && rest.contains("x the HMAC floor")
+        {
+            let ns = rest.split_whitespace().next().and_then(|v| v.parse().ok());
+            let ratio = rest
+                .split_once("= ")
+                .and_then(|(_, r)| r.trim_start().split('x').next())
+                .and_then(|v| v.trim().parse().ok());
+            let target = rest
+                .split_once("(target ")
+                .and_then(|(_, t)| t.split('x').next())
+                .and_then(|v| v.parse().ok());
+            if let (Some(ns), Some(ratio), Some(target)) = (ns, ratio, target) {
+                eprintln!("core: {name} {ns} ns = {ratio}x HMAC (target {target}x)");
+                ratios.ops.push((name.trim().to_owned(), ns, ratio, target));
+            }
+        }
+    }
+    if ratios.ops.is_empty() {
+        bail!("the core bench printed no ratios:\n{out}");
+    }
+    Ok(ratios)
+}
+
+/// Opens `n` sessions by key login on 8 connections and returns their tokens.
+fn key_tokens(base: &str, key: &str, n: usize) -> Result<Vec<String>> {
+    let auth = api::basic(key);
+    let url = format!("{base}{}", api::path("/web_api_key/token"));
+    let workers = 8;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                let (auth, url) = (&auth, &url);
+                scope.spawn(move || -> Result<Vec<String>> {
+                    let client = Client::builder().timeout(Duration::from_secs(60)).build()?;
+                    let mut tokens = Vec::new();
+                    for _ in (w..n).step_by(workers) {
+                        let response = client.post(url).header(AUTHORIZATION, auth).send()?;
+                        let status = response.status();
+                        let body = response.text()?;
+                        let token = api::token_of(&body)
+                            .with_context(|| format!("key login answered {status}: {body}"))?;
+                        tokens.push(token);
+                    }
+                    Ok(tokens)
+                })
+            })
+            .collect();
+        let mut all = Vec::with_capacity(n);
+        for handle in handles {
+            all.extend(
+                handle
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("a login thread panicked"))??,
+            );
+        }
+        Ok(all)
+    })
+}
+
+/// Waits until the server at `base` has hashed every password still queued (its
+/// `crm_auth_password_hashes_in_flight` gauge reads 0 twice, 200 ms apart), for at most `limit`. Requests that
+/// the load generator stopped waiting for are still hashed; a figure taken meanwhile would share the cores
+/// with them.
+fn wait_hashing_idle(base: &str, limit: Duration) -> Result<()> {
+    let client = Client::builder().timeout(Duration::from_secs(10)).build()?;
+    let deadline = Instant::now() + limit;
+    let mut idle_reads = 0;
+    while idle_reads < 2 {
+        if Instant::now() > deadline {
+            bail!("the server at {base} was still hashing after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let metrics = client.get(format!("{base}/metrics")).send()?.text()?;
+        let in_flight = metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("crm_auth_password_hashes_in_flight "))
+            .context("no crm_auth_password_hashes_in_flight in /metrics")?;
+        idle_reads = if in_flight.trim() == "0" {
+            idle_reads + 1
+        } else {
+            0
+        };
+    }
+    Ok(())
+}
+
+/// One backend: fresh database, server, token pools, every figure and floor, growth, memory.
+fn run_backend(ctx: &Context, backend: Backend) -> Result<BackendReport> {
+    let name = backend.name();
+    let plan = ctx.plan;
+    let dir = ctx.out.join(name);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot clear {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    let mut database = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => Some(ScratchDatabase::create(&ctx.admin_url)?),
+    };
+    let instance = Instance::new(
+        &ctx.bin,
+        &dir.join("data"),
+        database.as_ref().map(|d| d.url.as_str()),
+    )?;
+    let demo = instance.demo()?;
+    let server_settings = instance.settings()?;
+    floors::seed(
+        &server_settings,
+        &Seed {
+            users: Some((BENCH_USERS, &demo.password)),
+            ..Seed::default()
+        },
+    )?;
+    let settings = floors::describe(&server_settings)?;
+    eprintln!("[{name}] {settings}");
+
+    // The server's default log level: the bench measures the configuration it ships with.
+    let server = instance.start(false, &dir.join("server.log"), None)?;
+    let addr = server.addr;
+    let base = server.url();
+    std::thread::sleep(Duration::from_secs(1));
+    let idle = server.memory()?;
+
+    let validate_file = dir.join("validate-tokens.txt");
+    let refresh_file = dir.join("refresh-tokens.txt");
+    let users_file = dir.join("users.txt");
+    load::write_lines(
+        &validate_file,
+        &key_tokens(&base, &demo.key, plan.validate_tokens)?,
+    )?;
+    load::write_lines(&refresh_file, &key_tokens(&base, &demo.key, plan.refresh_tokens)?)?;
+    load::write_lines(
+        &users_file,
+        &(0..BENCH_USERS)
+            .map(|i| format!("bench-{i:05}"))
+            .collect::<Vec<_>>(),
+    )?;
+
+    let live = Script::Fixed {
+        method: "GET",
+        headers: Vec::new(),
+    };
+    let validate = Script::Bearer {
+        tokens: validate_file.clone(),
+    };
+    let key_login = Script::Fixed {
+        method: "POST",
+        headers: vec![("Authorization".into(), api::basic(&demo.key))],
+    };
+    let refresh = Script::Rotating { tokens: refresh_file };
+    let logins = Script::Logins {
+        users: users_file,
+        password: demo.password.clone(),
+        organisation: "demo".into(),
+    };
+    let validate_path = api::path("/token/validate");
+    let key_path = api::path("/web_api_key/token");
+    let refresh_path = api::path("/token/refresh");
+    let login_path = api::path("/token");
+
+    let wrk = |label: &str, path: &str, script: &Script, connections: usize, seconds: u64, timeout: u64| {
+        let load = ctx.wrk.run(
+            &format!("{name}-{label}"),
+            &Run {
+                addr,
+                path,
+                script,
+                connections,
+                seconds,
+                timeout_seconds: timeout,
+            },
+        )?;
+        eprintln!(
+            "[{name}] {label}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} errors ({} timeouts)",
+            load.rate(),
+            load.p50_ms,
+            load.p99_ms,
+            load.errors(),
+            load.timeouts
+        );
+        Ok::<Load, anyhow::Error>(load)
+    };
+    // A floor counts only the operations that succeeded; failures (SQLite's busy timeout under contention)
+    // are reported beside it.
+    let db_floor = |op: DbOp| -> Result<(f64, u64)> {
+        let rate = floors::db_rate(&server_settings, op, CLIENTS, plan.seconds as f64)?;
+        eprintln!("[{name}] D_{}: {rate}", op.name());
+        Ok((rate.ops_per_sec(), rate.errors))
+    };
+
+    let mut r = BackendReport {
+        backend: name.to_owned(),
+        settings,
+        ..BackendReport::default()
+    };
+
+    // Each endpoint runs right beside its floors, so that a change in the machine's load between pairs
+    // moves both.
+    let b = wrk("health-live", "/health/live", &live, CLIENTS, plan.seconds, 10)?;
+    let v = wrk("validate", &validate_path, &validate, CLIENTS, plan.seconds, 10)?;
+    let (d_read, d_read_errors) = db_floor(DbOp::Read)?;
+    let k = wrk(
+        "web-api-key-token",
+        &key_path,
+        &key_login,
+        CLIENTS,
+        plan.seconds,
+        10,
+    )?;
+    let (d_insert, d_insert_errors) = db_floor(DbOp::Insert)?;
+    let f = wrk("refresh", &refresh_path, &refresh, CLIENTS, plan.seconds, 10)?;
+    let (d_rotate, d_rotate_errors) = db_floor(DbOp::Rotate)?;
+    // The logins run long, so H is taken on both sides of them and the higher one counts.
+    let hash_floor = || -> Result<(f64, f64)> {
+        let rate = floors::hash_rate(&server_settings, plan.seconds as f64)?;
+        eprintln!("[{name}] H: {rate}");
+        Ok((rate.hashes_per_sec(), rate.ms_per_hash()))
+    };
+    let h_before = hash_floor()?;
+    let login_narrow = wrk(
+        "password-login-8",
+        &login_path,
+        &logins,
+        LOGIN_CLIENTS[0],
+        plan.login_seconds,
+        60,
+    )?;
+    let login_wide = wrk(
+        "password-login-256",
+        &login_path,
+        &logins,
+        LOGIN_CLIENTS[1],
+        plan.login_wide_seconds,
+        60,
+    )?;
+    let after_logins = server.memory()?;
+    wait_hashing_idle(&base, Duration::from_secs(60))?;
+    let h_after = hash_floor()?;
+    let (h, ms_per_hash) = if h_after.0 > h_before.0 { h_after } else { h_before };
+
+    let is_sqlite = backend == Backend::Sqlite;
+    r.floors = vec![
+        Floor {
+            name: "B".into(),
+            rate: b.rate(),
+            what: format!("`GET /health/live`, {CLIENTS} clients"),
+            detail: format!("p50 {:.2} ms, p99 {:.2} ms", b.p50_ms, b.p99_ms),
+        },
+        Floor {
+            name: "D_read".into(),
+            rate: d_read,
+            what: format!("validate's session lookup by id, {CLIENTS} threads on the server's pool"),
+            detail: format!("{d_read_errors} failed"),
+        },
+        Floor {
+            name: "D_insert".into(),
+            rate: d_insert,
+            what: format!("a key login's session insert (one durable commit), {CLIENTS} threads"),
+            detail: format!("{d_insert_errors} failed"),
+        },
+        Floor {
+            name: "D_rotate".into(),
+            rate: d_rotate,
+            what: format!(
+                "refresh's compare-and-set on the generation (one durable commit), {CLIENTS} threads"
+            ),
+            detail: format!("{d_rotate_errors} failed"),
+        },
+        Floor {
+            name: "H".into(),
+            rate: h,
+            what: "Argon2id verifications per second on one hashing thread per core".into(),
+            detail: format!(
+                "{ms_per_hash:.1} ms per hash per core; the higher of {:.1} (before the logins) and {:.1} (after)",
+                h_before.0, h_after.0
+            ),
+        },
+    ];
+    let compare =
+        |endpoint: &str, load: &Load, clients: usize, floor: &str, floor_rate: f64, target: f64| Comparison {
+            endpoint: endpoint.to_owned(),
+            load: load.clone(),
+            clients,
+            floor: floor.to_owned(),
+            floor_rate,
+            target,
+        };
+    r.comparisons = vec![
+        compare(
+            "validate",
+            &v,
+            CLIENTS,
+            "B",
+            b.rate(),
+            if is_sqlite { 0.35 } else { 0.20 },
+        ),
+        compare("validate", &v, CLIENTS, "D_read", d_read, 0.6),
+        compare("web_api_key/token", &k, CLIENTS, "D_insert", d_insert, 0.6),
+        compare("refresh", &f, CLIENTS, "D_rotate", d_rotate, 0.6),
+    ];
+    if is_sqlite {
+        r.comparisons
+            .push(compare("web_api_key/token", &k, CLIENTS, "B", b.rate(), 0.15));
+        r.comparisons
+            .push(compare("refresh", &f, CLIENTS, "B", b.rate(), 0.15));
+    }
+    r.comparisons.push(compare(
+        "authentication/token",
+        &login_narrow,
+        LOGIN_CLIENTS[0],
+        "H",
+        h,
+        0.85,
+    ));
+    r.comparisons.push(compare(
+        "authentication/token",
+        &login_wide,
+        LOGIN_CLIENTS[1],
+        "H",
+        h,
+        0.85,
+    ));
+
+    for (label, load) in [("validate", &v), ("web_api_key/token", &k), ("refresh", &f)] {
+        r.checks.push(Check {
+            what: format!("{label}: no errors at {CLIENTS} clients"),
+            measured: format!("{} errors of {}", load.errors(), load.requests),
+            required: "0".into(),
+            met: load.errors() == 0,
+        });
+    }
+    r.checks.push(Check {
+        what: format!("validate p99 at {CLIENTS} clients <= 3x p99 of /health/live"),
+        measured: format!(
+            "{:.2} ms vs {:.2} ms ({:.2}x)",
+            v.p99_ms,
+            b.p99_ms,
+            v.p99_ms / b.p99_ms.max(1e-9)
+        ),
+        required: "<= 3x".into(),
+        met: v.p99_ms <= 3.0 * b.p99_ms,
+    });
+    for (clients, load) in [(LOGIN_CLIENTS[0], &login_narrow), (LOGIN_CLIENTS[1], &login_wide)] {
+        r.checks.push(Check {
+            what: format!("password login at {clients} clients: no errors or timeouts"),
+            measured: format!(
+                "{} errors ({} timeouts) of {}; p99 {:.0} ms",
+                load.errors(),
+                load.timeouts,
+                load.requests,
+                load.p99_ms
+            ),
+            required: "0".into(),
+            met: load.errors() == 0 && load.requests > 0,
+        });
+    }
+    let peak_mib = after_logins.peak_kib as f64 / 1024.0;
+    r.checks.push(Check {
+        what: "peak server RSS up to the end of the 256-client password logins".into(),
+        measured: format!("{peak_mib:.1} MiB"),
+        required: format!("< {LOGIN_RSS_LIMIT_MIB} MiB"),
+        met: peak_mib < LOGIN_RSS_LIMIT_MIB,
+    });
+    let idle_mib = idle.rss_kib as f64 / 1024.0;
+    r.checks.push(Check {
+        what: "idle RSS (started, migrated, one second after its first answer)".into(),
+        measured: format!("{idle_mib:.1} MiB"),
+        required: "<= 30 MiB".into(),
+        met: idle_mib <= 30.0,
+    });
+
+    // Memory: RSS after a first and after ten times as many requests (validate, the busiest endpoint).
+    let (small, large) = plan.memory_points;
+    let mut served = 0u64;
+    let mut rss_at = Vec::new();
+    for goal in [small, large] {
+        let mut rounds = 0;
+        while served < goal && rounds < 20 {
+            let rate = v.rate().max(1000.0);
+            let seconds = (((goal - served) as f64 / rate) * 1.05).ceil() as u64 + 1;
+            let load = ctx.wrk.run(
+                &format!("{name}-memory"),
+                &Run {
+                    addr,
+                    path: &validate_path,
+                    script: &validate,
+                    connections: CLIENTS,
+                    seconds: seconds.min(300),
+                    timeout_seconds: 10,
+                },
+            )?;
+            served += load.requests;
+            rounds += 1;
+        }
+        let mem = server.memory()?;
+        eprintln!(
+            "[{name}] memory: RSS {:.1} MiB after {served} requests",
+            mem.rss_kib as f64 / 1024.0
+        );
+        rss_at.push((served, mem.rss_kib as f64 / 1024.0));
+    }
+    if let [(n1, m1), (n2, m2)] = rss_at[..] {
+        r.checks.push(Check {
+            what: format!("RSS after {n2} requests within 10% of RSS after {n1}"),
+            measured: format!("{m2:.1} MiB vs {m1:.1} MiB ({:+.1}%)", (m2 / m1 - 1.0) * 100.0),
+            required: "within 10%".into(),
+            met: (m2 / m1 - 1.0).abs() <= 0.10,
+        });
+    }
+
+    // Growth: the same endpoints with many sessions and keys stored, each beside a fresh B.
+    let (sessions, keys) = plan.growth;
+    let seed_line = floors::seed(
+        &server_settings,
+        &Seed {
+            users: None,
+            sessions,
+            keys,
+        },
+    )?;
+    eprintln!("[{name}] seeded: {seed_line}");
+    let b2 = wrk(
+        "health-live-grown",
+        "/health/live",
+        &live,
+        CLIENTS,
+        plan.seconds,
+        10,
+    )?;
+    let v2 = wrk(
+        "validate-grown",
+        &validate_path,
+        &validate,
+        CLIENTS,
+        plan.seconds,
+        10,
+    )?;
+    let k2 = wrk(
+        "web-api-key-token-grown",
+        &key_path,
+        &key_login,
+        CLIENTS,
+        plan.seconds,
+        10,
+    )?;
+    for (label, empty, grown) in [("validate", &v, &v2), ("web_api_key/token", &k, &k2)] {
+        let raw = grown.rate() / empty.rate().max(1e-9);
+        let normalised = raw / (b2.rate() / b.rate().max(1e-9)).max(1e-9);
+        r.checks.push(Check {
+            what: format!(
+                "{label} with {sessions} sessions and {keys} keys stored, against the empty database"
+            ),
+            measured: format!(
+                "{:.0} vs {:.0} req/s = {raw:.2}; {normalised:.2} against B measured beside each",
+                grown.rate(),
+                empty.rate()
+            ),
+            required: ">= 0.8 (against B)".into(),
+            met: normalised >= 0.8,
+        });
+    }
+
+    drop(server);
+    if let Some(database) = &mut database {
+        database.drop_now()?;
+    }
+    Ok(r)
+}
