@@ -1,11 +1,11 @@
-//! A `crm-auth serve --demo` of its own for the tasks that test the server from outside (`schemathesis`,
-//! `soak`): a temporary data folder, a free port, the demo credentials read from its output, stopped and
+//! A `crm-auth serve --demo` of its own for the task that tests the server from outside (`schemathesis`): a
+//! temporary data folder, a free port, the demo credentials read from its output, stopped and
 //! cleaned up when dropped.
 
 use std::{
     env, fs,
-    io::{BufRead as _, BufReader},
-    net::{Ipv4Addr, SocketAddr, TcpListener},
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Child, ChildStdout, Command, Stdio},
     sync::mpsc::{self, RecvTimeoutError},
@@ -15,7 +15,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{cmd::redact, http::Client};
+use crate::cmd::redact;
 
 /// The API base path of the default settings.
 pub const BASE_PATH: &str = "/crmapi/rest/v2";
@@ -138,11 +138,6 @@ impl Server {
         }
     }
 
-    /// The server's process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
@@ -169,11 +164,10 @@ impl Server {
     /// Polls `/health/ready` until it answers 200, the server exits or [`READY_TIMEOUT`] passes.
     fn wait_ready(&mut self) -> Result<()> {
         let started = Instant::now();
-        let mut client = Client::new(self.addr, Duration::from_secs(2));
         loop {
             self.check_running()?;
-            match client.request("GET", "/health/ready", &[], None) {
-                Ok(response) if response.status == 200 => return Ok(()),
+            match ready(self.addr) {
+                Ok(true) => return Ok(()),
                 _ if started.elapsed() > READY_TIMEOUT => {
                     bail!(
                         "{}/health/ready did not answer 200 within {READY_TIMEOUT:?}",
@@ -193,6 +187,21 @@ impl Drop for Server {
         let _ = self.child.wait();
         let _ = fs::remove_dir_all(&self.data_dir);
     }
+}
+
+/// Whether `GET /health/ready` answers 200. The one request xtask sends itself, so a status line read off a
+/// socket does rather than an HTTP client among the dependencies (the bench package has one).
+fn ready(addr: SocketAddr) -> std::io::Result<bool> {
+    let timeout = Duration::from_secs(2);
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    write!(
+        stream,
+        "GET /health/ready HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut status_line = String::new();
+    BufReader::new(stream.take(1024)).read_line(&mut status_line)?;
+    Ok(status_line.split_whitespace().nth(1) == Some("200"))
 }
 
 /// Reads the demo credentials from the start of `serve --demo`'s output, waiting at most [`READY_TIMEOUT`].

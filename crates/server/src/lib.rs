@@ -1,7 +1,6 @@
 //! The crm-auth service: configuration, storage, password hashing, the HTTP API and the admin commands.
 
 pub mod admin;
-pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod db;
