@@ -92,7 +92,7 @@ pub struct Check {
 pub struct BackendReport {
     /// `sqlite` or `postgres`.
     pub backend: String,
-    /// The `crm-auth bench describe` line: pool, workers, hashing, durability.
+    /// The [`crate::floors::describe`] line: pool, workers, hashing, durability.
     pub settings: String,
     /// The floors.
     pub floors: Vec<Floor>,
