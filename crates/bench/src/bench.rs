@@ -515,7 +515,7 @@ fn run_backend(ctx: &Context, backend: Backend) -> Result<BackendReport> {
     let logins = Script::Logins {
         users: users_file,
         password: demo.password.clone(),
-        organisation: "demo".into(),
+        organisation: demo.organisation.clone(),
     };
     let validate_path = api::path("/token/validate");
     let key_path = api::path("/web_api_key/token");
