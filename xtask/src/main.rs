@@ -123,12 +123,9 @@ fn run() -> Result<()> {
 
 /// Runs `bench` or `soak` of the `crm-auth-bench` package in a release build, with the task's arguments.
 fn perf_tool(task: &str, rest: &[String]) -> Result<()> {
-    cmd::cmd(
-        "cargo",
-        ["run", "--quiet", "--release", "-p", "crm-auth-bench", "--", task],
-    )
-    .args(rest)
-    .run()
+    cmd::cmd("cargo", ["run", "--release", "-p", "crm-auth-bench", "--", task])
+        .args(rest)
+        .run()
 }
 
 /// Fails when a task that takes no arguments was given some.

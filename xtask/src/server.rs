@@ -281,3 +281,41 @@ pub fn binary(release: bool) -> Result<PathBuf> {
         .join(profile)
         .join(format!("crm-auth{}", env::consts::EXE_SUFFIX)))
 }
+
+#[cfg(test)]
+mod tests {
+    //! The readiness probe is the only HTTP xtask speaks; a wrong read would start schemathesis too early or
+    //! never.
+
+    use super::*;
+
+    /// Answers one connection with `answer` after reading its request, and returns what `ready` made of it.
+    fn probe(answer: &'static str) -> Result<bool> {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+        let addr = listener.local_addr()?;
+        let server = thread::spawn(move || -> std::io::Result<String> {
+            let (stream, _) = listener.accept()?;
+            let mut reader = BufReader::new(stream);
+            let mut request_line = String::new();
+            reader.read_line(&mut request_line)?;
+            reader.get_mut().write_all(answer.as_bytes())?;
+            Ok(request_line)
+        });
+        let ready = ready(addr)?;
+        let request_line = server
+            .join()
+            .map_err(|_| anyhow::anyhow!("the test server panicked"))??;
+        assert_eq!(request_line, "GET /health/ready HTTP/1.1\r\n");
+        Ok(ready)
+    }
+
+    /// 200 is ready; 503 is not.
+    #[test]
+    fn reads_the_status_line() -> Result<()> {
+        assert!(probe("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")?);
+        assert!(!probe(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n"
+        )?);
+        Ok(())
+    }
+}
