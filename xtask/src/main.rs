@@ -1,11 +1,11 @@
 //! `cargo xtask`: the project's own tasks, written in Rust so they run wherever cargo does.
 //!
 //! Each task is a plain function in its own module; `main` only picks one from the command line. The crate keeps
-//! its dependencies to `anyhow` so that `cargo xtask` builds in seconds on a fresh clone.
+//! its dependencies to `anyhow` so that `cargo xtask` builds in seconds on a fresh clone; the performance tools
+//! (`bench`, `soak`) live in the `crm-auth-bench` package, which `cargo xtask` only runs.
 
 #![warn(clippy::missing_docs_in_private_items)]
 
-mod bench;
 mod ci;
 mod cmd;
 mod codegen;
@@ -13,10 +13,8 @@ mod db;
 mod deps;
 mod dev;
 mod fuzz;
-mod http;
 mod schemathesis;
 mod server;
-mod soak;
 mod test;
 
 use std::{
@@ -66,7 +64,7 @@ const TASKS: &[(&str, &str)] = &[
         "a release server under mixed load for N minutes (default 10); fails on any error or memory growth",
     ),
     (
-        bench::USAGE,
+        "bench [--quick] [--write] [--backend sqlite|postgres]",
         "release build, then throughput, latency and memory on SQLite and PostgreSQL, each figure beside \
          its floor; writes target/bench/report.json (and docs/BENCHMARKS.md with --write)",
     ),
@@ -112,16 +110,22 @@ fn run() -> Result<()> {
             dev::run()
         }
         "db" => db::run(rest),
-        "bench" => bench::run(rest),
+        "bench" | "soak" => perf_tool(task, rest),
         "fuzz" => fuzz::run(rest),
         "schemathesis" => schemathesis::run(rest),
-        "soak" => soak::run(rest),
         "help" | "--help" | "-h" => {
             println!("{}", help());
             Ok(())
         }
         other => bail!("unknown task `{other}`\n\n{}", help()),
     }
+}
+
+/// Runs `bench` or `soak` of the `crm-auth-bench` package in a release build, with the task's arguments.
+fn perf_tool(task: &str, rest: &[String]) -> Result<()> {
+    cmd::cmd("cargo", ["run", "--release", "-p", "crm-auth-bench", "--", task])
+        .args(rest)
+        .run()
 }
 
 /// Fails when a task that takes no arguments was given some.

@@ -1,5 +1,5 @@
-//! A `crm-auth serve --demo` of its own for the tasks that test the server from outside (`schemathesis`,
-//! `soak`): a temporary data folder, a free port, the demo credentials read from its output, stopped and
+//! A `crm-auth serve --demo` of its own for the task that tests the server from outside (`schemathesis`): a
+//! temporary data folder, a free port, the demo credentials read from its output, stopped and
 //! cleaned up when dropped.
 
 #![expect(
@@ -9,8 +9,8 @@
 
 use std::{
     env, fs,
-    io::{BufRead as _, BufReader},
-    net::{Ipv4Addr, SocketAddr, TcpListener},
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Child, ChildStdout, Command, Stdio},
     sync::mpsc::{self, RecvTimeoutError},
@@ -20,7 +20,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{cmd::redact, http::Client};
+use crate::cmd::redact;
 
 /// The API base path of the default settings.
 pub const BASE_PATH: &str = "/crmapi/rest/v2";
@@ -143,11 +143,6 @@ impl Server {
         }
     }
 
-    /// The server's process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
@@ -174,11 +169,10 @@ impl Server {
     /// Polls `/health/ready` until it answers 200, the server exits or [`READY_TIMEOUT`] passes.
     fn wait_ready(&mut self) -> Result<()> {
         let started = Instant::now();
-        let mut client = Client::new(self.addr, Duration::from_secs(2));
         loop {
             self.check_running()?;
-            match client.request("GET", "/health/ready", &[], None) {
-                Ok(response) if response.status == 200 => return Ok(()),
+            match ready(self.addr) {
+                Ok(true) => return Ok(()),
                 _ if started.elapsed() > READY_TIMEOUT => {
                     bail!(
                         "{}/health/ready did not answer 200 within {READY_TIMEOUT:?}",
@@ -198,6 +192,21 @@ impl Drop for Server {
         let _ = self.child.wait();
         let _ = fs::remove_dir_all(&self.data_dir);
     }
+}
+
+/// Whether `GET /health/ready` answers 200. The one request xtask sends itself, so a status line read off a
+/// socket does rather than an HTTP client among the dependencies (the bench package has one).
+fn ready(addr: SocketAddr) -> std::io::Result<bool> {
+    let timeout = Duration::from_secs(2);
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    write!(
+        stream,
+        "GET /health/ready HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut status_line = String::new();
+    BufReader::new(stream.take(1024)).read_line(&mut status_line)?;
+    Ok(status_line.split_whitespace().nth(1) == Some("200"))
 }
 
 /// Reads the demo credentials from the start of `serve --demo`'s output, waiting at most [`READY_TIMEOUT`].
@@ -276,4 +285,42 @@ pub fn binary(release: bool) -> Result<PathBuf> {
     Ok(target_dir()?
         .join(profile)
         .join(format!("crm-auth{}", env::consts::EXE_SUFFIX)))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The readiness probe is the only HTTP xtask speaks; a wrong read would start schemathesis too early or
+    //! never.
+
+    use super::*;
+
+    /// Answers one connection with `answer` after reading its request, and returns what `ready` made of it.
+    fn probe(answer: &'static str) -> Result<bool> {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+        let addr = listener.local_addr()?;
+        let server = thread::spawn(move || -> std::io::Result<String> {
+            let (stream, _) = listener.accept()?;
+            let mut reader = BufReader::new(stream);
+            let mut request_line = String::new();
+            reader.read_line(&mut request_line)?;
+            reader.get_mut().write_all(answer.as_bytes())?;
+            Ok(request_line)
+        });
+        let ready = ready(addr)?;
+        let request_line = server
+            .join()
+            .map_err(|_| anyhow::anyhow!("the test server panicked"))??;
+        assert_eq!(request_line, "GET /health/ready HTTP/1.1\r\n");
+        Ok(ready)
+    }
+
+    /// 200 is ready; 503 is not.
+    #[test]
+    fn reads_the_status_line() -> Result<()> {
+        assert!(probe("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")?);
+        assert!(!probe(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n"
+        )?);
+        Ok(())
+    }
 }

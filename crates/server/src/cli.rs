@@ -78,9 +78,6 @@ pub enum Command {
     /// docs/openapi.json).
     #[command(hide = true)]
     Openapi,
-    /// Measurement helpers for `cargo xtask bench`.
-    #[command(hide = true, subcommand)]
-    Bench(crate::bench::BenchCommand),
 }
 
 /// `org` commands.
@@ -258,7 +255,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User(command) => run_user(&settings, command, now),
         Command::Key(command) => run_key(&settings, command, now),
         Command::Session(command) => run_session(&settings, command, now),
-        Command::Bench(command) => crate::bench::run(&settings, command),
     }
 }
 

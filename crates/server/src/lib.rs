@@ -1,6 +1,5 @@
 //! The crm-auth service: configuration, storage, password hashing, the HTTP API and the admin commands.
 
-pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod db;

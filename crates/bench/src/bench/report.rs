@@ -1,8 +1,11 @@
-//! What a bench run found, and its three renderings: `target/bench/report.json`, the Markdown block of
-//! `docs/BENCHMARKS.md`, and the SVG chart of each endpoint against its floor. All written by hand: the
-//! xtask has no serialisation or plotting dependency.
+//! What a bench run found, and its three renderings: `target/bench/report.json` (serde_json), the Markdown
+//! block of `docs/BENCHMARKS.md`, and the SVG chart of each endpoint against its floor.
 
 use std::fmt::Write as _;
+
+use serde::Serialize;
+use serde::ser::{SerializeMap as _, Serializer};
+use serde_json::Value;
 
 use super::load::Load;
 
@@ -89,7 +92,7 @@ pub struct Check {
 pub struct BackendReport {
     /// `sqlite` or `postgres`.
     pub backend: String,
-    /// The `crm-auth bench describe` line: pool, workers, hashing, durability.
+    /// The [`crate::floors::describe`] line: pool, workers, hashing, durability.
     pub settings: String,
     /// The floors.
     pub floors: Vec<Floor>,
@@ -127,64 +130,190 @@ pub struct Report {
     pub core: CoreRatios,
 }
 
-/// A JSON string literal.
-fn js(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
+/// A figure in the JSON report: rounded to three decimals, `null` when not finite.
+fn figure(x: f64) -> Value {
+    if x.is_finite() {
+        Value::from((x * 1000.0).round() / 1000.0)
+    } else {
+        Value::Null
+    }
+}
+
+/// `(key, value)` pairs as a JSON object in their own order (a `serde_json::Map` would sort them).
+struct Ordered<'a>(&'a [(String, String)]);
+
+impl Serialize for Ordered<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (key, value) in self.0 {
+            map.serialize_entry(key, value)?;
+        }
+        map.end()
+    }
+}
+
+/// `report.json`'s top level.
+#[derive(Serialize)]
+struct ReportJson<'a> {
+    /// `quick` or `full`.
+    mode: &'a str,
+    /// When the run started.
+    started: &'a str,
+    /// How long it took.
+    seconds: Value,
+    /// The machine.
+    machine: MachineJson<'a>,
+    /// The common parameters, in order.
+    parameters: Ordered<'a>,
+    /// Targets met.
+    targets_met: usize,
+    /// Targets in all.
+    targets: usize,
+    /// Per backend.
+    backends: Vec<BackendJson<'a>>,
+    /// The core library's ratios.
+    core: CoreJson<'a>,
+}
+
+/// [`Machine`] in the report.
+#[derive(Serialize)]
+struct MachineJson<'a> {
+    /// CPU model.
+    cpu: &'a str,
+    /// Cores.
+    cores: usize,
+    /// Memory, MiB.
+    memory_mib: u64,
+    /// Kernel release.
+    kernel: &'a str,
+    /// Compiler.
+    rustc: &'a str,
+    /// wrk's version.
+    load_generator: &'a str,
+    /// fdatasync rate.
+    fsyncs_per_sec: Value,
+}
+
+/// [`BackendReport`] in the report.
+#[derive(Serialize)]
+struct BackendJson<'a> {
+    /// `sqlite` or `postgres`.
+    backend: &'a str,
+    /// The server's settings line.
+    settings: &'a str,
+    /// The floors.
+    floors: Vec<FloorJson<'a>>,
+    /// Endpoint against floor.
+    comparisons: Vec<ComparisonJson<'a>>,
+    /// The other targets.
+    checks: Vec<CheckJson<'a>>,
+}
+
+/// [`Floor`] in the report.
+#[derive(Serialize)]
+struct FloorJson<'a> {
+    /// Its name.
+    name: &'a str,
+    /// Operations per second.
+    rate: Value,
+    /// What it is.
+    what: &'a str,
+    /// Extra figures.
+    detail: &'a str,
+}
+
+/// [`Comparison`] in the report.
+#[derive(Serialize)]
+struct ComparisonJson<'a> {
+    /// The endpoint.
+    endpoint: &'a str,
+    /// Concurrent clients.
+    clients: usize,
+    /// Its load.
+    load: LoadJson,
+    /// The floor's name.
+    floor: &'a str,
+    /// The floor's rate.
+    floor_rate: Value,
+    /// `rate / floor_rate`.
+    ratio: Value,
+    /// The least acceptable ratio.
+    target: Value,
+    /// Whether it was reached.
+    met: bool,
+}
+
+/// [`Load`] in the report.
+#[derive(Serialize)]
+struct LoadJson {
+    /// Completed requests.
+    requests: u64,
+    /// Wall time.
+    seconds: Value,
+    /// Requests per second.
+    rate: Value,
+    /// Failures of every kind.
+    errors: u64,
+    /// Requests without an answer in time.
+    timeouts: u64,
+    /// Median latency.
+    p50_ms: Value,
+    /// 99th percentile latency.
+    p99_ms: Value,
+    /// Slowest request.
+    max_ms: Value,
+}
+
+/// [`Check`] in the report.
+#[derive(Serialize)]
+struct CheckJson<'a> {
+    /// What is checked.
+    what: &'a str,
+    /// The measured value.
+    measured: &'a str,
+    /// The requirement.
+    required: &'a str,
+    /// Whether it holds.
+    met: bool,
+}
+
+/// [`CoreRatios`] in the report.
+#[derive(Serialize)]
+struct CoreJson<'a> {
+    /// Raw HMAC-SHA256, ns.
+    hmac_sha256_floor_ns: Value,
+    /// Each operation against it.
+    ops: Vec<CoreOpJson<'a>>,
+}
+
+/// One operation of [`CoreRatios`] in the report.
+#[derive(Serialize)]
+struct CoreOpJson<'a> {
+    /// The operation.
+    name: &'a str,
+    /// Its time, ns.
+    ns: Value,
+    /// Its time against the floor.
+    ratio: Value,
+    /// The most acceptable ratio.
+    target: Value,
+    /// Whether it holds.
+    met: bool,
+}
+
+impl From<&Load> for LoadJson {
+    fn from(load: &Load) -> LoadJson {
+        LoadJson {
+            requests: load.requests,
+            seconds: figure(load.seconds),
+            rate: figure(load.rate()),
+            errors: load.errors(),
+            timeouts: load.timeouts,
+            p50_ms: figure(load.p50_ms),
+            p99_ms: figure(load.p99_ms),
+            max_ms: figure(load.max_ms),
         }
     }
-    out.push('"');
-    out
-}
-
-/// A JSON number (`null` when not finite).
-fn jn(x: f64) -> String {
-    if x.is_finite() {
-        let rounded = (x * 1000.0).round() / 1000.0;
-        format!("{rounded}")
-    } else {
-        "null".to_owned()
-    }
-}
-
-/// A JSON object from rendered members.
-fn jo(members: &[(&str, String)]) -> String {
-    let body = members
-        .iter()
-        .map(|(k, v)| format!("{}: {v}", js(k)))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!("{{{body}}}")
-}
-
-/// A JSON array from rendered items, one per line.
-fn ja(items: Vec<String>) -> String {
-    if items.is_empty() {
-        return "[]".to_owned();
-    }
-    format!("[\n    {}\n  ]", items.join(",\n    "))
-}
-
-/// A load as JSON.
-fn load_json(load: &Load) -> String {
-    jo(&[
-        ("requests", load.requests.to_string()),
-        ("seconds", jn(load.seconds)),
-        ("rate", jn(load.rate())),
-        ("errors", load.errors().to_string()),
-        ("timeouts", load.timeouts.to_string()),
-        ("p50_ms", jn(load.p50_ms)),
-        ("p99_ms", jn(load.p99_ms)),
-        ("max_ms", jn(load.max_ms)),
-    ])
 }
 
 impl Report {
@@ -214,107 +343,85 @@ impl Report {
     }
 
     /// `target/bench/report.json`.
-    pub fn to_json(&self) -> String {
+    pub fn to_json(&self) -> serde_json::Result<String> {
         let m = &self.machine;
-        let machine = jo(&[
-            ("cpu", js(&m.cpu)),
-            ("cores", m.cores.to_string()),
-            ("memory_mib", m.memory_mib.to_string()),
-            ("kernel", js(&m.kernel)),
-            ("rustc", js(&m.rustc)),
-            ("load_generator", js(&m.wrk)),
-            ("fsyncs_per_sec", jn(m.fsyncs_per_sec)),
-        ]);
-        let parameters = jo(&self
-            .parameters
-            .iter()
-            .map(|(k, v)| (k.as_str(), js(v)))
-            .collect::<Vec<_>>());
+        let verdicts = self.verdicts();
         let backends = self
             .backends
             .iter()
-            .map(|b| {
-                let floors = b
+            .map(|b| BackendJson {
+                backend: &b.backend,
+                settings: &b.settings,
+                floors: b
                     .floors
                     .iter()
-                    .map(|f| {
-                        jo(&[
-                            ("name", js(&f.name)),
-                            ("rate", jn(f.rate)),
-                            ("what", js(&f.what)),
-                            ("detail", js(&f.detail)),
-                        ])
+                    .map(|f| FloorJson {
+                        name: &f.name,
+                        rate: figure(f.rate),
+                        what: &f.what,
+                        detail: &f.detail,
                     })
-                    .collect();
-                let comparisons = b
+                    .collect(),
+                comparisons: b
                     .comparisons
                     .iter()
-                    .map(|c| {
-                        jo(&[
-                            ("endpoint", js(&c.endpoint)),
-                            ("clients", c.clients.to_string()),
-                            ("load", load_json(&c.load)),
-                            ("floor", js(&c.floor)),
-                            ("floor_rate", jn(c.floor_rate)),
-                            ("ratio", jn(c.ratio())),
-                            ("target", jn(c.target)),
-                            ("met", c.met().to_string()),
-                        ])
+                    .map(|c| ComparisonJson {
+                        endpoint: &c.endpoint,
+                        clients: c.clients,
+                        load: LoadJson::from(&c.load),
+                        floor: &c.floor,
+                        floor_rate: figure(c.floor_rate),
+                        ratio: figure(c.ratio()),
+                        target: figure(c.target),
+                        met: c.met(),
                     })
-                    .collect();
-                let checks = b
+                    .collect(),
+                checks: b
                     .checks
                     .iter()
-                    .map(|c| {
-                        jo(&[
-                            ("what", js(&c.what)),
-                            ("measured", js(&c.measured)),
-                            ("required", js(&c.required)),
-                            ("met", c.met.to_string()),
-                        ])
+                    .map(|c| CheckJson {
+                        what: &c.what,
+                        measured: &c.measured,
+                        required: &c.required,
+                        met: c.met,
                     })
-                    .collect();
-                jo(&[
-                    ("backend", js(&b.backend)),
-                    ("settings", js(&b.settings)),
-                    ("floors", ja(floors)),
-                    ("comparisons", ja(comparisons)),
-                    ("checks", ja(checks)),
-                ])
+                    .collect(),
             })
             .collect();
-        let core = jo(&[
-            ("hmac_sha256_floor_ns", jn(self.core.floor_ns)),
-            (
-                "ops",
-                ja(self
+        let report = ReportJson {
+            mode: &self.mode,
+            started: &self.started,
+            seconds: figure(self.seconds),
+            machine: MachineJson {
+                cpu: &m.cpu,
+                cores: m.cores,
+                memory_mib: m.memory_mib,
+                kernel: &m.kernel,
+                rustc: &m.rustc,
+                load_generator: &m.wrk,
+                fsyncs_per_sec: figure(m.fsyncs_per_sec),
+            },
+            parameters: Ordered(&self.parameters),
+            targets_met: verdicts.iter().filter(|v| v.2).count(),
+            targets: verdicts.len(),
+            backends,
+            core: CoreJson {
+                hmac_sha256_floor_ns: figure(self.core.floor_ns),
+                ops: self
                     .core
                     .ops
                     .iter()
-                    .map(|(name, ns, ratio, target)| {
-                        jo(&[
-                            ("name", js(name)),
-                            ("ns", jn(*ns)),
-                            ("ratio", jn(*ratio)),
-                            ("target", jn(*target)),
-                            ("met", (ratio <= target).to_string()),
-                        ])
+                    .map(|(name, ns, ratio, target)| CoreOpJson {
+                        name,
+                        ns: figure(*ns),
+                        ratio: figure(*ratio),
+                        target: figure(*target),
+                        met: ratio <= target,
                     })
-                    .collect()),
-            ),
-        ]);
-        let verdicts = self.verdicts();
-        let met = verdicts.iter().filter(|v| v.2).count();
-        format!(
-            "{{\n  \"mode\": {},\n  \"started\": {},\n  \"seconds\": {},\n  \"machine\": {machine},\n  \
-             \"parameters\": {parameters},\n  \"targets_met\": {met},\n  \"targets\": {},\n  \
-             \"backends\": {},\n  \"core\": {core}\n}}\n",
-            js(&self.mode),
-            js(&self.started),
-            jn(self.seconds),
-            verdicts.len(),
-            ja(backends),
-        )
+                    .collect(),
+            },
+        };
+        Ok(serde_json::to_string_pretty(&report)? + "\n")
     }
 
     /// The generated block of `docs/BENCHMARKS.md`; `chart` is the SVG's file name beside it.
@@ -528,16 +635,30 @@ fn escape(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    //! The hand-written JSON must be valid JSON.
+    //! The JSON report keeps its members in order and its figures rounded.
 
     use super::*;
 
-    /// Strings are escaped, non-finite numbers become null.
+    /// Figures are rounded to three decimals; non-finite ones are null.
     #[test]
-    fn json_escapes() {
-        assert_eq!(js("a\"b\\c\nd\u{1}"), r#""a\"b\\c\nd\u0001""#);
-        assert_eq!(jn(f64::NAN), "null");
-        assert_eq!(jn(1.23456), "1.235");
-        assert_eq!(jo(&[("a", "1".into())]), r#"{"a": 1}"#);
+    fn rounds_figures() {
+        assert_eq!(figure(f64::NAN), Value::Null);
+        assert_eq!(figure(1.23456), Value::from(1.235));
+    }
+
+    /// Parameters keep their order, and the report is JSON that reads back.
+    #[test]
+    fn writes_ordered_json() -> serde_json::Result<()> {
+        let report = Report {
+            mode: "quick".into(),
+            parameters: vec![("z".into(), "1".into()), ("a".into(), "\"2\"".into())],
+            ..Report::default()
+        };
+        let json = report.to_json()?;
+        assert!(json.find("\"z\"") < json.find("\"a\""));
+        let value: Value = serde_json::from_str(&json)?;
+        assert_eq!(value["parameters"]["a"], "\"2\"");
+        assert_eq!(value["targets"], 0);
+        Ok(())
     }
 }

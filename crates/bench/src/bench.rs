@@ -1,32 +1,34 @@
-//! `cargo xtask bench [--quick] [--write] [--backend sqlite|postgres]`: the service's throughput, latency and
-//! memory, each figure set beside a floor measured in the same run.
+//! `bench [--quick] [--write] [--backend sqlite|postgres]` (`cargo xtask bench`): the service's throughput,
+//! latency and memory, each figure set beside a floor measured in the same run.
 //!
 //! Floors: B, the throughput of `GET /health/live` (same binary, same load generator, same concurrency);
 //! D_read / D_insert / D_rotate, the database's own rate for the query or commit an endpoint needs, run through
-//! a pool built like the server's (`crm-auth bench db`); H, the Argon2id rate of this machine at the
-//! configured parameters (`crm-auth bench hash`). The server runs on SQLite, then on a fresh PostgreSQL
+//! a pool built like the server's ([`floors::db_rate`]); H, the Argon2id rate of this machine at the
+//! configured parameters ([`floors::hash_rate`]). The server runs on SQLite, then on a fresh PostgreSQL
 //! database that is dropped afterwards. wrk drives the load; a figure never depends on another run.
 
-#![expect(clippy::disallowed_methods, reason = "a benchmark measures wall-clock time")]
-
-mod http;
 mod load;
 mod report;
-mod server;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
+use reqwest::blocking::Client;
+use reqwest::header::AUTHORIZATION;
 
 use self::load::{Load, Run, Script, Wrk};
 use self::report::{BackendReport, Check, Comparison, CoreRatios, Floor, Machine, Report};
-use self::server::{Backend, Database, Server};
-use crate::cmd::cmd;
+use crate::api;
+use crate::floors::{self, DbOp, Seed};
+use crate::server::{Instance, ScratchDatabase};
 
-/// The usage line.
-pub const USAGE: &str = "bench [--quick] [--write] [--backend sqlite|postgres]";
+/// Where the bench finds PostgreSQL's maintenance database: the variable the tests read.
+const POSTGRES_URL_VAR: &str = "CRM_AUTH_TEST_POSTGRES_URL";
+
+/// The maintenance database when [`POSTGRES_URL_VAR`] is unset, as for the tests.
+const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// Clients of every throughput run but the password logins.
 const CLIENTS: usize = 32;
@@ -38,9 +40,6 @@ const LOGIN_CLIENTS: [usize; 2] = [8, 256];
 /// flight (attempts are counted before their password is checked, so one user hammered by many clients at once
 /// would lock itself out, by design).
 const BENCH_USERS: usize = 1024;
-
-/// The API's base path (the server runs with the default).
-const BASE: &str = "/crmapi/rest/v2";
 
 /// Largest resident memory allowed while 256 clients log in.
 const LOGIN_RSS_LIMIT_MIB: f64 = 512.0;
@@ -93,44 +92,47 @@ const FULL: Plan = Plan {
     criterion: &["--warm-up-time", "1", "--measurement-time", "3"],
 };
 
-/// What the command line asked for.
-struct Options {
-    /// `--quick`.
+/// The command line.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Short runs (under three minutes) instead of the full plan (under fifteen).
+    #[arg(long)]
     quick: bool,
-    /// `--write`: also update docs/BENCHMARKS.md and docs/benchmarks.svg.
+    /// Also update docs/BENCHMARKS.md and docs/benchmarks.svg.
+    #[arg(long)]
     write: bool,
-    /// The backends to run.
-    backends: Vec<Backend>,
+    /// Only this backend (default: both).
+    #[arg(long, value_enum)]
+    backend: Option<Backend>,
 }
 
-/// Reads the arguments.
-fn options(args: &[String]) -> Result<Options> {
-    let mut options = Options {
-        quick: false,
-        write: false,
-        backends: vec![Backend::Sqlite, Backend::Postgres],
-    };
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--quick" => options.quick = true,
-            "--write" => options.write = true,
-            "--backend" => {
-                options.backends = match args.next().map(String::as_str) {
-                    Some("sqlite") => vec![Backend::Sqlite],
-                    Some("postgres") => vec![Backend::Postgres],
-                    other => bail!("--backend takes sqlite or postgres, got {other:?}"),
-                }
-            }
-            other => bail!("unknown argument `{other}`; usage: cargo xtask {USAGE}"),
+/// Which database the server runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Backend {
+    /// An SQLite file (WAL, `synchronous = FULL`).
+    Sqlite,
+    /// A fresh database on the PostgreSQL server.
+    Postgres,
+}
+
+impl Backend {
+    /// The name used in the report.
+    fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
         }
     }
-    Ok(options)
+}
+
+/// Whether this runs under CI, where a PostgreSQL that does not answer fails the run instead of being skipped.
+fn is_ci() -> bool {
+    std::env::var("CI").is_ok_and(|ci| !ci.is_empty() && ci != "0" && !ci.eq_ignore_ascii_case("false"))
 }
 
 /// What every backend's run shares.
 struct Context {
-    /// The release binary.
+    /// The release `crm-auth` binary.
     bin: PathBuf,
     /// `target/bench`.
     out: PathBuf,
@@ -143,22 +145,18 @@ struct Context {
 }
 
 /// Runs the task.
-pub fn run(args: &[String]) -> Result<()> {
+pub fn run(options: &Args) -> Result<()> {
     let started = Instant::now();
-    let options = options(args)?;
     let plan = if options.quick { &QUICK } else { &FULL };
+    let backends = match options.backend {
+        Some(backend) => vec![backend],
+        None => vec![Backend::Sqlite, Backend::Postgres],
+    };
     let root = crate::project_root()?;
     let out = root.join("target").join("bench");
     std::fs::create_dir_all(&out)?;
     load::ensure_wrk()?;
-
-    cmd(
-        "cargo",
-        ["build", "--release", "-p", "crm-auth-server", "--bin", "crm-auth"],
-    )
-    .run()?;
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    let bin = target_dir.join("release").join("crm-auth");
+    let bin = crate::release_binary()?;
 
     let mut report = Report {
         mode: plan.mode.to_owned(),
@@ -218,18 +216,15 @@ pub fn run(args: &[String]) -> Result<()> {
             script_dir: out.clone(),
             threads: cores.max(1),
         },
-        admin_url: std::env::var(crate::test::POSTGRES_URL_VAR)
+        admin_url: std::env::var(POSTGRES_URL_VAR)
             .ok()
             .filter(|u| !u.is_empty())
-            .unwrap_or_else(|| crate::test::DEFAULT_POSTGRES_URL.to_owned()),
+            .unwrap_or_else(|| DEFAULT_POSTGRES_URL.to_owned()),
     };
-    for backend in &options.backends {
-        if *backend == Backend::Postgres && !postgres_answers(&ctx.admin_url) {
-            let why = format!(
-                "PostgreSQL does not answer at {}",
-                crate::cmd::redact(&ctx.admin_url)
-            );
-            if crate::test::is_ci() {
+    for backend in &backends {
+        if *backend == Backend::Postgres && !floors::postgres_answers(&ctx.admin_url) {
+            let why = format!("PostgreSQL does not answer at {}", crate::redact(&ctx.admin_url));
+            if is_ci() {
                 bail!("{why}");
             }
             eprintln!("note: {why}; skipping the PostgreSQL run");
@@ -240,7 +235,7 @@ pub fn run(args: &[String]) -> Result<()> {
     report.seconds = started.elapsed().as_secs_f64();
 
     let json = out.join("report.json");
-    std::fs::write(&json, report.to_json())?;
+    std::fs::write(&json, report.to_json()?)?;
     std::fs::write(out.join("benchmarks.svg"), report.to_svg())?;
     let block = report.to_markdown("benchmarks.svg");
     std::fs::write(out.join("BENCHMARKS.md"), &block)?;
@@ -274,25 +269,6 @@ fn write_block(path: &Path, block: &str) -> Result<()> {
         _ => format!("# Benchmarks\n\n{BEGIN}\n\n{block}\n{END}\n{old}"),
     };
     std::fs::write(path, new).with_context(|| format!("cannot write {}", path.display()))
-}
-
-/// Whether PostgreSQL accepts a TCP connection at the URL's host and port.
-fn postgres_answers(url: &str) -> bool {
-    let authority = url
-        .split("://")
-        .nth(1)
-        .and_then(|rest| rest.split(['/', '?']).next())
-        .map(|a| a.rsplit('@').next().unwrap_or(a))
-        .unwrap_or("127.0.0.1:5432");
-    let authority = if authority.contains(':') {
-        authority.to_owned()
-    } else {
-        format!("{authority}:5432")
-    };
-    std::net::ToSocketAddrs::to_socket_addrs(&authority)
-        .ok()
-        .and_then(|mut addrs| addrs.next())
-        .is_some_and(|addr| std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3)).is_ok())
 }
 
 /// The current time in UTC as RFC 3339, from the `date` command (std has no calendar).
@@ -360,12 +336,22 @@ fn fsync_rate(dir: &Path) -> Result<f64> {
 
 /// Runs the core library's criterion bench and reads the ratios it prints.
 fn core_ratios(plan: &Plan) -> Result<CoreRatios> {
-    let out = cmd(
-        "cargo",
-        ["bench", "-p", "crm-auth-core", "--bench", "token", "--"],
-    )
-    .args(plan.criterion)
-    .read()?;
+    let mut command = Command::new("cargo");
+    command
+        .args(["bench", "-p", "crm-auth-core", "--bench", "token", "--"])
+        .args(plan.criterion)
+        .current_dir(crate::project_root()?);
+    let line = format!("{command:?}");
+    eprintln!("$ {line}");
+    let output = command
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot start {line}"))?;
+    if !output.status.success() {
+        bail!("{line} failed: {}", output.status);
+    }
+    let out = String::from_utf8_lossy(&output.stdout);
     let mut ratios = CoreRatios::default();
     for line in out.lines() {
         let line = line.trim();
@@ -399,45 +385,25 @@ fn core_ratios(plan: &Plan) -> Result<CoreRatios> {
     Ok(ratios)
 }
 
-/// The demo credentials `crm-auth demo` printed.
-struct Demo {
-    /// The Web API key.
-    key: String,
-    /// The demo user's password (the bench users get the same one).
-    password: String,
-}
-
-/// Reads `crm-auth demo`'s output.
-fn parse_demo(out: &str) -> Result<Demo> {
-    let value = |label: &str| {
-        out.lines()
-            .find_map(|l| l.strip_prefix(label))
-            .map(|v| v.trim().to_owned())
-            .with_context(|| format!("`crm-auth demo` printed no {label:?} line"))
-    };
-    Ok(Demo {
-        key: value("demo Web API key:")?,
-        password: value("demo password:")?,
-    })
-}
-
 /// Opens `n` sessions by key login on 8 connections and returns their tokens.
-fn key_tokens(addr: SocketAddr, key: &str, n: usize) -> Result<Vec<String>> {
-    let auth = format!("Basic {}", crate::http::base64(format!("{key}:").as_bytes()));
-    let path = format!("{BASE}/authentication/web_api_key/token");
+fn key_tokens(base: &str, key: &str, n: usize) -> Result<Vec<String>> {
+    let auth = api::basic(key);
+    let url = format!("{base}{}", api::path("/web_api_key/token"));
     let workers = 8;
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
             .map(|w| {
-                let (auth, path) = (&auth, &path);
+                let (auth, url) = (&auth, &url);
                 scope.spawn(move || -> Result<Vec<String>> {
-                    let mut conn = http::Connection::open(addr)?;
+                    let client = Client::builder().timeout(Duration::from_secs(60)).build()?;
                     let mut tokens = Vec::new();
                     for _ in (w..n).step_by(workers) {
-                        let r = conn.send("POST", path, &[("Authorization", auth)], "")?;
-                        let token = http::token_of(&r.body)
-                            .with_context(|| format!("key login answered {}: {}", r.status, r.body))?;
-                        tokens.push(token.to_owned());
+                        let response = client.post(url).header(AUTHORIZATION, auth).send()?;
+                        let status = response.status();
+                        let body = response.text()?;
+                        let token = api::token_of(&body)
+                            .with_context(|| format!("key login answered {status}: {body}"))?;
+                        tokens.push(token);
                     }
                     Ok(tokens)
                 })
@@ -455,48 +421,67 @@ fn key_tokens(addr: SocketAddr, key: &str, n: usize) -> Result<Vec<String>> {
     })
 }
 
-/// Shorthand for one `crm-auth bench` floor run: its `key=value` line.
-fn floor_line(ctx: &Context, config: &Path, args: &[&str]) -> Result<String> {
-    let out = server::helper(&ctx.bin, Some(config), args)?;
-    out.lines()
-        .last()
-        .map(str::to_owned)
-        .context("the bench helper printed nothing")
+/// Waits until the server at `base` has hashed every password still queued (its
+/// `crm_auth_password_hashes_in_flight` gauge reads 0 twice, 200 ms apart), for at most `limit`. Requests that
+/// the load generator stopped waiting for are still hashed; a figure taken meanwhile would share the cores
+/// with them.
+fn wait_hashing_idle(base: &str, limit: Duration) -> Result<()> {
+    let client = Client::builder().timeout(Duration::from_secs(10)).build()?;
+    let deadline = Instant::now() + limit;
+    let mut idle_reads = 0;
+    while idle_reads < 2 {
+        if Instant::now() > deadline {
+            bail!("the server at {base} was still hashing after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let metrics = client.get(format!("{base}/metrics")).send()?.text()?;
+        let in_flight = metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("crm_auth_password_hashes_in_flight "))
+            .context("no crm_auth_password_hashes_in_flight in /metrics")?;
+        idle_reads = if in_flight.trim() == "0" {
+            idle_reads + 1
+        } else {
+            0
+        };
+    }
+    Ok(())
 }
 
 /// One backend: fresh database, server, token pools, every figure and floor, growth, memory.
 fn run_backend(ctx: &Context, backend: Backend) -> Result<BackendReport> {
     let name = backend.name();
     let plan = ctx.plan;
-    let secs = plan.seconds.to_string();
     let dir = ctx.out.join(name);
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("cannot clear {}", dir.display()))?;
     }
     std::fs::create_dir_all(&dir)?;
-    let mut database = Database::create(&ctx.bin, backend, &dir, &ctx.admin_url)?;
-    let port = server::free_port()?;
-    let config = dir.join("crm-auth.toml");
-    server::write_config(&config, &dir.join("data"), &database.url, port)?;
-    server::command(&ctx.bin, &config, &["migrate"], None)?;
-    let demo = parse_demo(&server::command(&ctx.bin, &config, &["demo"], None)?)?;
-    server::command(
+    let mut database = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => Some(ScratchDatabase::create(&ctx.admin_url)?),
+    };
+    let instance = Instance::new(
         &ctx.bin,
-        &config,
-        &[
-            "bench",
-            "seed",
-            "--users",
-            &BENCH_USERS.to_string(),
-            "--password-stdin",
-        ],
-        Some(&demo.password),
+        &dir.join("data"),
+        database.as_ref().map(|d| d.url.as_str()),
     )?;
-    let settings = floor_line(ctx, &config, &["describe"])?;
+    let demo = instance.demo()?;
+    let server_settings = instance.settings()?;
+    floors::seed(
+        &server_settings,
+        &Seed {
+            users: Some((BENCH_USERS, &demo.password)),
+            ..Seed::default()
+        },
+    )?;
+    let settings = floors::describe(&server_settings)?;
     eprintln!("[{name}] {settings}");
 
-    let mut server = Server::start(&ctx.bin, &config, port, &dir.join("server.log"))?;
+    // The server's default log level: the bench measures the configuration it ships with.
+    let server = instance.start(false, &dir.join("server.log"), None)?;
     let addr = server.addr;
+    let base = server.url();
     std::thread::sleep(Duration::from_secs(1));
     let idle = server.memory()?;
 
@@ -505,9 +490,9 @@ fn run_backend(ctx: &Context, backend: Backend) -> Result<BackendReport> {
     let users_file = dir.join("users.txt");
     load::write_lines(
         &validate_file,
-        &key_tokens(addr, &demo.key, plan.validate_tokens)?,
+        &key_tokens(&base, &demo.key, plan.validate_tokens)?,
     )?;
-    load::write_lines(&refresh_file, &key_tokens(addr, &demo.key, plan.refresh_tokens)?)?;
+    load::write_lines(&refresh_file, &key_tokens(&base, &demo.key, plan.refresh_tokens)?)?;
     load::write_lines(
         &users_file,
         &(0..BENCH_USERS)
@@ -524,24 +509,18 @@ fn run_backend(ctx: &Context, backend: Backend) -> Result<BackendReport> {
     };
     let key_login = Script::Fixed {
         method: "POST",
-        headers: vec![(
-            "Authorization".into(),
-            format!(
-                "Basic {}",
-                crate::http::base64(format!("{}:", demo.key).as_bytes())
-            ),
-        )],
+        headers: vec![("Authorization".into(), api::basic(&demo.key))],
     };
     let refresh = Script::Rotating { tokens: refresh_file };
     let logins = Script::Logins {
         users: users_file,
         password: demo.password.clone(),
-        organisation: "demo".into(),
+        organisation: demo.organisation.clone(),
     };
-    let validate_path = format!("{BASE}/authentication/token/validate");
-    let key_path = format!("{BASE}/authentication/web_api_key/token");
-    let refresh_path = format!("{BASE}/authentication/token/refresh");
-    let login_path = format!("{BASE}/authentication/token");
+    let validate_path = api::path("/token/validate");
+    let key_path = api::path("/web_api_key/token");
+    let refresh_path = api::path("/token/refresh");
+    let login_path = api::path("/token");
 
     let wrk = |label: &str, path: &str, script: &Script, connections: usize, seconds: u64, timeout: u64| {
         let load = ctx.wrk.run(
@@ -567,15 +546,10 @@ fn run_backend(ctx: &Context, backend: Backend) -> Result<BackendReport> {
     };
     // A floor counts only the operations that succeeded; failures (SQLite's busy timeout under contention)
     // are reported beside it.
-    let db_floor = |op: &str| -> Result<(f64, f64)> {
-        let clients = CLIENTS.to_string();
-        let args = ["db", "--op", op, "--concurrency", &clients, "--seconds", &secs];
-        let line = floor_line(ctx, &config, &args)?;
-        eprintln!("[{name}] D_{op}: {line}");
-        Ok((
-            server::field(&line, "ops_per_sec")?,
-            server::field(&line, "errors")?,
-        ))
+    let db_floor = |op: DbOp| -> Result<(f64, u64)> {
+        let rate = floors::db_rate(&server_settings, op, CLIENTS, plan.seconds as f64)?;
+        eprintln!("[{name}] D_{}: {rate}", op.name());
+        Ok((rate.ops_per_sec(), rate.errors))
     };
 
     let mut r = BackendReport {
@@ -588,7 +562,7 @@ fn run_backend(ctx: &Context, backend: Backend) -> Result<BackendReport> {
     // moves both.
     let b = wrk("health-live", "/health/live", &live, CLIENTS, plan.seconds, 10)?;
     let v = wrk("validate", &validate_path, &validate, CLIENTS, plan.seconds, 10)?;
-    let (d_read, d_read_errors) = db_floor("read")?;
+    let (d_read, d_read_errors) = db_floor(DbOp::Read)?;
     let k = wrk(
         "web-api-key-token",
         &key_path,
@@ -597,17 +571,14 @@ fn run_backend(ctx: &Context, backend: Backend) -> Result<BackendReport> {
         plan.seconds,
         10,
     )?;
-    let (d_insert, d_insert_errors) = db_floor("insert")?;
+    let (d_insert, d_insert_errors) = db_floor(DbOp::Insert)?;
     let f = wrk("refresh", &refresh_path, &refresh, CLIENTS, plan.seconds, 10)?;
-    let (d_rotate, d_rotate_errors) = db_floor("rotate")?;
+    let (d_rotate, d_rotate_errors) = db_floor(DbOp::Rotate)?;
     // The logins run long, so H is taken on both sides of them and the higher one counts.
     let hash_floor = || -> Result<(f64, f64)> {
-        let line = floor_line(ctx, &config, &["hash", "--seconds", &secs])?;
-        eprintln!("[{name}] H: {line}");
-        Ok((
-            server::field(&line, "hashes_per_sec")?,
-            server::field(&line, "ms_per_hash")?,
-        ))
+        let rate = floors::hash_rate(&server_settings, plan.seconds as f64)?;
+        eprintln!("[{name}] H: {rate}");
+        Ok((rate.hashes_per_sec(), rate.ms_per_hash()))
     };
     let h_before = hash_floor()?;
     let login_narrow = wrk(
@@ -627,7 +598,7 @@ fn run_backend(ctx: &Context, backend: Backend) -> Result<BackendReport> {
         60,
     )?;
     let after_logins = server.memory()?;
-    http::wait_hashing_idle(addr, Duration::from_secs(60))?;
+    wait_hashing_idle(&base, Duration::from_secs(60))?;
     let h_after = hash_floor()?;
     let (h, ms_per_hash) = if h_after.0 > h_before.0 { h_after } else { h_before };
 
@@ -803,16 +774,13 @@ fn run_backend(ctx: &Context, backend: Backend) -> Result<BackendReport> {
 
     // Growth: the same endpoints with many sessions and keys stored, each beside a fresh B.
     let (sessions, keys) = plan.growth;
-    let seed_line = floor_line(
-        ctx,
-        &config,
-        &[
-            "seed",
-            "--sessions",
-            &sessions.to_string(),
-            "--keys",
-            &keys.to_string(),
-        ],
+    let seed_line = floors::seed(
+        &server_settings,
+        &Seed {
+            users: None,
+            sessions,
+            keys,
+        },
     )?;
     eprintln!("[{name}] seeded: {seed_line}");
     let b2 = wrk(
@@ -856,8 +824,9 @@ fn run_backend(ctx: &Context, backend: Backend) -> Result<BackendReport> {
         });
     }
 
-    server.stop();
     drop(server);
-    database.drop_now()?;
+    if let Some(database) = &mut database {
+        database.drop_now()?;
+    }
     Ok(r)
 }

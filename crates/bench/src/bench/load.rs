@@ -9,8 +9,6 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::http::json_string;
-
 /// The `done` hook every script ends with.
 const STATS_HOOK: &str = r#"
 function done(summary, latency, requests)
@@ -22,12 +20,23 @@ function done(summary, latency, requests)
 end
 "#;
 
-/// Gives every wrk thread its number (`id`), for scripts that split a pool between threads.
+/// Gives every wrk thread its number (`id`), and `my_lines`, the share of a file's lines (tokens, users) that
+/// the thread takes: every `threads`-th line, starting at its own number.
 const THREAD_IDS: &str = r#"
 local next_id = 0
 function setup(thread)
   thread:set("id", next_id)
   next_id = next_id + 1
+end
+local function my_lines(file, threads)
+  local mine, me, k = {}, id or 0, 0
+  for line in io.lines(file) do
+    if k % threads == me then
+      mine[#mine + 1] = line
+    end
+    k = k + 1
+  end
+  return mine
 end
 "#;
 
@@ -127,7 +136,8 @@ pub enum Script {
     },
 }
 
-/// Lua string literal.
+/// A Lua string literal. Lua's escapes are not JSON's (no `\u`), and the few values written into the scripts
+/// (paths, file names, JSON text) need only quotes, backslashes and newlines escaped.
 fn lua(s: &str) -> String {
     let mut out = String::from("\"");
     for c in s.chars() {
@@ -159,13 +169,9 @@ impl Script {
                 r#"{THREAD_IDS}
 local reqs, n, i = {{}}, 0, 0
 function init(args)
-  local me, k = id or 0, 0
-  for line in io.lines({file}) do
-    if k % {threads} == me then
-      n = n + 1
-      reqs[n] = wrk.format("GET", {path}, {{ ["Authorization"] = "Bearer " .. line }})
-    end
-    k = k + 1
+  for _, token in ipairs(my_lines({file}, {threads})) do
+    n = n + 1
+    reqs[n] = wrk.format("GET", {path}, {{ ["Authorization"] = "Bearer " .. token }})
   end
 end
 function request()
@@ -180,14 +186,8 @@ end
                 r#"{THREAD_IDS}
 local queue, head, tail = {{}}, 1, 0
 function init(args)
-  local me, k = id or 0, 0
-  for line in io.lines({file}) do
-    if k % {threads} == me then
-      tail = tail + 1
-      queue[tail] = line
-    end
-    k = k + 1
-  end
+  queue = my_lines({file}, {threads})
+  tail = #queue
 end
 function request()
   if head > tail then
@@ -218,14 +218,10 @@ end
                 r#"{THREAD_IDS}
 local reqs, n, i = {{}}, 0, 0
 function init(args)
-  local me, k = id or 0, 0
-  for line in io.lines({file}) do
-    if k % {threads} == me then
-      n = n + 1
-      local body = '{{"username":"' .. line .. '","password":' .. {password} .. ',"organisation":' .. {organisation} .. '}}'
-      reqs[n] = wrk.format("POST", {path}, {{ ["Content-Type"] = "application/json" }}, body)
-    end
-    k = k + 1
+  for _, user in ipairs(my_lines({file}, {threads})) do
+    n = n + 1
+    local body = '{{"username":"' .. user .. '","password":' .. {password} .. ',"organisation":' .. {organisation} .. '}}'
+    reqs[n] = wrk.format("POST", {path}, {{ ["Content-Type"] = "application/json" }}, body)
   end
 end
 function request()
@@ -234,8 +230,8 @@ function request()
 end
 "#,
                 file = lua(&users.display().to_string()),
-                password = lua(&json_string(password)),
-                organisation = lua(&json_string(organisation)),
+                password = lua(&serde_json::Value::from(password.as_str()).to_string()),
+                organisation = lua(&serde_json::Value::from(organisation.as_str()).to_string()),
                 path = lua(path),
             ),
         };
@@ -343,7 +339,7 @@ pub fn write_lines(path: &Path, items: &[String]) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    //! The parts that read wrk's output or write Lua and JSON by hand.
+    //! The parts that read wrk's output or write Lua.
 
     use super::*;
 

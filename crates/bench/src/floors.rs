@@ -1,113 +1,48 @@
-//! Hidden `crm-auth bench ...` commands behind `cargo xtask bench`: the floors the endpoints are measured
-//! against (the database's own rate for the query or commit an endpoint needs, through the server's own pool;
-//! the Argon2id rate of this machine), bulk seeding for the growth runs, and a scratch PostgreSQL database
-//! per run.
+//! The floors the endpoints are measured against, run in this process through the server's own library: the
+//! database's own rate for the query or commit an endpoint needs (through a pool built like the server's), the
+//! Argon2id rate of this machine, bulk seeding for the growth runs, and a scratch PostgreSQL database per run.
 //!
-//! Every command prints one line of `key=value` pairs on stdout, which the xtask reads.
+//! Each measurement also renders itself as one line of `key=value` pairs, which the bench prints as it goes.
 
-#![expect(clippy::disallowed_methods, reason = "a benchmark measures wall-clock time")]
-
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
-use clap::{Subcommand, ValueEnum};
+use anyhow::{Context as _, Result, bail};
 use crm_auth_core::{AuthMethod, digest_key, new_id};
+use crm_auth_server::clock::{Clock as _, SystemClock};
+use crm_auth_server::db::api_key::{self, ApiKeyRow};
+use crm_auth_server::db::schema::{api_keys, sessions, user_units, users};
+use crm_auth_server::db::session::{self, Session};
+use crm_auth_server::db::user::{self, Membership, User};
+use crm_auth_server::db::{self, Backend, DbConnection, Pool, name_key, organisation};
+use crm_auth_server::password::{NoObserver, PasswordHasher};
+use crm_auth_server::settings::Settings;
 use diesel::connection::SimpleConnection as _;
 use diesel::prelude::*;
 
-use crate::clock::{Clock as _, SystemClock};
-use crate::db::api_key::{self, ApiKeyRow};
-use crate::db::schema::{api_keys, sessions, user_units, users};
-use crate::db::session::{self, Session};
-use crate::db::user::{self, Membership, User};
-use crate::db::{self, Backend, DbConnection, Pool, name_key, organisation};
-use crate::password::{NoObserver, PasswordHasher};
-use crate::settings::Settings;
-
 /// The organisation and user `crm-auth demo` creates; seeded rows hang off them.
 const DEMO_ORG: &str = "demo";
+/// See [`DEMO_ORG`].
 const DEMO_USER: &str = "admin";
 
-/// Rows per INSERT statement and statements per transaction when seeding.
+/// Rows per INSERT statement when seeding.
 const ROWS_PER_STATEMENT: usize = 1_000;
+/// INSERT statements per transaction when seeding.
 const STATEMENTS_PER_TRANSACTION: usize = 20;
 
-/// Sessions each thread of `db --op rotate` keeps rotating.
+/// Sessions each thread of the rotate floor keeps rotating.
 const ROTATE_SESSIONS_PER_THREAD: usize = 8;
 
-/// Session ids `db --op read` cycles through.
+/// Session ids the read floor cycles through.
 const READ_SAMPLE: i64 = 20_000;
 
-/// The hidden measurement commands.
-#[derive(Debug, Subcommand)]
-pub enum BenchCommand {
-    /// Run one endpoint's database work directly through a pool built like the server's, in N threads, and
-    /// print ops/s.
-    Db {
-        /// Which query or commit.
-        #[arg(long, value_enum)]
-        op: DbOp,
-        /// Threads, each checking a connection out of the pool per operation as a request does.
-        #[arg(long, default_value_t = 32)]
-        concurrency: usize,
-        /// How long to run.
-        #[arg(long, default_value_t = 5.0)]
-        seconds: f64,
-        /// Stop after this many successful operations, whatever the time.
-        #[arg(long, default_value_t = 10_000_000)]
-        max_ops: u64,
-    },
-    /// Verify passwords with the configured Argon2id parameters on the server's hashing pool, one caller per
-    /// hashing thread, and print the time per hash.
-    Hash {
-        /// Hashing threads; default one per core, as the server.
-        #[arg(long)]
-        threads: Option<usize>,
-        /// How long to run.
-        #[arg(long, default_value_t = 5.0)]
-        seconds: f64,
-    },
-    /// Bulk-insert rows in big transactions: users (password read from stdin), sessions and keys of the demo
-    /// organisation. Run `crm-auth demo` first.
-    Seed {
-        /// Users named `bench-00000`, ... in the demo unit, all with the same password.
-        #[arg(long, default_value_t = 0)]
-        users: usize,
-        /// Live sessions of the demo user.
-        #[arg(long, default_value_t = 0)]
-        sessions: usize,
-        /// Web API keys of the demo user (random, never shown).
-        #[arg(long, default_value_t = 0)]
-        keys: usize,
-        /// Read the users' password from standard input.
-        #[arg(long)]
-        password_stdin: bool,
-    },
-    /// Print the settings a run depends on: pool, workers, hashing, and the durability settings as the
-    /// database reports them on a pooled connection.
-    Describe,
-    /// Create an empty PostgreSQL database.
-    CreateDatabase {
-        /// A URL of the server's maintenance database (e.g. postgres://postgres@127.0.0.1:5432/postgres).
-        #[arg(long)]
-        admin_url: String,
-        /// The new database's name (letters, digits and `_`).
-        name: String,
-    },
-    /// Drop a PostgreSQL database, disconnecting its sessions.
-    DropDatabase {
-        /// A URL of the server's maintenance database.
-        #[arg(long)]
-        admin_url: String,
-        /// The database's name.
-        name: String,
-    },
-}
+/// The password every hashing run checks.
+const HASH_PASSWORD: &str = "correct horse battery staple";
 
 /// The database work of one endpoint.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DbOp {
     /// Validate's session lookup by id.
     Read,
@@ -117,46 +52,121 @@ pub enum DbOp {
     Rotate,
 }
 
-/// Runs a bench command.
-pub fn run(settings: &Settings, command: BenchCommand) -> anyhow::Result<()> {
-    match command {
-        BenchCommand::Db {
-            op,
-            concurrency,
-            seconds,
-            max_ops,
-        } => db_rate(settings, op, concurrency.max(1), seconds, max_ops),
-        BenchCommand::Hash { threads, seconds } => hash_rate(
-            settings,
-            threads.unwrap_or_else(|| settings.hash_threads()),
-            seconds,
-        ),
-        BenchCommand::Seed {
-            users,
-            sessions,
-            keys,
-            password_stdin,
-        } => seed(settings, users, sessions, keys, password_stdin),
-        BenchCommand::Describe => describe(settings),
-        BenchCommand::CreateDatabase { admin_url, name } => {
-            scratch_database(&admin_url, &format!("CREATE DATABASE {}", checked_name(&name)?))
+impl DbOp {
+    /// The name in the floor's label (`D_read`) and its line.
+    pub fn name(self) -> &'static str {
+        match self {
+            DbOp::Read => "read",
+            DbOp::Insert => "insert",
+            DbOp::Rotate => "rotate",
         }
-        BenchCommand::DropDatabase { admin_url, name } => scratch_database(
-            &admin_url,
-            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", checked_name(&name)?),
-        ),
     }
 }
 
-fn describe(settings: &Settings) -> anyhow::Result<()> {
+/// What one database floor measured.
+#[derive(Clone, Debug)]
+pub struct DbRate {
+    /// Which work.
+    pub op: DbOp,
+    /// `sqlite` or `postgres`.
+    pub backend: &'static str,
+    /// Threads.
+    pub concurrency: usize,
+    /// Connections in the pool.
+    pub pool_size: u32,
+    /// Wall time, seconds.
+    pub seconds: f64,
+    /// Operations that succeeded.
+    pub ops: u64,
+    /// Operations that failed (SQLite's busy timeout under contention, say).
+    pub errors: u64,
+}
+
+impl DbRate {
+    /// Successful operations per second.
+    pub fn ops_per_sec(&self) -> f64 {
+        self.ops as f64 / self.seconds.max(1e-9)
+    }
+}
+
+impl fmt::Display for DbRate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "op={} backend={} concurrency={} pool_size={} seconds={:.3} ops={} errors={} ops_per_sec={:.1}",
+            self.op.name(),
+            self.backend,
+            self.concurrency,
+            self.pool_size,
+            self.seconds,
+            self.ops,
+            self.errors,
+            self.ops_per_sec()
+        )
+    }
+}
+
+/// What one hashing floor measured.
+#[derive(Clone, Debug)]
+pub struct HashRate {
+    /// Hashing threads.
+    pub threads: usize,
+    /// Argon2id memory, KiB.
+    pub m_kib: u32,
+    /// Argon2id passes.
+    pub t: u32,
+    /// Argon2id lanes.
+    pub p: u32,
+    /// Wall time, seconds.
+    pub seconds: f64,
+    /// Verifications done.
+    pub hashes: u64,
+    /// Verifications that did not answer `true`.
+    pub failures: u64,
+}
+
+impl HashRate {
+    /// Verifications per second over every thread.
+    pub fn hashes_per_sec(&self) -> f64 {
+        self.hashes as f64 / self.seconds.max(1e-9)
+    }
+
+    /// Milliseconds one thread spends on one verification.
+    pub fn ms_per_hash(&self) -> f64 {
+        self.seconds * 1000.0 * self.threads as f64 / self.hashes.max(1) as f64
+    }
+}
+
+impl fmt::Display for HashRate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "threads={} m_kib={} t={} p={} seconds={:.3} hashes={} failures={} hashes_per_sec={:.2} \
+             ms_per_hash={:.2}",
+            self.threads,
+            self.m_kib,
+            self.t,
+            self.p,
+            self.seconds,
+            self.hashes,
+            self.failures,
+            self.hashes_per_sec(),
+            self.ms_per_hash()
+        )
+    }
+}
+
+/// The settings a run depends on, as one line: pool, workers, hashing, and the durability settings as the
+/// database reports them on a pooled connection.
+pub fn describe(settings: &Settings) -> Result<String> {
     let pool = pool(settings)?;
     let conn = &mut *pool.get()?;
-    let mut text = |sql: &str| -> anyhow::Result<String> {
+    let mut text = |sql: &'static str| -> Result<String> {
         let value: String =
             diesel::select(diesel::dsl::sql::<diesel::sql_types::Text>(sql)).get_result(conn)?;
         Ok(value.split_whitespace().collect::<Vec<_>>().join("_"))
     };
-    let database = match settings_backend(settings) {
+    let database = match backend_name(settings) {
         "sqlite" => format!(
             "database_version={} journal_mode={} synchronous={} busy_timeout_ms={}",
             text("sqlite_version()")?,
@@ -186,22 +196,49 @@ fn describe(settings: &Settings) -> anyhow::Result<()> {
     };
     let a = &settings.auth.argon2;
     let workers = match settings.http.workers {
-        0 => std::thread::available_parallelism().map(usize::from).unwrap_or(1),
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
         n => n,
     };
-    println!(
+    Ok(format!(
         "backend={} pool_size={} http_workers={workers} hash_threads={} argon2=m{}_t{}_p{} {database}",
-        settings_backend(settings),
+        backend_name(settings),
         settings.database.pool_size,
         settings.hash_threads(),
         a.m_kib,
         a.t,
         a.p,
-    );
-    Ok(())
+    ))
 }
 
-fn checked_name(name: &str) -> anyhow::Result<&str> {
+/// Creates an empty PostgreSQL database named `name` on the server of `admin_url`.
+pub fn create_database(admin_url: &str, name: &str) -> Result<()> {
+    // A database name cannot be a bound parameter; it is checked to be a plain identifier instead.
+    scratch_database(admin_url, &format!("CREATE DATABASE {}", checked_name(name)?))
+}
+
+/// Drops the PostgreSQL database `name`, disconnecting its sessions.
+pub fn drop_database(admin_url: &str, name: &str) -> Result<()> {
+    scratch_database(
+        admin_url,
+        &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", checked_name(name)?),
+    )
+}
+
+/// Whether PostgreSQL accepts a connection at `admin_url`.
+pub fn postgres_answers(admin_url: &str) -> bool {
+    diesel::PgConnection::establish(&postgres_url(admin_url)).is_ok()
+}
+
+/// The admin URL with the server's short connect timeout, so that a PostgreSQL that is down fails fast.
+fn postgres_url(admin_url: &str) -> String {
+    match Backend::from_url(admin_url) {
+        Ok(Backend::Postgres(url)) => url,
+        _ => admin_url.to_owned(),
+    }
+}
+
+/// `name` when it is lower-case letters, digits and `_`, starting with a letter: safe as an SQL identifier.
+fn checked_name(name: &str) -> Result<&str> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name.starts_with(|c: char| c.is_ascii_lowercase())
@@ -214,34 +251,30 @@ fn checked_name(name: &str) -> anyhow::Result<&str> {
     Ok(name)
 }
 
-fn scratch_database(admin_url: &str, sql: &str) -> anyhow::Result<()> {
-    let mut admin = diesel::PgConnection::establish(admin_url)
-        .map_err(|e| anyhow::anyhow!("cannot connect to {}: {e}", redact(admin_url)))?;
+/// Runs one statement on the maintenance database.
+fn scratch_database(admin_url: &str, sql: &str) -> Result<()> {
+    let mut admin = diesel::PgConnection::establish(&postgres_url(admin_url))
+        .map_err(|e| anyhow::anyhow!("cannot connect to {}: {e}", crate::redact(admin_url)))?;
     admin.batch_execute(sql)?;
-    println!("ok");
     Ok(())
 }
 
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(start), Some(at)) if url[start + 3..at].contains(':') => {
-            let user_end = start + 3 + url[start + 3..at].find(':').unwrap_or(0);
-            format!("{}:***{}", &url[..user_end], &url[at..])
-        }
-        _ => url.to_owned(),
-    }
-}
-
-fn pool(settings: &Settings) -> anyhow::Result<Pool> {
+/// A pool built as the server builds its own, on a migrated database.
+fn pool(settings: &Settings) -> Result<Pool> {
     let backend = Backend::from_url(settings.database.url.expose())?;
     let pool = db::build_pool(backend, settings.database.pool_size)?;
     db::run_migrations(&mut *pool.get()?)?;
     Ok(pool)
 }
 
+/// `sqlite` or `postgres`, from the settings' URL.
+fn backend_name(settings: &Settings) -> &'static str {
+    Backend::from_url(settings.database.url.expose()).map_or("unknown", |b| b.name())
+}
+
 /// A session of the demo user in the demo unit, opened by the demo user's newest live key: the shape of the
 /// rows a key login writes.
-fn template(conn: &mut DbConnection, now: i64) -> anyhow::Result<Session> {
+fn template(conn: &mut DbConnection, now: i64) -> Result<Session> {
     let org =
         organisation::find_by_name(conn, DEMO_ORG)?.context("no demo organisation: run `crm-auth demo`")?;
     let admin = user::find_by_username(conn, &org.id, DEMO_USER)?.context("no demo user")?;
@@ -274,6 +307,7 @@ fn template(conn: &mut DbConnection, now: i64) -> anyhow::Result<Session> {
     })
 }
 
+/// The template with a new id.
 fn fresh(template: &Session) -> Session {
     Session {
         id: new_id(),
@@ -281,13 +315,10 @@ fn fresh(template: &Session) -> Session {
     }
 }
 
-fn db_rate(
-    settings: &Settings,
-    op: DbOp,
-    concurrency: usize,
-    seconds: f64,
-    max_ops: u64,
-) -> anyhow::Result<()> {
+/// Runs one endpoint's database work directly through a pool built like the server's, in `concurrency`
+/// threads each checking a connection out per operation as a request does, for `seconds`.
+pub fn db_rate(settings: &Settings, op: DbOp, concurrency: usize, seconds: f64) -> Result<DbRate> {
+    let concurrency = concurrency.max(1);
     let pool = pool(settings)?;
     let now = SystemClock.now();
     let (read_ids, mut rotate_ids) = {
@@ -341,7 +372,7 @@ fn db_rate(
                 let mut i = t * 7919;
                 barrier.wait();
                 let deadline = Instant::now() + duration;
-                while Instant::now() < deadline && ops.load(Ordering::Relaxed) < max_ops {
+                while Instant::now() < deadline {
                     i = i.wrapping_add(1);
                     let ok = match pool.get() {
                         Err(_) => false,
@@ -385,29 +416,21 @@ fn db_rate(
         started = Instant::now();
         // The scope joins every thread before it returns.
     });
-    let elapsed = started.elapsed().as_secs_f64();
-    let ops = ops.into_inner();
-    println!(
-        "op={} backend={} concurrency={concurrency} pool_size={} seconds={elapsed:.3} ops={ops} errors={} ops_per_sec={:.1}",
-        op.to_possible_value()
-            .map_or_else(String::new, |v| v.get_name().to_owned()),
-        settings_backend(settings),
-        settings.database.pool_size,
-        errors.into_inner(),
-        ops as f64 / elapsed
-    );
-    Ok(())
+    Ok(DbRate {
+        op,
+        backend: backend_name(settings),
+        concurrency,
+        pool_size: settings.database.pool_size,
+        seconds: started.elapsed().as_secs_f64(),
+        ops: ops.into_inner(),
+        errors: errors.into_inner(),
+    })
 }
 
-fn settings_backend(settings: &Settings) -> &'static str {
-    Backend::from_url(settings.database.url.expose()).map_or("unknown", |b| b.name())
-}
-
-/// The password every hashing run checks.
-const HASH_PASSWORD: &str = "correct horse battery staple";
-
-fn hash_rate(settings: &Settings, threads: usize, seconds: f64) -> anyhow::Result<()> {
-    let threads = threads.max(1);
+/// Verifies passwords with the configured Argon2id parameters on the server's hashing pool, one caller per
+/// hashing thread (one per core unless the settings say otherwise), for `seconds`.
+pub fn hash_rate(settings: &Settings, seconds: f64) -> Result<HashRate> {
+    let threads = settings.hash_threads().max(1);
     let argon2 = &settings.auth.argon2;
     let hasher = PasswordHasher::start(argon2, threads, Arc::new(NoObserver))?;
     let phc = PasswordHasher::hash_blocking(argon2, HASH_PASSWORD)?;
@@ -420,15 +443,19 @@ fn hash_rate(settings: &Settings, threads: usize, seconds: f64) -> anyhow::Resul
             .unwrap_or(false)
     };
     let mut started = Instant::now();
-    std::thread::scope(|scope| -> anyhow::Result<()> {
+    std::thread::scope(|scope| -> Result<()> {
         let mut handles = Vec::new();
         for _ in 0..threads {
             let (hashes, failures, barrier, check) = (&hashes, &failures, &barrier, &check);
-            handles.push(scope.spawn(move || -> anyhow::Result<()> {
-                let rt = tokio::runtime::Builder::new_current_thread().build()?;
+            handles.push(scope.spawn(move || -> Result<()> {
+                let rt = tokio::runtime::Builder::new_current_thread().build();
                 // The first hash of a thread allocates its working memory; the server pays that once too.
-                check(&rt);
+                if let Ok(rt) = &rt {
+                    check(rt);
+                }
+                // Every thread reaches the barrier, even one without a runtime, or the others wait for ever.
                 barrier.wait();
+                let rt = rt?;
                 let deadline = Instant::now() + duration;
                 while Instant::now() < deadline {
                     if !check(&rt) {
@@ -448,39 +475,36 @@ fn hash_rate(settings: &Settings, threads: usize, seconds: f64) -> anyhow::Resul
         }
         Ok(())
     })?;
-    let elapsed = started.elapsed().as_secs_f64();
-    let hashes = hashes.into_inner();
-    println!(
-        "threads={threads} m_kib={} t={} p={} seconds={elapsed:.3} hashes={hashes} failures={} \
-         hashes_per_sec={:.2} ms_per_hash={:.2}",
-        argon2.m_kib,
-        argon2.t,
-        argon2.p,
-        failures.into_inner(),
-        hashes as f64 / elapsed,
-        elapsed * 1000.0 * threads as f64 / hashes.max(1) as f64
-    );
-    Ok(())
+    Ok(HashRate {
+        threads,
+        m_kib: argon2.m_kib,
+        t: argon2.t,
+        p: argon2.p,
+        seconds: started.elapsed().as_secs_f64(),
+        hashes: hashes.into_inner(),
+        failures: failures.into_inner(),
+    })
 }
 
-fn seed(
-    settings: &Settings,
-    users: usize,
-    sessions_wanted: usize,
-    keys: usize,
-    password_stdin: bool,
-) -> anyhow::Result<()> {
+/// What to bulk-insert for the demo organisation (run `crm-auth demo` first).
+#[derive(Debug, Default)]
+pub struct Seed<'a> {
+    /// Users named `bench-00000`, ... in the demo unit, all with this password.
+    pub users: Option<(usize, &'a str)>,
+    /// Live sessions of the demo user.
+    pub sessions: usize,
+    /// Web API keys of the demo user (random, never shown).
+    pub keys: usize,
+}
+
+/// Bulk-inserts rows in big transactions and returns a `key=value` line of what it did.
+pub fn seed(settings: &Settings, wanted: &Seed<'_>) -> Result<String> {
     let conn = &mut *pool(settings)?.get()?;
     let now = SystemClock.now();
     let template = template(conn, now)?;
     let started = Instant::now();
-    if users > 0 {
-        if !password_stdin {
-            bail!("--users needs --password-stdin");
-        }
-        let mut password = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut password)?;
-        let password = password.trim_end_matches(['\r', '\n']);
+    let mut users_inserted = 0;
+    if let Some((users, password)) = wanted.users {
         if password.is_empty() {
             bail!("the password must not be empty");
         }
@@ -514,10 +538,11 @@ fn seed(
             DbConnection::Postgres(c) => diesel::insert_into(user_units::table).values(chunk).execute(c),
             DbConnection::Sqlite(c) => diesel::insert_into(user_units::table).values(chunk).execute(c),
         })?;
+        users_inserted = users;
     }
     let mut inserted = 0;
-    while inserted < sessions_wanted {
-        let n = (sessions_wanted - inserted).min(ROWS_PER_STATEMENT * STATEMENTS_PER_TRANSACTION);
+    while inserted < wanted.sessions {
+        let n = (wanted.sessions - inserted).min(ROWS_PER_STATEMENT * STATEMENTS_PER_TRANSACTION);
         let rows: Vec<Session> = (0..n)
             .map(|i| {
                 // Spread creation times over the last day, as a day of logins would.
@@ -543,8 +568,8 @@ fn seed(
         inserted += n;
     }
     let mut inserted_keys = 0;
-    while inserted_keys < keys {
-        let n = (keys - inserted_keys).min(ROWS_PER_STATEMENT * STATEMENTS_PER_TRANSACTION);
+    while inserted_keys < wanted.keys {
+        let n = (wanted.keys - inserted_keys).min(ROWS_PER_STATEMENT * STATEMENTS_PER_TRANSACTION);
         let rows: Vec<ApiKeyRow> = (0..n)
             .map(|_| {
                 let secret = new_id();
@@ -566,7 +591,7 @@ fn seed(
         })?;
         inserted_keys += n;
     }
-    if sessions_wanted + keys > 0 {
+    if wanted.sessions + wanted.keys > 0 {
         // Fresh statistics, as a database that grew over time would have,
         // and its write-ahead log checkpointed, as it would be after steady traffic rather than one burst.
         conn.batch_execute(match conn {
@@ -575,11 +600,12 @@ fn seed(
         })?;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    println!(
-        "users={users} sessions={sessions_wanted} keys={keys} seconds={elapsed:.3} rows_per_sec={:.0}",
-        (users + sessions_wanted + keys) as f64 / elapsed.max(1e-9)
-    );
-    Ok(())
+    Ok(format!(
+        "users={users_inserted} sessions={} keys={} seconds={elapsed:.3} rows_per_sec={:.0}",
+        wanted.sessions,
+        wanted.keys,
+        (users_inserted + wanted.sessions + wanted.keys) as f64 / elapsed.max(1e-9)
+    ))
 }
 
 /// Inserts `rows` in one transaction, [`ROWS_PER_STATEMENT`] rows per statement.
@@ -587,7 +613,7 @@ fn insert_chunked<T>(
     conn: &mut DbConnection,
     rows: &[T],
     insert: impl Fn(&mut DbConnection, &[T]) -> QueryResult<usize>,
-) -> anyhow::Result<()> {
+) -> Result<()> {
     conn.transaction(|conn| {
         rows.chunks(ROWS_PER_STATEMENT)
             .try_for_each(|chunk| insert(conn, chunk).map(drop))

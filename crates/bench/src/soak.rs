@@ -1,4 +1,4 @@
-//! `cargo xtask soak [--minutes N] [--threads N] [--postgres URL]`: a release build of the server under a
+//! `soak [--minutes N] [--threads N] [--postgres URL]` (`cargo xtask soak`): a release build of the server under a
 //! steady mixed load for N minutes, to find what short tests cannot: slow leaks, errors that need many
 //! thousands of requests, latency that creeps up.
 //!
@@ -13,8 +13,6 @@
 
 use std::{
     fmt::Write as _,
-    fs,
-    net::SocketAddr,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -24,12 +22,11 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+use reqwest::blocking::{Client, RequestBuilder};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 
-use crate::{
-    cmd::cmd,
-    http::{Client, Response, base64, json_string},
-    server::{self, BASE_PATH, Options, Server},
-};
+use crate::api;
+use crate::server::{Instance, Server};
 
 /// Minutes of load unless `--minutes` says otherwise.
 const DEFAULT_MINUTES: u64 = 10;
@@ -93,55 +90,54 @@ impl Op {
 }
 
 /// The command line.
-struct Args {
-    /// How long the load runs.
-    duration: Duration,
-    /// How many threads send requests.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Minutes of load.
+    #[arg(long, default_value_t = DEFAULT_MINUTES, value_parser = clap::value_parser!(u64).range(1..))]
+    minutes: u64,
+    /// Threads sending requests.
+    #[arg(long, default_value_t = DEFAULT_THREADS, value_parser = positive)]
     threads: usize,
-    /// A PostgreSQL URL instead of SQLite.
+    /// A PostgreSQL URL instead of SQLite in a temporary folder.
+    #[arg(long, value_name = "URL")]
     postgres: Option<String>,
+}
+
+/// A positive number of threads.
+fn positive(value: &str) -> Result<usize, String> {
+    match value.parse() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("takes a positive number, got `{value}`")),
+    }
 }
 
 /// Builds the release binary, starts the server, runs the load, prints the report, and fails on a failed
 /// request or on memory growth.
-pub fn run(args: &[String]) -> Result<()> {
-    let args = parse_args(args)?;
-    cmd(
-        "cargo",
-        [
-            "build",
-            "--release",
-            "--package",
-            "crm-auth-server",
-            "--bin",
-            "crm-auth",
-        ],
-    )
-    .run()?;
-    let binary = server::binary(true)?;
-    let mut server = Server::start(&Options {
-        binary: &binary,
-        database_url: args.postgres.as_deref(),
-        cheap_hashing: false,
-        log: "warn",
-        settings: &[],
-    })?;
+pub fn run(args: &Args) -> Result<()> {
+    let duration = Duration::from_secs(args.minutes * 60);
+    let binary = crate::release_binary()?;
+    let data_dir = tempfile::Builder::new()
+        .prefix("crm-auth-soak-")
+        .tempdir()
+        .context("cannot create a temporary folder")?;
+    let instance = Instance::new(&binary, data_dir.path(), args.postgres.as_deref())?;
+    let mut server = instance.start(true, &data_dir.path().join("server.log"), Some("warn"))?;
     eprintln!(
         "soak: {} thread(s) for {} s against {} (pid {})",
         args.threads,
-        args.duration.as_secs(),
+        duration.as_secs(),
         server.url(),
         server.pid()
     );
 
-    let load = Arc::new(Load::new(&server, args.duration));
+    let load = Arc::new(Load::new(&server, duration));
     let workers = (0..args.threads)
         .map(|i| {
             let load = Arc::clone(&load);
-            let addr = server.addr;
+            let base = server.url();
             thread::Builder::new()
                 .name(format!("soak-{i}"))
-                .spawn(move || worker(i, addr, &load))
+                .spawn(move || worker(i, &base, &load))
                 .context("cannot start a load thread")
         })
         .collect::<Result<Vec<_>>>()?;
@@ -158,10 +154,12 @@ pub fn run(args: &[String]) -> Result<()> {
     let elapsed = load.started.elapsed();
     server.check_running()?;
     let server_log = server.log_tail(20);
+    // The server goes before its data folder.
     drop(server);
+    drop(data_dir);
 
     print!("{}", tally.report(elapsed, args.threads));
-    let memory = memory_verdict(&samples, args.duration);
+    let memory = memory_verdict(&samples, duration);
     print!("{}", memory.report);
 
     let mut failures = Vec::new();
@@ -183,44 +181,6 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     println!("\nsoak passed");
     Ok(())
-}
-
-/// Reads `[--minutes N] [--threads N] [--postgres URL]`.
-fn parse_args(args: &[String]) -> Result<Args> {
-    let mut minutes = DEFAULT_MINUTES;
-    let mut threads = DEFAULT_THREADS;
-    let mut postgres = None;
-    let mut rest = args.iter();
-    while let Some(flag) = rest.next() {
-        let Some(value) = rest.next() else {
-            bail!("`{flag}` needs a value");
-        };
-        match flag.as_str() {
-            "--minutes" => {
-                minutes = value
-                    .parse()
-                    .ok()
-                    .filter(|&m| m > 0)
-                    .with_context(|| format!("--minutes takes a positive number, got `{value}`"))?;
-            }
-            "--threads" => {
-                threads = value
-                    .parse()
-                    .ok()
-                    .filter(|&t| t > 0)
-                    .with_context(|| format!("--threads takes a positive number, got `{value}`"))?;
-            }
-            "--postgres" => postgres = Some(value.clone()),
-            other => bail!(
-                "`cargo xtask soak` takes `--minutes N`, `--threads N` and `--postgres URL`, got `{other}`"
-            ),
-        }
-    }
-    Ok(Args {
-        duration: Duration::from_secs(minutes * 60),
-        threads,
-        postgres,
-    })
 }
 
 /// What every load thread shares: the requests' fixed parts, the end of the run, live counters.
@@ -245,13 +205,8 @@ impl Load {
         let demo = &server.demo;
         let started = Instant::now();
         Load {
-            basic: format!("Basic {}", base64(format!("{}:", demo.key).as_bytes())),
-            password_body: format!(
-                r#"{{"username":{},"password":{},"organisation":{}}}"#,
-                json_string(&demo.username),
-                json_string(&demo.password),
-                json_string(&demo.organisation)
-            ),
+            basic: api::basic(&demo.key),
+            password_body: api::password_login(&demo.username, &demo.password, &demo.organisation),
             started,
             deadline: started + duration,
             requests: AtomicU64::new(0),
@@ -261,11 +216,17 @@ impl Load {
 }
 
 /// One load thread: sessions from login to release, until the deadline.
-fn worker(id: usize, addr: SocketAddr, load: &Load) -> Tally {
-    let mut client = Client::new(addr, REQUEST_TIMEOUT);
+fn worker(id: usize, base: &str, load: &Load) -> Tally {
     let mut tally = Tally::default();
-    let path = |p: &str| format!("{BASE_PATH}/authentication{p}");
-    let json = ("Content-Type", "application/json");
+    // One client per thread: its own kept-alive connection, as one caller of the API would have.
+    let client = match Client::builder().timeout(REQUEST_TIMEOUT).build() {
+        Ok(client) => client,
+        Err(err) => {
+            tally.fail(load, Op::KeyLogin, format!("cannot build an HTTP client: {err}"));
+            return tally;
+        }
+    };
+    let url = |p: &str| format!("{base}{}", api::path(p));
     // Threads start at different points of the cycle so that password logins do not arrive together.
     let mut cycle = id as u64 * 3;
     while Instant::now() < load.deadline {
@@ -276,45 +237,63 @@ fn worker(id: usize, addr: SocketAddr, load: &Load) -> Tally {
             Op::KeyLogin
         };
         let login = if op == Op::PasswordLogin {
-            let body = Some(load.password_body.as_str());
-            tally.call(load, op, || {
-                client.request("POST", &path("/token"), &[json], body)
-            })
+            tally.call(
+                load,
+                op,
+                client
+                    .post(url("/token"))
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(load.password_body.clone()),
+            )
         } else {
-            let method = if cycle.is_multiple_of(2) { "POST" } else { "GET" };
-            let auth = ("Authorization", load.basic.as_str());
-            tally.call(load, op, || {
-                client.request(method, &path("/web_api_key/token"), &[auth], None)
-            })
+            let target = url("/web_api_key/token");
+            let request = if cycle.is_multiple_of(2) {
+                client.post(target)
+            } else {
+                client.get(target)
+            };
+            tally.call(load, op, request.header(AUTHORIZATION, &load.basic))
         };
         let Some(token) = tally.token(load, op, login) else {
             continue;
         };
 
-        let bearer = format!("Bearer {token}");
-        let auth = ("Authorization", bearer.as_str());
-        tally.call(load, Op::Validate, || {
-            client.request("GET", &path("/token/validate"), &[auth], None)
-        });
-        let refreshed = tally.call(load, Op::Refresh, || {
-            client.request("POST", &path("/token/refresh"), &[auth], None)
-        });
+        let bearer = api::bearer(&token);
+        tally.call(
+            load,
+            Op::Validate,
+            client.get(url("/token/validate")).header(AUTHORIZATION, &bearer),
+        );
+        let refreshed = tally.call(
+            load,
+            Op::Refresh,
+            client.post(url("/token/refresh")).header(AUTHORIZATION, &bearer),
+        );
         let token = tally.token(load, Op::Refresh, refreshed).unwrap_or(token);
-        let body = format!(r#"{{"token":{}}}"#, json_string(&token));
-        tally.call(load, Op::Validate, || {
-            client.request("POST", &path("/token/validate"), &[json], Some(&body))
-        });
-        let bearer = format!("Bearer {token}");
-        tally.call(load, Op::Release, || {
-            client.request(
-                "POST",
-                &path("/token/release"),
-                &[("Authorization", &bearer)],
-                None,
-            )
-        });
+        tally.call(
+            load,
+            Op::Validate,
+            client
+                .post(url("/token/validate"))
+                .json(&serde_json::json!({ "token": token })),
+        );
+        tally.call(
+            load,
+            Op::Release,
+            client
+                .post(url("/token/release"))
+                .header(AUTHORIZATION, api::bearer(&token)),
+        );
     }
     tally
+}
+
+/// An answer: the status and the body as text.
+struct Answer {
+    /// The HTTP status.
+    status: reqwest::StatusCode,
+    /// The body.
+    body: String,
 }
 
 /// Requests counted by kind: latencies, failures, and the first failures in full.
@@ -329,19 +308,22 @@ struct Tally {
 }
 
 impl Tally {
-    /// Sends one request through `send`, timing it; a transport error or a status other than 2xx is a
+    /// Sends one request, timing it up to its whole body; a transport error or a status other than 2xx is a
     /// failure. Returns the answer when it succeeded.
-    fn call(&mut self, load: &Load, op: Op, send: impl FnOnce() -> Result<Response>) -> Option<Response> {
+    fn call(&mut self, load: &Load, op: Op, request: RequestBuilder) -> Option<Answer> {
         let started = Instant::now();
-        let outcome = send();
+        let outcome = request.send().and_then(|response| {
+            let status = response.status();
+            response.text().map(|body| Answer { status, body })
+        });
         let micros = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
         self.latencies[op.index()].push(micros);
         load.requests.fetch_add(1, Ordering::Relaxed);
         match outcome {
-            Ok(response) if response.is_success() => Some(response),
-            Ok(response) => {
-                let body: String = response.body.chars().take(300).collect();
-                self.fail(load, op, format!("HTTP {}: {body}", response.status));
+            Ok(answer) if answer.status.is_success() => Some(answer),
+            Ok(answer) => {
+                let body: String = answer.body.chars().take(300).collect();
+                self.fail(load, op, format!("HTTP {}: {body}", answer.status.as_u16()));
                 None
             }
             Err(err) => {
@@ -352,12 +334,12 @@ impl Tally {
     }
 
     /// The token of a successful login or refresh answer; an answer without one is a failure of `op`.
-    fn token(&mut self, load: &Load, op: Op, response: Option<Response>) -> Option<String> {
-        let response = response?;
-        match response.json_str("token") {
-            Some(token) => Some(token.to_owned()),
+    fn token(&mut self, load: &Load, op: Op, answer: Option<Answer>) -> Option<String> {
+        let answer = answer?;
+        match api::token_of(&answer.body) {
+            Some(token) => Some(token),
             None => {
-                let body: String = response.body.chars().take(300).collect();
+                let body: String = answer.body.chars().take(300).collect();
                 self.fail(load, op, format!("no token in the answer: {body}"));
                 None
             }
@@ -458,7 +440,7 @@ fn sample_memory(server: &mut Server, load: &Load) -> Result<Vec<Sample>> {
             thread::sleep(next - now);
         }
         server.check_running()?;
-        let rss_kib = rss_kib(server.pid())?;
+        let rss_kib = server.memory()?.rss_kib;
         let at = load.started.elapsed().as_secs_f64();
         let requests = load.requests.load(Ordering::Relaxed);
         let errors = load.errors.load(Ordering::Relaxed);
@@ -470,18 +452,6 @@ fn sample_memory(server: &mut Server, load: &Load) -> Result<Vec<Sample>> {
         samples.push(Sample { at, rss_kib });
         next += SAMPLE_EVERY;
     }
-}
-
-/// The `VmRSS` of process `pid`, KiB.
-fn rss_kib(pid: u32) -> Result<u64> {
-    let path = format!("/proc/{pid}/status");
-    let status = fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.trim().strip_suffix("kB"))
-        .and_then(|kib| kib.trim().parse().ok())
-        .with_context(|| format!("{path} has no VmRSS line"))
 }
 
 /// The memory report, and why it fails the run, if it does.
@@ -565,13 +535,23 @@ mod tests {
     /// Flags and their values; anything else is refused.
     #[test]
     fn reads_arguments() -> Result<()> {
-        let args = |words: &[&str]| words.iter().map(|w| (*w).to_owned()).collect::<Vec<_>>();
-        let parsed = parse_args(&args(&["--minutes", "2", "--threads", "8"]))?;
-        assert_eq!((parsed.duration.as_secs(), parsed.threads), (120, 8));
-        assert_eq!(parse_args(&[])?.duration.as_secs(), DEFAULT_MINUTES * 60);
-        assert!(parse_args(&args(&["--minutes", "0"])).is_err());
-        assert!(parse_args(&args(&["--minutes"])).is_err());
-        assert!(parse_args(&args(&["--seconds", "5"])).is_err());
+        #[derive(clap::Parser)]
+        struct Cli {
+            /// The soak's arguments.
+            #[command(flatten)]
+            args: Args,
+        }
+        let parse = |words: &[&str]| {
+            <Cli as clap::Parser>::try_parse_from(std::iter::once("soak").chain(words.iter().copied()))
+                .map(|cli| cli.args)
+        };
+        let parsed = parse(&["--minutes", "2", "--threads", "8"])?;
+        assert_eq!((parsed.minutes, parsed.threads), (2, 8));
+        assert_eq!(parse(&[])?.minutes, DEFAULT_MINUTES);
+        assert!(parse(&["--minutes", "0"]).is_err());
+        assert!(parse(&["--threads", "0"]).is_err());
+        assert!(parse(&["--minutes"]).is_err());
+        assert!(parse(&["--seconds", "5"]).is_err());
         Ok(())
     }
 }
