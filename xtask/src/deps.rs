@@ -3,7 +3,7 @@
 
 use anyhow::{Result, bail};
 
-use crate::cmd::cmd;
+use crate::cmd::{Cmd, cmd};
 
 /// Each package and the packages its normal (non-dev, non-build) dependency graph must not contain.
 const RULES: &[(&str, &[&str])] = &[
@@ -25,41 +25,13 @@ const RULES: &[(&str, &[&str])] = &[
 pub fn run() -> Result<()> {
     let mut violations = Vec::new();
     for (package, forbidden) in RULES {
-        // `--target all` so that a dependency behind a `cfg` for another platform cannot hide.
-        let tree = cmd(
-            "cargo",
-            [
-                "tree",
-                "-p",
-                package,
-                "-e",
-                "normal",
-                "--target",
-                "all",
-                "--all-features",
-            ],
-        )
-        .args(["--prefix", "none", "--format", "{p}"])
-        .read()?;
+        let tree = cargo_tree(package)
+            .args(["--prefix", "none", "--format", "{p}"])
+            .read()?;
         for (name, version) in packages(&tree).filter(|(name, _)| forbidden.contains(name)) {
             let spec = format!("{name}@{version}");
             eprintln!("{package} must not depend on {name}; it gets in through:");
-            cmd(
-                "cargo",
-                [
-                    "tree",
-                    "-p",
-                    package,
-                    "-e",
-                    "normal",
-                    "--target",
-                    "all",
-                    "--all-features",
-                    "-i",
-                    &spec,
-                ],
-            )
-            .run()?;
+            cargo_tree(package).args(["-i", &spec]).run()?;
             violations.push(format!("{package} depends on {spec}"));
         }
     }
@@ -70,6 +42,24 @@ pub fn run() -> Result<()> {
         eprintln!("{package}: none of {}", forbidden.join(", "));
     }
     Ok(())
+}
+
+/// `cargo tree` over `package`'s normal dependencies, on every target (so that a dependency behind a `cfg` for
+/// another platform cannot hide) and with every feature.
+fn cargo_tree(package: &str) -> Cmd {
+    cmd(
+        "cargo",
+        [
+            "tree",
+            "-p",
+            package,
+            "-e",
+            "normal",
+            "--target",
+            "all",
+            "--all-features",
+        ],
+    )
 }
 
 /// The distinct `(name, version)` pairs in `cargo tree --prefix none --format {p}` output, whose lines read

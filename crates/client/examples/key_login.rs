@@ -7,16 +7,15 @@
 //! `URL` is the server's root (default `$CRM_AUTH_URL`, else `http://127.0.0.1:8080`); the key is read from
 //! `CRM_AUTH_KEY` rather than the command line, where other users of the machine could see it.
 
+mod common;
+
 use anyhow::Context as _;
 use crm_auth_client::Client;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let url = args
-        .next()
-        .or_else(|| std::env::var("CRM_AUTH_URL").ok())
-        .unwrap_or_else(|| "http://127.0.0.1:8080".to_owned());
+    let url = common::server_url(&mut args);
     let unit = args.next();
     let key = std::env::var("CRM_AUTH_KEY").context("set CRM_AUTH_KEY to a Web API key")?;
 

@@ -8,6 +8,8 @@
 //! `URL` is the server's root (default `$CRM_AUTH_URL`, else `http://127.0.0.1:8080`). The password is read from
 //! the environment rather than the command line, where other users of the machine could see it.
 
+mod common;
+
 use anyhow::Context as _;
 use crm_auth_client::{Client, ErrorCode};
 
@@ -18,10 +20,7 @@ fn env(name: &str) -> anyhow::Result<String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let url = args
-        .next()
-        .or_else(|| std::env::var("CRM_AUTH_URL").ok())
-        .unwrap_or_else(|| "http://127.0.0.1:8080".to_owned());
+    let url = common::server_url(&mut args);
     let unit = args.next();
     let username = env("CRM_AUTH_USERNAME")?;
     let password = env("CRM_AUTH_PASSWORD")?;

@@ -9,6 +9,8 @@
 //! `CRM_AUTH_ORGANISATION`; `CRM_AUTH_UNIT` picks a unit. `URL` defaults to `$CRM_AUTH_URL`, else
 //! `http://127.0.0.1:8080`. Stops on Ctrl-C, releasing the session.
 
+mod common;
+
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -35,10 +37,7 @@ fn session(client: Client) -> anyhow::Result<Session> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let url = args
-        .next()
-        .or_else(|| std::env::var("CRM_AUTH_URL").ok())
-        .unwrap_or_else(|| "http://127.0.0.1:8080".to_owned());
+    let url = common::server_url(&mut args);
     let pause = match args.next() {
         Some(seconds) => {
             Duration::from_secs(seconds.parse().context("SECONDS_BETWEEN_JOBS must be a number")?)

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use crm_auth_core::limits::MAX_PASSWORD_BYTES;
 
 use crate::clock::{Clock as _, SystemClock};
+use crate::db::session::Owner;
 use crate::db::{self, Backend, DbConnection};
 use crate::password::PasswordHasher;
 use crate::service::admin::{self, ExistingDemoUser};
@@ -258,49 +259,56 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn run_org(settings: &Settings, command: OrgCommand, now: i64) -> anyhow::Result<()> {
-    let conn = &mut migrated(settings)?;
-    match command {
-        OrgCommand::Add { name } => say!("{}", admin::add_organisation(conn, &name, now)?.id),
-        OrgCommand::Disable { org } => {
-            let org = admin::find_organisation(conn, &org)?;
-            let ended = admin::set_organisation_active(conn, &org, false, now)?;
-            say!("disabled {}; ended {ended} session(s)", org.name);
-        }
-        OrgCommand::Enable { org } => {
-            let org = admin::find_organisation(conn, &org)?;
-            admin::set_organisation_active(conn, &org, true, now)?;
-            say!("enabled {}", org.name);
-        }
+/// Enables or disables `owner` (named `name` in the output) and says what that did.
+fn switch(
+    conn: &mut DbConnection,
+    owner: Owner<'_>,
+    name: &str,
+    active: bool,
+    now: i64,
+) -> anyhow::Result<()> {
+    let ended = admin::set_active(conn, owner, active, now)?;
+    if active {
+        say!("enabled {name}");
+    } else {
+        say!("disabled {name}; ended {ended} session(s)");
     }
     Ok(())
+}
+
+fn run_org(settings: &Settings, command: OrgCommand, now: i64) -> anyhow::Result<()> {
+    let conn = &mut migrated(settings)?;
+    let (org, active) = match command {
+        OrgCommand::Add { name } => {
+            say!("{}", admin::add_organisation(conn, &name, now)?.id);
+            return Ok(());
+        }
+        OrgCommand::Disable { org } => (org, false),
+        OrgCommand::Enable { org } => (org, true),
+    };
+    let org = admin::find_organisation(conn, &org)?;
+    switch(conn, Owner::Organisation(&org.id), &org.name, active, now)
 }
 
 fn run_unit(settings: &Settings, command: UnitCommand, now: i64) -> anyhow::Result<()> {
     let conn = &mut migrated(settings)?;
-    match command {
+    let (org, unit, active) = match command {
         UnitCommand::Add { org, name, code } => {
             let org = admin::find_organisation(conn, &org)?;
             say!("{}", admin::add_unit(conn, &org, &name, code.as_deref(), now)?.id);
+            return Ok(());
         }
-        UnitCommand::Disable { org, unit } => {
-            let org = admin::find_organisation(conn, &org)?;
-            let unit = admin::find_unit(conn, &org, &unit)?;
-            let ended = admin::set_unit_active(conn, &unit, false, now)?;
-            say!("disabled {}; ended {ended} session(s)", unit.name);
-        }
-        UnitCommand::Enable { org, unit } => {
-            let org = admin::find_organisation(conn, &org)?;
-            let unit = admin::find_unit(conn, &org, &unit)?;
-            admin::set_unit_active(conn, &unit, true, now)?;
-            say!("enabled {}", unit.name);
-        }
-    }
-    Ok(())
+        UnitCommand::Disable { org, unit } => (org, unit, false),
+        UnitCommand::Enable { org, unit } => (org, unit, true),
+    };
+    let org = admin::find_organisation(conn, &org)?;
+    let unit = admin::find_unit(conn, &org, &unit)?;
+    switch(conn, Owner::Unit(&unit.id), &unit.name, active, now)
 }
 
 fn run_user(settings: &Settings, command: UserCommand, now: i64) -> anyhow::Result<()> {
     let conn = &mut migrated(settings)?;
+    let active = matches!(command, UserCommand::Enable { .. });
     match command {
         UserCommand::Add {
             user,
@@ -331,17 +339,10 @@ fn run_user(settings: &Settings, command: UserCommand, now: i64) -> anyhow::Resu
             admin::set_password(conn, &found, &hash_stdin_password(settings)?)?;
             say!("password set for {}", found.username);
         }
-        UserCommand::Disable { user } => {
+        UserCommand::Disable { user } | UserCommand::Enable { user } => {
             let org = admin::find_organisation(conn, &user.org)?;
             let found = admin::find_user(conn, &org, &user.username)?;
-            let ended = admin::set_user_active(conn, &found, false, now)?;
-            say!("disabled {}; ended {ended} session(s)", found.username);
-        }
-        UserCommand::Enable { user } => {
-            let org = admin::find_organisation(conn, &user.org)?;
-            let found = admin::find_user(conn, &org, &user.username)?;
-            admin::set_user_active(conn, &found, true, now)?;
-            say!("enabled {}", found.username);
+            switch(conn, Owner::User(&found.id), &found.username, active, now)?;
         }
     }
     Ok(())

@@ -178,51 +178,25 @@ pub fn set_user_active(
     active: bool,
     now: i64,
 ) -> Result<usize, AdminError> {
-    set_active(conn, user::update_active, Owner::User(&user.id), active, now)
+    set_active(conn, Owner::User(&user.id), active, now)
 }
 
-/// Enables or disables an organisation; disabling ends the live sessions of all its users. Returns the
-/// sessions ended.
-pub fn set_organisation_active(
+/// Enables or disables a user, an organisation (all its users) or a unit (the sessions logged into it);
+/// disabling also ends the owner's live sessions. Returns the sessions ended. The owner's row is updated (so
+/// locked) before its sessions are ended, in one transaction: a login's post-insert re-check waits for that
+/// lock (see `db::session::lock_standing`).
+pub fn set_active(
     conn: &mut DbConnection,
-    org: &Organisation,
-    active: bool,
-    now: i64,
-) -> Result<usize, AdminError> {
-    set_active(
-        conn,
-        organisation::update_active,
-        Owner::Organisation(&org.id),
-        active,
-        now,
-    )
-}
-
-/// Enables or disables a unit; disabling ends the live sessions logged into it. Returns the sessions ended.
-pub fn set_unit_active(
-    conn: &mut DbConnection,
-    unit: &Unit,
-    active: bool,
-    now: i64,
-) -> Result<usize, AdminError> {
-    set_active(conn, unit::update_active, Owner::Unit(&unit.id), active, now)
-}
-
-/// Flips the `is_active` of `owner`'s own row with `update`; disabling also ends its live sessions. The row is
-/// updated (so locked) before its sessions are ended, in one transaction: a login's post-insert re-check waits
-/// for that lock (see `db::session::lock_standing`).
-fn set_active(
-    conn: &mut DbConnection,
-    update: fn(&mut DbConnection, &str, bool) -> diesel::QueryResult<usize>,
     owner: Owner<'_>,
     active: bool,
     now: i64,
 ) -> Result<usize, AdminError> {
-    let (id, reason) = match owner {
-        Owner::User(id) => (id, EndReason::UserDisabled),
-        Owner::Organisation(id) => (id, EndReason::OrganisationDisabled),
-        Owner::Unit(id) => (id, EndReason::UnitDisabled),
-        Owner::Key(id) => (id, EndReason::KeyRevoked),
+    type Update = fn(&mut DbConnection, &str, bool) -> diesel::QueryResult<usize>;
+    let (update, id, reason): (Update, _, _) = match owner {
+        Owner::User(id) => (user::update_active, id, EndReason::UserDisabled),
+        Owner::Organisation(id) => (organisation::update_active, id, EndReason::OrganisationDisabled),
+        Owner::Unit(id) => (unit::update_active, id, EndReason::UnitDisabled),
+        Owner::Key(_) => return Err(invalid("a key is revoked, not disabled")),
     };
     conn.transaction(|conn| {
         update(conn, id, active)?;

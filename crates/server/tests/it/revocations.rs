@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use crate::common::{Backend, ORG, TestApp};
 use crm_auth_core::ErrorCode;
 use crm_auth_server::clock::Clock as _;
+use crm_auth_server::db::session::Owner;
 use crm_auth_server::db::{self, schema::sessions};
 use crm_auth_server::service::admin;
 use diesel::prelude::*;
@@ -91,10 +92,10 @@ async fn round(app: &TestApp, what: Revocation, n: usize) -> anyhow::Result<i64>
                     db::user::find_by_id(conn, &revoked_user)?.ok_or_else(|| anyhow::anyhow!("user"))?;
                 admin::set_user_active(conn, &user, false, now)?
             }
-            Revocation::Organisation => admin::set_organisation_active(conn, &org, false, now)?,
+            Revocation::Organisation => admin::set_active(conn, Owner::Organisation(&org.id), false, now)?,
             Revocation::Unit => {
                 let unit = admin::find_unit(conn, &org, &unit_id)?;
-                admin::set_unit_active(conn, &unit, false, now)?
+                admin::set_active(conn, Owner::Unit(&unit.id), false, now)?
             }
         };
         Ok(())
@@ -185,8 +186,8 @@ async fn disabled_organisations_and_units_end_sessions_and_refuse_logins(
         let org = admin::find_organisation(conn, ORG)?;
         let unit = admin::find_unit(conn, &org, "Main")?;
         let set = |conn: &mut db::DbConnection, active: bool| match what {
-            Revocation::Organisation => admin::set_organisation_active(conn, &org, active, now),
-            _ => admin::set_unit_active(conn, &unit, active, now),
+            Revocation::Organisation => admin::set_active(conn, Owner::Organisation(&org.id), active, now),
+            _ => admin::set_active(conn, Owner::Unit(&unit.id), active, now),
         };
         assert!(set(conn, false)? >= 1, "{what:?}: the live session is ended");
         for presented in [&token, &superseded] {

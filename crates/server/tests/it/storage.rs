@@ -1,8 +1,6 @@
 //! Storage on SQLite and PostgreSQL: migrations both ways (and one set of them for both backends),
 //! case-insensitive uniqueness, the one default unit, key lookup by digest, and configuration loading.
 
-use std::path::{Path, PathBuf};
-
 use crate::common::{Backend, TestDb};
 use crm_auth_core::ApiKey;
 use crm_auth_server::db::user::Membership;
@@ -133,46 +131,6 @@ async fn bad_admin_input_changes_nothing(backend: Backend) -> anyhow::Result<()>
     assert_eq!(schema::organisations::table.count().get_result::<i64>(conn)?, 1);
     assert_eq!(schema::units::table.count().get_result::<i64>(conn)?, 0);
     assert_eq!(schema::users::table.count().get_result::<i64>(conn)?, 0);
-    Ok(())
-}
-
-/// Every file under `dir`, as (path relative to `dir`, contents), sorted by path.
-fn files_under(dir: &Path) -> anyhow::Result<Vec<(PathBuf, Vec<u8>)>> {
-    let mut files = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(folder) = pending.pop() {
-        for entry in std::fs::read_dir(&folder)? {
-            let path = entry?.path();
-            if path.is_dir() {
-                pending.push(path);
-            } else {
-                files.push((path.strip_prefix(dir)?.to_path_buf(), std::fs::read(&path)?));
-            }
-        }
-    }
-    files.sort();
-    Ok(files)
-}
-
-/// The schema is written once in SQL both backends accept, and each backend embeds its own folder; a change
-/// made to one folder only would give the two backends different schemas.
-#[test]
-fn both_backends_have_the_same_migrations() -> anyhow::Result<()> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations");
-    let sqlite = files_under(&root.join("sqlite"))?;
-    let postgres = files_under(&root.join("postgres"))?;
-    let names = |files: &[(PathBuf, Vec<u8>)]| -> Vec<PathBuf> {
-        files.iter().map(|(path, _)| path.clone()).collect()
-    };
-    assert_eq!(names(&sqlite), names(&postgres), "the same migration files");
-    assert!(!sqlite.is_empty(), "migrations found under {}", root.display());
-    for ((path, sqlite), (_, postgres)) in sqlite.iter().zip(&postgres) {
-        assert!(
-            sqlite == postgres,
-            "migrations/sqlite/{0} and migrations/postgres/{0} differ",
-            path.display()
-        );
-    }
     Ok(())
 }
 
