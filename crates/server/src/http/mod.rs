@@ -4,6 +4,7 @@
 pub mod health;
 pub mod openapi;
 pub mod ops;
+pub mod protocol;
 pub mod request;
 pub mod token;
 
@@ -16,6 +17,7 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::{App, HttpMessage, HttpResponse, HttpServer, ResponseError, web};
 use crm_auth_core::ErrorCode;
 use futures_util::FutureExt as _;
+use futures_util::future::{self, Either};
 
 use crate::clock::Stopwatch;
 use crate::db::Backend;
@@ -96,7 +98,12 @@ where
     // The pattern, never the raw path, so that the label's values stay few.
     let route = req.match_pattern().unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
     let metrics = Arc::clone(metrics);
-    let fut = AssertUnwindSafe(srv.call(req)).catch_unwind();
+    // Refused here rather than by a handler so that every route, unknown ones included, answers alike.
+    let fut = match protocol::check_headers(req.request()) {
+        Ok(()) => Either::Left(srv.call(req)),
+        Err(refused) => Either::Right(future::ready(Ok(req.error_response(refused)))),
+    };
+    let fut = AssertUnwindSafe(fut).catch_unwind();
     async move {
         let (status, outcome) = match fut.await {
             Ok(Ok(res)) => {

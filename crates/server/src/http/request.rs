@@ -2,10 +2,10 @@
 //! never echoing its value) instead of actix's plain-text extractor errors. The field rules themselves are
 //! core's ([`crm_auth_core::request`]); this module reads the body, the query and the client's address.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use actix_web::HttpRequest;
-use actix_web::http::header;
+use actix_web::http::header::{self, HeaderValue};
 use actix_web::web::{self, Bytes, BytesMut};
 use crm_auth_core::{TokenRequest, parse_bearer_authorization};
 use futures_util::StreamExt as _;
@@ -68,26 +68,125 @@ pub fn token(req: &HttpRequest, body: &[u8]) -> Result<String, ApiError> {
         .ok_or(ApiError::Token(crm_auth_core::TokenError::Malformed))
 }
 
-/// The client's address: the socket peer, or the nearest untrusted `X-Forwarded-For` hop when the peer is
-/// a trusted proxy.
+/// The client's address, as the rate limit and the audit log see it: the socket peer, or, when the peer is a
+/// trusted proxy, what the proxies report (see [`forwarded_client`]).
 pub fn client_addr(req: &HttpRequest, state: &AppState) -> IpAddr {
     let peer = req.peer_addr().map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
-    let trusted = &state.settings.http.trusted_proxies;
-    if !trusted.contains(&peer) {
-        return peer;
-    }
-    let mut hops: Vec<IpAddr> = Vec::new();
-    for value in req.headers().get_all("x-forwarded-for") {
-        let Ok(value) = value.to_str() else { return peer };
-        for hop in value.split(',') {
-            match hop.trim().parse::<IpAddr>() {
-                Ok(ip) => hops.push(ip),
-                Err(_) => return peer,
-            }
+    let lines: Vec<&[u8]> = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .map(HeaderValue::as_bytes)
+        .collect();
+    forwarded_client(peer, &lines, &state.settings.http.trusted_proxies)
+}
+
+/// Walks `X-Forwarded-For` (its header lines in order of arrival) from the peer towards the client, through
+/// trusted hops only. Each entry was written by the hop to its right, so an entry is believed only while that
+/// hop is trusted: the first untrusted address is the client, and an unparsable entry ends the walk at the
+/// trusted hop that wrote it. The client controls only the entries left of what the first trusted proxy
+/// appended, so it can neither choose another client's bucket nor escape its own (a forged or garbled prefix
+/// is never read). A chain of trusted hops only is a trusted client: the left-most of them.
+///
+/// Addresses are compared as canonical addresses, so `::ffff:9.9.9.9` is `9.9.9.9`, in the trusted list too.
+pub fn forwarded_client(peer: IpAddr, forwarded: &[&[u8]], trusted: &[IpAddr]) -> IpAddr {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|t| t.to_canonical() == ip);
+    let mut nearest = peer.to_canonical();
+    let entries = forwarded
+        .iter()
+        .rev()
+        .flat_map(|line| line.rsplit(|&byte| byte == b','));
+    for entry in entries {
+        if !is_trusted(nearest) {
+            return nearest;
+        }
+        match parse_hop(entry) {
+            Some(ip) => nearest = ip,
+            None => return nearest,
         }
     }
-    hops.into_iter()
-        .rev()
-        .find(|ip| !trusted.contains(ip))
-        .unwrap_or(peer)
+    nearest
+}
+
+/// One `X-Forwarded-For` entry: an address, with or without a port (`1.2.3.4:5678`, `[::1]:80`, `[::1]`),
+/// as its canonical address. Anything else (`unknown`, obfuscated names, non-ASCII, empty) is `None`.
+fn parse_hop(entry: &[u8]) -> Option<IpAddr> {
+    let text = std::str::from_utf8(entry).ok()?.trim_matches([' ', '\t']);
+    let ip = if let Ok(ip) = text.parse::<IpAddr>() {
+        ip
+    } else if let Ok(socket) = text.parse::<SocketAddr>() {
+        socket.ip()
+    } else {
+        text.strip_prefix('[')?
+            .strip_suffix(']')?
+            .parse::<Ipv6Addr>()
+            .ok()?
+            .into()
+    };
+    Some(ip.to_canonical())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    /// Every way a header can name (or fail to name) the client, behind the proxies 10.0.0.1 and 10.0.0.2.
+    #[test]
+    fn the_client_is_the_nearest_untrusted_hop() {
+        let trusted = [ip("10.0.0.1"), ip("::ffff:10.0.0.2")];
+        let proxy = ip("10.0.0.1");
+        let cases: &[(IpAddr, &[&str], &str)] = &[
+            // An untrusted peer is the client whatever it says.
+            (ip("203.0.113.9"), &["198.51.100.1"], "203.0.113.9"),
+            (ip("::ffff:203.0.113.9"), &[], "203.0.113.9"),
+            // A trusted peer with nothing to say is the client.
+            (proxy, &[], "10.0.0.1"),
+            (proxy, &["198.51.100.1"], "198.51.100.1"),
+            (ip("::ffff:10.0.0.1"), &["198.51.100.1"], "198.51.100.1"),
+            // Forged entries left of the one the proxy appended are never read, garbled or not.
+            (proxy, &["1.1.1.1, 198.51.100.1"], "198.51.100.1"),
+            (proxy, &["junk, 198.51.100.1"], "198.51.100.1"),
+            (proxy, &["1.1.1.1:99:99, 198.51.100.1"], "198.51.100.1"),
+            (proxy, &["\u{e9}, 198.51.100.1"], "198.51.100.1"),
+            (proxy, &["junk", "198.51.100.1"], "198.51.100.1"),
+            // Ports are stripped.
+            (proxy, &["198.51.100.1:5678"], "198.51.100.1"),
+            (proxy, &["[2001:db8::1]:80"], "2001:db8::1"),
+            (proxy, &["[2001:db8::1]"], "2001:db8::1"),
+            (proxy, &[" 2001:db8::1\t"], "2001:db8::1"),
+            // IPv4-mapped IPv6 is the IPv4 address.
+            (proxy, &["::ffff:198.51.100.1"], "198.51.100.1"),
+            (proxy, &["[::ffff:198.51.100.1]:443"], "198.51.100.1"),
+            // Trusted hops are walked through, in one line or over several.
+            (proxy, &["198.51.100.1, 10.0.0.2"], "198.51.100.1"),
+            (proxy, &["198.51.100.1", "10.0.0.2"], "198.51.100.1"),
+            (proxy, &["198.51.100.1, [::ffff:10.0.0.2]:8080"], "198.51.100.1"),
+            // An IPv6 address with a port must be bracketed; unbracketed it is ambiguous, so unparsable.
+            (proxy, &["198.51.100.1, ::ffff:10.0.0.2:8080"], "10.0.0.1"),
+            // An entry a trusted hop wrote that names nobody leaves that hop as the client.
+            (proxy, &["unknown"], "10.0.0.1"),
+            (proxy, &[""], "10.0.0.1"),
+            (proxy, &["198.51.100.1, "], "10.0.0.1"),
+            (proxy, &["198.51.100.1, junk, 10.0.0.2"], "10.0.0.2"),
+            (proxy, &["198.51.100.1, fe80::1%eth0"], "10.0.0.1"),
+            // Only trusted hops: the furthest is the client.
+            (proxy, &["10.0.0.2, 10.0.0.1"], "10.0.0.2"),
+        ];
+        for (peer, text, expected) in cases {
+            let lines: Vec<&[u8]> = text.iter().map(|line| line.as_bytes()).collect();
+            assert_eq!(
+                forwarded_client(*peer, &lines, &trusted),
+                ip(expected),
+                "peer {peer}, {text:?}"
+            );
+        }
+        // Bytes that are not UTF-8 are an unparsable entry like any other.
+        let lines: [&[u8]; 1] = [b"198.51.100.1, \xff\xfe"];
+        assert_eq!(forwarded_client(proxy, &lines, &trusted), proxy);
+        let lines: [&[u8]; 1] = [b"\xff\xfe, 198.51.100.1"];
+        assert_eq!(forwarded_client(proxy, &lines, &trusted), ip("198.51.100.1"));
+    }
 }

@@ -524,5 +524,40 @@ async fn rate_limit_trusts_forwarded_addresses_only_from_trusted_proxies(
     let forged: Vec<String> = (0..8).map(|i| format!("198.51.100.{i}, 203.0.113.200")).collect();
     let forged: Vec<&str> = forged.iter().map(String::as_str).collect();
     assert_eq!(limited_count(&app, &forged).await?, 5);
+    // Nor can a garbled hop: it is never read, so it does not move the client into the proxy's bucket (which
+    // let 6 of 6 attempts through a burst of 3 when one bad entry discarded the whole header).
+    let garbled = [
+        "203.0.113.201",
+        "203.0.113.201",
+        "203.0.113.201",
+        "junk, 203.0.113.201",
+        "203.0.113.201:1, 203.0.113.201",
+        "\u{e9}, 203.0.113.201",
+    ];
+    assert_eq!(limited_count(&app, &garbled).await?, 3);
+    // An entry with a port is its address: eight clients behind port-writing proxies are eight buckets.
+    let ported: Vec<String> = (0..8).map(|i| format!("192.0.2.{i}:443")).collect();
+    let ported: Vec<&str> = ported.iter().map(String::as_str).collect();
+    assert_eq!(limited_count(&app, &ported).await?, 0);
+    let ported: Vec<String> = (0..8).map(|i| format!("[2001:db8:{i}::1]:443")).collect();
+    let ported: Vec<&str> = ported.iter().map(String::as_str).collect();
+    assert_eq!(limited_count(&app, &ported).await?, 0);
+    // ... and the same client with its ports, and written as IPv4-mapped IPv6, is one bucket.
+    let one = [
+        "192.0.2.100:1",
+        "192.0.2.100:2",
+        "::ffff:192.0.2.100",
+        "[::ffff:192.0.2.100]:3",
+        "192.0.2.100",
+        "[::ffff:c000:264]:4",
+    ];
+    assert_eq!(limited_count(&app, &one).await?, 3);
+    // IPv6 clients are one bucket per /64, however many addresses of it they use.
+    let rotated: Vec<String> = (1..=8).map(|i| format!("2001:db8:ff:ff::{i:x}")).collect();
+    let rotated: Vec<&str> = rotated.iter().map(String::as_str).collect();
+    assert_eq!(limited_count(&app, &rotated).await?, 5);
+    // An unparsable entry the proxy itself wrote leaves the proxy as the client: one bucket, whatever follows.
+    let unknown = ["unknown", "1.2.3.4, unknown", "", "5.6.7.8, "];
+    assert_eq!(limited_count(&app, &unknown).await?, 1);
     Ok(())
 }

@@ -1,5 +1,5 @@
 //! A full run of the real binary at the most verbose log level leaves no password, key, token or signing
-//! secret in its log.
+//! secret in its log, and its audit lines name the real client.
 
 use std::io::Read as _;
 use std::process::Stdio;
@@ -92,6 +92,72 @@ async fn a_trace_level_run_logs_no_secret() -> anyhow::Result<()> {
             !log.contains(secret.as_str()),
             "the log contains a secret ({} characters)",
             secret.len()
+        );
+    }
+    Ok(())
+}
+
+/// Behind a trusted proxy the audit log names the client the proxies report, read as the rate limit reads it,
+/// and never an address the client wrote to the left of its own.
+#[tokio::test]
+async fn the_audit_log_names_the_client_behind_a_trusted_proxy() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let port = free_port()?;
+    let mut command = crm_auth(
+        dir.path(),
+        &format!("sqlite://{}", dir.path().join("db.sqlite").display()),
+    );
+    command
+        .arg("serve")
+        .env("RUST_LOG", "info")
+        .env("CRM_AUTH__HTTP__TRUSTED_PROXIES", "127.0.0.1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut server = ServerProcess::spawn(command, port)?;
+    let base = format!("http://127.0.0.1:{port}");
+    let client = Client::builder().base_url(&base).build()?;
+    let ready = server.wait_ready(&client).await;
+    // (what the proxy forwards, the client the audit line must name)
+    let cases = [
+        ("junk, 203.0.113.9:5678", "203.0.113.9"),
+        ("198.51.100.1, [2001:db8::7]:443", "2001:db8::7"),
+        ("::ffff:198.51.100.4", "198.51.100.4"),
+        ("203.0.113.10, unknown", "127.0.0.1"),
+    ];
+    let outcome = async {
+        ready?;
+        let http = reqwest::Client::new();
+        let auth = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("0123456789ABCDEF0123456789ABCDEF:")
+        );
+        for (forwarded, _) in cases {
+            let res = http
+                .post(format!("{base}/crmapi/rest/v2/authentication/web_api_key/token"))
+                .header("authorization", &auth)
+                .header("x-forwarded-for", forwarded)
+                .send()
+                .await?;
+            anyhow::ensure!(res.status() == 401, "{forwarded}: {}", res.status());
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    server.kill()?;
+    let mut log = String::new();
+    if let Some(mut stderr) = server.child.stderr.take() {
+        stderr.read_to_string(&mut log)?;
+    }
+    outcome?;
+    let failures: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("crm_auth::audit") && line.contains("login failed"))
+        .collect();
+    assert_eq!(failures.len(), cases.len(), "{log}");
+    for (line, (forwarded, client)) in failures.iter().zip(cases) {
+        assert!(
+            line.ends_with(&format!(" client={client}")),
+            "{forwarded} should be logged as {client}: {line}"
         );
     }
     Ok(())
