@@ -143,42 +143,32 @@ impl Store {
     /// checks and the insert, and no session may outlive a revocation that has answered. If the check fails
     /// the session is ended and the answer is `INVALID_CREDENTIALS`.
     pub async fn insert_session(&self, row: Session) -> Result<Session, ApiError> {
-        match &self.engine {
-            Engine::Postgres(coalescer) => coalescer.insert(row).await,
-            Engine::Sqlite(commits) => {
-                commits
-                    .submit(move |conn| {
-                        session::create(conn, &row)?;
-                        let checked = recheck(conn, &[&row])?.pop();
-                        checked.unwrap_or_else(|| {
-                            Err(ApiError::Internal("a new session was not checked".into()))
-                        })?;
-                        Ok(row)
-                    })
-                    .await
-            }
+        if let Engine::Postgres(coalescer) = &self.engine {
+            return coalescer.insert(row).await;
         }
+        self.write(move |conn| {
+            session::create(conn, &row)?;
+            let checked = recheck(conn, &[&row])?.pop();
+            checked.unwrap_or_else(|| Err(ApiError::Internal("a new session was not checked".into())))?;
+            Ok(row)
+        })
+        .await
     }
 
     /// Moves a live session to its next generation if it is still at `rotation.from_gen`; whether this call
     /// did it (of concurrent callers, one does).
     pub async fn rotate_session(&self, rotation: Rotation) -> Result<bool, ApiError> {
-        match &self.engine {
-            Engine::Postgres(coalescer) => coalescer.rotate(rotation).await,
-            Engine::Sqlite(commits) => {
-                commits
-                    .submit(move |conn| {
-                        let Rotation {
-                            id,
-                            from_gen,
-                            now,
-                            expires_at,
-                        } = rotation;
-                        Ok(session::update_rotate(conn, &id, from_gen, now, expires_at)?)
-                    })
-                    .await
-            }
+        if let Engine::Postgres(coalescer) = &self.engine {
+            return coalescer.rotate(rotation).await;
         }
+        let Rotation {
+            id,
+            from_gen,
+            now,
+            expires_at,
+        } = rotation;
+        self.write(move |conn| Ok(session::update_rotate(conn, &id, from_gen, now, expires_at)?))
+            .await
     }
 }
 

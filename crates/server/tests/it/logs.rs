@@ -9,14 +9,16 @@ use crm_auth_client::Client;
 
 use crate::common::server::{ServerProcess, crm_auth, demo_field, free_port};
 
+/// The binary on an SQLite database in `dir`.
+fn on_sqlite(dir: &std::path::Path) -> std::process::Command {
+    crm_auth(dir, &format!("sqlite://{}", dir.join("db.sqlite").display()))
+}
+
 #[tokio::test]
 async fn a_trace_level_run_logs_no_secret() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let port = free_port()?;
-    let mut command = crm_auth(
-        dir.path(),
-        &format!("sqlite://{}", dir.path().join("db.sqlite").display()),
-    );
+    let mut command = on_sqlite(dir.path());
     command
         .args(["serve", "--demo"])
         .env("RUST_LOG", "trace")
@@ -103,10 +105,7 @@ async fn a_trace_level_run_logs_no_secret() -> anyhow::Result<()> {
 async fn the_audit_log_names_the_client_behind_a_trusted_proxy() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let port = free_port()?;
-    let mut command = crm_auth(
-        dir.path(),
-        &format!("sqlite://{}", dir.path().join("db.sqlite").display()),
-    );
+    let mut command = on_sqlite(dir.path());
     command
         .arg("serve")
         .env("RUST_LOG", "info")

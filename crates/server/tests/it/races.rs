@@ -3,13 +3,10 @@
 
 use crate::common::{Backend, ORG, PASSWORD, TestApp, USER, code};
 use crm_auth_core::ErrorCode;
-use crm_auth_server::clock::Clock as _;
-use crm_auth_server::service::admin;
 
 backend_tests!(
     sixty_four_concurrent_refreshes_rotate_once,
     refresh_racing_release_never_leaves_a_live_token,
-    no_key_session_outlives_a_revocation,
     two_nodes_share_sessions_and_lockout,
 );
 
@@ -56,44 +53,6 @@ async fn refresh_racing_release_never_leaves_a_live_token(backend: Backend) -> a
             Some(ErrorCode::SessionEnded)
         );
     }
-    Ok(())
-}
-
-async fn no_key_session_outlives_a_revocation(backend: Backend) -> anyhow::Result<()> {
-    let app = TestApp::start(&backend).await?;
-    let logins = (0..24).map(|_| {
-        let (client, key) = (app.client.clone(), app.key.clone());
-        tokio::spawn(async move { client.token_with_api_key(&key, None).await })
-    });
-    let logins: Vec<_> = logins.collect();
-    let state = app.state.clone();
-    let digest = crm_auth_core::digest_key(&app.key);
-    let now = app.clock.now();
-    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        let conn = &mut *state.store.pool().get()?;
-        let org = admin::find_organisation(conn, ORG)?;
-        let key = crm_auth_server::db::api_key::find_active_by_digest(conn, &digest)?
-            .ok_or_else(|| anyhow::anyhow!("key"))?;
-        admin::revoke_key(conn, &org, &key.id, now)?;
-        Ok(())
-    })
-    .await??;
-    // The revocation has answered: every token the racing logins got, before or after it, is dead.
-    for login in futures_util::future::join_all(logins).await {
-        match login? {
-            Ok(token) => {
-                assert_eq!(
-                    code(app.client.validate(token.as_str()).await),
-                    Some(ErrorCode::SessionEnded)
-                )
-            }
-            Err(e) => assert_eq!(e.code(), Some(ErrorCode::InvalidCredentials)),
-        }
-    }
-    assert_eq!(
-        code(app.client.token_with_api_key(&app.key, None).await),
-        Some(ErrorCode::InvalidCredentials)
-    );
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 //! Refresh, release and validate through the real server on SQLite and PostgreSQL: rotation by generation,
 //! the reuse interval, theft detection, grace, maximum lifetime and the liveness re-checks.
 
-use crate::common::{Backend, ORG, TestApp, USER, code, test_keyring};
+use crate::common::{Backend, ENDED, ORG, TestApp, USER, code, refresh_then_validate, test_keyring};
 use crm_auth_core::ErrorCode;
 use crm_auth_server::clock::Clock as _;
 use crm_auth_server::service::admin;
@@ -21,18 +21,6 @@ backend_tests!(
     token_is_read_from_bearer_then_body_then_query,
     bad_tokens_are_invalid_token,
 );
-
-/// Refresh's and validate's answers for a token whose session has ended.
-const ENDED: (Option<ErrorCode>, Option<ErrorCode>) =
-    (Some(ErrorCode::SessionEnded), Some(ErrorCode::SessionEnded));
-
-/// The error codes of a refresh of `token` and then a validate of it.
-async fn refresh_then_validate(app: &TestApp, token: &str) -> (Option<ErrorCode>, Option<ErrorCode>) {
-    (
-        code(app.client.refresh(token).await),
-        code(app.client.validate(token).await),
-    )
-}
 
 async fn refresh_rotates_by_generation_keeping_the_session(backend: Backend) -> anyhow::Result<()> {
     let app = TestApp::start(&backend).await?;

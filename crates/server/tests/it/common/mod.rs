@@ -3,11 +3,10 @@
 //! every module uses (error codes, raw requests, the test signing key). Running servers are in `server`.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crm_auth_client::Client;
 use crm_auth_core::{ErrorCode, Keyring, SigningKey};
-use crm_auth_server::clock::{Clock, ManualClock};
+use crm_auth_server::clock::{Clock, ManualClock, SystemClock};
 use crm_auth_server::db::{DbConnection, PooledConnection};
 use crm_auth_server::password::PasswordHasher;
 use crm_auth_server::service::admin;
@@ -80,15 +79,9 @@ pub struct TestDb {
 
 const PG_PREFIX: &str = "crm_auth_t_";
 
-#[expect(
-    clippy::disallowed_methods,
-    reason = "names PostgreSQL test databases by creation time, to sweep stale ones"
-)]
+/// Test databases are named by their creation time, so that stale ones can be swept.
 fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    u64::try_from(SystemClock.now()).unwrap_or(0)
 }
 
 impl TestDb {
@@ -207,6 +200,18 @@ pub fn test_keyring() -> anyhow::Result<Keyring> {
         "test",
         TEST_SECRET.to_vec(),
     )?])?)
+}
+
+/// Refresh's and validate's answers for a token whose session has ended.
+pub const ENDED: (Option<ErrorCode>, Option<ErrorCode>) =
+    (Some(ErrorCode::SessionEnded), Some(ErrorCode::SessionEnded));
+
+/// The error codes of a refresh of `token` and then a validate of it.
+pub async fn refresh_then_validate(app: &TestApp, token: &str) -> (Option<ErrorCode>, Option<ErrorCode>) {
+    (
+        code(app.client.refresh(token).await),
+        code(app.client.validate(token).await),
+    )
 }
 
 /// The seeded data of a [`TestApp`].
