@@ -8,6 +8,7 @@ pub mod api_key;
 pub mod batch;
 pub mod coalesce;
 pub mod group_commit;
+pub mod rekey;
 pub mod login_failure;
 pub mod organisation;
 pub mod schema;
@@ -230,13 +231,43 @@ pub fn build_pool(backend: Backend, size: u32) -> Result<Pool, DbError> {
         .map_err(|e| DbError::Connect(e.to_string()))
 }
 
-/// Applies every pending migration; returns how many ran.
+/// Applies every pending migration, each in a transaction of its own; returns how many ran. The
+/// `fold_name_keys` migration is completed in Rust ([`rekey::run`]) inside its transaction, so a collision
+/// leaves the database as it was.
 pub fn run_migrations(conn: &mut DbConnection) -> Result<usize, DbError> {
-    let applied = match conn {
-        DbConnection::Postgres(c) => c.run_pending_migrations(POSTGRES_MIGRATIONS).map(|v| v.len()),
-        DbConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
-    };
-    applied.map_err(|e| DbError::Migrate(e.to_string()))
+    let mut applied = 0;
+    loop {
+        let source = match conn {
+            DbConnection::Postgres(_) => POSTGRES_MIGRATIONS,
+            DbConnection::Sqlite(_) => SQLITE_MIGRATIONS,
+        };
+        let pending = MigrationHarness::<Db>::pending_migrations(conn, source)
+            .map_err(|e| DbError::Migrate(e.to_string()))?;
+        let Some(next) = pending.into_iter().next() else {
+            return Ok(applied);
+        };
+        let name = next.name().to_string();
+        conn.transaction(|conn| -> Result<(), MigrateError> {
+            let version = conn.run_migration(&*next).map_err(MigrateError::Step)?;
+            if version.to_string() == rekey::VERSION {
+                rekey::run(conn)?;
+            }
+            Ok(())
+        })
+        .map_err(|e| DbError::Migrate(format!("{name}: {e}")))?;
+        applied += 1;
+    }
+}
+
+/// What stops one migration inside its transaction.
+#[derive(Debug, thiserror::Error)]
+enum MigrateError {
+    #[error("{0}")]
+    Step(Box<dyn std::error::Error + Send + Sync>),
+    #[error(transparent)]
+    Rekey(#[from] rekey::RekeyError),
+    #[error(transparent)]
+    Db(#[from] diesel::result::Error),
 }
 
 /// Reverts every applied migration (used by the migration tests).
@@ -248,7 +279,13 @@ pub fn revert_all_migrations(conn: &mut DbConnection) -> Result<(), DbError> {
     reverted.map_err(|e| DbError::Migrate(e.to_string()))
 }
 
-/// Case-folds a name for the `*_key` columns that make lookups and uniqueness case-insensitive.
+/// The form of a name that the `*_key` columns hold and every lookup compares: Unicode NFKC, then full case
+/// folding, then NFKC again. So `josé` typed precomposed or with a combining accent, `straße` and `STRASSE`,
+/// `admin` and full-width `ａｄｍｉｎ` are one name. Folding can undo a normalisation (a folded letter may take
+/// a new composed form), hence the second pass, which makes the key a fixed point: `name_key(name_key(x)) ==
+/// name_key(x)`.
 pub fn name_key(name: &str) -> String {
-    name.to_lowercase()
+    use unicode_normalization::UnicodeNormalization as _;
+    let folded = caseless::default_case_fold_str(&name.nfkc().collect::<String>());
+    folded.nfkc().collect()
 }

@@ -30,7 +30,14 @@ fn invalid(message: impl Into<String>) -> AdminError {
     AdminError::Invalid(message.into())
 }
 
+/// The rules every new organisation name, username, unit name and unit code follows. Names are compared by
+/// [`name_key`], so these refuse what would make two different-looking names one, or one name look like
+/// another: invisible characters (controls, and format characters such as U+200B or the U+202E that reverses
+/// the text after it), edge whitespace, and the shape of an id, which `--org` and unit lookups try first.
 fn check_name(kind: &str, name: &str) -> Result<(), AdminError> {
+    use icu_properties::CodePointMapData;
+    use icu_properties::props::GeneralCategory;
+
     if name.trim().is_empty() {
         return Err(invalid(format!("{kind} must not be empty")));
     }
@@ -39,10 +46,35 @@ fn check_name(kind: &str, name: &str) -> Result<(), AdminError> {
             "{kind} is longer than {MAX_NAME_CHARS} characters"
         )));
     }
-    if name.chars().any(char::is_control) {
-        return Err(invalid(format!("{kind} must not contain control characters")));
+    if name.trim() != name {
+        return Err(invalid(format!(
+            "{kind} must not begin or end with whitespace"
+        )));
+    }
+    let categories = CodePointMapData::<GeneralCategory>::new();
+    if let Some(c) = name.chars().find(|&c| {
+        matches!(
+            categories.get(c),
+            GeneralCategory::Control | GeneralCategory::Format
+        )
+    }) {
+        return Err(invalid(format!(
+            "{kind} must not contain control or format characters (U+{:04X})",
+            u32::from(c)
+        )));
+    }
+    if looks_like_id(name) {
+        return Err(invalid(format!(
+            "{kind} must not have the shape of an id (32 hex digits)"
+        )));
     }
     Ok(())
+}
+
+/// Whether a name, once folded, is 32 hex digits in either case: it would read as an id wherever ids and
+/// names are both accepted.
+fn looks_like_id(name: &str) -> bool {
+    crm_auth_core::is_id(&name_key(name).to_ascii_uppercase())
 }
 
 /// Finds an organisation by id or name (case-insensitive).
