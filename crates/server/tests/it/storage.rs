@@ -26,7 +26,7 @@ backend_tests!(
     migration_fails_on_colliding_names_naming_both,
 );
 
-fn connect(db: &TestDb) -> anyhow::Result<db::DbConnection> {
+pub fn connect(db: &TestDb) -> anyhow::Result<db::DbConnection> {
     Ok(ConnectionManager::new(DbBackend::from_url(&db.url)?)?.establish()?)
 }
 
@@ -230,7 +230,7 @@ async fn names_that_hide_or_pose_are_refused(backend: Backend) -> anyhow::Result
 }
 
 /// Makes the name-key migration pending again, as on a database the previous version wrote.
-fn unapply_rekey(conn: &mut db::DbConnection) -> anyhow::Result<()> {
+pub fn unapply_rekey(conn: &mut db::DbConnection) -> anyhow::Result<()> {
     let deleted = diesel::sql_query(format!(
         "DELETE FROM __diesel_schema_migrations WHERE version = '{}'",
         db::rekey::VERSION
@@ -245,7 +245,7 @@ fn old_key(name: &str) -> String {
     name.to_lowercase()
 }
 
-fn old_org(name: &str) -> Organisation {
+pub fn old_org(name: &str) -> Organisation {
     Organisation {
         id: crm_auth_core::new_id(),
         name: name.to_owned(),
