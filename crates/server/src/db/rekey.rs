@@ -68,26 +68,53 @@ pub fn run(conn: &mut DbConnection) -> Result<(), RekeyError> {
         .select((organisations::id, organisations::name, organisations::name_key))
         .load::<(String, String, String)>(conn)?
         .into_iter()
-        .map(|(id, text, key)| Keyed { id, scope: String::new(), text, key })
+        .map(|(id, text, key)| Keyed {
+            id,
+            scope: String::new(),
+            text,
+            key,
+        })
         .collect();
     check_collisions(&orgs, "organisations")?;
 
     let unit_rows = units::table
-        .select((units::id, units::organisation_id, units::name, units::name_key, units::code, units::code_key))
+        .select((
+            units::id,
+            units::organisation_id,
+            units::name,
+            units::name_key,
+            units::code,
+            units::code_key,
+        ))
         .load::<(String, String, String, String, Option<String>, Option<String>)>(conn)?;
     let mut unit_names = Vec::with_capacity(unit_rows.len());
     let mut unit_codes = Vec::new();
     for (id, org, name, name_key, code, code_key) in unit_rows {
         if let (Some(text), Some(key)) = (code, code_key) {
-            unit_codes.push(Keyed { id: id.clone(), scope: org.clone(), text, key });
+            unit_codes.push(Keyed {
+                id: id.clone(),
+                scope: org.clone(),
+                text,
+                key,
+            });
         }
-        unit_names.push(Keyed { id, scope: org, text: name, key: name_key });
+        unit_names.push(Keyed {
+            id,
+            scope: org,
+            text: name,
+            key: name_key,
+        });
     }
     check_collisions(&unit_names, "units named")?;
     check_collisions(&unit_codes, "units coded")?;
 
     let user_rows: Vec<Keyed> = users::table
-        .select((users::id, users::organisation_id, users::username, users::username_key))
+        .select((
+            users::id,
+            users::organisation_id,
+            users::username,
+            users::username_key,
+        ))
         .load::<(String, String, String, String)>(conn)?
         .into_iter()
         .map(|(id, scope, text, key)| Keyed { id, scope, text, key })
@@ -155,7 +182,11 @@ fn rekey_login_failures(conn: &mut DbConnection) -> Result<(), RekeyError> {
         match merged.entry(key) {
             Entry::Vacant(slot) => {
                 let (organisation_key, username_key) = slot.key().clone();
-                slot.insert(LoginFailure { organisation_key, username_key, ..row });
+                slot.insert(LoginFailure {
+                    organisation_key,
+                    username_key,
+                    ..row
+                });
             }
             Entry::Occupied(mut slot) => {
                 let kept = slot.get_mut();
@@ -168,7 +199,9 @@ fn rekey_login_failures(conn: &mut DbConnection) -> Result<(), RekeyError> {
     if changed {
         diesel::delete(login_failures::table).execute(conn)?;
         for row in merged.values() {
-            diesel::insert_into(login_failures::table).values(row).execute(conn)?;
+            diesel::insert_into(login_failures::table)
+                .values(row)
+                .execute(conn)?;
         }
     }
     Ok(())

@@ -47,9 +47,7 @@ fn check_name(kind: &str, name: &str) -> Result<(), AdminError> {
         )));
     }
     if name.trim() != name {
-        return Err(invalid(format!(
-            "{kind} must not begin or end with whitespace"
-        )));
+        return Err(invalid(format!("{kind} must not begin or end with whitespace")));
     }
     let categories = CodePointMapData::<GeneralCategory>::new();
     if let Some(c) = name.chars().find(|&c| {

@@ -678,14 +678,22 @@ async fn look_alike_spellings_share_one_lockout(backend: Backend) -> anyhow::Res
         ("ａｌｉｃｅ", "ＡＣＭＥ"),
     ];
     for (user, org) in spellings {
-        let err = app.client.token_with_password(user, "wrong", org, None).await.err();
+        let err = app
+            .client
+            .token_with_password(user, "wrong", org, None)
+            .await
+            .err();
         assert_eq!(
             err.and_then(|e| e.code()),
             Some(crm_auth_core::ErrorCode::InvalidCredentials),
             "{user} in {org}"
         );
     }
-    let err = app.client.token_with_password(USER, PASSWORD, ORG, None).await.err();
+    let err = app
+        .client
+        .token_with_password(USER, PASSWORD, ORG, None)
+        .await
+        .err();
     assert_eq!(
         err.and_then(|e| e.code()),
         Some(crm_auth_core::ErrorCode::TooManyAttempts),

@@ -226,9 +226,20 @@ async fn look_alike_and_posing_names_are_refused_and_found(backend: Backend) -> 
     let db = TestDb::new(&backend)?;
     let cli = Cli { db: &db };
     let acme_id = last_line(&cli.ok(&["org", "add", "Straße"], None)?);
-    cli.ok(&["unit", "add", "--org", "STRASSE", "jos\u{e9}", "--code", "ＭＮ"], None)?;
     cli.ok(
-        &["user", "add", "--org", "ｓｔｒａｓｓｅ", "admin", "--unit", "JOSE\u{301}"],
+        &["unit", "add", "--org", "STRASSE", "jos\u{e9}", "--code", "ＭＮ"],
+        None,
+    )?;
+    cli.ok(
+        &[
+            "user",
+            "add",
+            "--org",
+            "ｓｔｒａｓｓｅ",
+            "admin",
+            "--unit",
+            "JOSE\u{301}",
+        ],
         None,
     )?;
     let lower_id = acme_id.to_lowercase();
@@ -240,14 +251,35 @@ async fn look_alike_and_posing_names_are_refused_and_found(backend: Backend) -> 
         (&["org", "add", "Acme\u{202e}"], "U+202E"),
         (&["org", "add", &acme_id], "id"),
         (&["org", "add", &lower_id], "id"),
-        (&["unit", "add", "--org", "strasse", "jose\u{301}"], "already exists"),
-        (&["unit", "add", "--org", "strasse", "Other", "--code", "mn"], "already exists"),
+        (
+            &["unit", "add", "--org", "strasse", "jose\u{301}"],
+            "already exists",
+        ),
+        (
+            &["unit", "add", "--org", "strasse", "Other", "--code", "mn"],
+            "already exists",
+        ),
         (&["unit", "add", "--org", "strasse", " Other"], "whitespace"),
-        (&["unit", "add", "--org", "strasse", "Other", "--code", "M\u{200d}N"], "U+200D"),
-        (&["user", "add", "--org", "strasse", "ＡＤＭＩＮ", "--unit", "mn"], "already exists"),
-        (&["user", "add", "--org", "strasse", "ad\u{200b}min", "--unit", "mn"], "U+200B"),
-        (&["user", "add", "--org", "strasse", "admin\u{202e}", "--unit", "mn"], "U+202E"),
-        (&["user", "add", "--org", "strasse", &acme_id, "--unit", "mn"], "id"),
+        (
+            &["unit", "add", "--org", "strasse", "Other", "--code", "M\u{200d}N"],
+            "U+200D",
+        ),
+        (
+            &["user", "add", "--org", "strasse", "ＡＤＭＩＮ", "--unit", "mn"],
+            "already exists",
+        ),
+        (
+            &["user", "add", "--org", "strasse", "ad\u{200b}min", "--unit", "mn"],
+            "U+200B",
+        ),
+        (
+            &["user", "add", "--org", "strasse", "admin\u{202e}", "--unit", "mn"],
+            "U+202E",
+        ),
+        (
+            &["user", "add", "--org", "strasse", &acme_id, "--unit", "mn"],
+            "id",
+        ),
     ];
     for (args, why) in cases {
         let stderr = cli.fails(args, None)?;
@@ -258,7 +290,10 @@ async fn look_alike_and_posing_names_are_refused_and_found(backend: Backend) -> 
     }
     // Folded spellings find what exists, and nothing was added: one user, whose key lists under every
     // spelling of the organisation.
-    cli.ok(&["key", "create", "--org", "ＳＴＲＡＳＳＥ", "--user", "ＡＤＭＩＮ"], None)?;
+    cli.ok(
+        &["key", "create", "--org", "ＳＴＲＡＳＳＥ", "--user", "ＡＤＭＩＮ"],
+        None,
+    )?;
     for org in ["Straße", "strasse", &acme_id] {
         let listing = cli.ok(&["key", "list", "--org", org], None)?;
         assert_eq!(listing.lines().count(), 2, "{org}: {listing}");
@@ -287,14 +322,20 @@ async fn migrate_names_both_colliding_names(backend: Backend) -> anyhow::Result<
     }
     cli.fails(&["key", "list", "--org", "acme"], None)?;
     {
-        use diesel::prelude::*;
         use crm_auth_server::db::schema::organisations;
+        use diesel::prelude::*;
         let conn = &mut connect(&db)?;
         diesel::update(organisations::table.find(&second.id))
-            .set((organisations::name.eq("ACME 2"), organisations::name_key.eq("acme 2")))
+            .set((
+                organisations::name.eq("ACME 2"),
+                organisations::name_key.eq("acme 2"),
+            ))
             .execute(conn)?;
     }
     assert!(cli.ok(&["migrate"], None)?.contains("applied 1"));
-    assert_eq!(cli.ok(&["key", "list", "--org", "acme"], None)?.lines().count(), 1);
+    assert_eq!(
+        cli.ok(&["key", "list", "--org", "acme"], None)?.lines().count(),
+        1
+    );
     Ok(())
 }

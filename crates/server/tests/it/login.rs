@@ -147,7 +147,10 @@ async fn look_alike_spellings_log_into_one_account(backend: Backend) -> anyhow::
                 .token_with_password(typed, PASSWORD, org, Some("ＭＡＩＮ"))
                 .await?;
             assert_eq!(token.claims().usr, stored, "{typed} in {org}");
-            assert_eq!((token.claims().org.as_str(), token.claims().oun.as_str()), (ORG, "Main"));
+            assert_eq!(
+                (token.claims().org.as_str(), token.claims().oun.as_str()),
+                (ORG, "Main")
+            );
         }
     }
     let err = app

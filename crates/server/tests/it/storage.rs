@@ -161,7 +161,10 @@ async fn look_alike_names_are_one_name(backend: Backend) -> anyhow::Result<()> {
     let org = admin::add_organisation(conn, "Straße", 1)?;
     for twin in ["STRASSE", "strasse", "Ｓｔｒａｓｓｅ"] {
         let err = admin::add_organisation(conn, twin, 1).err();
-        assert!(err.is_some_and(|e| e.to_string().contains("already exists")), "{twin}");
+        assert!(
+            err.is_some_and(|e| e.to_string().contains("already exists")),
+            "{twin}"
+        );
         assert_eq!(admin::find_organisation(conn, twin)?.id, org.id, "{twin}");
     }
     admin::add_unit(conn, &org, JOSE_NFC, Some("ＭＮ"), 1)?;
@@ -172,7 +175,10 @@ async fn look_alike_names_are_one_name(backend: Backend) -> anyhow::Result<()> {
     admin::add_user(conn, &org, "admin", &["mn".into()], None, None, 1)?;
     for twin in ["ａｄｍｉｎ", "ADMIN", "ＡＤＭＩＮ"] {
         let err = admin::add_user(conn, &org, twin, &["mn".into()], None, None, 1).err();
-        assert!(err.is_some_and(|e| e.to_string().contains("already exists")), "{twin}");
+        assert!(
+            err.is_some_and(|e| e.to_string().contains("already exists")),
+            "{twin}"
+        );
         assert_eq!(admin::find_user(conn, &org, twin)?.username, "admin", "{twin}");
     }
     admin::add_user(conn, &org, JOSE_NFD, &["mn".into()], None, None, 1)?;
@@ -268,7 +274,12 @@ fn old_unit(org: &Organisation, name: &str, code: Option<&str>) -> Unit {
     }
 }
 
-fn old_user(conn: &mut db::DbConnection, org: &Organisation, unit: &Unit, name: &str) -> anyhow::Result<User> {
+fn old_user(
+    conn: &mut db::DbConnection,
+    org: &Organisation,
+    unit: &Unit,
+    name: &str,
+) -> anyhow::Result<User> {
     let user = User {
         id: crm_auth_core::new_id(),
         organisation_id: org.id.clone(),
@@ -379,7 +390,10 @@ async fn migration_fails_on_colliding_names_naming_both(backend: Backend) -> any
     assert!(!message.contains('\n'), "one line: {message:?}");
     // Nothing changed: the migration is still pending and no key moved.
     assert_eq!(applied_marker(conn)?, 0);
-    assert_eq!(db::organisation::find_by_id(conn, &wide.id)?.map(|o| o.name_key), Some(old_key("ＡＣＭＥ")));
+    assert_eq!(
+        db::organisation::find_by_id(conn, &wide.id)?.map(|o| o.name_key),
+        Some(old_key("ＡＣＭＥ"))
+    );
 
     // Once one organisation is renamed, the users' collision is the next one named.
     diesel::update(schema::organisations::table.find(&second.id))
@@ -403,7 +417,8 @@ async fn migration_fails_on_colliding_names_naming_both(backend: Backend) -> any
     }
     assert_eq!(applied_marker(conn)?, 0);
 
-    diesel::delete(schema::user_units::table.filter(schema::user_units::user_id.eq(&nfd.id))).execute(conn)?;
+    diesel::delete(schema::user_units::table.filter(schema::user_units::user_id.eq(&nfd.id)))
+        .execute(conn)?;
     diesel::delete(schema::users::table.find(&nfd.id)).execute(conn)?;
     assert_eq!(db::run_migrations(conn)?, 1);
     assert_eq!(applied_marker(conn)?, 1);
