@@ -69,7 +69,7 @@ pub enum Command {
 pub enum OrgCommand {
     /// Create an organisation and print its id.
     Add {
-        /// Unique name (case-insensitively).
+        /// Unique name, compared after Unicode NFKC normalisation and case folding.
         name: String,
     },
     /// Disable an organisation: no more tokens for its users, and their sessions end.

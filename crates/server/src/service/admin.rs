@@ -75,7 +75,7 @@ fn looks_like_id(name: &str) -> bool {
     crm_auth_core::is_id(&name_key(name).to_ascii_uppercase())
 }
 
-/// Finds an organisation by id or name (case-insensitive).
+/// Finds an organisation by id or name (compared by [`name_key`]).
 pub fn find_organisation(conn: &mut DbConnection, org: &str) -> Result<Organisation, AdminError> {
     organisation::find_by_id_or_name(conn, org)?.ok_or_else(|| invalid(format!("no organisation {org:?}")))
 }
@@ -86,7 +86,7 @@ pub fn find_unit(conn: &mut DbConnection, org: &Organisation, wanted: &str) -> R
         .ok_or_else(|| invalid(format!("no unit {wanted:?} in organisation {:?}", org.name)))
 }
 
-/// Finds a user of the organisation by username (case-insensitive).
+/// Finds a user of the organisation by username (compared by [`name_key`]).
 pub fn find_user(conn: &mut DbConnection, org: &Organisation, username: &str) -> Result<User, AdminError> {
     user::find_by_username(conn, &org.id, username)?
         .ok_or_else(|| invalid(format!("no user {username:?} in organisation {:?}", org.name)))
