@@ -242,7 +242,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 fn run_org(settings: &Settings, command: OrgCommand, now: i64) -> anyhow::Result<()> {
     let conn = &mut migrated(settings)?;
     match command {
-        OrgCommand::Add { name } => println!("{}", admin::add_organisation(conn, &name, now)?.id),
+        OrgCommand::Add { name } => {
+            let org = admin::add_organisation(conn, &name, now)?;
+            warn_look_alike(
+                "organisation",
+                &org.name,
+                admin::look_alike_organisation(conn, &org),
+            );
+            println!("{}", org.id);
+        }
         OrgCommand::Disable { org } => {
             let org = admin::find_organisation(conn, &org)?;
             let ended = admin::set_organisation_active(conn, &org, false, now)?;
@@ -262,7 +270,9 @@ fn run_unit(settings: &Settings, command: UnitCommand, now: i64) -> anyhow::Resu
     match command {
         UnitCommand::Add { org, name, code } => {
             let org = admin::find_organisation(conn, &org)?;
-            println!("{}", admin::add_unit(conn, &org, &name, code.as_deref(), now)?.id);
+            let unit = admin::add_unit(conn, &org, &name, code.as_deref(), now)?;
+            warn_look_alike("unit", &unit.name, admin::look_alike_unit(conn, &unit));
+            println!("{}", unit.id);
         }
         UnitCommand::Disable { org, unit } => {
             let org = admin::find_organisation(conn, &org)?;
@@ -304,6 +314,7 @@ fn run_user(settings: &Settings, command: UserCommand, now: i64) -> anyhow::Resu
                 hash,
                 now,
             )?;
+            warn_look_alike("user", &created.username, admin::look_alike_user(conn, &created));
             println!("{}", created.id);
         }
         UserCommand::Passwd { user, .. } => {
@@ -402,6 +413,14 @@ fn run_session(settings: &Settings, command: SessionCommand, now: i64) -> anyhow
         }
     }
     Ok(())
+}
+
+/// Tells the operator, on stderr, that a name just created could be taken for an existing one. The name was
+/// created either way, so a failure to look is not an error of the command.
+fn warn_look_alike(kind: &str, name: &str, found: Result<Option<String>, admin::AdminError>) {
+    if let Ok(Some(other)) = found {
+        eprintln!("warning: {kind} {name:?} looks like the existing {other:?}");
+    }
 }
 
 fn connect(settings: &Settings) -> anyhow::Result<DbConnection> {

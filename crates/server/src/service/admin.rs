@@ -75,6 +75,61 @@ fn looks_like_id(name: &str) -> bool {
     crm_auth_core::is_id(&name_key(name).to_ascii_uppercase())
 }
 
+/// The UTS #39 confusable skeleton of a name's key: names that a reader could take for each other (Cyrillic
+/// `а` and Latin `a`, `rn` and `m`) share it.
+fn skeleton(name: &str) -> String {
+    unicode_security::confusable_detection::skeleton(&name_key(name)).collect()
+}
+
+/// The first of `existing` that looks like `name` without being the same name. Such names stay allowed (a
+/// Cyrillic `аdmin` is a real, different name), but an operator creating one is told.
+fn look_alike(name: &str, existing: impl IntoIterator<Item = String>) -> Option<String> {
+    let (key, wanted) = (name_key(name), skeleton(name));
+    existing
+        .into_iter()
+        .find(|other| name_key(other) != key && skeleton(other) == wanted)
+}
+
+/// An existing organisation name that the organisation's name could be taken for.
+pub fn look_alike_organisation(
+    conn: &mut DbConnection,
+    org: &Organisation,
+) -> Result<Option<String>, AdminError> {
+    let others = organisation::all_names(conn)?;
+    Ok(look_alike(
+        &org.name,
+        others
+            .into_iter()
+            .filter(|(id, _)| *id != org.id)
+            .map(|(_, name)| name),
+    ))
+}
+
+/// An existing unit name or code of its organisation that the unit's name or code could be taken for.
+pub fn look_alike_unit(conn: &mut DbConnection, unit: &Unit) -> Result<Option<String>, AdminError> {
+    let others: Vec<String> = unit::all_names_in(conn, &unit.organisation_id)?
+        .into_iter()
+        .filter(|(id, _, _)| *id != unit.id)
+        .flat_map(|(_, name, code)| std::iter::once(name).chain(code))
+        .collect();
+    let mine = std::iter::once(&unit.name).chain(unit.code.as_ref());
+    Ok(mine
+        .into_iter()
+        .find_map(|name| look_alike(name, others.iter().cloned())))
+}
+
+/// An existing username of its organisation that the user's name could be taken for.
+pub fn look_alike_user(conn: &mut DbConnection, user: &User) -> Result<Option<String>, AdminError> {
+    let others = user::all_names_in(conn, &user.organisation_id)?;
+    Ok(look_alike(
+        &user.username,
+        others
+            .into_iter()
+            .filter(|(id, _)| *id != user.id)
+            .map(|(_, name)| name),
+    ))
+}
+
 /// Finds an organisation by id or name (compared by [`name_key`]).
 pub fn find_organisation(conn: &mut DbConnection, org: &str) -> Result<Organisation, AdminError> {
     organisation::find_by_id_or_name(conn, org)?.ok_or_else(|| invalid(format!("no organisation {org:?}")))

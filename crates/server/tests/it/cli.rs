@@ -299,6 +299,22 @@ async fn look_alike_and_posing_names_are_refused_and_found(backend: Backend) -> 
         assert_eq!(listing.lines().count(), 2, "{org}: {listing}");
     }
     cli.fails(&["user", "disable", "--org", "strasse", "ad\u{200b}min"], None)?;
+    // A Cyrillic `аdmin` is another name: created, with a warning naming the one it looks like.
+    let out = cli.run(
+        &["user", "add", "--org", "strasse", "\u{430}dmin", "--unit", "mn"],
+        None,
+    )?;
+    let stderr = String::from_utf8(out.stderr)?;
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: ") && stderr.contains("\"admin\""),
+        "{stderr}"
+    );
+    let out = cli.run(&["user", "add", "--org", "strasse", "bob", "--unit", "mn"], None)?;
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "no warning for a plain new name"
+    );
     Ok(())
 }
 
