@@ -289,3 +289,48 @@ pub fn name_key(name: &str) -> String {
     let folded = caseless::default_case_fold_str(&name.nfkc().collect::<String>());
     folded.nfkc().collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::name_key;
+
+    #[test]
+    fn look_alike_spellings_share_a_key() {
+        for (a, b) in [
+            ("jos\u{e9}", "jose\u{301}"),
+            ("straße", "STRASSE"),
+            ("admin", "ＡＤＭＩＮ"),
+            ("ﬀ", "FF"),
+            ("ẞ", "ss"),
+            ("\u{2126}", "\u{3c9}"),
+            ("ǅ", "Ǆ"),
+        ] {
+            assert_eq!(name_key(a), name_key(b), "{a} and {b}");
+        }
+        assert_ne!(
+            name_key("admin"),
+            name_key("\u{430}dmin"),
+            "Cyrillic stays another letter"
+        );
+    }
+
+    /// A key must be its own key, or a stored key would not be found by typing it.
+    #[test]
+    fn a_key_is_a_fixed_point() {
+        for name in [
+            "\u{1fc3}",
+            "\u{345}",
+            "ΐ",
+            "İstanbul",
+            "ǰ",
+            "ﬃ",
+            "Ⅻ",
+            "㎒",
+            "\u{1e9e}",
+            "ꭰ",
+        ] {
+            let key = name_key(name);
+            assert_eq!(name_key(&key), key, "{name}");
+        }
+    }
+}
