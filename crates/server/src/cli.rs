@@ -86,7 +86,7 @@ pub enum Command {
 pub enum OrgCommand {
     /// Create an organisation and print its id.
     Add {
-        /// Unique name (case-insensitively).
+        /// Unique name, compared after Unicode NFKC normalisation and case folding.
         name: String,
     },
     /// Disable an organisation: no more tokens for its users, and their sessions end.
@@ -280,7 +280,13 @@ fn run_org(settings: &Settings, command: OrgCommand, now: i64) -> anyhow::Result
     let conn = &mut migrated(settings)?;
     let (org, active) = match command {
         OrgCommand::Add { name } => {
-            say!("{}", admin::add_organisation(conn, &name, now)?.id);
+            let org = admin::add_organisation(conn, &name, now)?;
+            warn_look_alike(
+                "organisation",
+                &org.name,
+                admin::look_alike_organisation(conn, &org),
+            );
+            say!("{}", org.id);
             return Ok(());
         }
         OrgCommand::Disable { org } => (org, false),
@@ -295,7 +301,9 @@ fn run_unit(settings: &Settings, command: UnitCommand, now: i64) -> anyhow::Resu
     let (org, unit, active) = match command {
         UnitCommand::Add { org, name, code } => {
             let org = admin::find_organisation(conn, &org)?;
-            say!("{}", admin::add_unit(conn, &org, &name, code.as_deref(), now)?.id);
+            let unit = admin::add_unit(conn, &org, &name, code.as_deref(), now)?;
+            warn_look_alike("unit", &unit.name, admin::look_alike_unit(conn, &unit));
+            say!("{}", unit.id);
             return Ok(());
         }
         UnitCommand::Disable { org, unit } => (org, unit, false),
@@ -331,6 +339,7 @@ fn run_user(settings: &Settings, command: UserCommand, now: i64) -> anyhow::Resu
                 hash,
                 now,
             )?;
+            warn_look_alike("user", &created.username, admin::look_alike_user(conn, &created));
             say!("{}", created.id);
         }
         UserCommand::Passwd { user, .. } => {
@@ -439,6 +448,14 @@ fn run_session(settings: &Settings, command: SessionCommand, now: i64) -> anyhow
         }
     }
     Ok(())
+}
+
+/// Tells the operator, on stderr, that a name just created could be taken for an existing one. The name was
+/// created either way, so a failure to look is not an error of the command.
+fn warn_look_alike(kind: &str, name: &str, found: Result<Option<String>, admin::AdminError>) {
+    if let Ok(Some(other)) = found {
+        eprintln!("warning: {kind} {name:?} looks like the existing {other:?}");
+    }
 }
 
 fn connect(settings: &Settings) -> anyhow::Result<DbConnection> {

@@ -10,6 +10,7 @@ pub mod coalesce;
 pub mod group_commit;
 pub mod login_failure;
 pub mod organisation;
+pub mod rekey;
 pub mod schema;
 pub mod session;
 pub mod store;
@@ -232,13 +233,39 @@ pub fn build_pool(backend: Backend, size: u32) -> Result<Pool, DbError> {
         .map_err(|e| DbError::Connect(e.to_string()))
 }
 
-/// Applies every pending migration; returns how many ran.
+/// Applies every pending migration, each in a transaction of its own; returns how many ran. The
+/// `fold_name_keys` migration is completed in Rust ([`rekey::run`]) inside its transaction, so a collision
+/// leaves the database as it was.
 pub fn run_migrations(conn: &mut DbConnection) -> Result<usize, DbError> {
-    let applied = match conn {
-        DbConnection::Postgres(c) => c.run_pending_migrations(MIGRATIONS).map(|v| v.len()),
-        DbConnection::Sqlite(c) => c.run_pending_migrations(MIGRATIONS).map(|v| v.len()),
-    };
-    applied.map_err(|e| DbError::Migrate(e.to_string()))
+    let mut applied = 0;
+    loop {
+        let pending = MigrationHarness::<Db>::pending_migrations(conn, MIGRATIONS)
+            .map_err(|e| DbError::Migrate(e.to_string()))?;
+        let Some(next) = pending.into_iter().next() else {
+            return Ok(applied);
+        };
+        let name = next.name().to_string();
+        conn.transaction(|conn| -> Result<(), MigrateError> {
+            let version = conn.run_migration(&*next).map_err(MigrateError::Step)?;
+            if version.to_string() == rekey::VERSION {
+                rekey::run(conn)?;
+            }
+            Ok(())
+        })
+        .map_err(|e| DbError::Migrate(format!("{name}: {e}")))?;
+        applied += 1;
+    }
+}
+
+/// What stops one migration inside its transaction.
+#[derive(Debug, thiserror::Error)]
+enum MigrateError {
+    #[error("{0}")]
+    Step(Box<dyn std::error::Error + Send + Sync>),
+    #[error(transparent)]
+    Rekey(#[from] rekey::RekeyError),
+    #[error(transparent)]
+    Db(#[from] diesel::result::Error),
 }
 
 /// Reverts every applied migration (used by the migration tests).
@@ -250,7 +277,58 @@ pub fn revert_all_migrations(conn: &mut DbConnection) -> Result<(), DbError> {
     reverted.map_err(|e| DbError::Migrate(e.to_string()))
 }
 
-/// Case-folds a name for the `*_key` columns that make lookups and uniqueness case-insensitive.
+/// The form of a name that the `*_key` columns hold and every lookup compares: Unicode NFKC, then full case
+/// folding, then NFKC again. So `josé` typed precomposed or with a combining accent, `straße` and `STRASSE`,
+/// `admin` and full-width `ａｄｍｉｎ` are one name. Folding can undo a normalisation (a folded letter may take
+/// a new composed form), hence the second pass, which makes the key a fixed point: `name_key(name_key(x)) ==
+/// name_key(x)`.
 pub fn name_key(name: &str) -> String {
-    name.to_lowercase()
+    use unicode_normalization::UnicodeNormalization as _;
+    let folded = caseless::default_case_fold_str(&name.nfkc().collect::<String>());
+    folded.nfkc().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::name_key;
+
+    #[test]
+    fn look_alike_spellings_share_a_key() {
+        for (a, b) in [
+            ("jos\u{e9}", "jose\u{301}"),
+            ("straße", "STRASSE"),
+            ("admin", "ＡＤＭＩＮ"),
+            ("ﬀ", "FF"),
+            ("ẞ", "ss"),
+            ("\u{2126}", "\u{3c9}"),
+            ("ǅ", "Ǆ"),
+        ] {
+            assert_eq!(name_key(a), name_key(b), "{a} and {b}");
+        }
+        assert_ne!(
+            name_key("admin"),
+            name_key("\u{430}dmin"),
+            "Cyrillic stays another letter"
+        );
+    }
+
+    /// A key must be its own key, or a stored key would not be found by typing it.
+    #[test]
+    fn a_key_is_a_fixed_point() {
+        for name in [
+            "\u{1fc3}",
+            "\u{345}",
+            "ΐ",
+            "İstanbul",
+            "ǰ",
+            "ﬃ",
+            "Ⅻ",
+            "㎒",
+            "\u{1e9e}",
+            "ꭰ",
+        ] {
+            let key = name_key(name);
+            assert_eq!(name_key(&key), key, "{name}");
+        }
+    }
 }

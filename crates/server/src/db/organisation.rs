@@ -61,3 +61,10 @@ pub fn find_by_id_or_name(conn: &mut DbConnection, id_or_name: &str) -> QueryRes
         None => find_by_name(conn, id_or_name),
     }
 }
+
+/// Every organisation's id and name, for the look-alike warning of a new one.
+pub fn all_names(conn: &mut DbConnection) -> QueryResult<Vec<(String, String)>> {
+    organisations::table
+        .select((organisations::id, organisations::name))
+        .load(conn)
+}

@@ -81,3 +81,14 @@ pub fn find_in_organisation(
         .get_result(conn)
         .optional()
 }
+
+/// The id, name and code of every unit of the organisation, for the look-alike warning of a new one.
+pub fn all_names_in(
+    conn: &mut DbConnection,
+    organisation_id: &str,
+) -> QueryResult<Vec<(String, String, Option<String>)>> {
+    units::table
+        .filter(units::organisation_id.eq(organisation_id))
+        .select((units::id, units::name, units::code))
+        .load(conn)
+}

@@ -171,3 +171,11 @@ pub fn find_memberships(conn: &mut DbConnection, user_id: &str) -> QueryResult<V
         .select(Membership::as_select())
         .load(conn)
 }
+
+/// The id and username of every user of the organisation, for the look-alike warning of a new one.
+pub fn all_names_in(conn: &mut DbConnection, organisation_id: &str) -> QueryResult<Vec<(String, String)>> {
+    users::table
+        .filter(users::organisation_id.eq(organisation_id))
+        .select((users::id, users::username))
+        .load(conn)
+}

@@ -30,7 +30,14 @@ fn invalid(message: impl Into<String>) -> AdminError {
     AdminError::Invalid(message.into())
 }
 
+/// The rules every new organisation name, username, unit name and unit code follows. Names are compared by
+/// [`name_key`], so these refuse what would make two different-looking names one, or one name look like
+/// another: invisible characters (controls, and format characters such as U+200B or the U+202E that reverses
+/// the text after it), edge whitespace, and the shape of an id, which `--org` and unit lookups try first.
 fn check_name(kind: &str, name: &str) -> Result<(), AdminError> {
+    use icu_properties::CodePointMapData;
+    use icu_properties::props::GeneralCategory;
+
     if name.trim().is_empty() {
         return Err(invalid(format!("{kind} must not be empty")));
     }
@@ -39,13 +46,91 @@ fn check_name(kind: &str, name: &str) -> Result<(), AdminError> {
             "{kind} is longer than {MAX_NAME_CHARS} characters"
         )));
     }
-    if name.chars().any(char::is_control) {
-        return Err(invalid(format!("{kind} must not contain control characters")));
+    if name.trim() != name {
+        return Err(invalid(format!("{kind} must not begin or end with whitespace")));
+    }
+    let categories = CodePointMapData::<GeneralCategory>::new();
+    if let Some(c) = name.chars().find(|&c| {
+        matches!(
+            categories.get(c),
+            GeneralCategory::Control | GeneralCategory::Format
+        )
+    }) {
+        return Err(invalid(format!(
+            "{kind} must not contain control or format characters (U+{:04X})",
+            u32::from(c)
+        )));
+    }
+    if looks_like_id(name) {
+        return Err(invalid(format!(
+            "{kind} must not have the shape of an id (32 hex digits)"
+        )));
     }
     Ok(())
 }
 
-/// Finds an organisation by id or name (case-insensitive).
+/// Whether a name, once folded, is 32 hex digits in either case: it would read as an id wherever ids and
+/// names are both accepted.
+fn looks_like_id(name: &str) -> bool {
+    crm_auth_core::is_id(&name_key(name).to_ascii_uppercase())
+}
+
+/// The UTS #39 confusable skeleton of a name's key: names that a reader could take for each other (Cyrillic
+/// `а` and Latin `a`, `rn` and `m`) share it.
+fn skeleton(name: &str) -> String {
+    unicode_security::confusable_detection::skeleton(&name_key(name)).collect()
+}
+
+/// The first of `existing` that looks like `name` without being the same name. Such names stay allowed (a
+/// Cyrillic `аdmin` is a real, different name), but an operator creating one is told.
+fn look_alike(name: &str, existing: impl IntoIterator<Item = String>) -> Option<String> {
+    let (key, wanted) = (name_key(name), skeleton(name));
+    existing
+        .into_iter()
+        .find(|other| name_key(other) != key && skeleton(other) == wanted)
+}
+
+/// An existing organisation name that the organisation's name could be taken for.
+pub fn look_alike_organisation(
+    conn: &mut DbConnection,
+    org: &Organisation,
+) -> Result<Option<String>, AdminError> {
+    let others = organisation::all_names(conn)?;
+    Ok(look_alike(
+        &org.name,
+        others
+            .into_iter()
+            .filter(|(id, _)| *id != org.id)
+            .map(|(_, name)| name),
+    ))
+}
+
+/// An existing unit name or code of its organisation that the unit's name or code could be taken for.
+pub fn look_alike_unit(conn: &mut DbConnection, unit: &Unit) -> Result<Option<String>, AdminError> {
+    let others: Vec<String> = unit::all_names_in(conn, &unit.organisation_id)?
+        .into_iter()
+        .filter(|(id, _, _)| *id != unit.id)
+        .flat_map(|(_, name, code)| std::iter::once(name).chain(code))
+        .collect();
+    let mine = std::iter::once(&unit.name).chain(unit.code.as_ref());
+    Ok(mine
+        .into_iter()
+        .find_map(|name| look_alike(name, others.iter().cloned())))
+}
+
+/// An existing username of its organisation that the user's name could be taken for.
+pub fn look_alike_user(conn: &mut DbConnection, user: &User) -> Result<Option<String>, AdminError> {
+    let others = user::all_names_in(conn, &user.organisation_id)?;
+    Ok(look_alike(
+        &user.username,
+        others
+            .into_iter()
+            .filter(|(id, _)| *id != user.id)
+            .map(|(_, name)| name),
+    ))
+}
+
+/// Finds an organisation by id or name (compared by [`name_key`]).
 pub fn find_organisation(conn: &mut DbConnection, org: &str) -> Result<Organisation, AdminError> {
     organisation::find_by_id_or_name(conn, org)?.ok_or_else(|| invalid(format!("no organisation {org:?}")))
 }
@@ -56,7 +141,7 @@ pub fn find_unit(conn: &mut DbConnection, org: &Organisation, wanted: &str) -> R
         .ok_or_else(|| invalid(format!("no unit {wanted:?} in organisation {:?}", org.name)))
 }
 
-/// Finds a user of the organisation by username (case-insensitive).
+/// Finds a user of the organisation by username (compared by [`name_key`]).
 pub fn find_user(conn: &mut DbConnection, org: &Organisation, username: &str) -> Result<User, AdminError> {
     user::find_by_username(conn, &org.id, username)?
         .ok_or_else(|| invalid(format!("no user {username:?} in organisation {:?}", org.name)))

@@ -2,9 +2,9 @@
 //! removed keys, stripped or forged signatures, every claim tampered with, broken shapes, overlong tokens,
 //! claims of the wrong type, other issuers and CRM.COM's legacy tokens. Each is `INVALID_TOKEN` (or
 //! `TOKEN_EXPIRED` / `SESSION_ENDED` where the token is genuine), never a 5xx, and none of them touches the
-//! session it names.
+//! session it names. Also look-alike spellings of an account's names, which must not escape its lockout.
 
-use crate::common::{Backend, ORG, TEST_SECRET, TestApp, USER, code, test_keyring};
+use crate::common::{Backend, ORG, PASSWORD, TEST_SECRET, TestApp, USER, code, test_keyring};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use crm_auth_server::clock::Clock as _;
@@ -16,6 +16,7 @@ backend_tests!(
     forged_and_malformed_tokens_are_refused,
     a_token_of_a_removed_key_is_invalid_token,
     legacy_tokens_pass_only_when_accepted,
+    look_alike_spellings_share_one_lockout,
 );
 
 /// Our header, as the server writes it.
@@ -662,5 +663,41 @@ async fn legacy_tokens_pass_only_when_accepted(backend: Backend) -> anyhow::Resu
     node.release(&token).await?;
     let ended = code(node.validate(refreshed.as_str()).await);
     assert_eq!(ended, Some(crm_auth_core::ErrorCode::SessionEnded));
+    Ok(())
+}
+
+/// A password guesser who spells the name another way each time (full-width letters, other case, a combining
+/// accent's twin) still spends the one account's attempts: the lockout counts by the folded names.
+async fn look_alike_spellings_share_one_lockout(backend: Backend) -> anyhow::Result<()> {
+    let app = TestApp::start(&backend).await?;
+    let spellings = [
+        ("ａｌｉｃｅ", "ａｃｍｅ"),
+        ("ＡＬＩＣＥ", "ACME"),
+        ("Ａlice", "Ａｃｍｅ"),
+        ("alicｅ", "acme"),
+        ("ａｌｉｃｅ", "ＡＣＭＥ"),
+    ];
+    for (user, org) in spellings {
+        let err = app
+            .client
+            .token_with_password(user, "wrong", org, None)
+            .await
+            .err();
+        assert_eq!(
+            err.and_then(|e| e.code()),
+            Some(crm_auth_core::ErrorCode::InvalidCredentials),
+            "{user} in {org}"
+        );
+    }
+    let err = app
+        .client
+        .token_with_password(USER, PASSWORD, ORG, None)
+        .await
+        .err();
+    assert_eq!(
+        err.and_then(|e| e.code()),
+        Some(crm_auth_core::ErrorCode::TooManyAttempts),
+        "five look-alike failures lock the account"
+    );
     Ok(())
 }

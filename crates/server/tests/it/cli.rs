@@ -16,6 +16,8 @@ backend_tests!(
     org_and_unit_disable_end_sessions_and_enable_lets_logins_in,
     output_to_a_closed_pipe_ends_quietly,
     serve_demo_keeps_an_existing_demo_user,
+    look_alike_and_posing_names_are_refused_and_found,
+    migrate_names_both_colliding_names,
 );
 
 struct Cli<'a> {
@@ -58,7 +60,8 @@ fn last_line(s: &str) -> String {
 async fn admin_commands_set_up_a_working_organisation(backend: Backend) -> anyhow::Result<()> {
     let db = TestDb::new(&backend)?;
     let cli = Cli { db: &db };
-    assert!(cli.ok(&["migrate"], None)?.contains("applied 1"));
+    let applied = format!("applied {}", crate::storage::migration_count()?);
+    assert!(cli.ok(&["migrate"], None)?.contains(&applied));
     let org_id = last_line(&cli.ok(&["org", "add", "Acme"], None)?);
     assert!(crm_auth_core::is_id(&org_id), "{org_id}");
     let unit_id = last_line(&cli.ok(&["unit", "add", "--org", "acme", "Main", "--code", "MN"], None)?);
@@ -392,5 +395,142 @@ async fn files_are_private_whatever_the_umask() -> anyhow::Result<()> {
     for file in ["crm-auth.db", "crm-auth.db-wal", "crm-auth.db-shm", "signing-key"] {
         assert_eq!(mode(file)?, 0o600, "{file}");
     }
+    Ok(())
+}
+
+/// Names that fold to an existing one, that hide characters or edge spaces, or that pose as an id (such as
+/// another organisation's, which `--org` would then resolve to) are refused with one line; folded spellings
+/// find the existing names.
+async fn look_alike_and_posing_names_are_refused_and_found(backend: Backend) -> anyhow::Result<()> {
+    let db = TestDb::new(&backend)?;
+    let cli = Cli { db: &db };
+    let acme_id = last_line(&cli.ok(&["org", "add", "Straße"], None)?);
+    cli.ok(
+        &["unit", "add", "--org", "STRASSE", "jos\u{e9}", "--code", "ＭＮ"],
+        None,
+    )?;
+    cli.ok(
+        &[
+            "user",
+            "add",
+            "--org",
+            "ｓｔｒａｓｓｅ",
+            "admin",
+            "--unit",
+            "JOSE\u{301}",
+        ],
+        None,
+    )?;
+    let lower_id = acme_id.to_lowercase();
+    let cases: &[(&[&str], &str)] = &[
+        (&["org", "add", "STRASSE"], "already exists"),
+        (&["org", "add", "ｓｔｒａｓｓｅ"], "already exists"),
+        (&["org", "add", "Acme "], "whitespace"),
+        (&["org", "add", "Ac\u{200b}me"], "U+200B"),
+        (&["org", "add", "Acme\u{202e}"], "U+202E"),
+        (&["org", "add", &acme_id], "id"),
+        (&["org", "add", &lower_id], "id"),
+        (
+            &["unit", "add", "--org", "strasse", "jose\u{301}"],
+            "already exists",
+        ),
+        (
+            &["unit", "add", "--org", "strasse", "Other", "--code", "mn"],
+            "already exists",
+        ),
+        (&["unit", "add", "--org", "strasse", " Other"], "whitespace"),
+        (
+            &["unit", "add", "--org", "strasse", "Other", "--code", "M\u{200d}N"],
+            "U+200D",
+        ),
+        (
+            &["user", "add", "--org", "strasse", "ＡＤＭＩＮ", "--unit", "mn"],
+            "already exists",
+        ),
+        (
+            &["user", "add", "--org", "strasse", "ad\u{200b}min", "--unit", "mn"],
+            "U+200B",
+        ),
+        (
+            &["user", "add", "--org", "strasse", "admin\u{202e}", "--unit", "mn"],
+            "U+202E",
+        ),
+        (
+            &["user", "add", "--org", "strasse", &acme_id, "--unit", "mn"],
+            "id",
+        ),
+    ];
+    for (args, why) in cases {
+        let stderr = cli.fails(args, None)?;
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains(why),
+            "{args:?}: {stderr}"
+        );
+    }
+    // Folded spellings find what exists, and nothing was added: one user, whose key lists under every
+    // spelling of the organisation.
+    cli.ok(
+        &["key", "create", "--org", "ＳＴＲＡＳＳＥ", "--user", "ＡＤＭＩＮ"],
+        None,
+    )?;
+    for org in ["Straße", "strasse", &acme_id] {
+        let listing = cli.ok(&["key", "list", "--org", org], None)?;
+        assert_eq!(listing.lines().count(), 2, "{org}: {listing}");
+    }
+    cli.fails(&["user", "disable", "--org", "strasse", "ad\u{200b}min"], None)?;
+    // A Cyrillic `аdmin` is another name: created, with a warning naming the one it looks like.
+    let out = cli.run(
+        &["user", "add", "--org", "strasse", "\u{430}dmin", "--unit", "mn"],
+        None,
+    )?;
+    let stderr = String::from_utf8(out.stderr)?;
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: ") && stderr.contains("\"admin\""),
+        "{stderr}"
+    );
+    let out = cli.run(&["user", "add", "--org", "strasse", "bob", "--unit", "mn"], None)?;
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "no warning for a plain new name"
+    );
+    Ok(())
+}
+
+/// An upgrade over names that now collide stops with one line naming both rows, and migrates once one is
+/// renamed.
+async fn migrate_names_both_colliding_names(backend: Backend) -> anyhow::Result<()> {
+    use crate::storage::{connect, old_org, unapply_rekey};
+    let db = TestDb::new(&backend)?;
+    let cli = Cli { db: &db };
+    cli.ok(&["migrate"], None)?;
+    let (first, second) = (old_org("ａｃｍｅ"), old_org("ACME"));
+    {
+        let conn = &mut connect(&db)?;
+        crm_auth_server::db::organisation::create(conn, &first)?;
+        crm_auth_server::db::organisation::create(conn, &second)?;
+        unapply_rekey(conn)?;
+    }
+    let stderr = cli.fails(&["migrate"], None)?;
+    for part in ["ａｃｍｅ", "ACME", &first.id, &second.id] {
+        assert!(stderr.contains(part), "{part} in {stderr}");
+    }
+    cli.fails(&["key", "list", "--org", "acme"], None)?;
+    {
+        use crm_auth_server::db::schema::organisations;
+        use diesel::prelude::*;
+        let conn = &mut connect(&db)?;
+        diesel::update(organisations::table.find(&second.id))
+            .set((
+                organisations::name.eq("ACME 2"),
+                organisations::name_key.eq("acme 2"),
+            ))
+            .execute(conn)?;
+    }
+    assert!(cli.ok(&["migrate"], None)?.contains("applied 1"));
+    assert_eq!(
+        cli.ok(&["key", "list", "--org", "acme"], None)?.lines().count(),
+        1
+    );
     Ok(())
 }

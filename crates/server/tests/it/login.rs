@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 backend_tests!(
     password_login_issues_a_token_with_the_contract_claims,
     names_match_case_insensitively_and_units_by_id_name_or_code,
+    look_alike_spellings_log_into_one_account,
     unit_rules_answer_invalid_unit,
     every_credential_failure_looks_the_same,
     key_login_accepts_what_clients_send,
@@ -118,6 +119,51 @@ async fn names_match_case_insensitively_and_units_by_id_name_or_code(backend: Ba
         let (status, _, env) = envelope_of_post(&app.api("/authentication/token"), body.to_string()).await?;
         assert_eq!((status, code(&env)), (200, "OK"));
     }
+    Ok(())
+}
+
+/// NFKC and full case folding: what a keyboard, an input method or a copy-paste turns a name into still names
+/// the same account, and the claims carry the names as created.
+async fn look_alike_spellings_log_into_one_account(backend: Backend) -> anyhow::Result<()> {
+    let app = TestApp::start(&backend).await?;
+    app.add_user("Straße", Some(PASSWORD), &["Main"])?;
+    app.add_user("jos\u{e9}", Some(PASSWORD), &["Main"])?;
+    app.add_user("admin", Some(PASSWORD), &["Main"])?;
+    // Cyrillic `а`: another name under any folding, so another account with its own password.
+    app.add_user("\u{430}dmin", Some("another password entirely"), &["Main"])?;
+    let cases = [
+        ("STRASSE", "Straße"),
+        ("strasse", "Straße"),
+        ("ＳＴＲＡßＥ", "Straße"),
+        ("jose\u{301}", "jos\u{e9}"),
+        ("JOSE\u{301}", "jos\u{e9}"),
+        ("ａｄｍｉｎ", "admin"),
+        ("ＡＤＭＩＮ", "admin"),
+    ];
+    for (typed, stored) in cases {
+        for org in ["ACME", "ａｃｍｅ"] {
+            let token = app
+                .client
+                .token_with_password(typed, PASSWORD, org, Some("ＭＡＩＮ"))
+                .await?;
+            assert_eq!(token.claims().usr, stored, "{typed} in {org}");
+            assert_eq!(
+                (token.claims().org.as_str(), token.claims().oun.as_str()),
+                (ORG, "Main")
+            );
+        }
+    }
+    let err = app
+        .client
+        .token_with_password("\u{430}dmin", PASSWORD, ORG, None)
+        .await
+        .err();
+    assert_eq!(err.and_then(|e| e.code()), Some(ErrorCode::InvalidCredentials));
+    let cyrillic = app
+        .client
+        .token_with_password("\u{430}DMIN", "another password entirely", ORG, None)
+        .await?;
+    assert_eq!(cyrillic.claims().usr, "\u{430}dmin");
     Ok(())
 }
 

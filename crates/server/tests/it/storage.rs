@@ -3,7 +3,10 @@
 
 use crate::common::{Backend, TestDb};
 use crm_auth_core::ApiKey;
-use crm_auth_server::db::user::Membership;
+use crm_auth_server::db::login_failure::LoginFailure;
+use crm_auth_server::db::organisation::Organisation;
+use crm_auth_server::db::unit::Unit;
+use crm_auth_server::db::user::{Membership, User};
 use crm_auth_server::db::{self, Backend as DbBackend, ConnectionManager, schema};
 use crm_auth_server::service::admin;
 use crm_auth_server::settings::Settings;
@@ -15,16 +18,20 @@ backend_tests!(
     a_user_has_exactly_one_default_unit,
     keys_are_found_by_digest_and_stored_without_the_key,
     bad_admin_input_changes_nothing,
+    look_alike_names_are_one_name,
+    names_that_hide_or_pose_are_refused,
+    migration_rekeys_stored_names,
+    migration_fails_on_colliding_names_naming_both,
 );
 
-fn connect(db: &TestDb) -> anyhow::Result<db::DbConnection> {
+pub fn connect(db: &TestDb) -> anyhow::Result<db::DbConnection> {
     Ok(ConnectionManager::new(DbBackend::from_url(&db.url)?)?.establish()?)
 }
 
 async fn migrations_apply_revert_and_reapply(backend: Backend) -> anyhow::Result<()> {
     let test_db = TestDb::new(&backend)?;
     let conn = &mut connect(&test_db)?;
-    assert_eq!(db::run_migrations(conn)?, 1);
+    assert_eq!(db::run_migrations(conn)?, migration_count()?);
     assert_eq!(db::run_migrations(conn)?, 0, "a second run applies nothing");
     admin::add_organisation(conn, "Acme", 1)?;
     db::revert_all_migrations(conn)?;
@@ -35,7 +42,7 @@ async fn migrations_apply_revert_and_reapply(backend: Backend) -> anyhow::Result
             .is_err(),
         "tables are gone"
     );
-    assert_eq!(db::run_migrations(conn)?, 1);
+    assert_eq!(db::run_migrations(conn)?, migration_count()?);
     assert_eq!(schema::organisations::table.count().get_result::<i64>(conn)?, 0);
     Ok(())
 }
@@ -131,6 +138,290 @@ async fn bad_admin_input_changes_nothing(backend: Backend) -> anyhow::Result<()>
     assert_eq!(schema::organisations::table.count().get_result::<i64>(conn)?, 1);
     assert_eq!(schema::units::table.count().get_result::<i64>(conn)?, 0);
     assert_eq!(schema::users::table.count().get_result::<i64>(conn)?, 0);
+    Ok(())
+}
+
+/// How many migrations there are (one folder each).
+pub fn migration_count() -> anyhow::Result<usize> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations");
+    Ok(std::fs::read_dir(dir)?.count())
+}
+
+/// `josé` precomposed.
+const JOSE_NFC: &str = "jos\u{e9}";
+/// `josé` with a combining acute accent.
+const JOSE_NFD: &str = "jose\u{301}";
+
+async fn look_alike_names_are_one_name(backend: Backend) -> anyhow::Result<()> {
+    let test_db = TestDb::new(&backend)?;
+    let conn = &mut connect(&test_db)?;
+    db::run_migrations(conn)?;
+    let org = admin::add_organisation(conn, "Straße", 1)?;
+    for twin in ["STRASSE", "strasse", "Ｓｔｒａｓｓｅ"] {
+        let err = admin::add_organisation(conn, twin, 1).err();
+        assert!(
+            err.is_some_and(|e| e.to_string().contains("already exists")),
+            "{twin}"
+        );
+        assert_eq!(admin::find_organisation(conn, twin)?.id, org.id, "{twin}");
+    }
+    admin::add_unit(conn, &org, JOSE_NFC, Some("ＭＮ"), 1)?;
+    assert!(admin::add_unit(conn, &org, JOSE_NFD, None, 1).is_err());
+    assert!(admin::add_unit(conn, &org, "Other", Some("mn"), 1).is_err());
+    assert_eq!(admin::find_unit(conn, &org, "JOSE\u{301}")?.name, JOSE_NFC);
+    assert_eq!(admin::find_unit(conn, &org, "Mn")?.name, JOSE_NFC);
+    admin::add_user(conn, &org, "admin", &["mn".into()], None, None, 1)?;
+    for twin in ["ａｄｍｉｎ", "ADMIN", "ＡＤＭＩＮ"] {
+        let err = admin::add_user(conn, &org, twin, &["mn".into()], None, None, 1).err();
+        assert!(
+            err.is_some_and(|e| e.to_string().contains("already exists")),
+            "{twin}"
+        );
+        assert_eq!(admin::find_user(conn, &org, twin)?.username, "admin", "{twin}");
+    }
+    admin::add_user(conn, &org, JOSE_NFD, &["mn".into()], None, None, 1)?;
+    assert_eq!(admin::find_user(conn, &org, "JOSÉ")?.username, JOSE_NFD);
+    // Cyrillic `а` is another letter under any folding: another name, as the contract says.
+    let cyrillic = admin::add_user(conn, &org, "\u{430}dmin", &["mn".into()], None, None, 1)?;
+    assert_ne!(admin::find_user(conn, &org, "admin")?.id, cyrillic.id);
+    assert_eq!(schema::users::table.count().get_result::<i64>(conn)?, 3);
+    Ok(())
+}
+
+async fn names_that_hide_or_pose_are_refused(backend: Backend) -> anyhow::Result<()> {
+    let test_db = TestDb::new(&backend)?;
+    let conn = &mut connect(&test_db)?;
+    db::run_migrations(conn)?;
+    let org = admin::add_organisation(conn, "Acme", 1)?;
+    admin::add_unit(conn, &org, "Main", None, 1)?;
+    let upper_id = org.id.clone();
+    let lower_id = org.id.to_lowercase();
+    let wide_id: String = org
+        .id
+        .chars()
+        .map(|c| char::from_u32(u32::from(c) + 0xFEE0).unwrap_or(c))
+        .collect();
+    let bad = [
+        ("admin ", "whitespace"),
+        (" admin", "whitespace"),
+        ("admin\u{3000}", "whitespace"),
+        ("ad\u{200b}min", "U+200B"),
+        ("admin\u{202e}", "U+202E"),
+        ("ad\u{ad}min", "U+00AD"),
+        ("ad\tmin", "U+0009"),
+        ("\u{feff}admin", "U+FEFF"),
+        (upper_id.as_str(), "id"),
+        (lower_id.as_str(), "id"),
+        (wide_id.as_str(), "id"),
+    ];
+    for (name, why) in bad {
+        for result in [
+            admin::add_organisation(conn, name, 1).map(drop),
+            admin::add_unit(conn, &org, name, None, 1).map(drop),
+            admin::add_unit(conn, &org, "Unit", Some(name), 1).map(drop),
+            admin::add_user(conn, &org, name, &["Main".into()], None, None, 1).map(drop),
+        ] {
+            let message = result.err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(message.contains(why), "{name:?}: {message:?}");
+        }
+    }
+    // `--org` with Acme's id still finds Acme, and nothing was created.
+    assert_eq!(admin::find_organisation(conn, &org.id)?.name, "Acme");
+    assert_eq!(schema::organisations::table.count().get_result::<i64>(conn)?, 1);
+    assert_eq!(schema::units::table.count().get_result::<i64>(conn)?, 1);
+    assert_eq!(schema::users::table.count().get_result::<i64>(conn)?, 0);
+    Ok(())
+}
+
+/// Makes the name-key migration pending again, as on a database the previous version wrote.
+pub fn unapply_rekey(conn: &mut db::DbConnection) -> anyhow::Result<()> {
+    let deleted = diesel::sql_query(format!(
+        "DELETE FROM __diesel_schema_migrations WHERE version = '{}'",
+        db::rekey::VERSION
+    ))
+    .execute(conn)?;
+    anyhow::ensure!(deleted == 1, "the migration was applied");
+    Ok(())
+}
+
+/// How the previous version keyed names.
+fn old_key(name: &str) -> String {
+    name.to_lowercase()
+}
+
+pub fn old_org(name: &str) -> Organisation {
+    Organisation {
+        id: crm_auth_core::new_id(),
+        name: name.to_owned(),
+        name_key: old_key(name),
+        is_active: true,
+        created_at: 1,
+    }
+}
+
+fn old_unit(org: &Organisation, name: &str, code: Option<&str>) -> Unit {
+    Unit {
+        id: crm_auth_core::new_id(),
+        organisation_id: org.id.clone(),
+        name: name.to_owned(),
+        name_key: old_key(name),
+        code: code.map(str::to_owned),
+        code_key: code.map(old_key),
+        is_active: true,
+        created_at: 1,
+    }
+}
+
+fn old_user(
+    conn: &mut db::DbConnection,
+    org: &Organisation,
+    unit: &Unit,
+    name: &str,
+) -> anyhow::Result<User> {
+    let user = User {
+        id: crm_auth_core::new_id(),
+        organisation_id: org.id.clone(),
+        username: name.to_owned(),
+        username_key: old_key(name),
+        password_hash: None,
+        is_active: true,
+        created_at: 1,
+    };
+    db::user::create(conn, &user, std::slice::from_ref(&unit.id), &unit.id)?;
+    Ok(user)
+}
+
+fn failures(org: &str, user: &str, failures: i64, locked_until: i64) -> LoginFailure {
+    LoginFailure {
+        organisation_key: old_key(org),
+        username_key: old_key(user),
+        failures,
+        locked_until,
+        updated_at: 1,
+    }
+}
+
+async fn migration_rekeys_stored_names(backend: Backend) -> anyhow::Result<()> {
+    let test_db = TestDb::new(&backend)?;
+    let conn = &mut connect(&test_db)?;
+    db::run_migrations(conn)?;
+    let acme = old_org("ＡＣＭＥ");
+    db::organisation::create(conn, &acme)?;
+    let strasse = old_org("Straße");
+    db::organisation::create(conn, &strasse)?;
+    let unit = old_unit(&acme, "Ｍａｉｎ", Some("ＭＮ"));
+    db::unit::create(conn, &unit)?;
+    let plain = old_unit(&acme, "Second", None);
+    db::unit::create(conn, &plain)?;
+    let admin_user = old_user(conn, &acme, &unit, "ＡＤＭＩＮ")?;
+    let jose = old_user(conn, &acme, &unit, JOSE_NFD)?;
+    for row in [
+        failures("ＡＣＭＥ", "ＡＤＭＩＮ", 3, 10),
+        failures("acme", "admin", 4, 5),
+        failures("Straße", "x", 1, 0),
+    ] {
+        db::login_failure::create(conn, &row)?;
+    }
+    // Under the old keys, these spellings find nothing.
+    assert!(admin::find_organisation(conn, "acme").is_err());
+    unapply_rekey(conn)?;
+    assert_eq!(db::run_migrations(conn)?, 1);
+
+    assert_eq!(admin::find_organisation(conn, "Acme")?.id, acme.id);
+    assert_eq!(admin::find_organisation(conn, "STRASSE")?.id, strasse.id);
+    assert_eq!(admin::find_unit(conn, &acme, "main")?.id, unit.id);
+    assert_eq!(admin::find_unit(conn, &acme, "mn")?.id, unit.id);
+    assert_eq!(admin::find_unit(conn, &acme, "SECOND")?.id, plain.id);
+    assert_eq!(admin::find_user(conn, &acme, "admin")?.id, admin_user.id);
+    assert_eq!(admin::find_user(conn, &acme, JOSE_NFC)?.id, jose.id);
+    // The two counters of one name merged, keeping the higher count and the later lock.
+    let merged = db::login_failure::find(conn, "acme", "admin")?;
+    assert_eq!(merged.map(|r| (r.failures, r.locked_until)), Some((4, 10)));
+    assert!(db::login_failure::find(conn, "strasse", "x")?.is_some());
+    assert_eq!(schema::login_failures::table.count().get_result::<i64>(conn)?, 2);
+    // Every key is now what a new row would get.
+    let keys: Vec<(String, String)> = schema::organisations::table
+        .select((schema::organisations::name, schema::organisations::name_key))
+        .load(conn)?;
+    for (name, key) in keys {
+        assert_eq!(key, db::name_key(&name));
+    }
+    Ok(())
+}
+
+async fn migration_fails_on_colliding_names_naming_both(backend: Backend) -> anyhow::Result<()> {
+    let test_db = TestDb::new(&backend)?;
+    let conn = &mut connect(&test_db)?;
+    db::run_migrations(conn)?;
+    let first = old_org("Straße");
+    let second = old_org("STRASSE");
+    db::organisation::create(conn, &first)?;
+    db::organisation::create(conn, &second)?;
+    let unit = old_unit(&first, "Main", None);
+    db::unit::create(conn, &unit)?;
+    let nfc = old_user(conn, &first, &unit, JOSE_NFC)?;
+    let nfd = old_user(conn, &first, &unit, JOSE_NFD)?;
+    let wide = old_org("ＡＣＭＥ");
+    db::organisation::create(conn, &wide)?;
+    unapply_rekey(conn)?;
+
+    let applied_marker = |conn: &mut db::DbConnection| -> anyhow::Result<i64> {
+        #[derive(QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let row: Count = diesel::sql_query(format!(
+            "SELECT COUNT(*) AS n FROM __diesel_schema_migrations WHERE version = '{}'",
+            db::rekey::VERSION
+        ))
+        .get_result(conn)?;
+        Ok(row.n)
+    };
+    let message = db::run_migrations(conn)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    for part in ["Straße", "STRASSE", &first.id, &second.id] {
+        assert!(message.contains(part), "{part} in {message:?}");
+    }
+    assert!(!message.contains('\n'), "one line: {message:?}");
+    // Nothing changed: the migration is still pending and no key moved.
+    assert_eq!(applied_marker(conn)?, 0);
+    assert_eq!(
+        db::organisation::find_by_id(conn, &wide.id)?.map(|o| o.name_key),
+        Some(old_key("ＡＣＭＥ"))
+    );
+
+    // Once one organisation is renamed, the users' collision is the next one named.
+    diesel::update(schema::organisations::table.find(&second.id))
+        .set((
+            schema::organisations::name.eq("Strasse 2"),
+            schema::organisations::name_key.eq("strasse 2"),
+        ))
+        .execute(conn)?;
+    let message = db::run_migrations(conn)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    // The names appear in their debug form, which shows the combining accent as an escape.
+    for part in [
+        format!("{JOSE_NFC:?}"),
+        format!("{JOSE_NFD:?}"),
+        nfc.id.clone(),
+        nfd.id.clone(),
+    ] {
+        assert!(message.contains(&part), "{part} in {message:?}");
+    }
+    assert_eq!(applied_marker(conn)?, 0);
+
+    diesel::delete(schema::user_units::table.filter(schema::user_units::user_id.eq(&nfd.id)))
+        .execute(conn)?;
+    diesel::delete(schema::users::table.find(&nfd.id)).execute(conn)?;
+    assert_eq!(db::run_migrations(conn)?, 1);
+    assert_eq!(applied_marker(conn)?, 1);
+    assert_eq!(admin::find_organisation(conn, "acme")?.id, wide.id);
+    assert_eq!(admin::find_organisation(conn, "strasse")?.id, first.id);
     Ok(())
 }
 
