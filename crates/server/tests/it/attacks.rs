@@ -781,9 +781,10 @@ async fn stalled_bodies_are_answered_request_timeout_and_free_their_memory(
         let started = crm_auth_server::clock::Stopwatch::start();
         let stalled = open_stalled(addr, &stalled_request(&app), STALLED).await?;
 
-        // The server keeps answering others while every stalled connection waits.
+        // The server keeps answering others while every stalled connection waits: within the body timeout,
+        // so not after the stalled ones were cleared away.
         let elapsed = login_from_elsewhere(&app).await?;
-        assert!(elapsed < std::time::Duration::from_secs(2), "{elapsed:?}");
+        assert!(elapsed < std::time::Duration::from_secs(3), "{elapsed:?}");
         peaks.push(rss_kib()?);
 
         let answers = futures_util::future::join_all(
@@ -823,7 +824,7 @@ async fn connections_over_the_per_address_limit_are_closed_at_once(backend: Back
     let stalled = open_stalled(addr, &stalled_request(&app), OPENED).await?;
 
     let elapsed = login_from_elsewhere(&app).await?;
-    assert!(elapsed < std::time::Duration::from_secs(2), "{elapsed:?}");
+    assert!(elapsed < std::time::Duration::from_secs(5), "{elapsed:?}");
 
     // Those over the limit are closed at once, with nothing sent; the others are still waiting for the body.
     let answers = futures_util::future::join_all(
