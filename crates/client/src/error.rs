@@ -157,8 +157,8 @@ impl Error {
         }
     }
 
-    /// Whether the same call may succeed later without any change: `UNAVAILABLE`, `RATE_LIMITED` and
-    /// `TOO_MANY_ATTEMPTS` answers (wait [`Error::retry_after`] first when given), and transport failures.
+    /// Whether the same call may succeed later without any change: `UNAVAILABLE`, `RATE_LIMITED`,
+    /// `TOO_MANY_ATTEMPTS` and `REQUEST_TIMEOUT` answers (wait [`Error::retry_after`] first when given), and transport failures.
     ///
     /// This says nothing about whether repeating the call is safe: the client retries only where it is, by
     /// itself (see [`ClientBuilder::retries`](crate::ClientBuilder::retries)).
@@ -166,7 +166,12 @@ impl Error {
         match self {
             Error::Api { .. } => matches!(
                 self.code(),
-                Some(ErrorCode::Unavailable | ErrorCode::RateLimited | ErrorCode::TooManyAttempts)
+                Some(
+                    ErrorCode::Unavailable
+                        | ErrorCode::RateLimited
+                        | ErrorCode::TooManyAttempts
+                        | ErrorCode::RequestTimeout
+                )
             ),
             Error::Transport { source } => !source.is_builder(),
             _ => false,
@@ -203,6 +208,7 @@ mod tests {
             ErrorCode::Unavailable,
             ErrorCode::RateLimited,
             ErrorCode::TooManyAttempts,
+            ErrorCode::RequestTimeout,
         ];
         for code in ErrorCode::ALL {
             assert_eq!(api(code).is_retryable(), transient.contains(&code), "{code}");

@@ -35,6 +35,9 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// The body is over the configured limit.
     PayloadTooLarge,
+    /// The body did not fully arrive within the configured time; the request changed nothing and the
+    /// connection is closed.
+    RequestTimeout,
     /// The database cannot be reached; the request changed nothing.
     Unavailable,
     /// A bug; the message carries a request id that the log line also carries.
@@ -43,7 +46,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order of the contract's table.
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 14] = [
         ErrorCode::InvalidRequest,
         ErrorCode::InvalidCredentials,
         ErrorCode::InvalidUnit,
@@ -55,6 +58,7 @@ impl ErrorCode {
         ErrorCode::NotFound,
         ErrorCode::MethodNotAllowed,
         ErrorCode::PayloadTooLarge,
+        ErrorCode::RequestTimeout,
         ErrorCode::Unavailable,
         ErrorCode::InternalError,
     ];
@@ -73,6 +77,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "NOT_FOUND",
             ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            ErrorCode::RequestTimeout => "REQUEST_TIMEOUT",
             ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::InternalError => "INTERNAL_ERROR",
         }
@@ -89,6 +94,7 @@ impl ErrorCode {
             ErrorCode::InvalidUnit => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::RequestTimeout => 408,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::TooManyAttempts | ErrorCode::RateLimited => 429,
             ErrorCode::InternalError => 500,
@@ -110,6 +116,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "The requested resource does not exist.",
             ErrorCode::MethodNotAllowed => "The method is not allowed for this resource.",
             ErrorCode::PayloadTooLarge => "The request body is too large.",
+            ErrorCode::RequestTimeout => "The request took too long to arrive. Try again.",
             ErrorCode::Unavailable => "The service is temporarily unavailable. Try again later.",
             ErrorCode::InternalError => "An internal error occurred.",
         }

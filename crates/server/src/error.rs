@@ -1,7 +1,7 @@
 //! The one server error type and its single mapping to HTTP status and envelope code.
 
-use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::{ConnectionType, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use crm_auth_core::{Envelope, ErrorCode, RequestError, TokenError};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
@@ -45,6 +45,9 @@ pub enum ApiError {
     /// The body is over `http.max_body_bytes`.
     #[error("payload too large")]
     PayloadTooLarge,
+    /// The body did not fully arrive within `http.body_timeout_seconds`.
+    #[error("request timeout")]
+    RequestTimeout,
     /// The database cannot be reached; nothing was changed.
     #[error("database unavailable: {0}")]
     Unavailable(String),
@@ -73,6 +76,7 @@ impl ApiError {
             ApiError::NotFound => ErrorCode::NotFound,
             ApiError::MethodNotAllowed => ErrorCode::MethodNotAllowed,
             ApiError::PayloadTooLarge => ErrorCode::PayloadTooLarge,
+            ApiError::RequestTimeout => ErrorCode::RequestTimeout,
             ApiError::Unavailable(_) => ErrorCode::Unavailable,
             ApiError::Internal(_) => ErrorCode::InternalError,
         }
@@ -111,6 +115,10 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         let code = self.code();
         let mut response = ApiError::response_for(code, code.default_message(), &self.description());
+        if code == ErrorCode::RequestTimeout {
+            // The rest of the body may still come; the connection cannot carry another request after it.
+            response.head_mut().set_connection_type(ConnectionType::Close);
+        }
         if let Some(seconds) = self.retry_after() {
             response
                 .headers_mut()

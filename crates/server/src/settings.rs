@@ -96,6 +96,12 @@ pub struct HttpSettings {
     pub base_path: String,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// Time a request's headers, and then its body, have to arrive; a body still incomplete then is answered
+    /// `REQUEST_TIMEOUT` and its connection closed.
+    pub body_timeout_seconds: u64,
+    /// Connections one client address (an IPv6 /64) may hold open at once; further ones are closed as soon
+    /// as they are accepted. Trusted proxies are not limited.
+    pub max_connections_per_address: usize,
     /// Per-address request limit on the token endpoints.
     pub rate_limit: RateLimitSettings,
     /// Peers whose `X-Forwarded-For` is believed.
@@ -220,6 +226,8 @@ impl Default for HttpSettings {
             bind: "127.0.0.1:8080".into(),
             base_path: crm_auth_core::routes::DEFAULT_BASE_PATH.into(),
             max_body_bytes: 16 * 1024,
+            body_timeout_seconds: 10,
+            max_connections_per_address: 256,
             rate_limit: RateLimitSettings::default(),
             trusted_proxies: Vec::new(),
             workers: 0,
@@ -368,6 +376,12 @@ impl Settings {
         }
         if self.http.max_body_bytes == 0 {
             return Err(invalid("http.max_body_bytes", "must be at least 1"));
+        }
+        if self.http.body_timeout_seconds == 0 {
+            return Err(invalid("http.body_timeout_seconds", "must be at least 1"));
+        }
+        if self.http.max_connections_per_address == 0 {
+            return Err(invalid("http.max_connections_per_address", "must be at least 1"));
         }
         if self.http.rate_limit.per_second > 0 && self.http.rate_limit.burst == 0 {
             return Err(invalid(

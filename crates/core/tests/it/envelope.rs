@@ -47,6 +47,7 @@ fn every_code_has_its_wire_string_and_status() -> Result<()> {
         (ErrorCode::NotFound, "NOT_FOUND", 404),
         (ErrorCode::MethodNotAllowed, "METHOD_NOT_ALLOWED", 405),
         (ErrorCode::PayloadTooLarge, "PAYLOAD_TOO_LARGE", 413),
+        (ErrorCode::RequestTimeout, "REQUEST_TIMEOUT", 408),
         (ErrorCode::Unavailable, "UNAVAILABLE", 503),
         (ErrorCode::InternalError, "INTERNAL_ERROR", 500),
     ];

@@ -1,6 +1,7 @@
 //! The HTTP layer: routes, the request-id / access-log / panic middleware, and the envelope for every
 //! response, actix's own errors included.
 
+pub mod connections;
 pub mod health;
 pub mod openapi;
 pub mod ops;
@@ -11,6 +12,7 @@ pub mod token;
 use std::net::TcpListener;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::dev::{Server, Service, ServiceRequest, ServiceResponse};
 use actix_web::http::{Method, StatusCode};
@@ -22,6 +24,7 @@ use futures_util::future::{self, Either};
 use crate::clock::Stopwatch;
 use crate::db::Backend;
 use crate::error::ApiError;
+use crate::http::connections::ConnectionLimit;
 use crate::metrics::{Metrics, UNMATCHED_ROUTE};
 use crate::state::AppState;
 
@@ -66,14 +69,25 @@ pub fn serve(listener: TcpListener, state: AppState) -> std::io::Result<Server> 
         Backend::Sqlite(_) => pool_share.min(2),
         Backend::Postgres(_) => pool_share,
     };
+    // The headers get the body's time limit too: a client that trickles either holds a connection as long.
+    let timeout = Duration::from_secs(state.settings.http.body_timeout_seconds);
+    let limit = ConnectionLimit::new(
+        state.settings.http.max_connections_per_address,
+        &state.settings.http.trusted_proxies,
+    );
     let server = HttpServer::new(move || {
         let metrics = Arc::clone(&state.metrics);
         App::new()
-            .wrap_fn(move |req, srv| observe(&metrics, req, srv))
+            .wrap_fn(move |mut req, srv| {
+                request::limit_body_time(&mut req, timeout);
+                observe(&metrics, req, srv)
+            })
             .configure(|cfg| configure(cfg, &state))
     })
     .workers(workers)
     .worker_max_blocking_threads(blocking_threads)
+    .client_request_timeout(timeout)
+    .on_connect(move |io, ext| limit.on_connect(io, ext))
     .listen(listener)?
     .run();
     Ok(server)
@@ -192,6 +206,7 @@ impl Failure {
             StatusCode::NOT_FOUND => ErrorCode::NotFound,
             StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
             StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
+            StatusCode::REQUEST_TIMEOUT => ErrorCode::RequestTimeout,
             StatusCode::SERVICE_UNAVAILABLE => ErrorCode::Unavailable,
             s if s.is_client_error() => ErrorCode::InvalidRequest,
             _ => return Failure::internal(request_id),

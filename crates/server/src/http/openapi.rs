@@ -51,9 +51,11 @@ const EXAMPLE_ID: &str = "EE63A82C4FEBE02FF34E90DD1EBA5ABE";
 const EXAMPLE_IAT: i64 = 1_495_713_382;
 const EXAMPLE_TTL: i64 = 7_200;
 
-/// Error codes every API operation can answer besides its own: oversized body, database down, a bug.
-const COMMON_ERRORS: [ErrorCode; 3] = [
+/// Error codes every API operation can answer besides its own: oversized or slow body, database down,
+/// a bug.
+const COMMON_ERRORS: [ErrorCode; 4] = [
     ErrorCode::PayloadTooLarge,
+    ErrorCode::RequestTimeout,
     ErrorCode::Unavailable,
     ErrorCode::InternalError,
 ];
@@ -321,6 +323,9 @@ fn when(code: ErrorCode) -> &'static str {
         ErrorCode::NotFound => "no such path.",
         ErrorCode::MethodNotAllowed => "the path exists, the method does not.",
         ErrorCode::PayloadTooLarge => "the body is over `http.max_body_bytes`.",
+        ErrorCode::RequestTimeout => {
+            "the body did not fully arrive within `http.body_timeout_seconds`; the connection is closed."
+        }
         ErrorCode::Unavailable => "the database cannot be reached; the request changed nothing.",
         ErrorCode::InternalError => "a bug; the message carries a request id that the log line also carries.",
     }

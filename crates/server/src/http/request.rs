@@ -1,19 +1,28 @@
 //! Reading requests by hand, so every malformed input gets a precise `INVALID_REQUEST` (naming the field,
 //! never echoing its value) instead of actix's plain-text extractor errors. The field rules themselves are
-//! core's ([`crm_auth_core::request`]); this module reads the body, the query and the client's address.
+//! core's ([`crm_auth_core::request`]); this module reads the body (within its time limit), the query and the
+//! client's address.
 
+use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
-use actix_web::HttpRequest;
+use actix_web::dev::{Payload, ServiceRequest};
+use actix_web::error::PayloadError;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::web::{self, Bytes, BytesMut};
+use actix_web::{HttpMessage as _, HttpRequest};
 use crm_auth_core::{TokenRequest, parse_bearer_authorization};
-use futures_util::StreamExt as _;
+use futures_util::{Stream, StreamExt as _};
+use tokio::time::Sleep;
 
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// Reads the body up to `limit` bytes; more is `PAYLOAD_TOO_LARGE`.
+/// Reads the body up to `limit` bytes; more is `PAYLOAD_TOO_LARGE`, a body that does not arrive within
+/// `http.body_timeout_seconds` (see [`limit_body_time`]) is `REQUEST_TIMEOUT`.
 pub async fn read_body(
     req: &HttpRequest,
     mut payload: web::Payload,
@@ -29,13 +38,65 @@ pub async fn read_body(
     }
     let mut body = BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|_| ApiError::InvalidRequest("the body could not be read".into()))?;
+        let chunk = chunk.map_err(|e| match e {
+            PayloadError::Io(e) if e.kind() == io::ErrorKind::TimedOut => ApiError::RequestTimeout,
+            _ => ApiError::InvalidRequest("the body could not be read".into()),
+        })?;
         if body.len() + chunk.len() > limit {
             return Err(ApiError::PayloadTooLarge);
         }
         body.extend_from_slice(&chunk);
     }
     Ok(body.freeze())
+}
+
+/// Makes the request's body fail with a `TimedOut` I/O error once `timeout` has passed, so that whatever reads
+/// it (the handler, an extractor) gives up instead of holding the connection and its buffers for as long as
+/// the client cares to trickle bytes. A request that declares no body is left alone.
+pub fn limit_body_time(req: &mut ServiceRequest, timeout: Duration) {
+    let headers = req.headers();
+    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|len| len.as_bytes() != b"0");
+    if !has_body {
+        return;
+    }
+    let inner = req.take_payload();
+    let timed = TimedPayload {
+        inner,
+        deadline: Box::pin(tokio::time::sleep(timeout)),
+        expired: false,
+    };
+    req.set_payload(Payload::from(Box::pin(timed) as Pin<Box<dyn Stream<Item = _>>>));
+}
+
+/// A body stream that ends with a `TimedOut` error at its deadline.
+struct TimedPayload {
+    inner: Payload,
+    deadline: Pin<Box<Sleep>>,
+    expired: bool,
+}
+
+impl Stream for TimedPayload {
+    type Item = Result<Bytes, PayloadError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.expired {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(item) = self.inner.poll_next_unpin(cx) {
+            return Poll::Ready(item);
+        }
+        match self.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                self.expired = true;
+                let err = io::Error::new(io::ErrorKind::TimedOut, "the body did not arrive in time");
+                Poll::Ready(Some(Err(PayloadError::Io(err))))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 /// The value of a query parameter (the first of that name), before the request's own rules are applied.

@@ -3,6 +3,8 @@
 //! claims of the wrong type, other issuers and CRM.COM's legacy tokens. Each is `INVALID_TOKEN` (or
 //! `TOKEN_EXPIRED` / `SESSION_ENDED` where the token is genuine), never a 5xx, and none of them touches the
 //! session it names. Also look-alike spellings of an account's names, which must not escape its lockout.
+//! Slow-body attacks: thousands of connections that stall in their body are answered `REQUEST_TIMEOUT` and
+//! closed, those over the per-address limit are closed at once, and other clients are answered all along.
 
 use crate::common::{Backend, ORG, PASSWORD, TEST_SECRET, TestApp, USER, code, test_keyring};
 use base64::Engine as _;
@@ -17,6 +19,8 @@ backend_tests!(
     a_token_of_a_removed_key_is_invalid_token,
     legacy_tokens_pass_only_when_accepted,
     look_alike_spellings_share_one_lockout,
+    stalled_bodies_are_answered_request_timeout_and_free_their_memory,
+    connections_over_the_per_address_limit_are_closed_at_once,
 );
 
 /// Our header, as the server writes it.
@@ -699,5 +703,193 @@ async fn look_alike_spellings_share_one_lockout(backend: Backend) -> anyhow::Res
         Some(crm_auth_core::ErrorCode::TooManyAttempts),
         "five look-alike failures lock the account"
     );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Slow bodies and connection floods
+
+/// What a stalled client sends: a complete head announcing 100 bytes of body, then one byte of it.
+fn stalled_request(app: &TestApp) -> String {
+    format!(
+        "POST {}/authentication/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: 100\r\n\r\n{{",
+        app.state.settings.http.base_path
+    )
+}
+
+/// The server's address.
+fn server_addr(app: &TestApp) -> anyhow::Result<std::net::SocketAddr> {
+    Ok(app.url.trim_start_matches("http://").parse()?)
+}
+
+/// Opens `n` connections from 127.0.0.1 that each send `request` and then wait, a few hundred at a time so
+/// that the listen backlog never overflows.
+async fn open_stalled(
+    addr: std::net::SocketAddr,
+    request: &str,
+    n: usize,
+) -> anyhow::Result<Vec<tokio::net::TcpStream>> {
+    use tokio::io::AsyncWriteExt as _;
+    let mut streams = Vec::with_capacity(n);
+    for batch in 0..n.div_ceil(200) {
+        let size = 200.min(n - batch * 200);
+        let opened = futures_util::future::join_all((0..size).map(|_| async move {
+            let mut stream = tokio::net::TcpStream::connect(addr).await?;
+            stream.write_all(request.as_bytes()).await?;
+            anyhow::Ok(stream)
+        }))
+        .await;
+        for stream in opened {
+            streams.push(stream?);
+        }
+    }
+    Ok(streams)
+}
+
+/// Everything the server sends on `stream` until it closes it (a reset counts as closing); `None` when it
+/// neither answers nor closes within `wait`.
+async fn read_until_closed(mut stream: tokio::net::TcpStream, wait: std::time::Duration) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt as _;
+    let mut out = Vec::new();
+    match tokio::time::timeout(wait, stream.read_to_end(&mut out)).await {
+        Ok(_) => Some(out),
+        Err(_) => None,
+    }
+}
+
+/// A login from another client address (127.0.0.2), which must not wait for the stalled ones.
+async fn login_from_elsewhere(app: &TestApp) -> anyhow::Result<std::time::Duration> {
+    let client = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .timeout(std::time::Duration::from_secs(30))
+        .build()?;
+    let started = crm_auth_server::clock::Stopwatch::start();
+    let res = client
+        .post(app.api("/authentication/token"))
+        .json(&json!({"username": USER, "password": crate::common::PASSWORD, "organisation": ORG}))
+        .send()
+        .await?;
+    assert_eq!(res.status(), 200);
+    Ok(started.elapsed())
+}
+
+/// The resident memory of this process (the server runs in it), in KiB.
+fn rss_kib() -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no VmRSS in /proc/self/status"))
+}
+
+/// The envelope code of a raw HTTP/1.1 response, checking its status line.
+fn envelope_code(response: &[u8], status: u16) -> anyhow::Result<String> {
+    let text = String::from_utf8_lossy(response);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow::anyhow!("not an HTTP response: {text:?}"))?;
+    assert!(head.starts_with(&format!("HTTP/1.1 {status} ")), "{head}");
+    assert!(head.to_ascii_lowercase().contains("connection: close"), "{head}");
+    let body: Value = serde_json::from_str(body)?;
+    Ok(body["status"]["code"].as_str().unwrap_or_default().to_owned())
+}
+
+/// Headers plus one byte of a 100-byte body used to hold a connection, and its buffers, forever: 19,985 of
+/// them exhausted the file limit and took the server from 16 MB to 544 MB. Each must be answered
+/// `REQUEST_TIMEOUT` and closed once the body timeout has passed, while other clients are answered at once,
+/// and the memory they took must be freed. The allocator keeps freed pages for reuse rather than handing them
+/// back, so "freed" is measured as a second wave that costs no more memory than the first.
+async fn stalled_bodies_are_answered_request_timeout_and_free_their_memory(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    const STALLED: usize = 3_000;
+    let app = TestApp::start_with(&backend, |s| {
+        s.http.body_timeout_seconds = 3;
+        // Above the number of stalled connections, so that every one of them is served and must time out.
+        s.http.max_connections_per_address = STALLED + 100;
+    })
+    .await?;
+    let addr = server_addr(&app)?;
+    let before = rss_kib()?;
+    let mut peaks = Vec::new();
+    for _wave in 0..2 {
+        let started = crm_auth_server::clock::Stopwatch::start();
+        let stalled = open_stalled(addr, &stalled_request(&app), STALLED).await?;
+
+        // The server keeps answering others while every stalled connection waits: within the body timeout,
+        // so not after the stalled ones were cleared away.
+        let elapsed = login_from_elsewhere(&app).await?;
+        assert!(elapsed < std::time::Duration::from_secs(3), "{elapsed:?}");
+        peaks.push(rss_kib()?);
+
+        let answers = futures_util::future::join_all(
+            stalled
+                .into_iter()
+                .map(|s| read_until_closed(s, std::time::Duration::from_secs(30))),
+        )
+        .await;
+        assert!(started.elapsed() >= std::time::Duration::from_secs(3));
+        for answer in answers {
+            let answer = answer.ok_or_else(|| anyhow::anyhow!("a stalled connection was never answered"))?;
+            assert_eq!(envelope_code(&answer, 408)?, "REQUEST_TIMEOUT");
+        }
+    }
+    // The server still answers, and the second wave reused what the first freed.
+    login_from_elsewhere(&app).await?;
+    let (first, second) = (peaks[0], peaks[1]);
+    assert!(
+        second.saturating_sub(before) < first.saturating_sub(before) * 3 / 2,
+        "rss before {before} KiB, with the first wave {first} KiB, with the second {second} KiB"
+    );
+    Ok(())
+}
+
+/// One address may hold only `http.max_connections_per_address` connections: the next is closed as soon as
+/// it is accepted, without an answer, while other addresses are served, and a freed place can be taken again.
+async fn connections_over_the_per_address_limit_are_closed_at_once(backend: Backend) -> anyhow::Result<()> {
+    const OPENED: usize = 2_000;
+    let app = TestApp::start_with(&backend, |s| {
+        // Long enough that no stalled connection times out during the test.
+        s.http.body_timeout_seconds = 60;
+    })
+    .await?;
+    let limit = app.state.settings.http.max_connections_per_address;
+    assert_eq!(limit, 256, "the default");
+    let addr = server_addr(&app)?;
+    let stalled = open_stalled(addr, &stalled_request(&app), OPENED).await?;
+
+    let elapsed = login_from_elsewhere(&app).await?;
+    assert!(elapsed < std::time::Duration::from_secs(5), "{elapsed:?}");
+
+    // Those over the limit are closed at once, with nothing sent; the others are still waiting for the body.
+    let answers = futures_util::future::join_all(
+        stalled
+            .into_iter()
+            .map(|s| read_until_closed(s, std::time::Duration::from_secs(3))),
+    )
+    .await;
+    let waiting = answers.iter().filter(|a| a.is_none()).count();
+    assert_eq!(waiting, limit);
+    assert!(answers.iter().flatten().all(Vec::is_empty));
+
+    // Those answers dropped the waiting connections too; their places come back.
+    let mut served = None;
+    for _ in 0..50 {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        use tokio::io::AsyncWriteExt as _;
+        stream
+            .write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await?;
+        let answer = read_until_closed(stream, std::time::Duration::from_secs(5)).await;
+        if let Some(answer) = answer.filter(|a| !a.is_empty()) {
+            served = Some(answer);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let served = served.ok_or_else(|| anyhow::anyhow!("the address never got a place back"))?;
+    assert!(served.starts_with(b"HTTP/1.1 200 "));
     Ok(())
 }

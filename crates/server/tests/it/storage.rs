@@ -433,6 +433,14 @@ fn the_example_configuration_loads_and_matches_the_defaults() -> anyhow::Result<
     assert_eq!(settings.database.url.expose(), defaults.database.url.expose());
     assert_eq!(settings.http.base_path, "/crmapi/rest/v2");
     assert_eq!(settings.token.ttl_seconds, 7200);
+    assert_eq!(
+        settings.http.body_timeout_seconds,
+        defaults.http.body_timeout_seconds
+    );
+    assert_eq!(
+        settings.http.max_connections_per_address,
+        defaults.http.max_connections_per_address
+    );
     assert_eq!(settings.auth.argon2, defaults.auth.argon2);
     Ok(())
 }
@@ -452,6 +460,16 @@ fn unknown_keys_and_bad_values_stop_start_up_naming_the_key() -> anyhow::Result<
         ("CRM_AUTH__TOKEN__TTL_SECONDS", "0", "token.ttl_seconds"),
         ("CRM_AUTH__DATABASE__URL", "mysql://x", "database.url"),
         ("CRM_AUTH__TOKEN__LEEWAY_SECONDS", "61", "leeway"),
+        (
+            "CRM_AUTH__HTTP__BODY_TIMEOUT_SECONDS",
+            "0",
+            "http.body_timeout_seconds",
+        ),
+        (
+            "CRM_AUTH__HTTP__MAX_CONNECTIONS_PER_ADDRESS",
+            "0",
+            "http.max_connections_per_address",
+        ),
         ("CRM_AUTH__NOPE", "1", "nope"),
     ] {
         let err = Settings::load_from(None, env(variable, value))
