@@ -495,27 +495,17 @@ mod tests {
             (" http://127.0.0.1:8080/ ", "/crmapi/rest/v2/"),
         ] {
             let e = Endpoints::new(url, path)?;
-            assert_eq!(
-                e.token.as_str(),
-                "http://127.0.0.1:8080/crmapi/rest/v2/authentication/token"
-            );
-            assert_eq!(
-                e.api_key_token.as_str(),
-                "http://127.0.0.1:8080/crmapi/rest/v2/authentication/web_api_key/token"
-            );
-            assert_eq!(
-                e.refresh.as_str(),
-                "http://127.0.0.1:8080/crmapi/rest/v2/authentication/token/refresh"
-            );
-            assert_eq!(
-                e.release.as_str(),
-                "http://127.0.0.1:8080/crmapi/rest/v2/authentication/token/release"
-            );
-            assert_eq!(
-                e.validate.as_str(),
-                "http://127.0.0.1:8080/crmapi/rest/v2/authentication/token/validate"
-            );
-            assert_eq!(e.health.as_str(), "http://127.0.0.1:8080/health/ready");
+            let api = "http://127.0.0.1:8080/crmapi/rest/v2/authentication";
+            for (endpoint, expected) in [
+                (&e.token, format!("{api}/token")),
+                (&e.api_key_token, format!("{api}/web_api_key/token")),
+                (&e.refresh, format!("{api}/token/refresh")),
+                (&e.release, format!("{api}/token/release")),
+                (&e.validate, format!("{api}/token/validate")),
+                (&e.health, "http://127.0.0.1:8080/health/ready".to_owned()),
+            ] {
+                assert_eq!(endpoint.as_str(), expected, "{url} {path}");
+            }
         }
         // A root below a path prefix (behind a reverse proxy) keeps the prefix for both API and health.
         let e = Endpoints::new("https://auth.example.com/crm/", "")?;

@@ -154,6 +154,9 @@ fn lua(s: &str) -> String {
     out
 }
 
+/// The `request` hook of the scripts that prepare their requests in `reqs` (`n` of them) and cycle through them.
+const CYCLE: &str = "function request()\n  i = i % n + 1\n  return reqs[i]\nend\n";
+
 impl Script {
     /// The Lua source for requests to `path` from `threads` wrk threads.
     fn source(&self, path: &str, threads: usize) -> String {
@@ -174,11 +177,7 @@ function init(args)
     reqs[n] = wrk.format("GET", {path}, {{ ["Authorization"] = "Bearer " .. token }})
   end
 end
-function request()
-  i = i % n + 1
-  return reqs[i]
-end
-"#,
+{CYCLE}"#,
                 file = lua(&tokens.display().to_string()),
                 path = lua(path),
             ),
@@ -224,11 +223,7 @@ function init(args)
     reqs[n] = wrk.format("POST", {path}, {{ ["Content-Type"] = "application/json" }}, body)
   end
 end
-function request()
-  i = i % n + 1
-  return reqs[i]
-end
-"#,
+{CYCLE}"#,
                 file = lua(&users.display().to_string()),
                 password = lua(&serde_json::Value::from(password.as_str()).to_string()),
                 organisation = lua(&serde_json::Value::from(organisation.as_str()).to_string()),
