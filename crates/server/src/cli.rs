@@ -497,9 +497,12 @@ fn print_demo(
     conn: &mut DbConnection,
     existing: ExistingDemoUser,
 ) -> anyhow::Result<()> {
-    let password = random_password()?;
-    let hash = PasswordHasher::hash_blocking(&settings.auth.argon2, &password)?;
-    let demo = admin::demo(conn, password, hash, existing, SystemClock.now())?;
+    let new_password = || -> anyhow::Result<(String, String)> {
+        let password = random_password()?;
+        let hash = PasswordHasher::hash_blocking(&settings.auth.argon2, &password)?;
+        Ok((password, hash))
+    };
+    let demo = admin::demo(conn, new_password, existing, SystemClock.now())?;
     let Some((password, key)) = demo.credentials else {
         say!(
             "demo user {} exists in organisation {}; its password and keys are unchanged (`crm-auth demo` \

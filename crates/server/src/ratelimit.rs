@@ -42,7 +42,7 @@ impl RateLimiter {
             let full_after = self.burst / self.per_second;
             buckets.retain(|_, (_, last)| now - *last < full_after);
         }
-        let (tokens, last) = buckets.entry(bucket(addr)).or_insert((self.burst, now));
+        let (tokens, last) = buckets.entry(client_key(addr)).or_insert((self.burst, now));
         *tokens = (*tokens + (now - *last).max(0.0) * self.per_second).min(self.burst);
         *last = now;
         if *tokens >= 1.0 {
@@ -54,8 +54,9 @@ impl RateLimiter {
     }
 }
 
-/// The key of `addr`'s bucket: an IPv4 address (IPv4-mapped IPv6 included) as it is, an IPv6 address's /64.
-fn bucket(addr: IpAddr) -> IpAddr {
+/// What one client is counted under, by the rate limit and the connection limit alike: an IPv4 address
+/// (IPv4-mapped IPv6 included) as it is, an IPv6 address by its /64.
+pub fn client_key(addr: IpAddr) -> IpAddr {
     match addr.to_canonical() {
         IpAddr::V6(v6) => Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX)).into(),
         v4 @ IpAddr::V4(_) => v4,

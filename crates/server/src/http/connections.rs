@@ -5,11 +5,13 @@
 
 use std::any::Any;
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr, Shutdown};
+use std::net::{IpAddr, Shutdown};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use actix_web::dev::Extensions;
 use actix_web::rt::net::TcpStream;
+
+use crate::ratelimit::client_key;
 
 /// Open connections per client address, shared by every worker.
 #[derive(Clone, Debug)]
@@ -86,7 +88,7 @@ impl ConnectionLimit {
     /// Connections open from `peer`'s address (its /64 for IPv6).
     pub fn open(&self, peer: IpAddr) -> usize {
         let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        open.get(&client_key(peer.to_canonical())).copied().unwrap_or(0)
+        open.get(&client_key(peer)).copied().unwrap_or(0)
     }
 }
 
@@ -100,18 +102,6 @@ impl Drop for ConnectionSlot {
                 // So that the map holds only addresses with open connections, however many have come.
                 open.remove(&key);
             }
-        }
-    }
-}
-
-/// The address a connection is counted under: an IPv4 address itself, an IPv6 address by its /64, since one
-/// client usually holds a whole /64.
-fn client_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => {
-            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
-            IpAddr::V6(Ipv6Addr::from(prefix))
         }
     }
 }

@@ -374,24 +374,24 @@ pub enum ExistingDemoUser {
 }
 
 /// Idempotently creates organisation `demo`, unit `HQ` and user `admin`, gives a new user (or, with
-/// [`ExistingDemoUser::Reset`], an existing one) the password whose hash is given and a fresh key (older demo
-/// keys are revoked).
-pub fn demo(
+/// [`ExistingDemoUser::Reset`], an existing one) a password and its hash from `new_password` and a fresh key
+/// (older demo keys are revoked). `new_password` runs only when a password is needed: hashing costs a start-up
+/// of `serve --demo` nothing once the demo user exists.
+pub fn demo<E: From<AdminError>>(
     conn: &mut DbConnection,
-    password: String,
-    password_hash: String,
+    new_password: impl FnOnce() -> Result<(String, String), E>,
     existing: ExistingDemoUser,
     now: i64,
-) -> Result<Demo, AdminError> {
-    let org = match organisation::find_by_name(conn, "demo")? {
+) -> Result<Demo, E> {
+    let org = match organisation::find_by_name(conn, "demo").map_err(AdminError::from)? {
         Some(org) => org,
         None => add_organisation(conn, "demo", now)?,
     };
-    let unit = match unit::find_in_organisation(conn, &org.id, "HQ")? {
+    let unit = match unit::find_in_organisation(conn, &org.id, "HQ").map_err(AdminError::from)? {
         Some(unit) => unit,
         None => add_unit(conn, &org, "HQ", Some("HQ"), now)?,
     };
-    let user = match user::find_by_username(conn, &org.id, "admin")? {
+    let (user, password) = match user::find_by_username(conn, &org.id, "admin").map_err(AdminError::from)? {
         Some(user) if existing == ExistingDemoUser::Keep => {
             return Ok(Demo {
                 organisation: org.name,
@@ -401,21 +401,21 @@ pub fn demo(
             });
         }
         Some(user) => {
-            set_password(conn, &user, &password_hash)?;
+            let (password, hash) = new_password()?;
+            set_password(conn, &user, &hash)?;
             set_user_active(conn, &user, true, now)?;
-            user
+            (user, password)
         }
-        None => add_user(
-            conn,
-            &org,
-            "admin",
-            std::slice::from_ref(&unit.id),
-            None,
-            Some(password_hash),
-            now,
-        )?,
+        None => {
+            let (password, hash) = new_password()?;
+            let units = std::slice::from_ref(&unit.id);
+            (
+                add_user(conn, &org, "admin", units, None, Some(hash), now)?,
+                password,
+            )
+        }
     };
-    for old in api_key::find_by_organisation(conn, &org.id)? {
+    for old in api_key::find_by_organisation(conn, &org.id).map_err(AdminError::from)? {
         if old.user_id == user.id && old.revoked_at.is_none() {
             revoke_key(conn, &org, &old.id, now)?;
         }
