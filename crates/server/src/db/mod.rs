@@ -270,11 +270,9 @@ enum MigrateError {
 
 /// Reverts every applied migration (used by the migration tests).
 pub fn revert_all_migrations(conn: &mut DbConnection) -> Result<(), DbError> {
-    let reverted = match conn {
-        DbConnection::Postgres(c) => c.revert_all_migrations(MIGRATIONS).map(drop),
-        DbConnection::Sqlite(c) => c.revert_all_migrations(MIGRATIONS).map(drop),
-    };
-    reverted.map_err(|e| DbError::Migrate(e.to_string()))
+    MigrationHarness::<Db>::revert_all_migrations(conn, MIGRATIONS)
+        .map(drop)
+        .map_err(|e| DbError::Migrate(e.to_string()))
 }
 
 /// The form of a name that the `*_key` columns hold and every lookup compares: Unicode NFKC, then full case
