@@ -1,15 +1,14 @@
 //! What the tools send to the server and read back: the paths under the default base path, Basic and Bearer
-//! credentials, the password login body and the token of an answer.
+//! credentials, the password login body and the token of an answer. The paths are core's `routes`.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
-/// The API's base path (the servers run with the default).
-pub const BASE: &str = "/crmapi/rest/v2";
+use crm_auth_core::routes::DEFAULT_BASE_PATH;
 
-/// `{BASE}/authentication{path}`.
-pub fn path(path: &str) -> String {
-    format!("{BASE}/authentication{path}")
+/// One of core's `routes` under the default base path, which the servers run with.
+pub fn path(route: &str) -> String {
+    format!("{DEFAULT_BASE_PATH}{route}")
 }
 
 /// `Basic base64(KEY:)`: a Web API key as the key login takes it.

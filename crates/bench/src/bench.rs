@@ -10,6 +10,7 @@
 mod load;
 mod report;
 
+use crm_auth_core::routes;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -388,7 +389,7 @@ fn core_ratios(plan: &Plan) -> Result<CoreRatios> {
 /// Opens `n` sessions by key login on 8 connections and returns their tokens.
 fn key_tokens(base: &str, key: &str, n: usize) -> Result<Vec<String>> {
     let auth = api::basic(key);
-    let url = format!("{base}{}", api::path("/web_api_key/token"));
+    let url = format!("{base}{}", api::path(routes::API_KEY_TOKEN));
     let workers = 8;
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
@@ -517,10 +518,10 @@ fn run_backend(ctx: &Context, backend: Backend) -> Result<BackendReport> {
         password: demo.password.clone(),
         organisation: demo.organisation.clone(),
     };
-    let validate_path = api::path("/token/validate");
-    let key_path = api::path("/web_api_key/token");
-    let refresh_path = api::path("/token/refresh");
-    let login_path = api::path("/token");
+    let validate_path = api::path(routes::VALIDATE_TOKEN);
+    let key_path = api::path(routes::API_KEY_TOKEN);
+    let refresh_path = api::path(routes::REFRESH_TOKEN);
+    let login_path = api::path(routes::PASSWORD_TOKEN);
 
     let wrk = |label: &str, path: &str, script: &Script, connections: usize, seconds: u64, timeout: u64| {
         let load = ctx.wrk.run(
@@ -560,7 +561,14 @@ fn run_backend(ctx: &Context, backend: Backend) -> Result<BackendReport> {
 
     // Each endpoint runs right beside its floors, so that a change in the machine's load between pairs
     // moves both.
-    let b = wrk("health-live", "/health/live", &live, CLIENTS, plan.seconds, 10)?;
+    let b = wrk(
+        "health-live",
+        routes::HEALTH_LIVE,
+        &live,
+        CLIENTS,
+        plan.seconds,
+        10,
+    )?;
     let v = wrk("validate", &validate_path, &validate, CLIENTS, plan.seconds, 10)?;
     let (d_read, d_read_errors) = db_floor(DbOp::Read)?;
     let k = wrk(
@@ -785,7 +793,7 @@ fn run_backend(ctx: &Context, backend: Backend) -> Result<BackendReport> {
     eprintln!("[{name}] seeded: {seed_line}");
     let b2 = wrk(
         "health-live-grown",
-        "/health/live",
+        routes::HEALTH_LIVE,
         &live,
         CLIENTS,
         plan.seconds,

@@ -256,7 +256,7 @@ impl Server {
         let client = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(2))
             .build()?;
-        let url = format!("{}/health/ready", self.url());
+        let url = format!("{}{}", self.url(), crm_auth_core::routes::HEALTH_READY);
         loop {
             self.check_running()?;
             match client.get(&url).send() {

@@ -22,6 +22,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+use crm_auth_core::routes;
 use reqwest::blocking::{Client, RequestBuilder};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 
@@ -241,12 +242,12 @@ fn worker(id: usize, base: &str, load: &Load) -> Tally {
                 load,
                 op,
                 client
-                    .post(url("/token"))
+                    .post(url(routes::PASSWORD_TOKEN))
                     .header(CONTENT_TYPE, "application/json")
                     .body(load.password_body.clone()),
             )
         } else {
-            let target = url("/web_api_key/token");
+            let target = url(routes::API_KEY_TOKEN);
             let request = if cycle.is_multiple_of(2) {
                 client.post(target)
             } else {
@@ -262,26 +263,30 @@ fn worker(id: usize, base: &str, load: &Load) -> Tally {
         tally.call(
             load,
             Op::Validate,
-            client.get(url("/token/validate")).header(AUTHORIZATION, &bearer),
+            client
+                .get(url(routes::VALIDATE_TOKEN))
+                .header(AUTHORIZATION, &bearer),
         );
         let refreshed = tally.call(
             load,
             Op::Refresh,
-            client.post(url("/token/refresh")).header(AUTHORIZATION, &bearer),
+            client
+                .post(url(routes::REFRESH_TOKEN))
+                .header(AUTHORIZATION, &bearer),
         );
         let token = tally.token(load, Op::Refresh, refreshed).unwrap_or(token);
         tally.call(
             load,
             Op::Validate,
             client
-                .post(url("/token/validate"))
+                .post(url(routes::VALIDATE_TOKEN))
                 .json(&serde_json::json!({ "token": token })),
         );
         tally.call(
             load,
             Op::Release,
             client
-                .post(url("/token/release"))
+                .post(url(routes::RELEASE_TOKEN))
                 .header(AUTHORIZATION, api::bearer(&token)),
         );
     }
