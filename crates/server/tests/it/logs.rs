@@ -252,8 +252,11 @@ fn text<'a>(record: &'a Map<String, Value>, key: &str) -> &'a str {
     record.get(key).and_then(Value::as_str).unwrap_or_default()
 }
 
+/// Whether a JSON value has a field's type.
+type IsType = fn(&Value) -> bool;
+
 /// The fields a record of ours may carry, with their JSON type.
-const FIELD_TYPES: [(&str, fn(&Value) -> bool); 22] = [
+const FIELD_TYPES: [(&str, IsType); 22] = [
     ("request_id", Value::is_string),
     ("method", Value::is_string),
     ("path", Value::is_string),
