@@ -247,13 +247,13 @@ pub fn millis(elapsed: std::time::Duration) -> f64 {
 
 /// A record's key-values as JSON values, in order: absent ones (`None`) left out, a repeated key kept once,
 /// and the served request's id added when the record does not carry one.
-fn fields(source: &dyn Source) -> Vec<(String, Json)> {
-    struct Collect(Vec<(String, Json)>);
-    impl<'kvs> VisitSource<'kvs> for Collect {
+fn fields<'kvs>(source: &'kvs dyn Source) -> Vec<(Key<'kvs>, Json)> {
+    struct Collect<'kvs>(Vec<(Key<'kvs>, Json)>);
+    impl<'kvs> VisitSource<'kvs> for Collect<'kvs> {
         fn visit_pair(&mut self, key: Key<'kvs>, value: Value<'kvs>) -> Result<(), kv::Error> {
             let value = json_value(&value);
-            if !value.is_null() && !self.0.iter().any(|(k, _)| k == key.as_str()) {
-                self.0.push((key.as_str().to_owned(), value));
+            if !value.is_null() && !self.0.iter().any(|(k, _)| *k == key) {
+                self.0.push((key, value));
             }
             Ok(())
         }
@@ -262,10 +262,10 @@ fn fields(source: &dyn Source) -> Vec<(String, Json)> {
     // Visiting a slice of pairs cannot fail; were a source to fail, what it gave until then is still written.
     let _ = source.visit(&mut collect);
     let mut fields = collect.0;
-    if !fields.iter().any(|(k, _)| k == "request_id")
+    if !fields.iter().any(|(k, _)| k.as_str() == "request_id")
         && let Ok(id) = REQUEST_ID.try_with(Clone::clone)
     {
-        fields.push(("request_id".to_owned(), Json::String(id)));
+        fields.push((Key::from_str_static("request_id"), Json::String(id)));
     }
     fields
 }
@@ -336,7 +336,7 @@ struct JsonLine<'a> {
     level: Level,
     target: &'a str,
     msg: String,
-    fields: Vec<(String, Json)>,
+    fields: Vec<(Key<'a>, Json)>,
 }
 
 impl<'a> JsonLine<'a> {
@@ -360,7 +360,7 @@ impl Serialize for JsonLine<'_> {
         map.serialize_entry("msg", &self.msg)?;
         for (key, value) in &self.fields {
             if !RESERVED.contains(&key.as_str()) {
-                map.serialize_entry(key, value)?;
+                map.serialize_entry(key.as_str(), value)?;
             }
         }
         map.end()
