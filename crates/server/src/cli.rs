@@ -11,6 +11,7 @@ use crm_auth_core::limits::MAX_PASSWORD_BYTES;
 use crate::clock::{Clock as _, SystemClock};
 use crate::db::session::Owner;
 use crate::db::{self, Backend, DbConnection};
+use crate::logging::{self, Event};
 use crate::password::PasswordHasher;
 use crate::service::admin::{self, ExistingDemoUser};
 use crate::settings::Settings;
@@ -234,6 +235,7 @@ pub enum SessionCommand {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = Settings::load(cli.config.as_deref())?;
+    logging::init(&settings.log)?;
     let now = SystemClock.now();
     match cli.command {
         Command::Serve { demo } => serve(settings, demo),
@@ -259,18 +261,49 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Enables or disables `owner` (named `name` in the output) and says what that did.
+/// What a command changed, named for its audit record; a field left `None` is left out of the record.
+#[derive(Debug, Default)]
+struct Subject<'a> {
+    organisation: Option<&'a str>,
+    unit: Option<&'a str>,
+    username: Option<&'a str>,
+    key_id: Option<&'a str>,
+    session: Option<&'a str>,
+}
+
+/// The audit record of one change made from the command line (actor `cli`); `ended` counts the sessions it
+/// ended.
+fn audit(event: Event, message: &str, subject: &Subject<'_>, ended: Option<usize>) {
+    log::info!(
+        target: logging::AUDIT,
+        event = event,
+        actor = "cli",
+        organisation = subject.organisation,
+        unit = subject.unit,
+        username = subject.username,
+        key_id = subject.key_id,
+        session = subject.session,
+        ended = ended;
+        "{message}"
+    );
+}
+
+/// Enables or disables `owner` (named `name` in the output), says what that did and audits it as one of
+/// `events` (enable, disable).
 fn switch(
     conn: &mut DbConnection,
     owner: Owner<'_>,
     name: &str,
     active: bool,
     now: i64,
+    (events, subject): ([Event; 2], Subject<'_>),
 ) -> anyhow::Result<()> {
     let ended = admin::set_active(conn, owner, active, now)?;
     if active {
+        audit(events[0], "enabled", &subject, None);
         say!("enabled {name}");
     } else {
+        audit(events[1], "disabled", &subject, Some(ended));
         say!("disabled {name}; ended {ended} session(s)");
     }
     Ok(())
@@ -281,6 +314,11 @@ fn run_org(settings: &Settings, command: OrgCommand, now: i64) -> anyhow::Result
     let (org, active) = match command {
         OrgCommand::Add { name } => {
             let org = admin::add_organisation(conn, &name, now)?;
+            let subject = Subject {
+                organisation: Some(&org.name),
+                ..Subject::default()
+            };
+            audit(Event::OrganisationCreate, "organisation created", &subject, None);
             warn_look_alike(
                 "organisation",
                 &org.name,
@@ -293,7 +331,19 @@ fn run_org(settings: &Settings, command: OrgCommand, now: i64) -> anyhow::Result
         OrgCommand::Enable { org } => (org, true),
     };
     let org = admin::find_organisation(conn, &org)?;
-    switch(conn, Owner::Organisation(&org.id), &org.name, active, now)
+    let subject = Subject {
+        organisation: Some(&org.name),
+        ..Subject::default()
+    };
+    let events = [Event::OrganisationEnable, Event::OrganisationDisable];
+    switch(
+        conn,
+        Owner::Organisation(&org.id),
+        &org.name,
+        active,
+        now,
+        (events, subject),
+    )
 }
 
 fn run_unit(settings: &Settings, command: UnitCommand, now: i64) -> anyhow::Result<()> {
@@ -302,6 +352,12 @@ fn run_unit(settings: &Settings, command: UnitCommand, now: i64) -> anyhow::Resu
         UnitCommand::Add { org, name, code } => {
             let org = admin::find_organisation(conn, &org)?;
             let unit = admin::add_unit(conn, &org, &name, code.as_deref(), now)?;
+            let subject = Subject {
+                organisation: Some(&org.name),
+                unit: Some(&unit.name),
+                ..Subject::default()
+            };
+            audit(Event::UnitCreate, "unit created", &subject, None);
             warn_look_alike("unit", &unit.name, admin::look_alike_unit(conn, &unit));
             say!("{}", unit.id);
             return Ok(());
@@ -311,7 +367,20 @@ fn run_unit(settings: &Settings, command: UnitCommand, now: i64) -> anyhow::Resu
     };
     let org = admin::find_organisation(conn, &org)?;
     let unit = admin::find_unit(conn, &org, &unit)?;
-    switch(conn, Owner::Unit(&unit.id), &unit.name, active, now)
+    let subject = Subject {
+        organisation: Some(&org.name),
+        unit: Some(&unit.name),
+        ..Subject::default()
+    };
+    let events = [Event::UnitEnable, Event::UnitDisable];
+    switch(
+        conn,
+        Owner::Unit(&unit.id),
+        &unit.name,
+        active,
+        now,
+        (events, subject),
+    )
 }
 
 fn run_user(settings: &Settings, command: UserCommand, now: i64) -> anyhow::Result<()> {
@@ -339,6 +408,12 @@ fn run_user(settings: &Settings, command: UserCommand, now: i64) -> anyhow::Resu
                 hash,
                 now,
             )?;
+            let subject = Subject {
+                organisation: Some(&org.name),
+                username: Some(&created.username),
+                ..Subject::default()
+            };
+            audit(Event::UserCreate, "user created", &subject, None);
             warn_look_alike("user", &created.username, admin::look_alike_user(conn, &created));
             say!("{}", created.id);
         }
@@ -346,12 +421,31 @@ fn run_user(settings: &Settings, command: UserCommand, now: i64) -> anyhow::Resu
             let org = admin::find_organisation(conn, &user.org)?;
             let found = admin::find_user(conn, &org, &user.username)?;
             admin::set_password(conn, &found, &hash_stdin_password(settings)?)?;
+            let subject = Subject {
+                organisation: Some(&org.name),
+                username: Some(&found.username),
+                ..Subject::default()
+            };
+            audit(Event::UserUpdate, "password set", &subject, None);
             say!("password set for {}", found.username);
         }
         UserCommand::Disable { user } | UserCommand::Enable { user } => {
             let org = admin::find_organisation(conn, &user.org)?;
             let found = admin::find_user(conn, &org, &user.username)?;
-            switch(conn, Owner::User(&found.id), &found.username, active, now)?;
+            let subject = Subject {
+                organisation: Some(&org.name),
+                username: Some(&found.username),
+                ..Subject::default()
+            };
+            let events = [Event::UserEnable, Event::UserDisable];
+            switch(
+                conn,
+                Owner::User(&found.id),
+                &found.username,
+                active,
+                now,
+                (events, subject),
+            )?;
         }
     }
     Ok(())
@@ -364,6 +458,13 @@ fn run_key(settings: &Settings, command: KeyCommand, now: i64) -> anyhow::Result
             let org = admin::find_organisation(conn, &org)?;
             let user = admin::find_user(conn, &org, &user)?;
             let (row, key) = admin::create_key(conn, &user, now)?;
+            let subject = Subject {
+                organisation: Some(&org.name),
+                username: Some(&user.username),
+                key_id: Some(&row.id),
+                ..Subject::default()
+            };
+            audit(Event::KeyCreate, "key created", &subject, None);
             say!(
                 "key id {} for {} in {} (the key is shown only now):",
                 row.id,
@@ -401,6 +502,12 @@ fn run_key(settings: &Settings, command: KeyCommand, now: i64) -> anyhow::Result
         KeyCommand::Revoke { org, key_id } => {
             let org = admin::find_organisation(conn, &org)?;
             let ended = admin::revoke_key(conn, &org, &key_id, now)?;
+            let subject = Subject {
+                organisation: Some(&org.name),
+                key_id: Some(&key_id),
+                ..Subject::default()
+            };
+            audit(Event::KeyRevoke, "key revoked", &subject, Some(ended));
             say!("revoked {key_id}; ended {ended} session(s)");
         }
     }
@@ -437,6 +544,16 @@ fn run_session(settings: &Settings, command: SessionCommand, now: i64) -> anyhow
         }
         SessionCommand::Revoke { jti } => {
             let was_live = admin::revoke_session(conn, &jti, now)?;
+            let subject = Subject {
+                session: Some(&jti),
+                ..Subject::default()
+            };
+            audit(
+                Event::SessionRevoke,
+                "session revoked",
+                &subject,
+                Some(usize::from(was_live)),
+            );
             say!(
                 "{}",
                 if was_live {
@@ -454,7 +571,10 @@ fn run_session(settings: &Settings, command: SessionCommand, now: i64) -> anyhow
 /// created either way, so a failure to look is not an error of the command.
 fn warn_look_alike(kind: &str, name: &str, found: Result<Option<String>, admin::AdminError>) {
     if let Ok(Some(other)) = found {
-        eprintln!("warning: {kind} {name:?} looks like the existing {other:?}");
+        logging::notice(
+            log::Level::Warn,
+            format_args!("{kind} {name:?} looks like the existing {other:?}"),
+        );
     }
 }
 
@@ -560,10 +680,10 @@ fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
     let addr = state.settings.bind_addr()?;
     let listener = TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
     log::info!(
-        "crm-auth listening on http://{} (api under {}, database {})",
-        listener.local_addr()?,
-        state.settings.http.base_path,
-        state.store.backend().name()
+        address:% = listener.local_addr()?,
+        base_path = state.settings.http.base_path.as_str(),
+        database = state.store.backend().name();
+        "crm-auth listening"
     );
     actix_web::rt::System::new().block_on(async move { crate::http::serve(listener, state)?.await })?;
     Ok(())

@@ -6,6 +6,7 @@ pub mod db;
 pub mod error;
 pub mod files;
 pub mod http;
+pub mod logging;
 pub mod metrics;
 pub mod password;
 pub mod ratelimit;

@@ -3,14 +3,16 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
+use crm_auth_server::{cli, logging};
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    match crm_auth_server::cli::run(crm_auth_server::cli::Cli::parse()) {
+    // The logger is set up by `cli::run` once the configuration (which chooses its format) has loaded; an error
+    // before that is one plain line on stderr.
+    match cli::run(cli::Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) if crm_auth_server::cli::is_closed_output(&e) => ExitCode::SUCCESS,
+        Err(e) if cli::is_closed_output(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            logging::notice(log::Level::Error, format_args!("{e:#}"));
             ExitCode::FAILURE
         }
     }

@@ -74,6 +74,8 @@ pub struct Settings {
     pub session: SessionSettings,
     /// Password hashing and lockout.
     pub auth: AuthSettings,
+    /// The log's format and level.
+    pub log: LogSettings,
 }
 
 /// `[database]`.
@@ -196,6 +198,27 @@ pub struct LockoutSettings {
     pub max_seconds: u64,
 }
 
+/// `[log]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// `text` (one line per record: message, then `key=value` fields) or `json` (one JSON object per line).
+    pub format: LogFormat,
+    /// The filter, in `RUST_LOG`'s syntax (`info`, `info,crm_auth::access=warn`); `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+/// How log records are written.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `[ts LEVEL target] message key=value ...`, for people.
+    #[default]
+    Text,
+    /// `{"ts": ..., "level": ..., "target": ..., "msg": ..., fields...}`, for log shippers.
+    Json,
+}
+
 impl Default for Settings {
     fn default() -> Settings {
         Settings {
@@ -207,6 +230,16 @@ impl Default for Settings {
                 max_lifetime_seconds: 86_400,
             },
             auth: AuthSettings::default(),
+            log: LogSettings::default(),
+        }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> LogSettings {
+        LogSettings {
+            format: LogFormat::Text,
+            level: "info".into(),
         }
     }
 }
@@ -417,6 +450,7 @@ impl Settings {
         if self.auth.lockout.max_seconds == 0 {
             return Err(invalid("auth.lockout.max_seconds", "must be at least 1"));
         }
+        crate::logging::check_filter(&self.log.level).map_err(|reason| invalid("log.level", reason))?;
         Ok(())
     }
 

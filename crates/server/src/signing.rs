@@ -99,9 +99,9 @@ fn generated_secret(data_dir: &Path) -> Result<Vec<u8>, SigningError> {
                 .map_err(io)?;
             file.sync_all().map_err(io)?;
             log::warn!(
-                "no token.keys configured: created a random signing key in {}; configure token.keys to share \
-                 a key between nodes",
-                path.display()
+                file:% = path.display();
+                "no token.keys configured: created a random signing key; configure token.keys to share a key \
+                 between nodes"
             );
             Ok(secret)
         }

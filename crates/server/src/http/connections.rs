@@ -77,7 +77,7 @@ impl ConnectionLimit {
                 ext.insert(slot);
             }
             None => {
-                log::debug!("connection from {} refused: too many open connections", peer.ip());
+                log::debug!(client:% = peer.ip(); "connection refused: too many open connections");
                 // The dispatcher then reads end-of-stream and drops the connection; a failure means the
                 // peer is already gone.
                 let _ = socket2::SockRef::from(stream).shutdown(Shutdown::Both);

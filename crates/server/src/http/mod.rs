@@ -25,6 +25,7 @@ use crate::clock::Stopwatch;
 use crate::db::Backend;
 use crate::error::ApiError;
 use crate::http::connections::ConnectionLimit;
+use crate::logging;
 use crate::metrics::{Metrics, UNMATCHED_ROUTE};
 use crate::state::AppState;
 
@@ -117,7 +118,7 @@ where
         Ok(()) => Either::Left(srv.call(req)),
         Err(refused) => Either::Right(future::ready(Ok(req.error_response(refused)))),
     };
-    let fut = AssertUnwindSafe(fut).catch_unwind();
+    let fut = logging::with_request_id(request_id.0.clone(), AssertUnwindSafe(fut).catch_unwind());
     async move {
         let (status, outcome) = match fut.await {
             Ok(Ok(res)) => {
@@ -129,18 +130,25 @@ where
                 (status, Err(Failure::for_status(status, &request_id).into()))
             }
             Err(_) => {
-                log::error!("request_id={} handler panicked on {method} {path}", request_id.0);
+                log::error!(
+                    request_id = request_id.0.as_str(),
+                    method = method.as_str(),
+                    path = path.as_str();
+                    "handler panicked"
+                );
                 let failure = Failure::internal(&request_id);
                 (StatusCode::INTERNAL_SERVER_ERROR, Err(failure.into()))
             }
         };
         metrics.http_request(&route, method_label(&method), status.as_u16(), started.elapsed());
         log::info!(
-            target: "crm_auth::access",
-            "{method} {path} {} {:.1}ms request_id={}",
-            status.as_u16(),
-            started.elapsed().as_secs_f64() * 1000.0,
-            request_id.0
+            target: logging::ACCESS,
+            method = method.as_str(),
+            path = path.as_str(),
+            status = status.as_u16(),
+            duration_ms = logging::millis(started.elapsed()),
+            request_id = request_id.0.as_str();
+            "request"
         );
         outcome
     }
@@ -176,7 +184,7 @@ fn finish(res: ServiceResponse, request_id: &RequestId) -> ServiceResponse {
         .error()
         .map(ToString::to_string)
         .unwrap_or_default();
-    log::error!("request_id={} internal error: {cause}", request_id.0);
+    log::error!(request_id = request_id.0.as_str(), error = cause.as_str(); "internal error");
     let (req, _) = res.into_parts();
     ServiceResponse::new(req, Failure::internal(request_id).error_response())
 }

@@ -11,6 +11,7 @@ use crate::db::unit::{self, Unit};
 use crate::db::user::{self, User};
 use crate::db::{DbConnection, name_key};
 use crate::error::ApiError;
+use crate::logging::{self, Event};
 use crate::metrics::GrantOutcome;
 use crate::service::{lockout, token_for};
 use crate::state::AppState;
@@ -69,10 +70,14 @@ async fn password_login(state: &AppState, login: PasswordLogin, client: IpAddr) 
     let (failures, found) = match found {
         Err(ApiError::TooManyAttempts { retry_after }) => {
             log::warn!(
-                target: "crm_auth::audit",
-                "login locked org={:?} user={:?} method=password client={client} retry_after={retry_after}",
-                login.organisation,
-                login.username
+                target: logging::AUDIT,
+                event = Event::LoginLocked,
+                organisation = login.organisation.as_str(),
+                username = login.username.as_str(),
+                auth_method = AuthMethod::Password.as_str(),
+                client = client,
+                retry_after = retry_after;
+                "login locked"
             );
             return Err(ApiError::TooManyAttempts { retry_after });
         }
@@ -85,10 +90,13 @@ async fn password_login(state: &AppState, login: PasswordLogin, client: IpAddr) 
         found.filter(|(org, user, _)| password_ok && org.is_active && user.is_active)
     else {
         log::info!(
-            target: "crm_auth::audit",
-            "login failed org={:?} user={:?} method=password client={client}",
-            login.organisation,
-            login.username
+            target: logging::AUDIT,
+            event = Event::LoginFailed,
+            organisation = login.organisation.as_str(),
+            username = login.username.as_str(),
+            auth_method = AuthMethod::Password.as_str(),
+            client = client;
+            "login failed"
         );
         if lockout::delay_seconds(failures, &state.settings.auth.lockout) > 0 {
             state.metrics.lockout();
@@ -103,12 +111,15 @@ async fn password_login(state: &AppState, login: PasswordLogin, client: IpAddr) 
     let unit = choose_unit(state, &org, &user, default_unit, login.unit).await?;
     let session = open_session(state, &org, &user, &unit, None, now).await?;
     log::info!(
-        target: "crm_auth::audit",
-        "login ok org={:?} user={:?} unit={:?} method=password jti={} client={client}",
-        session.organisation_name,
-        session.username,
-        session.unit_name,
-        session.id
+        target: logging::AUDIT,
+        event = Event::LoginOk,
+        organisation = session.organisation_name.as_str(),
+        username = session.username.as_str(),
+        unit = session.unit_name.as_str(),
+        auth_method = AuthMethod::Password.as_str(),
+        session = session.id.as_str(),
+        client = client;
+        "login ok"
     );
     Ok(token_for(state, &session))
 }
@@ -134,7 +145,14 @@ async fn key_login(
     client: IpAddr,
 ) -> Result<String, ApiError> {
     let Some(key) = key else {
-        log::info!(target: "crm_auth::audit", "login failed method=web_api_key reason=no_key client={client}");
+        log::info!(
+            target: logging::AUDIT,
+            event = Event::LoginFailed,
+            auth_method = AuthMethod::WebApiKey.as_str(),
+            reason = "no_key",
+            client = client;
+            "login failed"
+        );
         return Err(ApiError::InvalidCredentials);
     };
     let digest = key.digest();
@@ -159,16 +177,24 @@ async fn key_login(
     .await;
     match &session {
         Ok(s) => log::info!(
-            target: "crm_auth::audit",
-            "login ok org={:?} user={:?} unit={:?} method=web_api_key jti={} client={client}",
-            s.organisation_name,
-            s.username,
-            s.unit_name,
-            s.id
+            target: logging::AUDIT,
+            event = Event::LoginOk,
+            organisation = s.organisation_name.as_str(),
+            username = s.username.as_str(),
+            unit = s.unit_name.as_str(),
+            auth_method = AuthMethod::WebApiKey.as_str(),
+            session = s.id.as_str(),
+            client = client;
+            "login ok"
         ),
-        Err(e) => {
-            log::info!(target: "crm_auth::audit", "login failed method=web_api_key reason={e} client={client}")
-        }
+        Err(e) => log::info!(
+            target: logging::AUDIT,
+            event = Event::LoginFailed,
+            auth_method = AuthMethod::WebApiKey.as_str(),
+            reason:% = e,
+            client = client;
+            "login failed"
+        ),
     }
     Ok(token_for(state, &session?))
 }

@@ -6,6 +6,7 @@ use crm_auth_core::{Claims, SessionInfo, TokenError, is_id, verify, verify_ignor
 
 use crate::db::session::{self, EndReason, Rotation, Session};
 use crate::error::ApiError;
+use crate::logging::{self, Event};
 use crate::metrics::RefreshOutcome;
 use crate::service::token_for;
 use crate::state::AppState;
@@ -24,7 +25,7 @@ pub async fn refresh(state: &AppState, token: &str, client: IpAddr) -> Result<St
         return Err(TokenError::Expired.into());
     }
     let jti = claims.jti.clone();
-    let outcome = match rotate(state, &claims, now).await {
+    let outcome = match rotate(state, &claims, now, client).await {
         Ok(Refreshed::Issued(session, kind)) => {
             state.metrics.refresh(kind);
             Ok(session)
@@ -41,17 +42,26 @@ pub async fn refresh(state: &AppState, token: &str, client: IpAddr) -> Result<St
     match outcome {
         Ok(session) => {
             log::info!(
-                target: "crm_auth::audit",
-                "refresh ok org={:?} user={:?} jti={} gen={} client={client}",
-                session.organisation_name,
-                session.username,
-                session.id,
-                session.generation
+                target: logging::AUDIT,
+                event = Event::SessionRefresh,
+                organisation = session.organisation_name.as_str(),
+                username = session.username.as_str(),
+                session = session.id.as_str(),
+                generation = session.generation,
+                client = client;
+                "refresh ok"
             );
             Ok(token_for(state, &session))
         }
         Err(e) => {
-            log::info!(target: "crm_auth::audit", "refresh refused jti={jti} reason={e} client={client}");
+            log::info!(
+                target: logging::AUDIT,
+                event = Event::SessionRefreshRefused,
+                session = jti.as_str(),
+                reason:% = e,
+                client = client;
+                "refresh refused"
+            );
             Err(e)
         }
     }
@@ -72,7 +82,7 @@ enum Refreshed {
 
 /// Rotates the session from the presented generation, or hands back the newest token to a caller whose
 /// token was superseded within the reuse interval; anything else ends the session as stolen.
-async fn rotate(state: &AppState, claims: &Claims, now: i64) -> Result<Refreshed, ApiError> {
+async fn rotate(state: &AppState, claims: &Claims, now: i64, client: IpAddr) -> Result<Refreshed, ApiError> {
     let presented = i64::try_from(claims.r#gen).map_err(|_| ApiError::Token(TokenError::Malformed))?;
     let reuse_interval = i64::try_from(state.settings.token.reuse_interval_seconds).unwrap_or(i64::MAX);
     let ttl = i64::try_from(state.settings.token.ttl_seconds).unwrap_or(i64::MAX);
@@ -90,7 +100,16 @@ async fn rotate(state: &AppState, claims: &Claims, now: i64) -> Result<Refreshed
             .store
             .write(move |conn| Ok(session::update_end(conn, &id, now, reason)?))
             .await?;
-        log::info!(target: "crm_auth::audit", "session ended jti={} reason={reason}", current.id);
+        log::info!(
+            target: logging::AUDIT,
+            event = Event::SessionEnd,
+            organisation = current.organisation_name.as_str(),
+            username = current.username.as_str(),
+            session = current.id.as_str(),
+            reason:% = reason,
+            client = client;
+            "session ended"
+        );
         return Err(ApiError::SessionEnded);
     }
     if current.generation == presented {
@@ -123,12 +142,15 @@ async fn rotate(state: &AppState, claims: &Claims, now: i64) -> Result<Refreshed
         .write(move |conn| Ok(session::update_end(conn, &id, now, EndReason::Reuse)?))
         .await?;
     log::warn!(
-        target: "crm_auth::audit",
-        "refresh reuse detected org={:?} user={:?} jti={} presented_gen={presented} current_gen={}; session ended",
-        current.organisation_name,
-        current.username,
-        current.id,
-        current.generation
+        target: logging::AUDIT,
+        event = Event::SessionReuse,
+        organisation = current.organisation_name.as_str(),
+        username = current.username.as_str(),
+        session = current.id.as_str(),
+        presented_generation = presented,
+        current_generation = current.generation,
+        client = client;
+        "refresh reuse detected; session ended"
     );
     Ok(Refreshed::Stolen)
 }
@@ -170,11 +192,14 @@ pub async fn release(state: &AppState, token: &str, client: IpAddr) -> Result<()
         false
     };
     log::info!(
-        target: "crm_auth::audit",
-        "release org={:?} user={:?} jti={} was_live={ended} client={client}",
-        claims.org,
-        claims.usr,
-        claims.jti
+        target: logging::AUDIT,
+        event = Event::SessionRelease,
+        organisation = claims.org.as_str(),
+        username = claims.usr.as_str(),
+        session = claims.jti.as_str(),
+        was_live = ended,
+        client = client;
+        "released"
     );
     state.metrics.release();
     Ok(())

@@ -442,6 +442,8 @@ fn the_example_configuration_loads_and_matches_the_defaults() -> anyhow::Result<
         defaults.http.max_connections_per_address
     );
     assert_eq!(settings.auth.argon2, defaults.auth.argon2);
+    assert_eq!(settings.log.format, defaults.log.format);
+    assert_eq!(settings.log.level, defaults.log.level);
     Ok(())
 }
 
@@ -470,6 +472,8 @@ fn unknown_keys_and_bad_values_stop_start_up_naming_the_key() -> anyhow::Result<
             "0",
             "http.max_connections_per_address",
         ),
+        ("CRM_AUTH__LOG__FORMAT", "xml", "log.format"),
+        ("CRM_AUTH__LOG__LEVEL", "info,crm_auth=loud", "log.level"),
         ("CRM_AUTH__NOPE", "1", "nope"),
     ] {
         let err = Settings::load_from(None, env(variable, value))
