@@ -54,7 +54,7 @@ pub async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
 }
 
 /// Starts the server on bound listeners (a lone `TcpListener` serves everything). It handles no signal itself:
-/// the command line stops it through [`shutdown::on_signals`], tests through its handle.
+/// the command line stops it through [`shutdown::stop_on`], tests through its handle.
 pub fn serve(listeners: impl Into<Listeners>, state: AppState) -> std::io::Result<Server> {
     let listeners = listeners.into();
     let workers = match state.settings.http.workers {

@@ -1,11 +1,13 @@
 //! Graceful shutdown. On SIGTERM or SIGINT the server first drains: `/health/ready` answers `UNAVAILABLE` at
 //! once, so that load balancers take the node out, while every request is still served, each answer closing
 //! its connection so that kept-alive clients reconnect elsewhere. After `http.shutdown_drain_seconds` the
-//! listeners close, and requests in flight get `http.shutdown_timeout_seconds` to finish.
+//! [gates](Gates) shut, so that the kernel completes no new connection, the listeners close [`GATE_SETTLE`]
+//! later, and requests in flight get `http.shutdown_timeout_seconds` to finish.
 //!
 //! Without the drain a load balancer would go on sending requests to a closed port until its next health
 //! check; without `Connection: close` a client could send a request on an idle kept-alive connection just as
-//! the server closes it, and see it fail.
+//! the server closes it, and see it fail; without the gates the close would reset connections the kernel had
+//! completed but the server not yet taken in.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -64,7 +66,7 @@ pub async fn drain_and_stop(
         () = tokio::time::sleep(period) => {}
         () = cut_short => log::info!("shutdown: drain cut short"),
     }
-    log::info!("shutdown: drain over; refusing new connections");
+    log::info!("shutdown: drain over; new connections go unanswered");
     gates.shut();
     tokio::time::sleep(GATE_SETTLE).await;
     log::info!(

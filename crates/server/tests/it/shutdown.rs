@@ -88,7 +88,10 @@ async fn get(http: &reqwest::Client, url: &str) -> anyhow::Result<(u16, String)>
     let res = http.get(url).send().await?;
     let status = res.status().as_u16();
     let body: Value = res.json().await.unwrap_or(Value::Null);
-    Ok((status, body["status"]["code"].as_str().unwrap_or_default().to_owned()))
+    Ok((
+        status,
+        body["status"]["code"].as_str().unwrap_or_default().to_owned(),
+    ))
 }
 
 async fn the_management_listener_alone_serves_the_operator_routes(backend: Backend) -> anyhow::Result<()> {
@@ -119,10 +122,13 @@ async fn the_management_listener_alone_serves_the_operator_routes(backend: Backe
 
     // An address that does not parse stops start-up with one line naming the key.
     let dir = tempfile::tempdir()?;
-    let out = crm_auth(dir.path(), &format!("sqlite://{}", dir.path().join("db").display()))
-        .arg("serve")
-        .env("CRM_AUTH__HTTP__MANAGEMENT_BIND", "localhost:metrics")
-        .output()?;
+    let out = crm_auth(
+        dir.path(),
+        &format!("sqlite://{}", dir.path().join("db").display()),
+    )
+    .arg("serve")
+    .env("CRM_AUTH__HTTP__MANAGEMENT_BIND", "localhost:metrics")
+    .output()?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
@@ -136,7 +142,10 @@ async fn a_draining_node_fails_readiness_and_closes_connections(backend: Backend
     let http = reqwest::Client::new();
     let login = || {
         http.post(app.api("/authentication/web_api_key/token"))
-            .header("authorization", format!("Basic {}", STANDARD.encode(format!("{}:", app.key))))
+            .header(
+                "authorization",
+                format!("Basic {}", STANDARD.encode(format!("{}:", app.key))),
+            )
             .send()
     };
     let before = login().await?;
@@ -201,10 +210,6 @@ type Tally = Arc<Mutex<Vec<(Duration, Outcome)>>>;
 
 /// One client: key logins, each followed by a validate of its token, until a connection is refused (or a
 /// minute has passed). Each client has its own connection pool, as separate callers would.
-#[expect(
-    clippy::disallowed_methods,
-    reason = "the load is timed in wall-clock time against the real process"
-)]
 async fn client_loop(base: String, basic: String, clock: Instant, tally: Tally) {
     let http = reqwest::Client::new();
     let record = |began: Duration, outcome: Outcome| {
@@ -277,10 +282,6 @@ impl SlowLogin {
 }
 
 /// Polls `/health/ready` until it answers 503; how long that took from `clock`'s start.
-#[expect(
-    clippy::disallowed_methods,
-    reason = "the time to readiness failing is measured against the real process"
-)]
 async fn until_unready(url: &str, clock: Instant) -> anyhow::Result<Duration> {
     let http = reqwest::Client::new();
     while clock.elapsed() < Duration::from_secs(5) {
@@ -336,7 +337,10 @@ async fn sigterm_under_load_drains_then_stops_without_failing_a_request(
     let signalled = clock.elapsed();
     node.server.signal("TERM")?;
     let unready = until_unready(&format!("{}/health/ready", node.main), clock).await? - signalled;
-    assert!(unready < Duration::from_millis(100), "readiness failed after {unready:?}");
+    assert!(
+        unready < Duration::from_millis(100),
+        "readiness failed after {unready:?}"
+    );
     for client in clients {
         tokio::time::timeout(Duration::from_secs(30), client).await??;
     }
@@ -367,6 +371,11 @@ async fn sigterm_under_load_drains_then_stops_without_failing_a_request(
         .max()
         .unwrap_or_default();
     let served = tally.iter().filter(|(_, o)| matches!(o, Outcome::Ok)).count();
+    println!(
+        "signal at {signalled:?}, readiness failed {unready:?} later, last success started at {last_ok:?}, \
+         first refusal at {closed:?}; {served} of {} requests served",
+        tally.len()
+    );
     assert!(
         failed.is_empty(),
         "{} of {} requests failed: {:?}",
@@ -374,7 +383,12 @@ async fn sigterm_under_load_drains_then_stops_without_failing_a_request(
         tally.len(),
         &failed[..failed.len().min(5)]
     );
-    assert!(closed >= signalled + DRAIN, "closed {closed:?} after the signal at {signalled:?}");
+    // No connection was refused before the drain was over (give or take the moment between a client reading
+    // the clock and its connection attempt reaching the server).
+    assert!(
+        closed + Duration::from_millis(100) >= signalled + DRAIN,
+        "refused from {closed:?}; the signal was at {signalled:?}"
+    );
     // Requests were served to the end of the drain, not only at its start.
     assert!(
         last_ok + Duration::from_millis(500) >= signalled + DRAIN,
@@ -399,7 +413,10 @@ async fn sigint_drains_and_a_second_one_ends_the_drain(backend: Backend) -> anyh
     let clock = Instant::now();
     node.server.signal("INT")?;
     let unready = until_unready(&format!("{}/health/ready", node.management), clock).await?;
-    assert!(unready < Duration::from_millis(100), "readiness failed after {unready:?}");
+    assert!(
+        unready < Duration::from_millis(100),
+        "readiness failed after {unready:?}"
+    );
     let during = reqwest::Client::new()
         .post(format!("{}{KEY_TOKEN}", node.main))
         .header("authorization", node.basic())

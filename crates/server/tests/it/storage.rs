@@ -442,6 +442,14 @@ fn the_example_configuration_loads_and_matches_the_defaults() -> anyhow::Result<
         defaults.http.max_connections_per_address
     );
     assert_eq!(settings.auth.argon2, defaults.auth.argon2);
+    assert_eq!(settings.http.management_bind, defaults.http.management_bind);
+    assert_eq!(
+        (
+            settings.http.shutdown_drain_seconds,
+            settings.http.shutdown_timeout_seconds
+        ),
+        (5, 30)
+    );
     Ok(())
 }
 
@@ -469,6 +477,31 @@ fn unknown_keys_and_bad_values_stop_start_up_naming_the_key() -> anyhow::Result<
             "CRM_AUTH__HTTP__MAX_CONNECTIONS_PER_ADDRESS",
             "0",
             "http.max_connections_per_address",
+        ),
+        (
+            "CRM_AUTH__HTTP__MANAGEMENT_BIND",
+            "localhost",
+            "http.management_bind",
+        ),
+        (
+            "CRM_AUTH__HTTP__MANAGEMENT_BIND",
+            "127.0.0.1:8080",
+            "http.management_bind",
+        ),
+        (
+            "CRM_AUTH__HTTP__SHUTDOWN_DRAIN_SECONDS",
+            "301",
+            "http.shutdown_drain_seconds",
+        ),
+        (
+            "CRM_AUTH__HTTP__SHUTDOWN_TIMEOUT_SECONDS",
+            "0",
+            "http.shutdown_timeout_seconds",
+        ),
+        (
+            "CRM_AUTH__HTTP__SHUTDOWN_TIMEOUT_SECONDS",
+            "601",
+            "http.shutdown_timeout_seconds",
         ),
         ("CRM_AUTH__NOPE", "1", "nope"),
     ] {
