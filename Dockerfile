@@ -33,9 +33,10 @@ ENV CRM_AUTH__DATA_DIR=/var/lib/crm-auth \
 VOLUME ["/var/lib/crm-auth"]
 EXPOSE 8080
 
-# The image has no curl: bash's /dev/tcp asks /health/ready on the configured port.
+# The image has no curl: bash's /dev/tcp asks /health/ready on the configured port (the management
+# listener's when CRM_AUTH__HTTP__MANAGEMENT_BIND is set, since the main one then answers it NOT_FOUND).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
-    CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/${CRM_AUTH__HTTP__BIND##*:} && printf 'GET /health/ready HTTP/1.0\\r\\n\\r\\n' >&3 && read -r _ code _ <&3 && [ \"$code\" = 200 ]"]
+    CMD ["bash", "-c", "addr=${CRM_AUTH__HTTP__MANAGEMENT_BIND:-$CRM_AUTH__HTTP__BIND} && exec 3<>/dev/tcp/127.0.0.1/${addr##*:} && printf 'GET /health/ready HTTP/1.0\\r\\n\\r\\n' >&3 && read -r _ code _ <&3 && [ \"$code\" = 200 ]"]
 
 ENTRYPOINT ["crm-auth"]
 CMD ["serve"]

@@ -1,8 +1,8 @@
 //! The `crm-auth` command line: serve, migrate and the admin commands.
 
 use std::io::{Read as _, Write as _};
-use std::net::TcpListener;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
@@ -11,6 +11,8 @@ use crm_auth_core::limits::MAX_PASSWORD_BYTES;
 use crate::clock::{Clock as _, SystemClock};
 use crate::db::session::Owner;
 use crate::db::{self, Backend, DbConnection};
+use crate::http::listeners::Listeners;
+use crate::http::shutdown;
 use crate::logging::{self, Event};
 use crate::password::PasswordHasher;
 use crate::service::admin::{self, ExistingDemoUser};
@@ -677,14 +679,29 @@ fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
             ExistingDemoUser::Keep,
         )?;
     }
-    let addr = state.settings.bind_addr()?;
-    let listener = TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
+    let listeners = Listeners::bind(&state.settings)?;
+    let management = match &listeners.management {
+        Some(listener) => Some(listener.local_addr()?.to_string()),
+        None => None,
+    };
     log::info!(
-        address:% = listener.local_addr()?,
+        address:% = listeners.main.local_addr()?,
+        management_address = management,
         base_path = state.settings.http.base_path.as_str(),
         database = state.store.backend().name();
         "crm-auth listening"
     );
-    actix_web::rt::System::new().block_on(async move { crate::http::serve(listener, state)?.await })?;
+    actix_web::rt::System::new().block_on(async move {
+        let signals = shutdown::Signals::listen()?;
+        let drain = Arc::clone(&state.drain);
+        let http = state.settings.http.clone();
+        let gates = listeners.gates()?;
+        // From here the server's workers hold the only copies of the state, so the batching and hashing
+        // threads, which end when their queues' last sender goes, end with them.
+        let server = crate::http::serve(listeners, state)?;
+        actix_web::rt::spawn(shutdown::stop_on(signals, server.handle(), drain, http, gates));
+        server.await
+    })?;
+    log::info!("crm-auth stopped");
     Ok(())
 }

@@ -110,6 +110,15 @@ pub struct HttpSettings {
     pub trusted_proxies: Vec<IpAddr>,
     /// Worker threads; 0 means one per core.
     pub workers: usize,
+    /// Address of a second listener serving only `/metrics`, `/health/live` and `/health/ready` (which the
+    /// main listener then answers `NOT_FOUND`); empty: everything on the main listener.
+    pub management_bind: String,
+    /// After SIGTERM or SIGINT, how long requests are still served while `/health/ready` answers
+    /// `UNAVAILABLE`, so that load balancers move traffic away before the listeners close; at most 300.
+    pub shutdown_drain_seconds: u64,
+    /// Once the listeners have closed, how long requests in flight have to finish before their connections
+    /// are dropped; 1 to 600.
+    pub shutdown_timeout_seconds: u64,
 }
 
 /// `[http.rate_limit]`: a token bucket per client address.
@@ -264,6 +273,9 @@ impl Default for HttpSettings {
             rate_limit: RateLimitSettings::default(),
             trusted_proxies: Vec::new(),
             workers: 0,
+            management_bind: String::new(),
+            shutdown_drain_seconds: 5,
+            shutdown_timeout_seconds: 30,
         }
     }
 }
@@ -331,6 +343,13 @@ impl Default for LockoutSettings {
         }
     }
 }
+
+/// The longest `http.shutdown_drain_seconds`: longer than any load balancer's health-check period needs, short
+/// enough that a typo does not keep a stopping node up for hours.
+pub const MAX_DRAIN_SECONDS: u64 = 300;
+
+/// The longest `http.shutdown_timeout_seconds`: no request of this service runs for minutes.
+pub const MAX_SHUTDOWN_TIMEOUT_SECONDS: u64 = 600;
 
 /// The signing secret of [`Settings::for_test`], key id `test`.
 pub const TEST_SIGNING_SECRET: &str = "crm-auth test signing key 0123456789";
@@ -416,6 +435,24 @@ impl Settings {
         if self.http.max_connections_per_address == 0 {
             return Err(invalid("http.max_connections_per_address", "must be at least 1"));
         }
+        if let Some(management) = self.management_addr()?
+            && management.port() != 0
+            && Some(management) == self.bind_addr().ok()
+        {
+            return Err(invalid("http.management_bind", "must differ from http.bind"));
+        }
+        if self.http.shutdown_drain_seconds > MAX_DRAIN_SECONDS {
+            return Err(invalid(
+                "http.shutdown_drain_seconds",
+                format!("must be at most {MAX_DRAIN_SECONDS}"),
+            ));
+        }
+        if !(1..=MAX_SHUTDOWN_TIMEOUT_SECONDS).contains(&self.http.shutdown_timeout_seconds) {
+            return Err(invalid(
+                "http.shutdown_timeout_seconds",
+                format!("must be from 1 to {MAX_SHUTDOWN_TIMEOUT_SECONDS}"),
+            ));
+        }
         if self.http.rate_limit.per_second > 0 && self.http.rate_limit.burst == 0 {
             return Err(invalid(
                 "http.rate_limit.burst",
@@ -460,6 +497,19 @@ impl Settings {
             .bind
             .parse()
             .map_err(|_| invalid("http.bind", "must be an address like 127.0.0.1:8080"))
+    }
+
+    /// The management listener's address; `None` when the operator routes stay on the main listener.
+    pub fn management_addr(&self) -> Result<Option<SocketAddr>, SettingsError> {
+        match self.http.management_bind.as_str() {
+            "" => Ok(None),
+            addr => addr.parse().map(Some).map_err(|_| {
+                invalid(
+                    "http.management_bind",
+                    "must be empty or an address like 127.0.0.1:9090",
+                )
+            }),
+        }
     }
 
     /// How many hashes may run at once.

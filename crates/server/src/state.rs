@@ -6,6 +6,7 @@ use crm_auth_core::{Keyring, VerifyOptions};
 
 use crate::clock::{Clock, SystemClock};
 use crate::db::{Backend, Store};
+use crate::http::shutdown::Drain;
 use crate::metrics::Metrics;
 use crate::password::PasswordHasher;
 use crate::ratelimit::RateLimiter;
@@ -28,6 +29,8 @@ pub struct AppState {
     pub rate_limiter: Arc<RateLimiter>,
     /// The Prometheus metrics, also the hashing pool's observer.
     pub metrics: Arc<Metrics>,
+    /// Set once shutdown has begun: readiness fails and every answer closes its connection.
+    pub drain: Arc<Drain>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -55,6 +58,7 @@ impl AppState {
             clock,
             rate_limiter: Arc::new(rate_limiter),
             metrics,
+            drain: Arc::new(Drain::new()),
         })
     }
 

@@ -61,13 +61,14 @@ pub async fn get_live() -> HttpResponse {
     }))
 }
 
-/// The process answers and the database does too.
+/// The process answers, the database does too, and the server is not shutting down.
 #[utoipa::path(
     get,
     path = routes::HEALTH_READY,
     tag = TAG_OPS,
     summary = "Readiness",
-    description = "The process answers and the database does too; `UNAVAILABLE` when it does not.",
+    description = "The process answers and the database does too; `UNAVAILABLE` when it does not, and from \
+        the moment the server begins to shut down.",
     responses((
         status = 200,
         description = "Ready",
@@ -76,6 +77,9 @@ pub async fn get_live() -> HttpResponse {
     )),
 )]
 pub async fn get_ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    if state.drain.is_draining() {
+        return Err(ApiError::Unavailable("shutting down".into()));
+    }
     let state = state.into_inner();
     web::block(move || -> Result<(), ApiError> {
         let mut conn = state.store.conn()?;

@@ -3,19 +3,20 @@
 
 pub mod connections;
 pub mod health;
+pub mod listeners;
 pub mod openapi;
 pub mod ops;
 pub mod protocol;
 pub mod request;
+pub mod shutdown;
 pub mod token;
 
-use std::net::TcpListener;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::{Server, Service, ServiceRequest, ServiceResponse};
-use actix_web::http::{Method, StatusCode};
+use actix_web::http::{ConnectionType, Method, StatusCode};
 use actix_web::{App, HttpMessage, HttpResponse, HttpServer, ResponseError, web};
 use crm_auth_core::ErrorCode;
 use futures_util::FutureExt as _;
@@ -25,6 +26,8 @@ use crate::clock::Stopwatch;
 use crate::db::Backend;
 use crate::error::ApiError;
 use crate::http::connections::ConnectionLimit;
+use crate::http::listeners::{Listeners, Split};
+use crate::http::shutdown::Drain;
 use crate::logging;
 use crate::metrics::{Metrics, UNMATCHED_ROUTE};
 use crate::state::AppState;
@@ -51,8 +54,10 @@ pub async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
     Err(ApiError::MethodNotAllowed)
 }
 
-/// Starts the server on a bound listener.
-pub fn serve(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
+/// Starts the server on bound listeners (a lone `TcpListener` serves everything). It handles no signal itself:
+/// the command line stops it through [`shutdown::stop_on`], tests through its handle.
+pub fn serve(listeners: impl Into<Listeners>, state: AppState) -> std::io::Result<Server> {
+    let listeners = listeners.into();
     let workers = match state.settings.http.workers {
         0 => std::thread::available_parallelism().map(usize::from).unwrap_or(1),
         n => n,
@@ -76,12 +81,18 @@ pub fn serve(listener: TcpListener, state: AppState) -> std::io::Result<Server> 
         state.settings.http.max_connections_per_address,
         &state.settings.http.trusted_proxies,
     );
+    let observer = Observer {
+        metrics: Arc::clone(&state.metrics),
+        split: Split::of(&listeners)?,
+        drain: Arc::clone(&state.drain),
+    };
+    let shutdown_timeout = state.settings.http.shutdown_timeout_seconds;
     let server = HttpServer::new(move || {
-        let metrics = Arc::clone(&state.metrics);
+        let observer = observer.clone();
         App::new()
             .wrap_fn(move |mut req, srv| {
                 request::limit_body_time(&mut req, timeout);
-                observe(&metrics, req, srv)
+                observe(&observer, req, srv)
             })
             .configure(|cfg| configure(cfg, &state))
     })
@@ -89,15 +100,32 @@ pub fn serve(listener: TcpListener, state: AppState) -> std::io::Result<Server> 
     .worker_max_blocking_threads(blocking_threads)
     .client_request_timeout(timeout)
     .on_connect(move |io, ext| limit.on_connect(io, ext))
-    .listen(listener)?
-    .run();
-    Ok(server)
+    .disable_signals()
+    .shutdown_timeout(shutdown_timeout)
+    .listen(listeners.main)?;
+    let server = match listeners.management {
+        Some(management) => server.listen(management)?,
+        None => server,
+    };
+    Ok(server.run())
 }
 
-/// The middleware every request passes: gives it a request id, catches a handler's panic, turns any error
-/// into the envelope, counts it in the metrics and writes the access-log line.
+/// What the middleware needs besides the request.
+#[derive(Clone, Debug)]
+struct Observer {
+    /// Where requests are counted.
+    metrics: Arc<Metrics>,
+    /// Which listener serves which routes.
+    split: Split,
+    /// Whether answers must close their connections.
+    drain: Arc<Drain>,
+}
+
+/// The middleware every request passes: gives it a request id, answers `NOT_FOUND` for a route the
+/// listener does not serve, catches a handler's panic, turns any error into the envelope, closes the
+/// connection after the answer while draining, counts it in the metrics and writes the access-log line.
 fn observe<S>(
-    metrics: &Arc<Metrics>,
+    observer: &Observer,
     req: ServiceRequest,
     srv: &S,
 ) -> impl Future<Output = Result<ServiceResponse, actix_web::Error>> + use<S>
@@ -111,23 +139,39 @@ where
     let method = req.method().clone();
     let path = req.path().to_owned();
     // The pattern, never the raw path, so that the label's values stay few.
-    let route = req.match_pattern().unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
-    let metrics = Arc::clone(metrics);
+    let route = req.match_pattern();
+    let served = observer.split.serves(&req, route.as_deref());
+    let route = route
+        .filter(|_| served)
+        .unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
+    let metrics = Arc::clone(&observer.metrics);
+    let drain = Arc::clone(&observer.drain);
     // Refused here rather than by a handler so that every route, unknown ones included, answers alike.
-    let fut = match protocol::check_headers(req.request()) {
-        Ok(()) => Either::Left(srv.call(req)),
-        Err(refused) => Either::Right(future::ready(Ok(req.error_response(refused)))),
+    let refused = match protocol::check_headers(req.request()) {
+        Err(refused) => Some(refused),
+        Ok(()) if !served => Some(ApiError::NotFound),
+        Ok(()) => None,
+    };
+    let fut = match refused {
+        None => Either::Left(srv.call(req)),
+        Some(refused) => Either::Right(future::ready(Ok(req.error_response(refused)))),
     };
     let fut = logging::with_request_id(request_id.0.clone(), AssertUnwindSafe(fut).catch_unwind());
     async move {
         let (status, outcome) = match fut.await {
             Ok(Ok(res)) => {
-                let res = finish(res, &request_id);
+                let mut res = finish(res, &request_id);
+                if drain.is_draining() {
+                    res.response_mut()
+                        .head_mut()
+                        .set_connection_type(ConnectionType::Close);
+                }
                 (res.status(), Ok(res))
             }
             Ok(Err(err)) => {
                 let status = err.as_response_error().status_code();
-                (status, Err(Failure::for_status(status, &request_id).into()))
+                let failure = Failure::for_status(status, &request_id);
+                (status, Err(failure.closing(drain.is_draining()).into()))
             }
             Err(_) => {
                 log::error!(
@@ -137,6 +181,7 @@ where
                     "handler panicked"
                 );
                 let failure = Failure::internal(&request_id);
+                let failure = failure.closing(drain.is_draining());
                 (StatusCode::INTERNAL_SERVER_ERROR, Err(failure.into()))
             }
         };
@@ -194,6 +239,8 @@ fn finish(res: ServiceResponse, request_id: &RequestId) -> ServiceResponse {
 struct Failure {
     code: ErrorCode,
     message: String,
+    /// Whether the answer closes its connection (while draining).
+    close: bool,
 }
 
 impl Failure {
@@ -205,6 +252,7 @@ impl Failure {
         Failure {
             code: ErrorCode::InternalError,
             message,
+            close: false,
         }
     }
 
@@ -222,7 +270,13 @@ impl Failure {
         Failure {
             code,
             message: code.default_message().to_owned(),
+            close: false,
         }
+    }
+
+    /// This failure, closing its connection if `close`.
+    fn closing(self, close: bool) -> Failure {
+        Failure { close, ..self }
     }
 }
 
@@ -238,7 +292,11 @@ impl ResponseError for Failure {
     }
 
     fn error_response(&self) -> HttpResponse {
-        ApiError::response_for(self.code, &self.message, "")
+        let mut response = ApiError::response_for(self.code, &self.message, "");
+        if self.close {
+            response.head_mut().set_connection_type(ConnectionType::Close);
+        }
+        response
     }
 }
 
@@ -262,10 +320,14 @@ mod tests {
     /// A bug must still answer the envelope, with a request id to quote, and never the cause.
     #[actix_web::test]
     async fn panics_and_internal_errors_answer_internal_error_with_a_request_id() -> anyhow::Result<()> {
-        let metrics = Arc::new(Metrics::new()?);
+        let observer = Observer {
+            metrics: Arc::new(Metrics::new()?),
+            split: Split::default(),
+            drain: Arc::new(Drain::new()),
+        };
         let app = test::init_service(
             App::new()
-                .wrap_fn(move |req, srv| observe(&metrics, req, srv))
+                .wrap_fn(move |req, srv| observe(&observer, req, srv))
                 .route("/boom", web::get().to(boom))
                 .route("/fails", web::get().to(fails)),
         )

@@ -19,5 +19,6 @@ mod revocations;
 mod schema;
 mod secrets;
 mod sessions;
+mod shutdown;
 mod storage;
 mod timing;

@@ -444,6 +444,14 @@ fn the_example_configuration_loads_and_matches_the_defaults() -> anyhow::Result<
     assert_eq!(settings.auth.argon2, defaults.auth.argon2);
     assert_eq!(settings.log.format, defaults.log.format);
     assert_eq!(settings.log.level, defaults.log.level);
+    assert_eq!(settings.http.management_bind, defaults.http.management_bind);
+    assert_eq!(
+        (
+            settings.http.shutdown_drain_seconds,
+            settings.http.shutdown_timeout_seconds
+        ),
+        (5, 30)
+    );
     Ok(())
 }
 
@@ -474,6 +482,31 @@ fn unknown_keys_and_bad_values_stop_start_up_naming_the_key() -> anyhow::Result<
         ),
         ("CRM_AUTH__LOG__FORMAT", "xml", "log.format"),
         ("CRM_AUTH__LOG__LEVEL", "info,crm_auth=loud", "log.level"),
+        (
+            "CRM_AUTH__HTTP__MANAGEMENT_BIND",
+            "localhost",
+            "http.management_bind",
+        ),
+        (
+            "CRM_AUTH__HTTP__MANAGEMENT_BIND",
+            "127.0.0.1:8080",
+            "http.management_bind",
+        ),
+        (
+            "CRM_AUTH__HTTP__SHUTDOWN_DRAIN_SECONDS",
+            "301",
+            "http.shutdown_drain_seconds",
+        ),
+        (
+            "CRM_AUTH__HTTP__SHUTDOWN_TIMEOUT_SECONDS",
+            "0",
+            "http.shutdown_timeout_seconds",
+        ),
+        (
+            "CRM_AUTH__HTTP__SHUTDOWN_TIMEOUT_SECONDS",
+            "601",
+            "http.shutdown_timeout_seconds",
+        ),
         ("CRM_AUTH__NOPE", "1", "nope"),
     ] {
         let err = Settings::load_from(None, env(variable, value))

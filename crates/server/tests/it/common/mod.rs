@@ -301,8 +301,8 @@ impl TestApp {
 }
 
 /// Organisation Acme with units Main (code MN, alice's default), Second (SC) and Other (no members); user
-/// alice with a password in Main and Second, and a key.
-fn seed(state: &AppState, now: i64) -> anyhow::Result<(String, String)> {
+/// alice with a password in Main and Second, and a key. Returns the key and Main's id.
+pub fn seed(state: &AppState, now: i64) -> anyhow::Result<(String, String)> {
     let conn: &mut DbConnection = &mut *state.store.pool().get()?;
     let org = admin::add_organisation(conn, ORG, now)?;
     let main = admin::add_unit(conn, &org, "Main", Some("MN"), now)?;

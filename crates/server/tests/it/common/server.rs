@@ -5,7 +5,7 @@
 use std::io::Write as _;
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use actix_web::dev::ServerHandle;
@@ -131,6 +131,34 @@ impl ServerProcess {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Ok(())
+    }
+
+    /// Sends the signal named `name` (`TERM`, `INT`) with the `kill` command.
+    pub fn signal(&self, name: &str) -> anyhow::Result<()> {
+        let status = Command::new("kill")
+            .args(["-s", name, &self.child.id().to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -s {name} failed: {status}");
+        Ok(())
+    }
+
+    /// Waits for the process to end by itself, for at most `limit`.
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "waits for a real process in wall-clock time"
+    )]
+    pub async fn wait_exit(&mut self, limit: Duration) -> anyhow::Result<ExitStatus> {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            anyhow::ensure!(
+                started.elapsed() < limit,
+                "the server did not exit within {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// SIGKILL: no shutdown of any kind.
