@@ -163,7 +163,7 @@ pub struct SessionSettings {
 }
 
 /// `[auth]`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthSettings {
     /// Argon2id cost.
@@ -194,6 +194,10 @@ pub struct LockoutSettings {
     pub threshold: u32,
     /// The longest refusal.
     pub max_seconds: u64,
+    /// How long a login waits for one of its account's password-check slots (at most `threshold - failures`
+    /// checks of one organisation + username run at once, across nodes) before it is answered `UNAVAILABLE`
+    /// with `Retry-After: 1`; at most 60000.
+    pub max_wait_ms: u64,
 }
 
 impl Default for Settings {
@@ -267,19 +271,6 @@ impl Default for SessionSettings {
     }
 }
 
-impl Default for AuthSettings {
-    fn default() -> AuthSettings {
-        AuthSettings {
-            argon2: Argon2Settings::default(),
-            max_concurrent_hashes: 0,
-            lockout: LockoutSettings {
-                threshold: 5,
-                max_seconds: 900,
-            },
-        }
-    }
-}
-
 impl Default for Argon2Settings {
     fn default() -> Argon2Settings {
         Argon2Settings {
@@ -295,9 +286,14 @@ impl Default for LockoutSettings {
         LockoutSettings {
             threshold: 5,
             max_seconds: 900,
+            max_wait_ms: 5_000,
         }
     }
 }
+
+/// The longest `auth.lockout.max_wait_ms`: a login held longer than a minute helps no caller, and every
+/// waiting login holds a connection.
+const MAX_LOCKOUT_WAIT_MS: u64 = 60_000;
 
 /// The signing secret of [`Settings::for_test`], key id `test`.
 pub const TEST_SIGNING_SECRET: &str = "crm-auth test signing key 0123456789";
@@ -416,6 +412,12 @@ impl Settings {
         }
         if self.auth.lockout.max_seconds == 0 {
             return Err(invalid("auth.lockout.max_seconds", "must be at least 1"));
+        }
+        if self.auth.lockout.max_wait_ms > MAX_LOCKOUT_WAIT_MS {
+            return Err(invalid(
+                "auth.lockout.max_wait_ms",
+                format!("must be at most {MAX_LOCKOUT_WAIT_MS}"),
+            ));
         }
         Ok(())
     }

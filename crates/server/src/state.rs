@@ -9,6 +9,7 @@ use crate::db::{Backend, Store};
 use crate::metrics::Metrics;
 use crate::password::PasswordHasher;
 use crate::ratelimit::RateLimiter;
+use crate::service::lockout::Lockout;
 use crate::settings::Settings;
 
 /// Shared state, registered as actix app data; cheap to clone.
@@ -28,6 +29,8 @@ pub struct AppState {
     pub rate_limiter: Arc<RateLimiter>,
     /// The Prometheus metrics, also the hashing pool's observer.
     pub metrics: Arc<Metrics>,
+    /// This node's queues of password logins per account, in front of the lockout's slots in the database.
+    pub lockout: Arc<Lockout>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -47,6 +50,7 @@ impl AppState {
         let store = Store::open(backend, settings.database.pool_size, Arc::clone(&metrics))?;
         let hasher = PasswordHasher::start(&settings.auth.argon2, settings.hash_threads(), metrics.clone())?;
         let rate_limiter = RateLimiter::new(&settings.http.rate_limit);
+        let lockout = Lockout::new(&settings.auth.lockout);
         Ok(AppState {
             settings: Arc::new(settings),
             store,
@@ -55,6 +59,7 @@ impl AppState {
             clock,
             rate_limiter: Arc::new(rate_limiter),
             metrics,
+            lockout: Arc::new(lockout),
         })
     }
 
