@@ -51,6 +51,10 @@ pub enum ApiError {
     /// The database cannot be reached; nothing was changed.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// Every password-check slot of the organisation + username stayed taken for `auth.lockout.max_wait_ms`;
+    /// nothing was checked or counted. Answered as `UNAVAILABLE` with `Retry-After: 1`.
+    #[error("password checks of this account are all taken")]
+    Busy,
     /// A bug; the detail goes to the log, never to the client.
     #[error("internal error: {0}")]
     Internal(String),
@@ -77,7 +81,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => ErrorCode::MethodNotAllowed,
             ApiError::PayloadTooLarge => ErrorCode::PayloadTooLarge,
             ApiError::RequestTimeout => ErrorCode::RequestTimeout,
-            ApiError::Unavailable(_) => ErrorCode::Unavailable,
+            ApiError::Unavailable(_) | ApiError::Busy => ErrorCode::Unavailable,
             ApiError::Internal(_) => ErrorCode::InternalError,
         }
     }
@@ -96,6 +100,7 @@ impl ApiError {
             ApiError::TooManyAttempts { retry_after } | ApiError::RateLimited { retry_after } => {
                 Some((*retry_after).max(1))
             }
+            ApiError::Busy => Some(1),
             _ => None,
         }
     }

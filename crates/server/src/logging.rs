@@ -136,6 +136,9 @@ pub enum Event {
     LoginFailed,
     /// A password login was refused unchecked, its organisation + username being locked out.
     LoginLocked,
+    /// A password login found every check slot of its organisation + username taken for
+    /// `auth.lockout.max_wait_ms` and was answered `UNAVAILABLE`, nothing counted.
+    LoginBusy,
     /// A session was refreshed (rotated, or its newest token handed back within the reuse interval).
     SessionRefresh,
     /// A refresh was refused.
@@ -176,10 +179,11 @@ pub enum Event {
 
 impl Event {
     /// Every event.
-    pub const ALL: [Event; 21] = [
+    pub const ALL: [Event; 22] = [
         Event::LoginOk,
         Event::LoginFailed,
         Event::LoginLocked,
+        Event::LoginBusy,
         Event::SessionRefresh,
         Event::SessionRefreshRefused,
         Event::SessionReuse,
@@ -206,6 +210,7 @@ impl Event {
             Event::LoginOk => "login.ok",
             Event::LoginFailed => "login.failed",
             Event::LoginLocked => "login.locked",
+            Event::LoginBusy => "login.busy",
             Event::SessionRefresh => "session.refresh",
             Event::SessionRefreshRefused => "session.refresh_refused",
             Event::SessionReuse => "session.reuse",

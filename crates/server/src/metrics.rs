@@ -46,17 +46,20 @@ pub enum GrantOutcome {
     InvalidUnit,
     /// `TOO_MANY_ATTEMPTS`: refused by the failed-login lockout.
     Locked,
+    /// `UNAVAILABLE` after waiting `auth.lockout.max_wait_ms` for a password-check slot of the account.
+    Busy,
     /// Anything else (database unavailable, internal error).
     Error,
 }
 
 impl GrantOutcome {
     /// Every outcome, in label order.
-    pub const ALL: [GrantOutcome; 5] = [
+    pub const ALL: [GrantOutcome; 6] = [
         GrantOutcome::Ok,
         GrantOutcome::InvalidCredentials,
         GrantOutcome::InvalidUnit,
         GrantOutcome::Locked,
+        GrantOutcome::Busy,
         GrantOutcome::Error,
     ];
 
@@ -67,6 +70,7 @@ impl GrantOutcome {
             GrantOutcome::InvalidCredentials => "invalid_credentials",
             GrantOutcome::InvalidUnit => "invalid_unit",
             GrantOutcome::Locked => "locked",
+            GrantOutcome::Busy => "busy",
             GrantOutcome::Error => "error",
         }
     }
@@ -78,6 +82,7 @@ impl GrantOutcome {
             Err(ApiError::InvalidCredentials) => GrantOutcome::InvalidCredentials,
             Err(ApiError::InvalidUnit) => GrantOutcome::InvalidUnit,
             Err(ApiError::TooManyAttempts { .. }) => GrantOutcome::Locked,
+            Err(ApiError::Busy) => GrantOutcome::Busy,
             Err(_) => GrantOutcome::Error,
         }
     }
@@ -338,6 +343,11 @@ impl Metrics {
         (histogram.get_sample_count(), histogram.get_sample_sum() as u64)
     }
 
+    /// How many password hashes the hashing pool has started.
+    pub fn hashes(&self) -> u64 {
+        self.hash_wait.get_sample_count()
+    }
+
     /// The text exposition of every metric, with the pool gauges read from `pool` now.
     pub fn render(&self, pool: &Pool) -> Result<String, prometheus::Error> {
         let state = pool.state();
@@ -397,6 +407,7 @@ mod tests {
             GrantOutcome::of::<()>(&Err(ApiError::Unavailable("down".into()))),
             GrantOutcome::Error
         );
+        assert_eq!(GrantOutcome::of::<()>(&Err(ApiError::Busy)), GrantOutcome::Busy);
         assert_eq!(
             RefreshOutcome::of_error(&ApiError::Token(TokenError::Expired)),
             RefreshOutcome::Expired

@@ -174,7 +174,7 @@ pub struct SessionSettings {
 }
 
 /// `[auth]`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthSettings {
     /// Argon2id cost.
@@ -205,6 +205,10 @@ pub struct LockoutSettings {
     pub threshold: u32,
     /// The longest refusal.
     pub max_seconds: u64,
+    /// How long a login waits for one of its account's password-check slots (at most `threshold - failures`
+    /// checks of one organisation + username run at once, across nodes) before it is answered `UNAVAILABLE`
+    /// with `Retry-After: 1`; at most 60000.
+    pub max_wait_ms: u64,
 }
 
 /// `[log]`.
@@ -312,19 +316,6 @@ impl Default for SessionSettings {
     }
 }
 
-impl Default for AuthSettings {
-    fn default() -> AuthSettings {
-        AuthSettings {
-            argon2: Argon2Settings::default(),
-            max_concurrent_hashes: 0,
-            lockout: LockoutSettings {
-                threshold: 5,
-                max_seconds: 900,
-            },
-        }
-    }
-}
-
 impl Default for Argon2Settings {
     fn default() -> Argon2Settings {
         Argon2Settings {
@@ -340,6 +331,7 @@ impl Default for LockoutSettings {
         LockoutSettings {
             threshold: 5,
             max_seconds: 900,
+            max_wait_ms: 5_000,
         }
     }
 }
@@ -350,6 +342,10 @@ pub const MAX_DRAIN_SECONDS: u64 = 300;
 
 /// The longest `http.shutdown_timeout_seconds`: no request of this service runs for minutes.
 pub const MAX_SHUTDOWN_TIMEOUT_SECONDS: u64 = 600;
+
+/// The longest `auth.lockout.max_wait_ms`: a login held longer than a minute helps no caller, and every
+/// waiting login holds a connection.
+const MAX_LOCKOUT_WAIT_MS: u64 = 60_000;
 
 /// The signing secret of [`Settings::for_test`], key id `test`.
 pub const TEST_SIGNING_SECRET: &str = "crm-auth test signing key 0123456789";
@@ -488,6 +484,12 @@ impl Settings {
             return Err(invalid("auth.lockout.max_seconds", "must be at least 1"));
         }
         crate::logging::check_filter(&self.log.level).map_err(|reason| invalid("log.level", reason))?;
+        if self.auth.lockout.max_wait_ms > MAX_LOCKOUT_WAIT_MS {
+            return Err(invalid(
+                "auth.lockout.max_wait_ms",
+                format!("must be at most {MAX_LOCKOUT_WAIT_MS}"),
+            ));
+        }
         Ok(())
     }
 

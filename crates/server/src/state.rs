@@ -10,6 +10,7 @@ use crate::http::shutdown::Drain;
 use crate::metrics::Metrics;
 use crate::password::PasswordHasher;
 use crate::ratelimit::RateLimiter;
+use crate::service::lockout::Lockout;
 use crate::settings::Settings;
 
 /// Shared state, registered as actix app data; cheap to clone.
@@ -31,6 +32,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Set once shutdown has begun: readiness fails and every answer closes its connection.
     pub drain: Arc<Drain>,
+    /// This node's queues of password logins per account, in front of the lockout's slots in the database.
+    pub lockout: Arc<Lockout>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -50,6 +53,7 @@ impl AppState {
         let store = Store::open(backend, settings.database.pool_size, Arc::clone(&metrics))?;
         let hasher = PasswordHasher::start(&settings.auth.argon2, settings.hash_threads(), metrics.clone())?;
         let rate_limiter = RateLimiter::new(&settings.http.rate_limit);
+        let lockout = Lockout::new(&settings.auth.lockout);
         Ok(AppState {
             settings: Arc::new(settings),
             store,
@@ -59,6 +63,7 @@ impl AppState {
             rate_limiter: Arc::new(rate_limiter),
             metrics,
             drain: Arc::new(Drain::new()),
+            lockout: Arc::new(lockout),
         })
     }
 

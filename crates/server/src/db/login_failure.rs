@@ -13,7 +13,7 @@ pub struct LoginFailure {
     pub organisation_key: String,
     /// The case-folded username as typed (the user need not exist).
     pub username_key: String,
-    /// Consecutive failures, counting attempts still being checked.
+    /// Consecutive failed password checks.
     pub failures: i64,
     /// No attempt is checked before this time (unix seconds).
     pub locked_until: i64,
@@ -42,20 +42,49 @@ pub fn create(conn: &mut DbConnection, row: &LoginFailure) -> QueryResult<()> {
         .map(drop)
 }
 
-/// Compare-and-set: moves the counter from `from_failures` to `row.failures`. Returns whether this call won.
-pub fn update_from(conn: &mut DbConnection, from_failures: i64, row: &LoginFailure) -> QueryResult<bool> {
-    diesel::update(
-        login_failures::table
-            .find((&row.organisation_key, &row.username_key))
-            .filter(login_failures::failures.eq(from_failures)),
-    )
-    .set((
-        login_failures::failures.eq(row.failures),
-        login_failures::locked_until.eq(row.locked_until),
-        login_failures::updated_at.eq(row.updated_at),
-    ))
-    .execute(conn)
-    .map(|rows| rows == 1)
+/// The counter for this organisation + username, created at zero failures if there is none, and locked until
+/// the end of the transaction: concurrent logins of one account, on any node, take their turns here. On
+/// PostgreSQL one upsert creates or locks the row (an `ON CONFLICT DO UPDATE` waits for a concurrent holder and,
+/// should that holder delete the row, inserts it again); on SQLite the write transaction already holds the
+/// database's only write lock, so finding or inserting the row is enough.
+pub fn lock(
+    conn: &mut DbConnection,
+    organisation_key: &str,
+    username_key: &str,
+    now: i64,
+) -> QueryResult<LoginFailure> {
+    let fresh = LoginFailure {
+        organisation_key: organisation_key.to_owned(),
+        username_key: username_key.to_owned(),
+        failures: 0,
+        locked_until: 0,
+        updated_at: now,
+    };
+    match conn {
+        DbConnection::Postgres(pg) => diesel::insert_into(login_failures::table)
+            .values(&fresh)
+            .on_conflict((login_failures::organisation_key, login_failures::username_key))
+            .do_update()
+            .set(login_failures::failures.eq(login_failures::failures))
+            .returning(LoginFailure::as_returning())
+            .get_result(pg),
+        DbConnection::Sqlite(_) => match find(conn, organisation_key, username_key)? {
+            Some(row) => Ok(row),
+            None => create(conn, &fresh).map(|()| fresh),
+        },
+    }
+}
+
+/// Writes the counter's failures, lock and time.
+pub fn update(conn: &mut DbConnection, row: &LoginFailure) -> QueryResult<()> {
+    diesel::update(login_failures::table.find((&row.organisation_key, &row.username_key)))
+        .set((
+            login_failures::failures.eq(row.failures),
+            login_failures::locked_until.eq(row.locked_until),
+            login_failures::updated_at.eq(row.updated_at),
+        ))
+        .execute(conn)
+        .map(drop)
 }
 
 /// Forgets the counter (after a successful login).

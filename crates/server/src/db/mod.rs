@@ -8,6 +8,7 @@ pub mod api_key;
 pub mod batch;
 pub mod coalesce;
 pub mod group_commit;
+pub mod login_check;
 pub mod login_failure;
 pub mod organisation;
 pub mod rekey;

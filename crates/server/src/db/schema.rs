@@ -91,6 +91,15 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    login_checks (organisation_key, username_key, id) {
+        organisation_key -> Text,
+        username_key -> Text,
+        id -> Text,
+        taken_at -> BigInt,
+    }
+}
+
 diesel::joinable!(units -> organisations (organisation_id));
 diesel::joinable!(users -> organisations (organisation_id));
 diesel::joinable!(user_units -> units (unit_id));

@@ -5,6 +5,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use diesel::Connection as _;
+
 use super::api_key::{self, KeyWithOwner};
 use super::coalesce::Coalescer;
 use super::group_commit::GroupCommit;
@@ -100,6 +102,23 @@ impl Store {
         match &self.engine {
             Engine::Sqlite(commits) => commits.submit(job).await,
             Engine::Postgres(_) => self.read(job).await,
+        }
+    }
+
+    /// [`Store::write`] for work whose statements must commit together or not at all, and whose locks must
+    /// hold until the end: on SQLite the job's savepoint in the group commit (whose transaction holds the
+    /// database's write lock throughout), on PostgreSQL a transaction of its own.
+    pub async fn transaction<T, F>(&self, job: F) -> Result<T, ApiError>
+    where
+        F: FnOnce(&mut DbConnection) -> Result<T, ApiError> + Send + 'static,
+        T: Send + 'static,
+    {
+        match &self.engine {
+            Engine::Sqlite(commits) => commits.submit(job).await,
+            Engine::Postgres(_) => {
+                self.read(move |conn| conn.transaction::<T, ApiError, _>(|conn| job(conn)))
+                    .await
+            }
         }
     }
 

@@ -239,24 +239,25 @@ impl Modify for Answers {
 }
 
 fn add_errors(operation: &mut Operation) {
-    let codes = errors(operation.operation_id.as_deref().unwrap_or_default());
+    let operation_id = operation.operation_id.clone().unwrap_or_default();
+    let codes = errors(&operation_id);
     let mut by_status: BTreeMap<u16, Vec<ErrorCode>> = BTreeMap::new();
     for code in codes {
         by_status.entry(code.http_status()).or_default().push(code);
     }
     for (status, codes) in by_status {
-        operation
-            .responses
-            .responses
-            .insert(status.to_string(), RefOr::T(error_response(&codes)));
+        operation.responses.responses.insert(
+            status.to_string(),
+            RefOr::T(error_response(&operation_id, &codes)),
+        );
     }
 }
 
-/// One HTTP status's error answer: the error envelope with one named example per code.
-fn error_response(codes: &[ErrorCode]) -> Response {
+/// One HTTP status's error answer of an operation: the error envelope with one named example per code.
+fn error_response(operation_id: &str, codes: &[ErrorCode]) -> Response {
     let description = codes
         .iter()
-        .map(|c| format!("`{}`: {}", c.as_str(), when(*c)))
+        .map(|c| format!("`{}`: {}", c.as_str(), when(operation_id, *c)))
         .collect::<Vec<_>>()
         .join(" ");
     let examples = codes.iter().map(|code| {
@@ -284,15 +285,38 @@ fn error_response(codes: &[ErrorCode]) -> Response {
                 .description(Some("Seconds until the next attempt is accepted"))
                 .build(),
         );
+    } else if is_lockout_wait(operation_id, codes) {
+        response = response.header(
+            "Retry-After",
+            HeaderBuilder::new()
+                .schema(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(1)))
+                .description(Some(
+                    "Seconds to wait before trying again (1); sent when the password checks of the \
+                     organisation + username stayed taken, not when the database is down",
+                ))
+                .build(),
+        );
     }
     response.build()
+}
+
+/// Whether this answer of the operation includes the password login's `UNAVAILABLE` after waiting for a
+/// password-check slot of the account.
+fn is_lockout_wait(operation_id: &str, codes: &[ErrorCode]) -> bool {
+    operation_id == "create_token" && codes.contains(&ErrorCode::Unavailable)
 }
 
 /// The name utoipa gives `Envelope<Empty>`, the body of every failed response.
 const ERROR_ENVELOPE: &str = "Envelope_Empty";
 
-/// When each code is answered, as the contract's table says.
-fn when(code: ErrorCode) -> &'static str {
+/// When the operation answers each code, as the contract says.
+fn when(operation_id: &str, code: ErrorCode) -> &'static str {
+    if is_lockout_wait(operation_id, &[code]) {
+        return "the database cannot be reached (the request changed nothing); or more logins of this \
+                organisation + username arrived at once than may be checked at once (the lockout threshold \
+                minus the failures so far), and this one found no turn within `auth.lockout.max_wait_ms`: its \
+                password was neither checked nor counted, and `Retry-After: 1` says to try again.";
+    }
     match code {
         ErrorCode::InvalidRequest => {
             "the body is not JSON, or a field is missing, empty, of the wrong type or over its limit."
@@ -568,6 +592,25 @@ mod tests {
                 assert!(seen.contains(&code), "{code} is documented nowhere");
             }
         }
+        Ok(())
+    }
+
+    /// The password login's 503 says when a lockout wait ran out and carries `Retry-After`; other operations'
+    /// 503s (database down) do not.
+    #[test]
+    fn only_the_password_login_documents_a_lockout_wait() -> anyhow::Result<()> {
+        let doc = doc()?;
+        let login = &doc["paths"][format!("{BASE}{}", routes::PASSWORD_TOKEN)]["post"]["responses"]["503"];
+        assert!(login["headers"]["Retry-After"].is_object(), "{login}");
+        assert!(
+            login["description"]
+                .as_str()
+                .is_some_and(|d| d.contains("auth.lockout.max_wait_ms")),
+            "{login}"
+        );
+        let refresh = &doc["paths"][format!("{BASE}{}", routes::REFRESH_TOKEN)]["post"]["responses"]["503"];
+        assert!(refresh["headers"].get("Retry-After").is_none(), "{refresh}");
+        assert!(refresh["description"].is_string());
         Ok(())
     }
 

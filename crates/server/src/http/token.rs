@@ -66,9 +66,12 @@ fn token_response(token: String) -> HttpResponse {
     tag = TAG_AUTH,
     summary = "Get a token by username and password",
     description = "Opens a session for the user in the organisation, logged into the unit asked for or the \
-        user's default unit. Failed logins count per organisation + username; from the lockout threshold on, \
-        attempts are refused with `TOO_MANY_ATTEMPTS` and a `Retry-After` header for a delay that doubles \
-        per failure.",
+        user's default unit. Failed password checks count per organisation + username and a successful login \
+        resets the count; from the lockout threshold on, attempts are refused with `TOO_MANY_ATTEMPTS` and a \
+        `Retry-After` header for a delay that doubles per failure. At most the threshold minus the failures \
+        so far are checked at once (across all nodes), so many clients sharing one user take turns: a login \
+        that finds no turn within `auth.lockout.max_wait_ms` is answered `UNAVAILABLE` with \
+        `Retry-After: 1`, nothing checked or counted.",
     request_body(
         content = PasswordTokenRequest,
         description = "A JSON object; unknown fields are ignored.",

@@ -49,25 +49,7 @@ async fn password_login(state: &AppState, login: PasswordLogin, client: IpAddr) 
     let org_key = name_key(&login.organisation);
     let user_key = name_key(&login.username);
 
-    let found = async {
-        let failures = {
-            let (org_key, user_key) = (org_key.clone(), user_key.clone());
-            let lockout = state.settings.auth.lockout.clone();
-            state
-                .store
-                .write(move |conn| lockout::reserve_attempt(conn, &org_key, &user_key, now, &lockout))
-                .await?
-        };
-        let organisation = login.organisation.clone();
-        let username = login.username.clone();
-        let found = state
-            .store
-            .read(move |conn| Ok(user::find_with_organisation(conn, &organisation, &username)?))
-            .await?;
-        Ok::<_, ApiError>((failures, found))
-    }
-    .await;
-    let (failures, found) = match found {
+    let check = match state.lockout.begin(&state.store, &org_key, &user_key, now).await {
         Err(ApiError::TooManyAttempts { retry_after }) => {
             log::warn!(
                 target: logging::AUDIT,
@@ -81,14 +63,33 @@ async fn password_login(state: &AppState, login: PasswordLogin, client: IpAddr) 
             );
             return Err(ApiError::TooManyAttempts { retry_after });
         }
+        Err(ApiError::Busy) => {
+            log::warn!(
+                target: logging::AUDIT,
+                event = Event::LoginBusy,
+                organisation = login.organisation.as_str(),
+                username = login.username.as_str(),
+                auth_method = AuthMethod::Password.as_str(),
+                client = client,
+                waited_ms = state.settings.auth.lockout.max_wait_ms;
+                "login busy"
+            );
+            return Err(ApiError::Busy);
+        }
         other => other?,
     };
-
+    // From here to `end` the check holds a slot; an early return drops it, which frees the slot uncounted.
+    let organisation = login.organisation.clone();
+    let username = login.username.clone();
+    let found = state
+        .store
+        .read(move |conn| Ok(user::find_with_organisation(conn, &organisation, &username)?))
+        .await?;
     let phc = found.as_ref().and_then(|(_, user, _)| user.password_hash.clone());
     let password_ok = state.hasher.verify(login.password, phc).await?;
-    let Some((org, user, default_unit)) =
-        found.filter(|(org, user, _)| password_ok && org.is_active && user.is_active)
-    else {
+    let found = found.filter(|(org, user, _)| password_ok && org.is_active && user.is_active);
+    let failures = check.end(found.is_some(), now).await?;
+    let Some((org, user, default_unit)) = found else {
         log::info!(
             target: logging::AUDIT,
             event = Event::LoginFailed,
@@ -104,10 +105,6 @@ async fn password_login(state: &AppState, login: PasswordLogin, client: IpAddr) 
         return Err(ApiError::InvalidCredentials);
     };
 
-    state
-        .store
-        .write(move |conn| lockout::reset(conn, &org_key, &user_key))
-        .await?;
     let unit = choose_unit(state, &org, &user, default_unit, login.unit).await?;
     let session = open_session(state, &org, &user, &unit, None, now).await?;
     log::info!(

@@ -452,6 +452,10 @@ fn the_example_configuration_loads_and_matches_the_defaults() -> anyhow::Result<
         ),
         (5, 30)
     );
+    assert_eq!(
+        settings.auth.lockout.max_wait_ms,
+        defaults.auth.lockout.max_wait_ms
+    );
     Ok(())
 }
 
@@ -507,6 +511,11 @@ fn unknown_keys_and_bad_values_stop_start_up_naming_the_key() -> anyhow::Result<
             "601",
             "http.shutdown_timeout_seconds",
         ),
+        (
+            "CRM_AUTH__AUTH__LOCKOUT__MAX_WAIT_MS",
+            "60001",
+            "auth.lockout.max_wait_ms",
+        ),
         ("CRM_AUTH__NOPE", "1", "nope"),
     ] {
         let err = Settings::load_from(None, env(variable, value))
@@ -521,6 +530,9 @@ fn unknown_keys_and_bad_values_stop_start_up_naming_the_key() -> anyhow::Result<
     std::fs::write(&file, "[database]\npool_size = 3\n")?;
     let settings = Settings::load_from(Some(&file), env("CRM_AUTH__DATABASE__POOL_SIZE", "5"))?;
     assert_eq!(settings.database.pool_size, 5);
+    // A minute is the longest lockout wait.
+    let settings = Settings::load_from(None, env("CRM_AUTH__AUTH__LOCKOUT__MAX_WAIT_MS", "60000"))?;
+    assert_eq!(settings.auth.lockout.max_wait_ms, 60_000);
     Ok(())
 }
 

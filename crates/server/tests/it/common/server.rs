@@ -17,6 +17,8 @@ pub struct Node {
     /// `http://` and the address it listens on, without the base path.
     pub url: String,
     pub addr: SocketAddr,
+    /// What the node serves with (its own metrics, queues and pool).
+    pub state: AppState,
     handle: ServerHandle,
 }
 
@@ -29,12 +31,13 @@ impl Node {
     /// Serves `state` on `listener`.
     pub fn start_on(listener: TcpListener, state: AppState) -> anyhow::Result<Node> {
         let addr = listener.local_addr()?;
-        let server = crm_auth_server::http::serve(listener, state)?;
+        let server = crm_auth_server::http::serve(listener, state.clone())?;
         let handle = server.handle();
         std::thread::spawn(move || actix_web::rt::System::new().block_on(server));
         Ok(Node {
             url: format!("http://{addr}"),
             addr,
+            state,
             handle,
         })
     }
