@@ -26,6 +26,7 @@ use crate::db::Backend;
 use crate::error::ApiError;
 use crate::http::connections::ConnectionLimit;
 use crate::metrics::{Metrics, UNMATCHED_ROUTE};
+use crate::service::retention::PurgeJob;
 use crate::state::AppState;
 
 /// The id of one request, shown in `INTERNAL_ERROR` messages and on every log line about it.
@@ -50,7 +51,7 @@ pub async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
     Err(ApiError::MethodNotAllowed)
 }
 
-/// Starts the server on a bound listener.
+/// Starts the server on a bound listener, with the background purge ([`PurgeJob`]), which stops with it.
 pub fn serve(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
     let workers = match state.settings.http.workers {
         0 => std::thread::available_parallelism().map(usize::from).unwrap_or(1),
@@ -75,7 +76,11 @@ pub fn serve(listener: TcpListener, state: AppState) -> std::io::Result<Server> 
         state.settings.http.max_connections_per_address,
         &state.settings.http.trusted_proxies,
     );
+    // The app factory is the one value the server keeps until it has stopped, and every worker's copy is
+    // dropped when its worker ends; the job, shared by the copies, stops when the last one goes.
+    let purge = Arc::new(PurgeJob::start(state.clone())?);
     let server = HttpServer::new(move || {
+        let _running = &purge;
         let metrics = Arc::clone(&state.metrics);
         App::new()
             .wrap_fn(move |mut req, srv| {
