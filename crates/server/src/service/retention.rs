@@ -131,12 +131,16 @@ fn run_batch(
 fn lock(conn: &mut diesel::PgConnection, contention: Contention) -> QueryResult<bool> {
     use diesel::sql_types::Bool;
 
-    let call = match contention {
-        Contention::Skip => format!("pg_try_advisory_xact_lock({PURGE_LOCK})"),
-        // The waiting form returns void once it has the lock.
-        Contention::Wait => format!("pg_advisory_xact_lock({PURGE_LOCK}) IS NULL"),
-    };
-    diesel::select(diesel::dsl::sql::<Bool>(&call)).get_result(conn)
+    match contention {
+        Contention::Skip => diesel::select(diesel::dsl::sql::<Bool>(&format!(
+            "pg_try_advisory_xact_lock({PURGE_LOCK})"
+        )))
+        .get_result(conn),
+        Contention::Wait => {
+            diesel::sql_query(format!("SELECT pg_advisory_xact_lock({PURGE_LOCK})")).execute(conn)?;
+            Ok(true)
+        }
+    }
 }
 
 /// Runs every kind of batch until a statement deletes fewer than [`PURGE_BATCH`] rows, each through `exec`,
