@@ -442,6 +442,14 @@ fn the_example_configuration_loads_and_matches_the_defaults() -> anyhow::Result<
         defaults.http.max_connections_per_address
     );
     assert_eq!(settings.auth.argon2, defaults.auth.argon2);
+    assert_eq!(
+        settings.session.retention_seconds,
+        defaults.session.retention_seconds
+    );
+    assert_eq!(
+        settings.session.purge_interval_seconds,
+        defaults.session.purge_interval_seconds
+    );
     Ok(())
 }
 
