@@ -3,11 +3,11 @@
 //! Without it every login would stay stored for ever: an integration that logs in once per call adds
 //! millions of rows a day.
 //!
-//! Deletes run at most [`PURGE_BATCH`](crate::db::PURGE_BATCH) rows per statement, through indexes on the
-//! columns compared, until a statement deletes fewer. On PostgreSQL each batch is a transaction that first
-//! takes a transaction-level advisory lock ([`PURGE_LOCK`]), so one node purges at a time (two would pick the
-//! same rows and wait on each other's row locks), and a transaction pooler in front of the database keeps
-//! working; SQLite has one writer anyway. `crm-auth serve` runs a round every `session.purge_interval_seconds`
+//! Deletes run at most [`PURGE_BATCH`] rows per statement, through indexes on the columns compared, until a
+//! statement deletes fewer. On PostgreSQL each batch is a transaction that first takes a transaction-level
+//! advisory lock ([`PURGE_LOCK`]), so one node purges at a time (two would pick the same rows and wait on each
+//! other's row locks), and a transaction pooler in front of the database keeps working; SQLite has one writer
+//! anyway. `crm-auth serve` runs a round every `session.purge_interval_seconds`
 //! on a thread of its own ([`PurgeJob`]); `crm-auth purge` runs one at once.
 
 use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
