@@ -909,6 +909,19 @@ fn retention_run(ctx: &Context, backend: Backend) -> Result<Vec<Check>> {
         headers: vec![("Authorization".into(), api::basic(&demo.key))],
     };
     let key_path = api::path(routes::API_KEY_TOKEN);
+    // A first short run, not counted, warms the server and grows the SQLite file and its write-ahead log to
+    // their working size, so that the first counted run is not slowed by what only a new database pays.
+    ctx.wrk.run(
+        &format!("{name}-retention-warm-up"),
+        &Run {
+            addr: server.addr,
+            path: &key_path,
+            script: &key_login,
+            connections: CLIENTS,
+            seconds: 2,
+            timeout_seconds: 10,
+        },
+    )?;
     let mut loads = Vec::with_capacity(runs);
     let mut stored = Vec::with_capacity(runs);
     for i in 0..runs.max(2) {
@@ -964,8 +977,9 @@ fn retention_run(ctx: &Context, backend: Backend) -> Result<Vec<Check>> {
                 "{last_rate:.0} vs {first_rate:.0} req/s ({:+.1}%)",
                 change * 100.0
             ),
-            required: "within 10%".into(),
-            met: change.abs() <= 0.10,
+            // The purge must not slow logins down; an end faster than the start is no failure.
+            required: "no more than 10% slower".into(),
+            met: change >= -0.10,
         },
     ])
 }
