@@ -221,11 +221,6 @@ pub enum PastRetention {
     Ended,
 }
 
-impl PastRetention {
-    /// Both, in the order the purge runs them.
-    pub const ALL: [PastRetention; 2] = [PastRetention::Lifetime, PastRetention::Ended];
-}
-
 /// Deletes at most [`PURGE_BATCH`] sessions that are past retention for `why` at `cutoff` (`now` less the
 /// retention); returns how many. Fewer than [`PURGE_BATCH`] means none is left.
 pub fn delete_past_retention(conn: &mut DbConnection, why: PastRetention, cutoff: i64) -> QueryResult<usize> {

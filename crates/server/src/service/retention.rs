@@ -94,8 +94,8 @@ enum Batch {
 impl Batch {
     /// Every kind, in the order a round runs them.
     const ALL: [Batch; 3] = [
-        Batch::Sessions(PastRetention::ALL[0]),
-        Batch::Sessions(PastRetention::ALL[1]),
+        Batch::Sessions(PastRetention::Lifetime),
+        Batch::Sessions(PastRetention::Ended),
         Batch::LoginFailures,
     ];
 }
