@@ -50,8 +50,8 @@ impl Demo {
     }
 }
 
-/// One server's settings: everything at its defaults but the data folder, the database and the listen
-/// address.
+/// One server's settings: everything at its defaults but the data folder, the database, the listen address
+/// and what [`Instance::with`] changes.
 pub struct Instance {
     /// The `crm-auth` binary.
     binary: PathBuf,
@@ -61,6 +61,8 @@ pub struct Instance {
     database_url: String,
     /// Where the server listens: a port free when the instance was made.
     pub addr: SocketAddr,
+    /// Settings other than the defaults, as `CRM_AUTH__*` variables.
+    overrides: Vec<(String, String)>,
 }
 
 impl Instance {
@@ -77,19 +79,29 @@ impl Instance {
                 str::to_owned,
             ),
             addr,
+            overrides: Vec::new(),
         })
+    }
+
+    /// The same instance with these settings changed, each a `CRM_AUTH__*` variable and its value.
+    pub fn with(mut self, overrides: &[(&str, &str)]) -> Instance {
+        self.overrides
+            .extend(overrides.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        self
     }
 
     /// The settings as `CRM_AUTH__*` variables.
     fn env(&self) -> Vec<(String, String)> {
-        vec![
+        let mut env = vec![
             (
                 "CRM_AUTH__DATA_DIR".to_owned(),
                 self.data_dir.display().to_string(),
             ),
             ("CRM_AUTH__DATABASE__URL".to_owned(), self.database_url.clone()),
             ("CRM_AUTH__HTTP__BIND".to_owned(), self.addr.to_string()),
-        ]
+        ];
+        env.extend(self.overrides.iter().cloned());
+        env
     }
 
     /// The settings as the server reads them, for the floors run in this process.

@@ -16,7 +16,7 @@ pub mod wire;
 pub use apikey::{ApiKey, KeyGenError, digest_key, parse_basic_authorization};
 pub use authorization::parse_bearer_authorization;
 pub use envelope::{Empty, Envelope, ErrorCode, Status, UnknownErrorCode};
-pub use ids::{is_id, new_id};
+pub use ids::{is_id, new_id, new_session_id};
 pub use limits::{MAX_NAME_CHARS, MAX_PASSWORD_BYTES, MAX_TOKEN_BYTES};
 pub use request::RequestError;
 pub use token::{

@@ -1,4 +1,4 @@
-//! The `crm-auth` command line: serve, migrate and the admin commands.
+//! The `crm-auth` command line: serve, migrate, purge and the admin commands.
 
 use std::io::{Read as _, Write as _};
 use std::path::PathBuf;
@@ -16,6 +16,7 @@ use crate::http::shutdown;
 use crate::logging::{self, Event};
 use crate::password::PasswordHasher;
 use crate::service::admin::{self, ExistingDemoUser};
+use crate::service::retention;
 use crate::settings::Settings;
 use crate::state::AppState;
 
@@ -76,6 +77,14 @@ pub enum Command {
     /// Sessions.
     #[command(subcommand)]
     Session(SessionCommand),
+    /// Delete sessions past `session.retention_seconds` and failed-login records older than
+    /// `auth.lockout.max_seconds` now (`serve` does it every `session.purge_interval_seconds`); print the
+    /// counts.
+    Purge {
+        /// Only count what would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Idempotently create organisation `demo`, unit `HQ`, user `admin` with a password and a key; print them.
     Demo,
     /// Print the OpenAPI document for the configured base path (`cargo xtask codegen` writes it to
@@ -260,6 +269,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User(command) => run_user(&settings, command, now),
         Command::Key(command) => run_key(&settings, command, now),
         Command::Session(command) => run_session(&settings, command, now),
+        Command::Purge { dry_run } => run_purge(&settings, dry_run, now),
     }
 }
 
@@ -565,6 +575,28 @@ fn run_session(settings: &Settings, command: SessionCommand, now: i64) -> anyhow
                 }
             );
         }
+    }
+    Ok(())
+}
+
+fn run_purge(settings: &Settings, dry_run: bool, now: i64) -> anyhow::Result<()> {
+    let conn = &mut migrated(settings)?;
+    let cutoffs = retention::Cutoffs::at(settings, now);
+    if dry_run {
+        let found = retention::count(conn, cutoffs)?;
+        say!(
+            "would purge {} session(s) and {} failed-login record(s) (dry run: nothing deleted)",
+            found.sessions,
+            found.login_failures
+        );
+    } else {
+        // Asked to purge now, so it waits for a node's batch in progress rather than skipping.
+        let purged = retention::purge(conn, cutoffs, retention::Contention::Wait)?.purged();
+        say!(
+            "purged {} session(s) and {} failed-login record(s)",
+            purged.sessions,
+            purged.login_failures
+        );
     }
     Ok(())
 }

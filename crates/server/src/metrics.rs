@@ -160,6 +160,7 @@ pub struct Metrics {
     pool_connections: IntGaugeVec,
     pool_wait: Histogram,
     db_batch_size: HistogramVec,
+    sessions_purged: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -242,6 +243,11 @@ impl Metrics {
             &["queue"],
         )?;
 
+        let sessions_purged = IntCounter::new(
+            "crm_auth_sessions_purged_total",
+            "Sessions deleted by the purge job once past session.retention_seconds",
+        )?;
+
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
         registry.register(Box::new(token_grants.clone()))?;
@@ -254,6 +260,7 @@ impl Metrics {
         registry.register(Box::new(pool_connections.clone()))?;
         registry.register(Box::new(pool_wait.clone()))?;
         registry.register(Box::new(db_batch_size.clone()))?;
+        registry.register(Box::new(sessions_purged.clone()))?;
 
         for method in [AuthMethod::Password, AuthMethod::WebApiKey] {
             for outcome in GrantOutcome::ALL {
@@ -284,6 +291,7 @@ impl Metrics {
             pool_connections,
             pool_wait,
             db_batch_size,
+            sessions_purged,
         })
     }
 
@@ -346,6 +354,17 @@ impl Metrics {
     /// How many password hashes the hashing pool has started.
     pub fn hashes(&self) -> u64 {
         self.hash_wait.get_sample_count()
+    }
+
+    /// Counts sessions the purge job deleted.
+    pub fn sessions_purged(&self, count: usize) {
+        self.sessions_purged
+            .inc_by(u64::try_from(count).unwrap_or(u64::MAX));
+    }
+
+    /// Sessions the purge job has deleted since start-up.
+    pub fn sessions_purged_total(&self) -> u64 {
+        self.sessions_purged.get()
     }
 
     /// The text exposition of every metric, with the pool gauges read from `pool` now.

@@ -171,6 +171,12 @@ pub struct TokenSettings {
 pub struct SessionSettings {
     /// No session outlives this, however often it is refreshed.
     pub max_lifetime_seconds: u64,
+    /// How long a session that ended, or passed its maximum lifetime, stays stored (for `session list`, audits
+    /// and investigations) before the purge deletes it.
+    pub retention_seconds: u64,
+    /// Seconds between two purge rounds of `crm-auth serve`; each round deletes what is past retention (and
+    /// failed-login counters older than `auth.lockout.max_seconds`) in batches of at most 1000 rows.
+    pub purge_interval_seconds: u64,
 }
 
 /// `[auth]`.
@@ -239,9 +245,7 @@ impl Default for Settings {
             database: DatabaseSettings::default(),
             http: HttpSettings::default(),
             token: TokenSettings::default(),
-            session: SessionSettings {
-                max_lifetime_seconds: 86_400,
-            },
+            session: SessionSettings::default(),
             auth: AuthSettings::default(),
             log: LogSettings::default(),
         }
@@ -312,6 +316,8 @@ impl Default for SessionSettings {
     fn default() -> SessionSettings {
         SessionSettings {
             max_lifetime_seconds: 86_400,
+            retention_seconds: 604_800,
+            purge_interval_seconds: 60,
         }
     }
 }
@@ -474,6 +480,12 @@ impl Settings {
         }
         if self.session.max_lifetime_seconds == 0 {
             return Err(invalid("session.max_lifetime_seconds", "must be at least 1"));
+        }
+        if self.session.retention_seconds == 0 {
+            return Err(invalid("session.retention_seconds", "must be at least 1"));
+        }
+        if self.session.purge_interval_seconds == 0 {
+            return Err(invalid("session.purge_interval_seconds", "must be at least 1"));
         }
         let a = &self.auth.argon2;
         argon2::Params::new(a.m_kib, a.t, a.p, None).map_err(|e| invalid("auth.argon2", e.to_string()))?;

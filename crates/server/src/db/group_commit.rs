@@ -87,6 +87,14 @@ impl<T, E: From<DieselError>> std::future::Future for Answer<T, E> {
     }
 }
 
+impl<T, E: From<DieselError>> Answer<T, E> {
+    /// Waits for the answer on this thread, for callers with a thread of their own (the purge job). Never call
+    /// it on an async runtime's thread, which it would block.
+    pub fn wait(self) -> Result<T, E> {
+        self.0.blocking_recv().unwrap_or_else(|_| Err(closed().into()))
+    }
+}
+
 /// The error a job gets when the committing thread is gone.
 fn closed() -> DieselError {
     DieselError::DatabaseError(

@@ -2,8 +2,8 @@
 
 use diesel::prelude::*;
 
-use super::DbConnection;
 use super::schema::login_failures;
+use super::{DbConnection, PURGE_BATCH};
 
 /// A counter row.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
@@ -90,4 +90,36 @@ pub fn update(conn: &mut DbConnection, row: &LoginFailure) -> QueryResult<()> {
 /// Forgets the counter (after a successful login).
 pub fn delete(conn: &mut DbConnection, organisation_key: &str, username_key: &str) -> QueryResult<usize> {
     diesel::delete(login_failures::table.find((organisation_key, username_key))).execute(conn)
+}
+
+/// Deletes at most [`PURGE_BATCH`] counters last changed before `cutoff` (`now` less
+/// `auth.lockout.max_seconds`, so any lock they set has run out); returns how many. Fewer than
+/// [`PURGE_BATCH`] means none is left.
+pub fn delete_stale(conn: &mut DbConnection, cutoff: i64) -> QueryResult<usize> {
+    use diesel::sql_types::BigInt;
+
+    // A row-value IN over the two-column key, which diesel's query builder does not express; both backends
+    // accept the SQL, only the placeholders differ.
+    let sql = match conn {
+        DbConnection::Postgres(_) => {
+            "DELETE FROM login_failures WHERE (organisation_key, username_key) IN \
+             (SELECT organisation_key, username_key FROM login_failures WHERE updated_at < $1 LIMIT $2)"
+        }
+        DbConnection::Sqlite(_) => {
+            "DELETE FROM login_failures WHERE (organisation_key, username_key) IN \
+             (SELECT organisation_key, username_key FROM login_failures WHERE updated_at < ? LIMIT ?)"
+        }
+    };
+    diesel::sql_query(sql)
+        .bind::<BigInt, _>(cutoff)
+        .bind::<BigInt, _>(PURGE_BATCH)
+        .execute(conn)
+}
+
+/// How many counters were last changed before `cutoff`.
+pub fn count_stale(conn: &mut DbConnection, cutoff: i64) -> QueryResult<i64> {
+    login_failures::table
+        .filter(login_failures::updated_at.lt(cutoff))
+        .count()
+        .get_result(conn)
 }

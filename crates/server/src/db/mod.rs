@@ -35,6 +35,10 @@ const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations");
 /// database counts as unreachable.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// The most rows one purge statement deletes: few enough that a batch holds SQLite's one writer, or its rows'
+/// locks on PostgreSQL, for milliseconds.
+pub const PURGE_BATCH: i64 = 1_000;
+
 /// SQLite waits this long for a competing writer before giving up with "database is locked".
 const SQLITE_BUSY_TIMEOUT_MS: u32 = 5_000;
 

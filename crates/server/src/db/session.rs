@@ -13,7 +13,7 @@ use diesel::serialize::{self, Output, ToSql};
 use diesel::sql_types::Text;
 
 use super::schema::{api_keys, organisations, sessions, units, user_units, users};
-use super::{Db, DbConnection};
+use super::{Db, DbConnection, PURGE_BATCH};
 
 /// Why a session ended, stored in `sessions.end_reason` by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, AsExpression, FromSqlRow)]
@@ -210,6 +210,50 @@ pub fn update_end(conn: &mut DbConnection, id: &str, now: i64, reason: EndReason
         .set((sessions::ended_at.eq(now), sessions::end_reason.eq(reason)))
         .execute(conn)
         .map(|rows| rows == 1)
+}
+
+/// Why a stored session is past retention; each is deleted through its own index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PastRetention {
+    /// Its maximum lifetime (`max_end_at`) ended before the cutoff, whether or not it ended earlier.
+    Lifetime,
+    /// It ended (`ended_at`) before the cutoff.
+    Ended,
+}
+
+/// Deletes at most [`PURGE_BATCH`] sessions that are past retention for `why` at `cutoff` (`now` less the
+/// retention); returns how many. Fewer than [`PURGE_BATCH`] means none is left.
+pub fn delete_past_retention(conn: &mut DbConnection, why: PastRetention, cutoff: i64) -> QueryResult<usize> {
+    use diesel::sql_types::BigInt;
+
+    // diesel's query builder takes no LIMIT in a DELETE's subquery; the SQL is the same on both backends but
+    // for the placeholders.
+    let sql = match (why, &*conn) {
+        (PastRetention::Lifetime, DbConnection::Postgres(_)) => {
+            "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions WHERE max_end_at < $1 LIMIT $2)"
+        }
+        (PastRetention::Lifetime, DbConnection::Sqlite(_)) => {
+            "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions WHERE max_end_at < ? LIMIT ?)"
+        }
+        (PastRetention::Ended, DbConnection::Postgres(_)) => {
+            "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions WHERE ended_at < $1 LIMIT $2)"
+        }
+        (PastRetention::Ended, DbConnection::Sqlite(_)) => {
+            "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions WHERE ended_at < ? LIMIT ?)"
+        }
+    };
+    diesel::sql_query(sql)
+        .bind::<BigInt, _>(cutoff)
+        .bind::<BigInt, _>(PURGE_BATCH)
+        .execute(conn)
+}
+
+/// How many sessions are past retention at `cutoff`, for either reason.
+pub fn count_past_retention(conn: &mut DbConnection, cutoff: i64) -> QueryResult<i64> {
+    sessions::table
+        .filter(sessions::max_end_at.lt(cutoff).or(sessions::ended_at.lt(cutoff)))
+        .count()
+        .get_result(conn)
 }
 
 /// What a revocation ends the live sessions of.

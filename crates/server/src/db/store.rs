@@ -122,6 +122,21 @@ impl Store {
         }
     }
 
+    /// [`Store::write`] for a thread of its own, outside the async runtime (the purge job): runs `job` and
+    /// waits until its writes are durable. On SQLite the job joins the next group commit like a request's, so
+    /// it takes SQLite's one writer for no longer than the job itself; on PostgreSQL it runs on a pooled
+    /// connection and may open a transaction of its own.
+    pub fn write_blocking<T, F>(&self, job: F) -> Result<T, ApiError>
+    where
+        F: FnOnce(&mut DbConnection) -> Result<T, ApiError> + Send + 'static,
+        T: Send + 'static,
+    {
+        match &self.engine {
+            Engine::Sqlite(commits) => commits.submit(job).wait(),
+            Engine::Postgres(_) => job(&mut *self.conn()?),
+        }
+    }
+
     /// The session with this id.
     pub async fn find_session(&self, id: &str) -> Result<Option<Session>, ApiError> {
         let id = id.to_owned();

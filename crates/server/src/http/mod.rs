@@ -30,6 +30,7 @@ use crate::http::listeners::{Listeners, Split};
 use crate::http::shutdown::Drain;
 use crate::logging;
 use crate::metrics::{Metrics, UNMATCHED_ROUTE};
+use crate::service::retention::PurgeJob;
 use crate::state::AppState;
 
 /// The id of one request, shown in `INTERNAL_ERROR` messages and on every log line about it.
@@ -54,8 +55,9 @@ pub async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
     Err(ApiError::MethodNotAllowed)
 }
 
-/// Starts the server on bound listeners (a lone `TcpListener` serves everything). It handles no signal itself:
-/// the command line stops it through [`shutdown::stop_on`], tests through its handle.
+/// Starts the server on bound listeners (a lone `TcpListener` serves everything), with the background purge
+/// ([`PurgeJob`]), which stops with it. It handles no signal itself: the command line stops it through
+/// [`shutdown::stop_on`], tests through its handle.
 pub fn serve(listeners: impl Into<Listeners>, state: AppState) -> std::io::Result<Server> {
     let listeners = listeners.into();
     let workers = match state.settings.http.workers {
@@ -87,7 +89,11 @@ pub fn serve(listeners: impl Into<Listeners>, state: AppState) -> std::io::Resul
         drain: Arc::clone(&state.drain),
     };
     let shutdown_timeout = state.settings.http.shutdown_timeout_seconds;
+    // The app factory is the one value the server keeps until it has stopped, and every worker's copy is
+    // dropped when its worker ends; the job, shared by the copies, stops when the last one goes.
+    let purge = Arc::new(PurgeJob::start(state.clone())?);
     let server = HttpServer::new(move || {
+        let _running = &purge;
         let observer = observer.clone();
         App::new()
             .wrap_fn(move |mut req, srv| {

@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use crm_auth_core::{ApiKey, AuthMethod, new_id};
+use crm_auth_core::{ApiKey, AuthMethod, new_session_id};
 
 use crate::db::api_key;
 use crate::db::organisation::Organisation;
@@ -255,7 +255,7 @@ async fn open_session(
         AuthMethod::Password
     };
     let row = Session {
-        id: new_id(),
+        id: new_session_id(),
         organisation_id: org.id.clone(),
         user_id: user.id.clone(),
         unit_id: unit.id.clone(),

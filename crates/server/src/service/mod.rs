@@ -1,9 +1,10 @@
-//! What the endpoints and commands do, apart from HTTP: logins, sessions, lockout, administration. Blocking functions take `&mut conn`
+//! What the endpoints and commands do, apart from HTTP: logins, sessions, lockout, administration, retention. Blocking functions take `&mut conn`
 //! first and `now` as a parameter; the async ones move blocking work off the async workers.
 
 pub mod admin;
 pub mod lockout;
 pub mod login;
+pub mod retention;
 pub mod session;
 
 use crm_auth_core::{Claims, issue};

@@ -16,6 +16,7 @@ mod logs;
 mod ops;
 mod races;
 mod readme;
+mod retention;
 mod revocations;
 mod schema;
 mod secrets;

@@ -456,6 +456,14 @@ fn the_example_configuration_loads_and_matches_the_defaults() -> anyhow::Result<
         settings.auth.lockout.max_wait_ms,
         defaults.auth.lockout.max_wait_ms
     );
+    assert_eq!(
+        settings.session.retention_seconds,
+        defaults.session.retention_seconds
+    );
+    assert_eq!(
+        settings.session.purge_interval_seconds,
+        defaults.session.purge_interval_seconds
+    );
     Ok(())
 }
 
