@@ -6,6 +6,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use crm_auth_core::{ErrorCode, VerifyOptions, verify};
 use crm_auth_server::clock::Clock as _;
+use crm_auth_server::service::admin::Actor;
 use serde_json::{Value, json};
 
 backend_tests!(
@@ -216,7 +217,14 @@ async fn every_credential_failure_looks_the_same(backend: Backend) -> anyhow::Re
         let conn = &mut *app.conn()?;
         let org = crm_auth_server::service::admin::find_organisation(conn, ORG)?;
         let user = crm_auth_server::service::admin::find_user(conn, &org, USER)?;
-        crm_auth_server::service::admin::set_user_active(conn, &user, false, app.clock.now())?;
+        crm_auth_server::service::admin::set_user_active(
+            conn,
+            &Actor::Cli,
+            &org,
+            &user,
+            false,
+            app.clock.now(),
+        )?;
     }
     let err = app.login().await.err();
     assert_eq!(err.and_then(|e| e.code()), Some(ErrorCode::InvalidCredentials));
@@ -317,7 +325,7 @@ async fn key_login_rejects_bad_and_revoked_keys(backend: Backend) -> anyhow::Res
         let key = crm_auth_server::db::api_key::find_active_by_digest(conn, &digest)?
             .ok_or_else(|| anyhow::anyhow!("key"))?;
         assert_eq!(
-            crm_auth_server::service::admin::revoke_key(conn, &org, &key.id, app.clock.now())?,
+            crm_auth_server::service::admin::revoke_key(conn, &Actor::Cli, &org, &key.id, app.clock.now())?,
             1
         );
     }

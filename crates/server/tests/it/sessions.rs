@@ -5,6 +5,7 @@ use crate::common::{Backend, ENDED, ORG, TestApp, USER, code, refresh_then_valid
 use crm_auth_core::ErrorCode;
 use crm_auth_server::clock::Clock as _;
 use crm_auth_server::service::admin;
+use crm_auth_server::service::admin::Actor;
 use serde_json::{Value, json};
 
 backend_tests!(
@@ -171,7 +172,10 @@ async fn disabled_user_and_revoked_key_end_sessions(backend: Backend) -> anyhow:
     let conn = &mut *app.conn()?;
     let org = admin::find_organisation(conn, ORG)?;
     let user = admin::find_user(conn, &org, USER)?;
-    assert_eq!(admin::set_user_active(conn, &user, false, app.clock.now())?, 2);
+    assert_eq!(
+        admin::set_user_active(conn, &Actor::Cli, &org, &user, false, app.clock.now())?,
+        2
+    );
     for token in [&by_password, &by_key] {
         assert_eq!(
             refresh_then_validate(&app, token.as_str()).await,
@@ -179,7 +183,7 @@ async fn disabled_user_and_revoked_key_end_sessions(backend: Backend) -> anyhow:
             "a session of the disabled user"
         );
     }
-    admin::set_user_active(conn, &user, true, app.clock.now())?;
+    admin::set_user_active(conn, &Actor::Cli, &org, &user, true, app.clock.now())?;
     // A key revoked behind the service's back (no session sweep) is still caught by refresh's re-check.
     let by_key = app.client.token_with_api_key(&app.key, None).await?;
     let key =

@@ -9,6 +9,7 @@ use crm_auth_server::db::unit::Unit;
 use crm_auth_server::db::user::{Membership, User};
 use crm_auth_server::db::{self, Backend as DbBackend, ConnectionManager, schema};
 use crm_auth_server::service::admin;
+use crm_auth_server::service::admin::Actor;
 use crm_auth_server::settings::Settings;
 use diesel::prelude::*;
 
@@ -33,7 +34,7 @@ async fn migrations_apply_revert_and_reapply(backend: Backend) -> anyhow::Result
     let conn = &mut connect(&test_db)?;
     assert_eq!(db::run_migrations(conn)?, migration_count()?);
     assert_eq!(db::run_migrations(conn)?, 0, "a second run applies nothing");
-    admin::add_organisation(conn, "Acme", 1)?;
+    admin::add_organisation(conn, &Actor::Cli, "Acme", 1)?;
     db::revert_all_migrations(conn)?;
     assert!(
         schema::organisations::table
@@ -51,20 +52,20 @@ async fn names_are_unique_case_insensitively(backend: Backend) -> anyhow::Result
     let test_db = TestDb::new(&backend)?;
     let conn = &mut connect(&test_db)?;
     db::run_migrations(conn)?;
-    let acme = admin::add_organisation(conn, "Acme", 1)?;
-    assert!(admin::add_organisation(conn, "ACME", 1).is_err());
+    let acme = admin::add_organisation(conn, &Actor::Cli, "Acme", 1)?;
+    assert!(admin::add_organisation(conn, &Actor::Cli, "ACME", 1).is_err());
     // Names are per organisation: another organisation may reuse them.
-    let other = admin::add_organisation(conn, "Other", 1)?;
-    admin::add_unit(conn, &acme, "Main", Some("MN"), 1)?;
-    assert!(admin::add_unit(conn, &acme, "main", None, 1).is_err());
-    assert!(admin::add_unit(conn, &acme, "Second", Some("mn"), 1).is_err());
-    admin::add_unit(conn, &acme, "Third", None, 1)?;
-    admin::add_unit(conn, &acme, "Fourth", None, 1)?;
-    admin::add_unit(conn, &other, "Main", Some("MN"), 1)?;
-    admin::add_user(conn, &acme, "Alice", &["Main".into()], None, None, 1)?;
-    let err = admin::add_user(conn, &acme, "aLiCe", &["Main".into()], None, None, 1).err();
+    let other = admin::add_organisation(conn, &Actor::Cli, "Other", 1)?;
+    admin::add_unit(conn, &Actor::Cli, &acme, "Main", Some("MN"), 1)?;
+    assert!(admin::add_unit(conn, &Actor::Cli, &acme, "main", None, 1).is_err());
+    assert!(admin::add_unit(conn, &Actor::Cli, &acme, "Second", Some("mn"), 1).is_err());
+    admin::add_unit(conn, &Actor::Cli, &acme, "Third", None, 1)?;
+    admin::add_unit(conn, &Actor::Cli, &acme, "Fourth", None, 1)?;
+    admin::add_unit(conn, &Actor::Cli, &other, "Main", Some("MN"), 1)?;
+    crate::common::add_user(conn, &acme, "Alice", &["Main".into()], None, None, 1)?;
+    let err = crate::common::add_user(conn, &acme, "aLiCe", &["Main".into()], None, None, 1).err();
     assert!(err.is_some_and(|e| e.to_string().contains("already exists")));
-    admin::add_user(conn, &other, "alice", &["main".into()], None, None, 1)?;
+    crate::common::add_user(conn, &other, "alice", &["main".into()], None, None, 1)?;
     assert_eq!(admin::find_user(conn, &acme, "ALICE")?.username, "Alice");
     assert_eq!(admin::find_organisation(conn, "acme")?.id, acme.id);
     assert_eq!(admin::find_organisation(conn, &acme.id)?.name, "Acme");
@@ -75,10 +76,10 @@ async fn a_user_has_exactly_one_default_unit(backend: Backend) -> anyhow::Result
     let test_db = TestDb::new(&backend)?;
     let conn = &mut connect(&test_db)?;
     db::run_migrations(conn)?;
-    let org = admin::add_organisation(conn, "Acme", 1)?;
-    admin::add_unit(conn, &org, "A", None, 1)?;
-    let b = admin::add_unit(conn, &org, "B", Some("bee"), 1)?;
-    let user = admin::add_user(conn, &org, "u", &["A".into(), "bee".into()], Some("B"), None, 1)?;
+    let org = admin::add_organisation(conn, &Actor::Cli, "Acme", 1)?;
+    admin::add_unit(conn, &Actor::Cli, &org, "A", None, 1)?;
+    let b = admin::add_unit(conn, &Actor::Cli, &org, "B", Some("bee"), 1)?;
+    let user = crate::common::add_user(conn, &org, "u", &["A".into(), "bee".into()], Some("B"), None, 1)?;
     let memberships = db::user::find_memberships(conn, &user.id)?;
     assert_eq!(memberships.len(), 2);
     assert_eq!(memberships.iter().filter(|m| m.is_default).count(), 1);
@@ -87,7 +88,7 @@ async fn a_user_has_exactly_one_default_unit(backend: Backend) -> anyhow::Result
         Some(b.id.clone())
     );
     // The database itself refuses a second default.
-    let c = admin::add_unit(conn, &org, "C", None, 1)?;
+    let c = admin::add_unit(conn, &Actor::Cli, &org, "C", None, 1)?;
     let second_default = Membership {
         user_id: user.id.clone(),
         unit_id: c.id,
@@ -98,7 +99,7 @@ async fn a_user_has_exactly_one_default_unit(backend: Backend) -> anyhow::Result
         .execute(conn);
     assert!(inserted.is_err());
     // A default outside the user's units is refused before anything is written.
-    assert!(admin::add_user(conn, &org, "v", &["A".into()], Some("B"), None, 1).is_err());
+    assert!(crate::common::add_user(conn, &org, "v", &["A".into()], Some("B"), None, 1).is_err());
     assert!(admin::find_user(conn, &org, "v").is_err());
     Ok(())
 }
@@ -107,10 +108,10 @@ async fn keys_are_found_by_digest_and_stored_without_the_key(backend: Backend) -
     let test_db = TestDb::new(&backend)?;
     let conn = &mut connect(&test_db)?;
     db::run_migrations(conn)?;
-    let org = admin::add_organisation(conn, "Acme", 1)?;
-    admin::add_unit(conn, &org, "A", None, 1)?;
-    let user = admin::add_user(conn, &org, "u", &["A".into()], None, None, 1)?;
-    let (row, key) = admin::create_key(conn, &user, 1)?;
+    let org = admin::add_organisation(conn, &Actor::Cli, "Acme", 1)?;
+    admin::add_unit(conn, &Actor::Cli, &org, "A", None, 1)?;
+    let user = crate::common::add_user(conn, &org, "u", &["A".into()], None, None, 1)?;
+    let (row, key) = admin::create_key(conn, &Actor::Cli, &org, &user, (None, None), 1)?;
     assert_eq!(row.digest, key.digest());
     assert_ne!(row.digest, key.expose());
     assert!(!row.digest.contains(key.expose()));
@@ -118,7 +119,7 @@ async fn keys_are_found_by_digest_and_stored_without_the_key(backend: Backend) -
     assert_eq!(found.map(|k| k.id), Some(row.id.clone()));
     let other = ApiKey::generate()?;
     assert!(db::api_key::find_active_by_digest(conn, &other.digest())?.is_none());
-    admin::revoke_key(conn, &org, &row.id, 2)?;
+    admin::revoke_key(conn, &Actor::Cli, &org, &row.id, 2)?;
     assert!(db::api_key::find_active_by_digest(conn, &key.digest())?.is_none());
     Ok(())
 }
@@ -127,14 +128,14 @@ async fn bad_admin_input_changes_nothing(backend: Backend) -> anyhow::Result<()>
     let test_db = TestDb::new(&backend)?;
     let conn = &mut connect(&test_db)?;
     db::run_migrations(conn)?;
-    let org = admin::add_organisation(conn, "Acme", 1)?;
-    assert!(admin::add_organisation(conn, "", 1).is_err());
-    assert!(admin::add_organisation(conn, &"x".repeat(257), 1).is_err());
-    assert!(admin::add_unit(conn, &org, " ", None, 1).is_err());
-    assert!(admin::add_user(conn, &org, "u", &["missing".into()], None, None, 1).is_err());
-    assert!(admin::add_user(conn, &org, "u", &[], None, None, 1).is_err());
-    assert!(admin::revoke_key(conn, &org, "00000000000000000000000000000000", 1).is_err());
-    assert!(admin::revoke_session(conn, "00000000000000000000000000000000", 1).is_err());
+    let org = admin::add_organisation(conn, &Actor::Cli, "Acme", 1)?;
+    assert!(admin::add_organisation(conn, &Actor::Cli, "", 1).is_err());
+    assert!(admin::add_organisation(conn, &Actor::Cli, &"x".repeat(257), 1).is_err());
+    assert!(admin::add_unit(conn, &Actor::Cli, &org, " ", None, 1).is_err());
+    assert!(crate::common::add_user(conn, &org, "u", &["missing".into()], None, None, 1).is_err());
+    assert!(crate::common::add_user(conn, &org, "u", &[], None, None, 1).is_err());
+    assert!(admin::revoke_key(conn, &Actor::Cli, &org, "00000000000000000000000000000000", 1).is_err());
+    assert!(admin::revoke_session(conn, &Actor::Cli, None, "00000000000000000000000000000000", 1).is_err());
     assert_eq!(schema::organisations::table.count().get_result::<i64>(conn)?, 1);
     assert_eq!(schema::units::table.count().get_result::<i64>(conn)?, 0);
     assert_eq!(schema::users::table.count().get_result::<i64>(conn)?, 0);
@@ -156,33 +157,33 @@ async fn look_alike_names_are_one_name(backend: Backend) -> anyhow::Result<()> {
     let test_db = TestDb::new(&backend)?;
     let conn = &mut connect(&test_db)?;
     db::run_migrations(conn)?;
-    let org = admin::add_organisation(conn, "Straße", 1)?;
+    let org = admin::add_organisation(conn, &Actor::Cli, "Straße", 1)?;
     for twin in ["STRASSE", "strasse", "Ｓｔｒａｓｓｅ"] {
-        let err = admin::add_organisation(conn, twin, 1).err();
+        let err = admin::add_organisation(conn, &Actor::Cli, twin, 1).err();
         assert!(
             err.is_some_and(|e| e.to_string().contains("already exists")),
             "{twin}"
         );
         assert_eq!(admin::find_organisation(conn, twin)?.id, org.id, "{twin}");
     }
-    admin::add_unit(conn, &org, JOSE_NFC, Some("ＭＮ"), 1)?;
-    assert!(admin::add_unit(conn, &org, JOSE_NFD, None, 1).is_err());
-    assert!(admin::add_unit(conn, &org, "Other", Some("mn"), 1).is_err());
+    admin::add_unit(conn, &Actor::Cli, &org, JOSE_NFC, Some("ＭＮ"), 1)?;
+    assert!(admin::add_unit(conn, &Actor::Cli, &org, JOSE_NFD, None, 1).is_err());
+    assert!(admin::add_unit(conn, &Actor::Cli, &org, "Other", Some("mn"), 1).is_err());
     assert_eq!(admin::find_unit(conn, &org, "JOSE\u{301}")?.name, JOSE_NFC);
     assert_eq!(admin::find_unit(conn, &org, "Mn")?.name, JOSE_NFC);
-    admin::add_user(conn, &org, "admin", &["mn".into()], None, None, 1)?;
+    crate::common::add_user(conn, &org, "admin", &["mn".into()], None, None, 1)?;
     for twin in ["ａｄｍｉｎ", "ADMIN", "ＡＤＭＩＮ"] {
-        let err = admin::add_user(conn, &org, twin, &["mn".into()], None, None, 1).err();
+        let err = crate::common::add_user(conn, &org, twin, &["mn".into()], None, None, 1).err();
         assert!(
             err.is_some_and(|e| e.to_string().contains("already exists")),
             "{twin}"
         );
         assert_eq!(admin::find_user(conn, &org, twin)?.username, "admin", "{twin}");
     }
-    admin::add_user(conn, &org, JOSE_NFD, &["mn".into()], None, None, 1)?;
+    crate::common::add_user(conn, &org, JOSE_NFD, &["mn".into()], None, None, 1)?;
     assert_eq!(admin::find_user(conn, &org, "JOSÉ")?.username, JOSE_NFD);
     // Cyrillic `а` is another letter under any folding: another name, as the contract says.
-    let cyrillic = admin::add_user(conn, &org, "\u{430}dmin", &["mn".into()], None, None, 1)?;
+    let cyrillic = crate::common::add_user(conn, &org, "\u{430}dmin", &["mn".into()], None, None, 1)?;
     assert_ne!(admin::find_user(conn, &org, "admin")?.id, cyrillic.id);
     assert_eq!(schema::users::table.count().get_result::<i64>(conn)?, 3);
     Ok(())
@@ -192,8 +193,8 @@ async fn names_that_hide_or_pose_are_refused(backend: Backend) -> anyhow::Result
     let test_db = TestDb::new(&backend)?;
     let conn = &mut connect(&test_db)?;
     db::run_migrations(conn)?;
-    let org = admin::add_organisation(conn, "Acme", 1)?;
-    admin::add_unit(conn, &org, "Main", None, 1)?;
+    let org = admin::add_organisation(conn, &Actor::Cli, "Acme", 1)?;
+    admin::add_unit(conn, &Actor::Cli, &org, "Main", None, 1)?;
     let upper_id = org.id.clone();
     let lower_id = org.id.to_lowercase();
     let wide_id: String = org
@@ -216,10 +217,10 @@ async fn names_that_hide_or_pose_are_refused(backend: Backend) -> anyhow::Result
     ];
     for (name, why) in bad {
         for result in [
-            admin::add_organisation(conn, name, 1).map(drop),
-            admin::add_unit(conn, &org, name, None, 1).map(drop),
-            admin::add_unit(conn, &org, "Unit", Some(name), 1).map(drop),
-            admin::add_user(conn, &org, name, &["Main".into()], None, None, 1).map(drop),
+            admin::add_organisation(conn, &Actor::Cli, name, 1).map(drop),
+            admin::add_unit(conn, &Actor::Cli, &org, name, None, 1).map(drop),
+            admin::add_unit(conn, &Actor::Cli, &org, "Unit", Some(name), 1).map(drop),
+            crate::common::add_user(conn, &org, name, &["Main".into()], None, None, 1).map(drop),
         ] {
             let message = result.err().map(|e| e.to_string()).unwrap_or_default();
             assert!(message.contains(why), "{name:?}: {message:?}");
@@ -286,6 +287,7 @@ fn old_user(
         password_hash: None,
         is_active: true,
         created_at: 1,
+        role: crm_auth_core::Role::Member,
     };
     db::user::create(conn, &user, std::slice::from_ref(&unit.id), &unit.id)?;
     Ok(user)
