@@ -300,6 +300,14 @@ enum MigrateError {
     Db(#[from] diesel::result::Error),
 }
 
+/// Reverts the newest applied migration (used by the migration tests, to write rows as the previous schema
+/// had them); returns its version.
+pub fn revert_last_migration(conn: &mut DbConnection) -> Result<String, DbError> {
+    MigrationHarness::<Db>::revert_last_migration(conn, MIGRATIONS)
+        .map(|version| version.to_string())
+        .map_err(|e| DbError::Migrate(e.to_string()))
+}
+
 /// Reverts every applied migration (used by the migration tests).
 pub fn revert_all_migrations(conn: &mut DbConnection) -> Result<(), DbError> {
     MigrationHarness::<Db>::revert_all_migrations(conn, MIGRATIONS)
