@@ -108,6 +108,49 @@ pub fn create(
     })
 }
 
+/// Replaces the user's memberships with `unit_ids` (default `default_unit_id`, which must be among them) and
+/// ends the user's live sessions in units it left; returns how many ended. The user's row is updated first, in
+/// the same transaction, so it is locked as a disable locks it: a login's post-insert re-check waits for this
+/// change (see `session::lock_standing`), and a session it opened in a unit left here is ended either here or
+/// by that re-check.
+pub fn update_memberships(
+    conn: &mut DbConnection,
+    user_id: &str,
+    unit_ids: &[String],
+    default_unit_id: &str,
+    now: i64,
+) -> QueryResult<usize> {
+    use super::schema::sessions;
+    use super::session::EndReason;
+    conn.transaction(|conn| {
+        diesel::update(users::table.find(user_id))
+            .set(users::is_active.eq(users::is_active))
+            .execute(conn)?;
+        diesel::delete(user_units::table.filter(user_units::user_id.eq(user_id))).execute(conn)?;
+        for unit_id in unit_ids {
+            let row = Membership {
+                user_id: user_id.to_owned(),
+                unit_id: unit_id.clone(),
+                is_default: unit_id == default_unit_id,
+            };
+            diesel::insert_into(user_units::table)
+                .values(&row)
+                .execute(conn)?;
+        }
+        diesel::update(
+            sessions::table
+                .filter(sessions::user_id.eq(user_id))
+                .filter(sessions::ended_at.is_null())
+                .filter(sessions::unit_id.ne_all(unit_ids)),
+        )
+        .set((
+            sessions::ended_at.eq(now),
+            sessions::end_reason.eq(EndReason::UnitDisabled),
+        ))
+        .execute(conn)
+    })
+}
+
 /// The user with this username in the organisation, case-insensitively.
 pub fn find_by_username(
     conn: &mut DbConnection,

@@ -479,28 +479,7 @@ pub fn add_user(
     } = new;
     check_name("username", username)?;
     authorise(actor, None, Some(role))?;
-    if units.is_empty() {
-        return Err(invalid("a user needs at least one --unit"));
-    }
-    let mut unit_ids = Vec::with_capacity(units.len());
-    for wanted in units {
-        let id = find_unit(conn, org, wanted)?.id;
-        if !unit_ids.contains(&id) {
-            unit_ids.push(id);
-        }
-    }
-    let default_id = match default_unit {
-        Some(wanted) => {
-            let id = find_unit(conn, org, wanted)?.id;
-            if !unit_ids.contains(&id) {
-                return Err(invalid(format!(
-                    "--default-unit {wanted:?} is not among the --unit values"
-                )));
-            }
-            id
-        }
-        None => unit_ids[0].clone(),
-    };
+    let (unit_ids, default_id) = resolve_units(conn, org, units, default_unit)?;
     let user = User {
         id: new_id(),
         organisation_id: org.id.clone(),
@@ -527,6 +506,68 @@ pub fn add_user(
     let event = (Event::UserCreate, "user created");
     audited(conn, actor, event, &subject, now, create, |_| None)?;
     Ok(user)
+}
+
+/// The ids of `units` (each an id, name or code, duplicates dropped) and of the default among them:
+/// `default_unit`, else the first.
+fn resolve_units(
+    conn: &mut DbConnection,
+    org: &Organisation,
+    units: &[String],
+    default_unit: Option<&str>,
+) -> Result<(Vec<String>, String), AdminError> {
+    let mut unit_ids: Vec<String> = Vec::with_capacity(units.len());
+    for wanted in units {
+        let id = find_unit(conn, org, wanted)?.id;
+        if !unit_ids.contains(&id) {
+            unit_ids.push(id);
+        }
+    }
+    let Some(first) = unit_ids.first().cloned() else {
+        return Err(invalid("a user needs at least one --unit"));
+    };
+    let default_id = match default_unit {
+        Some(wanted) => {
+            let id = find_unit(conn, org, wanted)?.id;
+            if !unit_ids.contains(&id) {
+                return Err(invalid(format!(
+                    "--default-unit {wanted:?} is not among the --unit values"
+                )));
+            }
+            id
+        }
+        None => first,
+    };
+    Ok((unit_ids, default_id))
+}
+
+/// Replaces a user's units (each an id, name or code; the default is `default_unit`, else the first); the
+/// user's live sessions in units it leaves end before this returns. Returns the sessions ended.
+pub fn set_units(
+    conn: &mut DbConnection,
+    actor: &Actor,
+    org: &Organisation,
+    user: &User,
+    (units, default_unit): (&[String], Option<&str>),
+    now: i64,
+) -> Result<usize, AdminError> {
+    authorise(actor, Some(user), None)?;
+    let (unit_ids, default_id) = resolve_units(conn, org, units, default_unit)?;
+    let subject = Subject {
+        username: Some(&user.username),
+        ..Subject::of(org)
+    };
+    let set = |conn: &mut DbConnection| {
+        Ok(user::update_memberships(
+            conn,
+            &user.id,
+            &unit_ids,
+            &default_id,
+            now,
+        )?)
+    };
+    let event = (Event::UserUpdate, "units set");
+    audited(conn, actor, event, &subject, now, set, |ended| Some(*ended))
 }
 
 /// Sets a user's password hash.
