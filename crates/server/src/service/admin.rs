@@ -864,7 +864,8 @@ pub struct Demo {
 pub enum ExistingDemoUser {
     /// Give it the new password, enable it, make it an operator and replace its keys (`crm-auth demo`).
     Reset,
-    /// Leave its password, keys and state alone (`serve --demo`, which runs at every start).
+    /// Leave its password, keys and state alone, only making it an operator if it is not
+    /// (`serve --demo`, which runs at every start).
     Keep,
 }
 
@@ -890,6 +891,10 @@ pub fn demo<E: From<AdminError>>(
     };
     let (user, password) = match user::find_by_username(conn, &org.id, "admin").map_err(AdminError::from)? {
         Some(user) if existing == ExistingDemoUser::Keep => {
+            // A demo user from before roles existed became a member; the demo user is an operator.
+            if user.role != Role::Operator {
+                set_role(conn, actor, &org, &user, Role::Operator, now)?;
+            }
             return Ok(Demo {
                 organisation: org.name,
                 unit: unit.name,

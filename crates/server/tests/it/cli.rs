@@ -339,6 +339,8 @@ async fn serve_demo_keeps_an_existing_demo_user(backend: Backend) -> anyhow::Res
         demo_field(&first, "demo Web API key:"),
     );
     cli.ok(&["user", "disable", "--org", "demo", "admin"], None)?;
+    // As a demo user from before roles would be: a member.
+    cli.ok(&["user", "role", "--org", "demo", "admin", "member"], None)?;
     let port = free_port()?;
     let mut command = crm_auth(db.dir.path(), &db.url);
     command
@@ -371,6 +373,11 @@ async fn serve_demo_keeps_an_existing_demo_user(backend: Backend) -> anyhow::Res
         .token_with_password("admin", &password, "demo", None)
         .await?;
     client.token_with_api_key(&key, None).await?;
+    assert_eq!(
+        role_of(&db, "demo", "admin")?,
+        Role::Operator,
+        "the demo user is an operator"
+    );
     Ok(())
 }
 
