@@ -614,7 +614,8 @@ async fn the_roles_migration_makes_existing_users_members_and_reverts(
         crm_auth_core::new_id(),
     );
     conn.batch_execute(&format!(
-        "INSERT INTO organisations (id, name, name_key, is_active, created_at) VALUES ('{org}', 'Acme', 'acme', TRUE, 1);
+        "INSERT INTO organisations (id, name, name_key, is_active, created_at)
+             VALUES ('{org}', 'Acme', 'acme', TRUE, 1);
          INSERT INTO units (id, organisation_id, name, name_key, is_active, created_at)
              VALUES ('{unit}', '{org}', 'Main', 'main', TRUE, 1);
          INSERT INTO users (id, organisation_id, username, username_key, is_active, created_at)
