@@ -10,7 +10,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
-use crm_auth_core::{AuthMethod, digest_key, new_id, new_session_id};
+use crm_auth_core::{AuthMethod, Role, digest_key, new_id, new_session_id};
 use crm_auth_server::clock::{Clock as _, SystemClock};
 use crm_auth_server::db::api_key::{self, ApiKeyRow};
 use crm_auth_server::db::schema::{api_keys, sessions, user_units, users};
@@ -304,6 +304,8 @@ fn template(conn: &mut DbConnection, now: i64) -> Result<Session> {
         max_end_at: now + 86_400,
         ended_at: None,
         end_reason: None,
+        refreshed_at: None,
+        client: Some("127.0.0.1".to_owned()),
     })
 }
 
@@ -520,6 +522,7 @@ pub fn seed(settings: &Settings, wanted: &Seed<'_>) -> Result<String> {
                     password_hash: Some(phc.clone()),
                     is_active: true,
                     created_at: now,
+                    role: Role::Member,
                 };
                 let membership = Membership {
                     user_id: user.id.clone(),
@@ -531,8 +534,13 @@ pub fn seed(settings: &Settings, wanted: &Seed<'_>) -> Result<String> {
             .collect();
         let (user_rows, memberships): (Vec<User>, Vec<Membership>) = rows.into_iter().unzip();
         insert_chunked(conn, &user_rows, |conn, chunk| match conn {
-            DbConnection::Postgres(c) => diesel::insert_into(users::table).values(chunk).execute(c),
-            DbConnection::Sqlite(c) => diesel::insert_into(users::table).values(chunk).execute(c),
+            // Owned: the role column converts on the way in, which diesel does for owned values only.
+            DbConnection::Postgres(c) => diesel::insert_into(users::table)
+                .values(chunk.to_vec())
+                .execute(c),
+            DbConnection::Sqlite(c) => diesel::insert_into(users::table)
+                .values(chunk.to_vec())
+                .execute(c),
         })?;
         insert_chunked(conn, &memberships, |conn, chunk| match conn {
             DbConnection::Postgres(c) => diesel::insert_into(user_units::table).values(chunk).execute(c),
@@ -583,6 +591,8 @@ pub fn seed(settings: &Settings, wanted: &Seed<'_>) -> Result<String> {
                     created_at: now,
                     revoked_at: None,
                     last_used_at: None,
+                    name: None,
+                    expires_at: None,
                 }
             })
             .collect();

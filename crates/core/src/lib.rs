@@ -24,6 +24,6 @@ pub use token::{
     decode_unverified, issue, verify, verify_ignoring_expiry,
 };
 pub use wire::{
-    ApiKeyTokenRequest, AuthMethod, PasswordTokenRequest, SessionInfo, TokenRequest, TokenResponse,
-    UnknownAuthMethod, ValidateResponse,
+    ApiKeyTokenRequest, AuthMethod, PasswordTokenRequest, Role, SessionInfo, TokenRequest, TokenResponse,
+    UnknownAuthMethod, UnknownRole, ValidateResponse,
 };

@@ -136,6 +136,57 @@ impl FromStr for AuthMethod {
     }
 }
 
+/// What a user may do: every user gets tokens; an `admin` also administers its own organisation, an
+/// `operator` every organisation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Gets tokens, nothing else (the default).
+    #[default]
+    Member,
+    /// Administers its own organisation.
+    Admin,
+    /// Administers every organisation, creates organisations, imports.
+    Operator,
+}
+
+impl Role {
+    /// Every role.
+    pub const ALL: [Role; 3] = [Role::Member, Role::Admin, Role::Operator];
+
+    /// The wire name: `"member"`, `"admin"` or `"operator"`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Role::Member => "member",
+            Role::Admin => "admin",
+            Role::Operator => "operator",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The string is not one of the [`Role`] wire names.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown role (member, admin or operator)")]
+pub struct UnknownRole;
+
+impl FromStr for Role {
+    type Err = UnknownRole;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Role::ALL
+            .into_iter()
+            .find(|role| role.as_str() == s)
+            .ok_or(UnknownRole)
+    }
+}
+
 /// A live session as the validate endpoint describes it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -179,6 +230,20 @@ mod tests {
             );
         }
         assert_eq!("Password".parse::<AuthMethod>(), Err(UnknownAuthMethod));
+    }
+
+    #[test]
+    fn role_names() {
+        for role in Role::ALL {
+            assert_eq!(role.as_str().parse::<Role>(), Ok(role));
+            assert_eq!(
+                serde_json::to_value(role).ok(),
+                Some(serde_json::Value::from(role.as_str()))
+            );
+        }
+        assert_eq!(Role::default(), Role::Member);
+        assert_eq!("Admin".parse::<Role>(), Err(UnknownRole));
+        assert_eq!("".parse::<Role>(), Err(UnknownRole));
     }
 
     #[test]

@@ -6,16 +6,16 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
+use crm_auth_core::Role;
 use crm_auth_core::limits::MAX_PASSWORD_BYTES;
 
 use crate::clock::{Clock as _, SystemClock};
-use crate::db::session::Owner;
 use crate::db::{self, Backend, DbConnection};
 use crate::http::listeners::Listeners;
 use crate::http::shutdown;
-use crate::logging::{self, Event};
+use crate::logging;
 use crate::password::PasswordHasher;
-use crate::service::admin::{self, ExistingDemoUser};
+use crate::service::admin::{self, Actor, ExistingDemoUser, NewUser};
 use crate::service::retention;
 use crate::settings::Settings;
 use crate::state::AppState;
@@ -172,6 +172,10 @@ pub enum UserCommand {
         /// Read a password from standard input; without it the user can only use keys.
         #[arg(long)]
         password_stdin: bool,
+        /// The user's role: member (gets tokens), admin (administers its organisation) or operator
+        /// (administers every organisation).
+        #[arg(long, default_value = "member", value_name = "ROLE")]
+        role: String,
     },
     /// Set a user's password, read from standard input.
     Passwd {
@@ -181,6 +185,14 @@ pub enum UserCommand {
         /// Read the password from standard input (required).
         #[arg(long, required = true)]
         password_stdin: bool,
+    },
+    /// Set a user's role: member, admin or operator.
+    Role {
+        /// The user.
+        #[command(flatten)]
+        user: UserRef,
+        /// member, admin or operator.
+        role: String,
     },
     /// Disable a user: no more tokens, and its sessions end.
     Disable {
@@ -207,6 +219,12 @@ pub enum KeyCommand {
         /// The key's user.
         #[arg(long)]
         user: String,
+        /// A name to tell the key apart in listings (names may repeat).
+        #[arg(long)]
+        name: Option<String>,
+        /// When the key stops working: RFC 3339 (2027-01-31T12:00:00Z) or unix seconds.
+        #[arg(long, value_name = "WHEN")]
+        expires_at: Option<String>,
     },
     /// List an organisation's keys (never the keys themselves).
     List {
@@ -273,49 +291,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// What a command changed, named for its audit record; a field left `None` is left out of the record.
-#[derive(Debug, Default)]
-struct Subject<'a> {
-    organisation: Option<&'a str>,
-    unit: Option<&'a str>,
-    username: Option<&'a str>,
-    key_id: Option<&'a str>,
-    session: Option<&'a str>,
-}
-
-/// The audit record of one change made from the command line (actor `cli`); `ended` counts the sessions it
-/// ended.
-fn audit(event: Event, message: &str, subject: &Subject<'_>, ended: Option<usize>) {
-    log::info!(
-        target: logging::AUDIT,
-        event = event,
-        actor = "cli",
-        organisation = subject.organisation,
-        unit = subject.unit,
-        username = subject.username,
-        key_id = subject.key_id,
-        session = subject.session,
-        ended = ended;
-        "{message}"
-    );
-}
-
-/// Enables or disables `owner` (named `name` in the output), says what that did and audits it as one of
-/// `events` (enable, disable).
-fn switch(
-    conn: &mut DbConnection,
-    owner: Owner<'_>,
-    name: &str,
-    active: bool,
-    now: i64,
-    (events, subject): ([Event; 2], Subject<'_>),
-) -> anyhow::Result<()> {
-    let ended = admin::set_active(conn, owner, active, now)?;
+/// Says what an enable or disable did.
+fn switched(name: &str, active: bool, ended: usize) -> anyhow::Result<()> {
     if active {
-        audit(events[0], "enabled", &subject, None);
         say!("enabled {name}");
     } else {
-        audit(events[1], "disabled", &subject, Some(ended));
         say!("disabled {name}; ended {ended} session(s)");
     }
     Ok(())
@@ -325,12 +305,7 @@ fn run_org(settings: &Settings, command: OrgCommand, now: i64) -> anyhow::Result
     let conn = &mut migrated(settings)?;
     let (org, active) = match command {
         OrgCommand::Add { name } => {
-            let org = admin::add_organisation(conn, &name, now)?;
-            let subject = Subject {
-                organisation: Some(&org.name),
-                ..Subject::default()
-            };
-            audit(Event::OrganisationCreate, "organisation created", &subject, None);
+            let org = admin::add_organisation(conn, &Actor::Cli, &name, now)?;
             warn_look_alike(
                 "organisation",
                 &org.name,
@@ -343,19 +318,8 @@ fn run_org(settings: &Settings, command: OrgCommand, now: i64) -> anyhow::Result
         OrgCommand::Enable { org } => (org, true),
     };
     let org = admin::find_organisation(conn, &org)?;
-    let subject = Subject {
-        organisation: Some(&org.name),
-        ..Subject::default()
-    };
-    let events = [Event::OrganisationEnable, Event::OrganisationDisable];
-    switch(
-        conn,
-        Owner::Organisation(&org.id),
-        &org.name,
-        active,
-        now,
-        (events, subject),
-    )
+    let ended = admin::set_organisation_active(conn, &Actor::Cli, &org, active, now)?;
+    switched(&org.name, active, ended)
 }
 
 fn run_unit(settings: &Settings, command: UnitCommand, now: i64) -> anyhow::Result<()> {
@@ -363,13 +327,7 @@ fn run_unit(settings: &Settings, command: UnitCommand, now: i64) -> anyhow::Resu
     let (org, unit, active) = match command {
         UnitCommand::Add { org, name, code } => {
             let org = admin::find_organisation(conn, &org)?;
-            let unit = admin::add_unit(conn, &org, &name, code.as_deref(), now)?;
-            let subject = Subject {
-                organisation: Some(&org.name),
-                unit: Some(&unit.name),
-                ..Subject::default()
-            };
-            audit(Event::UnitCreate, "unit created", &subject, None);
+            let unit = admin::add_unit(conn, &Actor::Cli, &org, &name, code.as_deref(), now)?;
             warn_look_alike("unit", &unit.name, admin::look_alike_unit(conn, &unit));
             say!("{}", unit.id);
             return Ok(());
@@ -379,20 +337,13 @@ fn run_unit(settings: &Settings, command: UnitCommand, now: i64) -> anyhow::Resu
     };
     let org = admin::find_organisation(conn, &org)?;
     let unit = admin::find_unit(conn, &org, &unit)?;
-    let subject = Subject {
-        organisation: Some(&org.name),
-        unit: Some(&unit.name),
-        ..Subject::default()
-    };
-    let events = [Event::UnitEnable, Event::UnitDisable];
-    switch(
-        conn,
-        Owner::Unit(&unit.id),
-        &unit.name,
-        active,
-        now,
-        (events, subject),
-    )
+    let ended = admin::set_unit_active(conn, &Actor::Cli, &org, &unit, active, now)?;
+    switched(&unit.name, active, ended)
+}
+
+/// A role named on the command line.
+fn parse_role(role: &str) -> anyhow::Result<Role> {
+    role.parse().map_err(|e| anyhow::anyhow!("role {role:?}: {e}"))
 }
 
 fn run_user(settings: &Settings, command: UserCommand, now: i64) -> anyhow::Result<()> {
@@ -404,79 +355,84 @@ fn run_user(settings: &Settings, command: UserCommand, now: i64) -> anyhow::Resu
             units,
             default_unit,
             password_stdin,
+            role,
         } => {
+            let role = parse_role(&role)?;
             let org = admin::find_organisation(conn, &user.org)?;
-            let hash = if password_stdin {
+            let password_hash = if password_stdin {
                 Some(hash_stdin_password(settings)?)
             } else {
                 None
             };
-            let created = admin::add_user(
-                conn,
-                &org,
-                &user.username,
-                &units,
-                default_unit.as_deref(),
-                hash,
-                now,
-            )?;
-            let subject = Subject {
-                organisation: Some(&org.name),
-                username: Some(&created.username),
-                ..Subject::default()
+            let new = NewUser {
+                username: &user.username,
+                units: &units,
+                default_unit: default_unit.as_deref(),
+                password_hash,
+                role,
             };
-            audit(Event::UserCreate, "user created", &subject, None);
+            let created = admin::add_user(conn, &Actor::Cli, &org, new, now)?;
             warn_look_alike("user", &created.username, admin::look_alike_user(conn, &created));
             say!("{}", created.id);
         }
         UserCommand::Passwd { user, .. } => {
             let org = admin::find_organisation(conn, &user.org)?;
             let found = admin::find_user(conn, &org, &user.username)?;
-            admin::set_password(conn, &found, &hash_stdin_password(settings)?)?;
-            let subject = Subject {
-                organisation: Some(&org.name),
-                username: Some(&found.username),
-                ..Subject::default()
-            };
-            audit(Event::UserUpdate, "password set", &subject, None);
+            let hash = hash_stdin_password(settings)?;
+            admin::set_password(conn, &Actor::Cli, &org, &found, &hash, now)?;
             say!("password set for {}", found.username);
+        }
+        UserCommand::Role { user, role } => {
+            let role = parse_role(&role)?;
+            let org = admin::find_organisation(conn, &user.org)?;
+            let found = admin::find_user(conn, &org, &user.username)?;
+            admin::set_role(conn, &Actor::Cli, &org, &found, role, now)?;
+            say!("{} is now {role}", found.username);
         }
         UserCommand::Disable { user } | UserCommand::Enable { user } => {
             let org = admin::find_organisation(conn, &user.org)?;
             let found = admin::find_user(conn, &org, &user.username)?;
-            let subject = Subject {
-                organisation: Some(&org.name),
-                username: Some(&found.username),
-                ..Subject::default()
-            };
-            let events = [Event::UserEnable, Event::UserDisable];
-            switch(
-                conn,
-                Owner::User(&found.id),
-                &found.username,
-                active,
-                now,
-                (events, subject),
-            )?;
+            let ended = admin::set_user_active(conn, &Actor::Cli, &org, &found, active, now)?;
+            switched(&found.username, active, ended)?;
         }
     }
     Ok(())
 }
 
+/// A time given on the command line: RFC 3339 (`2027-01-31T12:00:00Z`) or unix seconds.
+fn parse_when(flag: &str, when: &str) -> anyhow::Result<i64> {
+    if let Ok(seconds) = when.parse::<i64>() {
+        return Ok(seconds);
+    }
+    when.parse::<jiff::Timestamp>()
+        .map(|at| at.as_second())
+        .map_err(|_| anyhow::anyhow!("{flag} {when:?} is neither an RFC 3339 time nor unix seconds"))
+}
+
+/// A unix time as RFC 3339 for listings, `-` when absent.
+fn time_or_dash(at: Option<i64>) -> String {
+    at.map_or_else(
+        || "-".to_owned(),
+        |at| jiff::Timestamp::from_second(at).map_or_else(|_| at.to_string(), |t| t.to_string()),
+    )
+}
+
 fn run_key(settings: &Settings, command: KeyCommand, now: i64) -> anyhow::Result<()> {
     let conn = &mut migrated(settings)?;
     match command {
-        KeyCommand::Create { org, user } => {
+        KeyCommand::Create {
+            org,
+            user,
+            name,
+            expires_at,
+        } => {
+            let expires_at = expires_at
+                .map(|when| parse_when("--expires-at", &when))
+                .transpose()?;
             let org = admin::find_organisation(conn, &org)?;
             let user = admin::find_user(conn, &org, &user)?;
-            let (row, key) = admin::create_key(conn, &user, now)?;
-            let subject = Subject {
-                organisation: Some(&org.name),
-                username: Some(&user.username),
-                key_id: Some(&row.id),
-                ..Subject::default()
-            };
-            audit(Event::KeyCreate, "key created", &subject, None);
+            let details = (name.as_deref(), expires_at);
+            let (row, key) = admin::create_key(conn, &Actor::Cli, &org, &user, details, now)?;
             say!(
                 "key id {} for {} in {} (the key is shown only now):",
                 row.id,
@@ -488,12 +444,14 @@ fn run_key(settings: &Settings, command: KeyCommand, now: i64) -> anyhow::Result
         KeyCommand::List { org } => {
             let org = admin::find_organisation(conn, &org)?;
             say!(
-                "{:<32}  {:<8}  {:<20}  {:<10}  {:<10}  last_used",
+                "{:<32}  {:<8}  {:<20}  {:<10}  {:<10}  {:<10}  {:<20}  name",
                 "id",
                 "prefix",
                 "user",
                 "created",
-                "revoked"
+                "revoked",
+                "last_used",
+                "expires"
             );
             for key in crate::db::api_key::find_by_organisation(conn, &org.id)? {
                 let user = crate::db::user::find_by_id(conn, &key.user_id)?
@@ -501,25 +459,21 @@ fn run_key(settings: &Settings, command: KeyCommand, now: i64) -> anyhow::Result
                     .unwrap_or_default();
                 let or_dash = |t: Option<i64>| t.map_or_else(|| "-".to_owned(), |t| t.to_string());
                 say!(
-                    "{:<32}  {:<8}  {:<20}  {:<10}  {:<10}  {}",
+                    "{:<32}  {:<8}  {:<20}  {:<10}  {:<10}  {:<10}  {:<20}  {}",
                     key.id,
                     key.prefix,
                     user,
                     key.created_at,
                     or_dash(key.revoked_at),
-                    or_dash(key.last_used_at)
+                    or_dash(key.last_used_at),
+                    time_or_dash(key.expires_at),
+                    key.name.as_deref().unwrap_or("-")
                 );
             }
         }
         KeyCommand::Revoke { org, key_id } => {
             let org = admin::find_organisation(conn, &org)?;
-            let ended = admin::revoke_key(conn, &org, &key_id, now)?;
-            let subject = Subject {
-                organisation: Some(&org.name),
-                key_id: Some(&key_id),
-                ..Subject::default()
-            };
-            audit(Event::KeyRevoke, "key revoked", &subject, Some(ended));
+            let ended = admin::revoke_key(conn, &Actor::Cli, &org, &key_id, now)?;
             say!("revoked {key_id}; ended {ended} session(s)");
         }
     }
@@ -533,39 +487,33 @@ fn run_session(settings: &Settings, command: SessionCommand, now: i64) -> anyhow
             let org = admin::find_organisation(conn, &org)?;
             let user = user.map(|u| admin::find_user(conn, &org, &u)).transpose()?;
             say!(
-                "{:<32}  {:<20}  {:<16}  {:<11}  {:>3}  {:<10}  expires",
+                "{:<32}  {:<20}  {:<16}  {:<11}  {:>3}  {:<10}  {:<10}  {:<10}  client",
                 "jti",
                 "user",
                 "unit",
                 "method",
                 "gen",
-                "created"
+                "created",
+                "expires",
+                "refreshed"
             );
             for s in admin::list_sessions(conn, &org, user.as_ref(), now)? {
                 say!(
-                    "{:<32}  {:<20}  {:<16}  {:<11}  {:>3}  {:<10}  {}",
+                    "{:<32}  {:<20}  {:<16}  {:<11}  {:>3}  {:<10}  {:<10}  {:<10}  {}",
                     s.id,
                     s.username,
                     s.unit_name,
                     s.method,
                     s.generation,
                     s.created_at,
-                    s.expires_at
+                    s.expires_at,
+                    s.refreshed_at.map_or_else(|| "-".to_owned(), |t| t.to_string()),
+                    s.client.as_deref().unwrap_or("-")
                 );
             }
         }
         SessionCommand::Revoke { jti } => {
-            let was_live = admin::revoke_session(conn, &jti, now)?;
-            let subject = Subject {
-                session: Some(&jti),
-                ..Subject::default()
-            };
-            audit(
-                Event::SessionRevoke,
-                "session revoked",
-                &subject,
-                Some(usize::from(was_live)),
-            );
+            let was_live = admin::revoke_session(conn, &Actor::Cli, None, &jti, now)?;
             say!(
                 "{}",
                 if was_live {
@@ -656,7 +604,7 @@ fn print_demo(
         let hash = PasswordHasher::hash_blocking(&settings.auth.argon2, &password)?;
         Ok((password, hash))
     };
-    let demo = admin::demo(conn, new_password, existing, SystemClock.now())?;
+    let demo = admin::demo(conn, &Actor::Cli, new_password, existing, SystemClock.now())?;
     let Some((password, key)) = demo.credentials else {
         say!(
             "demo user {} exists in organisation {}; its password and keys are unchanged (`crm-auth demo` \

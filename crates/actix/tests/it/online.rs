@@ -1,6 +1,7 @@
 //! The extractor with an online configuration, against the real server on a loopback port: the server's
 //! verdict, logouts included, is what the handler sees.
 
+use crm_auth_server::service::admin::Actor;
 use std::net::{SocketAddr, TcpListener};
 
 use actix_web::dev::ServerHandle;
@@ -47,10 +48,15 @@ async fn the_real_servers_verdict_decides() -> anyhow::Result<()> {
     )?;
     let key = {
         let conn = &mut *state.store.pool().get()?;
-        let org = admin::add_organisation(conn, "Acme", 1)?;
-        admin::add_unit(conn, &org, "HQ", None, 1)?;
-        let user = admin::add_user(conn, &org, "alice", &["HQ".into()], None, None, 1)?;
-        admin::create_key(conn, &user, 1)?.1
+        let org = admin::add_organisation(conn, &Actor::Cli, "Acme", 1)?;
+        admin::add_unit(conn, &Actor::Cli, &org, "HQ", None, 1)?;
+        let new = admin::NewUser {
+            username: "alice",
+            units: &["HQ".into()],
+            ..admin::NewUser::default()
+        };
+        let user = admin::add_user(conn, &Actor::Cli, &org, new, 1)?;
+        admin::create_key(conn, &Actor::Cli, &org, &user, (None, None), 1)?.1
     };
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;

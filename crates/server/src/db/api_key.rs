@@ -29,6 +29,17 @@ pub struct ApiKeyRow {
     pub revoked_at: Option<i64>,
     /// When it last opened a session.
     pub last_used_at: Option<i64>,
+    /// An optional name to tell keys apart (names may repeat).
+    pub name: Option<String>,
+    /// From this time on (unix seconds) the key logs in as an unknown key would; `None`: never.
+    pub expires_at: Option<i64>,
+}
+
+impl ApiKeyRow {
+    /// Whether the key has expired at `now`.
+    pub fn is_expired(&self, now: i64) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
 }
 
 /// Inserts a key.

@@ -36,6 +36,7 @@ diesel::table! {
         password_hash -> Nullable<Text>,
         is_active -> Bool,
         created_at -> BigInt,
+        role -> Text,
     }
 }
 
@@ -57,6 +58,8 @@ diesel::table! {
         created_at -> BigInt,
         revoked_at -> Nullable<BigInt>,
         last_used_at -> Nullable<BigInt>,
+        name -> Nullable<Text>,
+        expires_at -> Nullable<BigInt>,
     }
 }
 
@@ -78,6 +81,20 @@ diesel::table! {
         max_end_at -> BigInt,
         ended_at -> Nullable<BigInt>,
         end_reason -> Nullable<Text>,
+        refreshed_at -> Nullable<BigInt>,
+        client -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    audit_events (id) {
+        id -> Text,
+        organisation_id -> Nullable<Text>,
+        at -> BigInt,
+        actor -> Text,
+        action -> Text,
+        target -> Text,
+        client -> Nullable<Text>,
     }
 }
 
@@ -104,4 +121,12 @@ diesel::joinable!(units -> organisations (organisation_id));
 diesel::joinable!(users -> organisations (organisation_id));
 diesel::joinable!(user_units -> units (unit_id));
 diesel::joinable!(user_units -> users (user_id));
-diesel::allow_tables_to_appear_in_same_query!(organisations, units, users, user_units, api_keys, sessions);
+diesel::allow_tables_to_appear_in_same_query!(
+    organisations,
+    units,
+    users,
+    user_units,
+    api_keys,
+    sessions,
+    audit_events
+);

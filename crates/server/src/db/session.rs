@@ -4,12 +4,10 @@ use std::fmt;
 
 use crm_auth_core::AuthMethod;
 use diesel::PgConnection;
-use diesel::backend::Backend;
-use diesel::deserialize::{self, FromSql, FromSqlRow};
+use diesel::deserialize::FromSqlRow;
 use diesel::dsl::AsSelect;
 use diesel::expression::AsExpression;
 use diesel::prelude::*;
-use diesel::serialize::{self, Output, ToSql};
 use diesel::sql_types::Text;
 
 use super::schema::{api_keys, organisations, sessions, units, user_units, users};
@@ -89,33 +87,6 @@ impl From<MethodColumn> for AuthMethod {
     }
 }
 
-/// Maps a closed set to a TEXT column by name, on every backend: `$name` and `$parse` turn a value into its
-/// name and back.
-macro_rules! text_column {
-    ($type:ty, $name:expr, $parse:expr) => {
-        impl<DB: Backend> ToSql<Text, DB> for $type
-        where
-            str: ToSql<Text, DB>,
-        {
-            fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, DB>) -> serialize::Result {
-                let name: fn(&$type) -> &'static str = $name;
-                name(self).to_sql(out)
-            }
-        }
-
-        impl<DB: Backend> FromSql<Text, DB> for $type
-        where
-            String: FromSql<Text, DB>,
-        {
-            fn from_sql(bytes: DB::RawValue<'_>) -> deserialize::Result<Self> {
-                let parse: fn(&str) -> Option<$type> = $parse;
-                let name = String::from_sql(bytes)?;
-                parse(&name).ok_or_else(|| format!("unknown {} {name:?}", stringify!($type)).into())
-            }
-        }
-    };
-}
-
 text_column!(EndReason, |reason| reason.as_str(), EndReason::from_name);
 text_column!(MethodColumn, |method| method.0.as_str(), |name| name
     .parse()
@@ -160,6 +131,10 @@ pub struct Session {
     pub ended_at: Option<i64>,
     /// Why it ended.
     pub end_reason: Option<EndReason>,
+    /// When it was last refreshed (rotated); `None` until its first refresh.
+    pub refreshed_at: Option<i64>,
+    /// The client address it logged in from (`None` for sessions older than this column).
+    pub client: Option<String>,
 }
 
 /// Inserts a session.
@@ -199,6 +174,7 @@ pub fn update_rotate(
         sessions::generation.eq(from_gen + 1),
         sessions::rotated_at.eq(now),
         sessions::expires_at.eq(expires_at),
+        sessions::refreshed_at.eq(now),
     ))
     .execute(conn)
     .map(|rows| rows == 1)
@@ -499,7 +475,8 @@ pub fn update_rotate_many(
     let now: Vec<i64> = rotations.iter().map(|r| r.now).collect();
     let expires: Vec<i64> = rotations.iter().map(|r| r.expires_at).collect();
     let rotated = diesel::sql_query(
-        "UPDATE sessions SET generation = v.from_gen + 1, rotated_at = v.now, expires_at = v.expires_at \
+        "UPDATE sessions SET generation = v.from_gen + 1, rotated_at = v.now, expires_at = v.expires_at, \
+         refreshed_at = v.now \
          FROM unnest($1::text[], $2::int8[], $3::int8[], $4::int8[]) AS v(id, from_gen, now, expires_at) \
          WHERE sessions.id = v.id AND sessions.generation = v.from_gen AND sessions.ended_at IS NULL \
          RETURNING sessions.id, v.from_gen",

@@ -1,11 +1,37 @@
 //! Users of an organisation and their unit memberships (exactly one default).
 
+use crm_auth_core::Role;
+use diesel::deserialize::FromSqlRow;
+use diesel::expression::AsExpression;
 use diesel::prelude::*;
+use diesel::sql_types::Text;
 
 use super::DbConnection;
 use super::organisation::Organisation;
 use super::schema::{user_units, users};
 use super::unit::Unit;
+
+/// The `role` column: a [`Role`] by its wire name (core's type, which knows nothing of diesel).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, AsExpression, FromSqlRow)]
+#[diesel(sql_type = Text)]
+pub struct RoleColumn(Role);
+
+impl From<Role> for RoleColumn {
+    fn from(role: Role) -> RoleColumn {
+        RoleColumn(role)
+    }
+}
+
+impl From<RoleColumn> for Role {
+    fn from(RoleColumn(role): RoleColumn) -> Role {
+        role
+    }
+}
+
+text_column!(RoleColumn, |role| role.0.as_str(), |name| name
+    .parse()
+    .ok()
+    .map(RoleColumn));
 
 /// A stored user.
 #[derive(Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
@@ -25,6 +51,9 @@ pub struct User {
     pub is_active: bool,
     /// Unix seconds.
     pub created_at: i64,
+    /// What the user may do besides getting tokens.
+    #[diesel(serialize_as = RoleColumn, deserialize_as = RoleColumn)]
+    pub role: Role,
 }
 
 impl std::fmt::Debug for User {
@@ -35,6 +64,7 @@ impl std::fmt::Debug for User {
             .field("username", &self.username)
             .field("has_password", &self.password_hash.is_some())
             .field("is_active", &self.is_active)
+            .field("role", &self.role)
             .finish()
     }
 }
@@ -59,7 +89,10 @@ pub fn create(
     default_unit_id: &str,
 ) -> QueryResult<()> {
     conn.transaction(|conn| {
-        diesel::insert_into(users::table).values(user).execute(conn)?;
+        // Owned: the role column converts on the way in, which diesel does for owned values only.
+        diesel::insert_into(users::table)
+            .values(user.clone())
+            .execute(conn)?;
         let rows: Vec<Membership> = unit_ids
             .iter()
             .map(|unit_id| Membership {
@@ -72,6 +105,49 @@ pub fn create(
             diesel::insert_into(user_units::table).values(row).execute(conn)?;
         }
         Ok(())
+    })
+}
+
+/// Replaces the user's memberships with `unit_ids` (default `default_unit_id`, which must be among them) and
+/// ends the user's live sessions in units it left; returns how many ended. The user's row is updated first, in
+/// the same transaction, so it is locked as a disable locks it: a login's post-insert re-check waits for this
+/// change (see `session::lock_standing`), and a session it opened in a unit left here is ended either here or
+/// by that re-check.
+pub fn update_memberships(
+    conn: &mut DbConnection,
+    user_id: &str,
+    unit_ids: &[String],
+    default_unit_id: &str,
+    now: i64,
+) -> QueryResult<usize> {
+    use super::schema::sessions;
+    use super::session::EndReason;
+    conn.transaction(|conn| {
+        diesel::update(users::table.find(user_id))
+            .set(users::is_active.eq(users::is_active))
+            .execute(conn)?;
+        diesel::delete(user_units::table.filter(user_units::user_id.eq(user_id))).execute(conn)?;
+        for unit_id in unit_ids {
+            let row = Membership {
+                user_id: user_id.to_owned(),
+                unit_id: unit_id.clone(),
+                is_default: unit_id == default_unit_id,
+            };
+            diesel::insert_into(user_units::table)
+                .values(&row)
+                .execute(conn)?;
+        }
+        diesel::update(
+            sessions::table
+                .filter(sessions::user_id.eq(user_id))
+                .filter(sessions::ended_at.is_null())
+                .filter(sessions::unit_id.ne_all(unit_ids)),
+        )
+        .set((
+            sessions::ended_at.eq(now),
+            sessions::end_reason.eq(EndReason::UnitDisabled),
+        ))
+        .execute(conn)
     })
 }
 
@@ -132,6 +208,13 @@ pub fn find_by_id(conn: &mut DbConnection, id: &str) -> QueryResult<Option<User>
 pub fn update_password(conn: &mut DbConnection, id: &str, hash: &str) -> QueryResult<usize> {
     diesel::update(users::table.find(id))
         .set(users::password_hash.eq(hash))
+        .execute(conn)
+}
+
+/// Sets a user's role; returns the rows changed.
+pub fn update_role(conn: &mut DbConnection, id: &str, role: Role) -> QueryResult<usize> {
+    diesel::update(users::table.find(id))
+        .set(users::role.eq(RoleColumn(role)))
         .execute(conn)
 }
 

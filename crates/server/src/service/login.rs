@@ -106,7 +106,7 @@ async fn password_login(state: &AppState, login: PasswordLogin, client: IpAddr) 
     };
 
     let unit = choose_unit(state, &org, &user, default_unit, login.unit).await?;
-    let session = open_session(state, &org, &user, &unit, None, now).await?;
+    let session = open_session(state, &org, &user, &unit, None, client, now).await?;
     log::info!(
         target: logging::AUDIT,
         event = Event::LoginOk,
@@ -159,10 +159,11 @@ async fn key_login(
             .store
             .find_key_with_owner(digest)
             .await?
-            .filter(|(_, user, org, _)| user.is_active && org.is_active)
+            // An expired key is refused on the same path, with the same answer, as an unknown one.
+            .filter(|(key, user, org, _)| !key.is_expired(now) && user.is_active && org.is_active)
             .ok_or(ApiError::InvalidCredentials)?;
         let unit = choose_unit(state, &org, &user, default_unit, wanted_unit).await?;
-        let session = open_session(state, &org, &user, &unit, Some(&key.id), now).await?;
+        let session = open_session(state, &org, &user, &unit, Some(&key.id), client, now).await?;
         if key.last_used_at.is_none_or(|at| now - at >= LAST_USED_RESOLUTION) {
             state
                 .store
@@ -241,6 +242,7 @@ async fn open_session(
     user: &User,
     unit: &Unit,
     key_id: Option<&str>,
+    client: IpAddr,
     now: i64,
 ) -> Result<Session, ApiError> {
     let settings = &state.settings;
@@ -271,6 +273,8 @@ async fn open_session(
         max_end_at,
         ended_at: None,
         end_reason: None,
+        refreshed_at: None,
+        client: Some(client.to_string()),
     };
     state.store.insert_session(row).await
 }

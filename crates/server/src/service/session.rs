@@ -125,6 +125,7 @@ async fn rotate(state: &AppState, claims: &Claims, now: i64, client: IpAddr) -> 
                 generation: presented + 1,
                 rotated_at: now,
                 expires_at,
+                refreshed_at: Some(now),
                 ..current
             };
             return Ok(Refreshed::Issued(rotated, RefreshOutcome::Rotated));

@@ -4,7 +4,9 @@
 use std::io::Read as _;
 use std::process::{Output, Stdio};
 
-use crm_auth_core::ErrorCode;
+use crm_auth_core::{ErrorCode, Role};
+use crm_auth_server::db::audit::AuditEvent;
+use crm_auth_server::service::admin;
 
 use crate::common::server::{Node, ServerProcess, crm_auth, demo_field, free_port, run_with_stdin};
 use crate::common::{Backend, TestDb, code};
@@ -18,6 +20,10 @@ backend_tests!(
     serve_demo_keeps_an_existing_demo_user,
     look_alike_and_posing_names_are_refused_and_found,
     migrate_names_both_colliding_names,
+    roles_are_set_at_creation_and_changed,
+    keys_get_a_name_and_an_expiry,
+    session_list_shows_the_refresh_time_and_the_client,
+    every_change_writes_one_audit_row_without_a_secret,
 );
 
 struct Cli<'a> {
@@ -231,6 +237,11 @@ async fn demo_is_idempotent(backend: Backend) -> anyhow::Result<()> {
     );
     let orgs = cli.ok(&["key", "list", "--org", "demo"], None)?;
     assert_eq!(orgs.lines().count(), 3, "two keys, the first revoked: {orgs}");
+    assert_eq!(role_of(&db, "demo", "admin")?, Role::Operator);
+    // A reset makes the demo user an operator again.
+    cli.ok(&["user", "role", "--org", "demo", "admin", "member"], None)?;
+    cli.ok(&["demo"], None)?;
+    assert_eq!(role_of(&db, "demo", "admin")?, Role::Operator);
     Ok(())
 }
 
@@ -328,6 +339,8 @@ async fn serve_demo_keeps_an_existing_demo_user(backend: Backend) -> anyhow::Res
         demo_field(&first, "demo Web API key:"),
     );
     cli.ok(&["user", "disable", "--org", "demo", "admin"], None)?;
+    // As a demo user from before roles would be: a member.
+    cli.ok(&["user", "role", "--org", "demo", "admin", "member"], None)?;
     let port = free_port()?;
     let mut command = crm_auth(db.dir.path(), &db.url);
     command
@@ -360,6 +373,11 @@ async fn serve_demo_keeps_an_existing_demo_user(backend: Backend) -> anyhow::Res
         .token_with_password("admin", &password, "demo", None)
         .await?;
     client.token_with_api_key(&key, None).await?;
+    assert_eq!(
+        role_of(&db, "demo", "admin")?,
+        Role::Operator,
+        "the demo user is an operator"
+    );
     Ok(())
 }
 
@@ -532,5 +550,318 @@ async fn migrate_names_both_colliding_names(backend: Backend) -> anyhow::Result<
         cli.ok(&["key", "list", "--org", "acme"], None)?.lines().count(),
         1
     );
+    Ok(())
+}
+
+/// The stored role of a user.
+fn role_of(db: &TestDb, org: &str, username: &str) -> anyhow::Result<Role> {
+    let conn = &mut crate::storage::connect(db)?;
+    let org = admin::find_organisation(conn, org)?;
+    Ok(admin::find_user(conn, &org, username)?.role)
+}
+
+/// Every audit row, oldest first.
+fn audit_rows(db: &TestDb) -> anyhow::Result<Vec<AuditEvent>> {
+    use crm_auth_server::db::schema::audit_events;
+    use diesel::prelude::*;
+    let conn = &mut crate::storage::connect(db)?;
+    Ok(audit_events::table
+        .order((audit_events::at, audit_events::id))
+        .select(AuditEvent::as_select())
+        .load(conn)?)
+}
+
+/// `--role` at creation (member by default), `user role` later; a bad role or user changes nothing.
+async fn roles_are_set_at_creation_and_changed(backend: Backend) -> anyhow::Result<()> {
+    let db = TestDb::new(&backend)?;
+    let cli = Cli { db: &db };
+    cli.ok(&["org", "add", "Acme"], None)?;
+    cli.ok(&["unit", "add", "--org", "Acme", "Main"], None)?;
+    cli.ok(&["user", "add", "--org", "Acme", "mia", "--unit", "Main"], None)?;
+    cli.ok(
+        &[
+            "user", "add", "--org", "Acme", "ann", "--unit", "Main", "--role", "admin",
+        ],
+        None,
+    )?;
+    assert_eq!(role_of(&db, "Acme", "mia")?, Role::Member);
+    assert_eq!(role_of(&db, "Acme", "ann")?, Role::Admin);
+    let out = cli.ok(&["user", "role", "--org", "acme", "MIA", "operator"], None)?;
+    assert!(out.contains("mia is now operator"), "{out}");
+    assert_eq!(role_of(&db, "Acme", "mia")?, Role::Operator);
+    let rows = audit_rows(&db)?.len();
+    for bad in [
+        [
+            "user", "add", "--org", "Acme", "bob", "--unit", "Main", "--role", "root",
+        ]
+        .as_slice(),
+        &[
+            "user", "add", "--org", "Acme", "bob", "--unit", "Main", "--role", "Admin",
+        ],
+        &["user", "role", "--org", "Acme", "mia", "superuser"],
+        &["user", "role", "--org", "Acme", "mia", ""],
+        &["user", "role", "--org", "Acme", "nobody", "admin"],
+        &["user", "role", "--org", "Nowhere", "mia", "admin"],
+    ] {
+        let stderr = cli.fails(bad, None)?;
+        assert!(stderr.starts_with("error: "), "{bad:?}: {stderr}");
+    }
+    assert!(
+        cli.fails(&["user", "disable", "--org", "Acme", "bob"], None)?
+            .contains("no user")
+    );
+    assert_eq!(role_of(&db, "Acme", "mia")?, Role::Operator);
+    assert_eq!(audit_rows(&db)?.len(), rows, "nothing was audited");
+    Ok(())
+}
+
+/// `key create --name --expires-at` (RFC 3339 or unix seconds), shown by `key list`; names may repeat; bad
+/// values change nothing.
+async fn keys_get_a_name_and_an_expiry(backend: Backend) -> anyhow::Result<()> {
+    let db = TestDb::new(&backend)?;
+    let cli = Cli { db: &db };
+    cli.ok(&["org", "add", "Acme"], None)?;
+    cli.ok(&["unit", "add", "--org", "Acme", "Main"], None)?;
+    cli.ok(&["user", "add", "--org", "Acme", "bot", "--unit", "Main"], None)?;
+    let create = |extra: &[&str]| -> anyhow::Result<String> {
+        let mut args = vec!["key", "create", "--org", "Acme", "--user", "bot"];
+        args.extend_from_slice(extra);
+        Ok(last_line(&cli.ok(&args, None)?))
+    };
+    create(&["--name", "billing", "--expires-at", "2999-01-01T00:00:00Z"])?;
+    create(&["--name", "billing", "--expires-at", "32503680000"])?;
+    create(&["--expires-at", "2999-06-01T12:00:00+02:00"])?;
+    create(&[])?;
+    let listing = cli.ok(&["key", "list", "--org", "Acme"], None)?;
+    let lines: Vec<&str> = listing.lines().collect();
+    assert_eq!(lines.len(), 5, "{listing}");
+    assert!(
+        lines[0].contains("expires") && lines[0].trim_end().ends_with("name"),
+        "{listing}"
+    );
+    let last_two = |line: &str| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields[fields.len() - 2..].join(" ")
+    };
+    let mut shown: Vec<String> = lines[1..].iter().map(|l| last_two(l)).collect();
+    shown.sort();
+    assert_eq!(
+        shown,
+        [
+            "- -",
+            "2999-01-01T00:00:00Z billing",
+            "2999-06-01T10:00:00Z -",
+            "3000-01-01T00:00:00Z billing",
+        ],
+        "{listing}"
+    );
+    let rows = audit_rows(&db)?.len();
+    for bad in [
+        ["--expires-at", "tomorrow"].as_slice(),
+        &["--expires-at", "2999-13-01T00:00:00Z"],
+        &["--expires-at", ""],
+        &["--expires-at", "2000-01-01T00:00:00Z"],
+        &["--expires-at", "0"],
+        &["--name", ""],
+        &["--name", " billing"],
+        &["--name", "bill\u{200b}ing"],
+        &["--name", &"x".repeat(300)],
+    ] {
+        let mut args = vec!["key", "create", "--org", "Acme", "--user", "bot"];
+        args.extend_from_slice(bad);
+        let stderr = cli.fails(&args, None)?;
+        assert!(stderr.starts_with("error: "), "{bad:?}: {stderr}");
+        assert!(
+            stderr.contains("--expires-at") || stderr.contains("expiry") || stderr.contains("key name"),
+            "{bad:?}: {stderr}"
+        );
+    }
+    assert_eq!(
+        cli.ok(&["key", "list", "--org", "Acme"], None)?,
+        listing,
+        "no key was made"
+    );
+    assert_eq!(audit_rows(&db)?.len(), rows, "nothing was audited");
+    Ok(())
+}
+
+/// `session list` shows when a session was last refreshed (`-` before its first refresh) and the address it
+/// logged in from.
+async fn session_list_shows_the_refresh_time_and_the_client(backend: Backend) -> anyhow::Result<()> {
+    let db = TestDb::new(&backend)?;
+    let cli = Cli { db: &db };
+    cli.ok(&["org", "add", "Acme"], None)?;
+    cli.ok(&["unit", "add", "--org", "Acme", "Main"], None)?;
+    cli.ok(&["user", "add", "--org", "Acme", "bot", "--unit", "Main"], None)?;
+    let key = last_line(&cli.ok(&["key", "create", "--org", "Acme", "--user", "bot"], None)?);
+    let node = node(&db)?;
+    let client = node.client()?;
+    let token = client.token_with_api_key(&key, None).await?;
+    let jti = token.claims().jti.clone();
+    let row = || -> anyhow::Result<Vec<String>> {
+        let listing = cli.ok(&["session", "list", "--org", "Acme"], None)?;
+        let header: Vec<&str> = listing
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        assert_eq!(header[header.len() - 2..], ["refreshed", "client"], "{listing}");
+        let line = listing
+            .lines()
+            .find(|l| l.starts_with(&jti))
+            .ok_or_else(|| anyhow::anyhow!("no {jti} in {listing}"))?;
+        Ok(line.split_whitespace().map(str::to_owned).collect())
+    };
+    let before = row()?;
+    assert_eq!(before[before.len() - 2..], ["-", "127.0.0.1"]);
+    let refreshed = client.refresh(token.as_str()).await?;
+    let after = row()?;
+    assert_eq!(after[after.len() - 1], "127.0.0.1");
+    assert_eq!(
+        after[after.len() - 2],
+        refreshed.claims().iat.to_string(),
+        "the refresh time is the new token's iat"
+    );
+    Ok(())
+}
+
+/// Each command that changes something writes one audit row (actor `cli`, the contract's action, the
+/// organisation, what it names), and no column of any row holds a password, hash, key or token.
+async fn every_change_writes_one_audit_row_without_a_secret(backend: Backend) -> anyhow::Result<()> {
+    let db = TestDb::new(&backend)?;
+    let cli = Cli { db: &db };
+    let node = node(&db)?;
+    let client = node.client()?;
+    let password = "s3cret-Pass-0";
+    let new_password = "an0ther-Pass-1";
+    let expected: std::cell::RefCell<Vec<(String, String)>> = std::cell::RefCell::default();
+    let run = |args: &[&str], stdin: Option<&str>, action: &str, target: &str| -> anyhow::Result<String> {
+        let before = audit_rows(&db)?.len();
+        let out = cli.ok(args, stdin)?;
+        let rows = audit_rows(&db)?;
+        assert_eq!(rows.len(), before + 1, "{args:?} writes one row");
+        expected.borrow_mut().push((action.to_owned(), target.to_owned()));
+        Ok(out)
+    };
+    run(&["org", "add", "Acme"], None, "organisation.create", "Acme")?;
+    run(
+        &["unit", "add", "--org", "Acme", "Main"],
+        None,
+        "unit.create",
+        "Main",
+    )?;
+    let add_alice = [
+        "user",
+        "add",
+        "--org",
+        "Acme",
+        "alice",
+        "--unit",
+        "Main",
+        "--password-stdin",
+    ];
+    run(&add_alice, Some(password), "user.create", "alice")?;
+    run(
+        &["user", "passwd", "--org", "Acme", "alice", "--password-stdin"],
+        Some(new_password),
+        "user.update",
+        "alice",
+    )?;
+    run(
+        &["user", "role", "--org", "Acme", "alice", "admin"],
+        None,
+        "user.update",
+        "alice",
+    )?;
+    let key_out = cli.ok(
+        &[
+            "key", "create", "--org", "Acme", "--user", "alice", "--name", "ci",
+        ],
+        None,
+    )?;
+    let key = last_line(&key_out);
+    let key_id = key_out
+        .split_whitespace()
+        .nth(2)
+        .ok_or_else(|| anyhow::anyhow!("no key id in {key_out}"))?
+        .to_owned();
+    expected
+        .borrow_mut()
+        .push(("key.create".to_owned(), key_id.clone()));
+    let token = client
+        .token_with_password("alice", new_password, "Acme", None)
+        .await?;
+    let jti = token.claims().jti.clone();
+    run(&["session", "revoke", &jti], None, "session.revoke", &jti)?;
+    for (verb, action) in [("disable", "unit.disable"), ("enable", "unit.enable")] {
+        run(&["unit", verb, "--org", "Acme", "Main"], None, action, "Main")?;
+    }
+    for (verb, action) in [
+        ("disable", "organisation.disable"),
+        ("enable", "organisation.enable"),
+    ] {
+        run(&["org", verb, "Acme"], None, action, "Acme")?;
+    }
+    for (verb, action) in [("disable", "user.disable"), ("enable", "user.enable")] {
+        run(&["user", verb, "--org", "Acme", "alice"], None, action, "alice")?;
+    }
+    run(
+        &["key", "revoke", "--org", "Acme", &key_id],
+        None,
+        "key.revoke",
+        &key_id,
+    )?;
+
+    let rows = audit_rows(&db)?;
+    let org_id = {
+        let conn = &mut crate::storage::connect(&db)?;
+        admin::find_organisation(conn, "Acme")?.id
+    };
+    let mut found: Vec<(String, String)> = rows
+        .iter()
+        .map(|r| (r.action.clone(), r.target.clone()))
+        .collect();
+    found.sort();
+    let mut expected = expected.into_inner();
+    expected.sort();
+    assert_eq!(found, expected);
+    for row in &rows {
+        assert_eq!(row.actor, "cli");
+        assert_eq!(row.organisation_id.as_deref(), Some(org_id.as_str()), "{row:?}");
+        assert_eq!(row.client, None, "{row:?}");
+        assert!(crm_auth_core::is_id(&row.id), "{row:?}");
+        assert!(row.at > 0, "{row:?}");
+    }
+    // No secret in any column: the passwords, their hash, the key and its digest, the token.
+    let hash = {
+        let conn = &mut crate::storage::connect(&db)?;
+        let org = admin::find_organisation(conn, "Acme")?;
+        admin::find_user(conn, &org, "alice")?
+            .password_hash
+            .unwrap_or_default()
+    };
+    let digest = crm_auth_core::digest_key(&key);
+    let secrets = [password, new_password, &hash, &key, &digest, token.as_str()];
+    for row in &rows {
+        let columns = [
+            Some(row.id.as_str()),
+            row.organisation_id.as_deref(),
+            Some(row.actor.as_str()),
+            Some(row.action.as_str()),
+            Some(row.target.as_str()),
+            row.client.as_deref(),
+        ];
+        for (column, secret) in columns
+            .iter()
+            .flatten()
+            .flat_map(|c| secrets.iter().map(move |s| (c, s)))
+        {
+            assert!(
+                !secret.is_empty() && !column.contains(secret),
+                "{row:?} holds a secret"
+            );
+        }
+    }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The SDK's `Session` against the real server: renewal across expiry with the server's clock, logging in
 //! again after the server ends the session, and many callers sharing one refresh.
 
+use crm_auth_server::service::admin::Actor;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,7 +56,13 @@ async fn session_logs_in_again_after_the_server_ends_it(backend: Backend) -> any
         .margin(Duration::from_secs(60))
         .clock(session_clock(&app));
     let first = session.token().await?;
-    admin::revoke_session(&mut *app.conn()?, first.session_id(), app.clock.now())?;
+    admin::revoke_session(
+        &mut *app.conn()?,
+        &Actor::Cli,
+        None,
+        first.session_id(),
+        app.clock.now(),
+    )?;
     app.clock.advance(7200 - 30);
     let second = session.token().await?;
     assert_ne!(second.session_id(), first.session_id());

@@ -5,6 +5,7 @@
 //! because the test holds every connection of the pool; on SQLite the commit thread runs a job that waits for
 //! the test), so they are taken as one batch when it is let go. The batch-size metric shows that they were.
 
+use crm_auth_server::service::admin::Actor;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -188,7 +189,7 @@ async fn a_new_session_of_a_disabled_user_ends_at_the_recheck(backend: Backend) 
         let conn = &mut *app.conn()?;
         let org = admin::find_organisation(conn, common::ORG)?;
         let alice = admin::find_user(conn, &org, common::USER)?;
-        admin::set_user_active(conn, &alice, false, template.created_at)?;
+        admin::set_user_active(conn, &Actor::Cli, &org, &alice, false, template.created_at)?;
     }
     let rows: Vec<Session> = (0..4)
         .map(|_| Session {

@@ -11,6 +11,7 @@
     reason = "outages and recoveries are measured in wall-clock time"
 )]
 
+use crm_auth_server::service::admin::Actor;
 use std::future::Future;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
@@ -526,8 +527,8 @@ async fn sigkill_under_load(backend: &Backend) -> anyhow::Result<()> {
     let key = {
         let conn = &mut ConnectionManager::new(db::Backend::from_url(&db.url)?)?.establish()?;
         db::run_migrations(conn)?;
-        let org = admin::add_organisation(conn, ORG, 0)?;
-        admin::add_unit(conn, &org, "Main", Some("MN"), 0)?;
+        let org = admin::add_organisation(conn, &Actor::Cli, ORG, 0)?;
+        admin::add_unit(conn, &Actor::Cli, &org, "Main", Some("MN"), 0)?;
         let hash = PasswordHasher::hash_blocking(
             &Argon2Settings {
                 m_kib: 256,
@@ -536,8 +537,11 @@ async fn sigkill_under_load(backend: &Backend) -> anyhow::Result<()> {
             },
             PASSWORD,
         )?;
-        let user = admin::add_user(conn, &org, USER, &["Main".into()], None, Some(hash), 0)?;
-        admin::create_key(conn, &user, 0)?.1.expose().to_owned()
+        let user = crate::common::add_user(conn, &org, USER, &["Main".into()], None, Some(hash), 0)?;
+        admin::create_key(conn, &Actor::Cli, &org, &user, (None, None), 0)?
+            .1
+            .expose()
+            .to_owned()
     };
     let port = free_port()?;
     let log = db.dir.path().join("server.log");

@@ -6,6 +6,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use crm_auth_core::{ErrorCode, VerifyOptions, verify};
 use crm_auth_server::clock::Clock as _;
+use crm_auth_server::service::admin::Actor;
 use serde_json::{Value, json};
 
 backend_tests!(
@@ -16,6 +17,7 @@ backend_tests!(
     every_credential_failure_looks_the_same,
     key_login_accepts_what_clients_send,
     key_login_rejects_bad_and_revoked_keys,
+    an_expired_key_logs_in_as_an_unknown_key,
     malformed_requests_get_the_envelope,
     lockout_refuses_after_the_threshold_and_backs_off,
     string_dates_are_issued_and_accepted,
@@ -215,7 +217,14 @@ async fn every_credential_failure_looks_the_same(backend: Backend) -> anyhow::Re
         let conn = &mut *app.conn()?;
         let org = crm_auth_server::service::admin::find_organisation(conn, ORG)?;
         let user = crm_auth_server::service::admin::find_user(conn, &org, USER)?;
-        crm_auth_server::service::admin::set_user_active(conn, &user, false, app.clock.now())?;
+        crm_auth_server::service::admin::set_user_active(
+            conn,
+            &Actor::Cli,
+            &org,
+            &user,
+            false,
+            app.clock.now(),
+        )?;
     }
     let err = app.login().await.err();
     assert_eq!(err.and_then(|e| e.code()), Some(ErrorCode::InvalidCredentials));
@@ -316,7 +325,7 @@ async fn key_login_rejects_bad_and_revoked_keys(backend: Backend) -> anyhow::Res
         let key = crm_auth_server::db::api_key::find_active_by_digest(conn, &digest)?
             .ok_or_else(|| anyhow::anyhow!("key"))?;
         assert_eq!(
-            crm_auth_server::service::admin::revoke_key(conn, &org, &key.id, app.clock.now())?,
+            crm_auth_server::service::admin::revoke_key(conn, &Actor::Cli, &org, &key.id, app.clock.now())?,
             1
         );
     }
@@ -581,5 +590,42 @@ async fn rate_limit_trusts_forwarded_addresses_only_from_trusted_proxies(
     // An unparsable entry the proxy itself wrote leaves the proxy as the client: one bucket, whatever follows.
     let unknown = ["unknown", "1.2.3.4, unknown", "", "5.6.7.8, "];
     assert_eq!(limited_count(&app, &unknown).await?, 1);
+    Ok(())
+}
+
+/// A key whose expiry has come gets exactly the answer an unknown key gets (nothing tells an expired key from
+/// a wrong one); until then it logs in. The expiry is read from the injected clock.
+async fn an_expired_key_logs_in_as_an_unknown_key(backend: Backend) -> anyhow::Result<()> {
+    use crm_auth_server::service::admin;
+    let app = TestApp::start(&backend).await?;
+    let now = app.clock.now();
+    let key = {
+        let conn = &mut *app.conn()?;
+        let org = admin::find_organisation(conn, ORG)?;
+        let user = admin::find_user(conn, &org, USER)?;
+        let details = (Some("expiring"), Some(now + 60));
+        admin::create_key(conn, &Actor::Cli, &org, &user, details, now)?.1
+    };
+    app.client.token_with_api_key(key.expose(), None).await?;
+    app.clock.advance(59);
+    app.client.token_with_api_key(key.expose(), None).await?;
+    app.clock.advance(1);
+    let unknown = crm_auth_core::ApiKey::generate()?;
+    let mut answers = Vec::new();
+    for presented in [key.expose(), unknown.expose()] {
+        let auth = format!("Basic {}", STANDARD.encode(format!("{presented}:")));
+        let res = reqwest::Client::new()
+            .post(app.api("/authentication/web_api_key/token"))
+            .header("authorization", auth)
+            .send()
+            .await?;
+        let (status, _, env) = envelope(res).await?;
+        answers.push((status, env));
+    }
+    assert_eq!(answers[0].0, 401);
+    assert_eq!(code(&answers[0].1), "INVALID_CREDENTIALS");
+    assert_eq!(answers[0], answers[1], "an expired key answers as an unknown key");
+    let err = app.client.token_with_api_key(key.expose(), None).await.err();
+    assert_eq!(err.and_then(|e| e.code()), Some(ErrorCode::InvalidCredentials));
     Ok(())
 }

@@ -62,6 +62,8 @@ fn row(app: &TestApp, conn: &mut DbConnection, now: i64) -> anyhow::Result<Sessi
         max_end_at: now + 86_400,
         ended_at: None,
         end_reason: None,
+        refreshed_at: None,
+        client: None,
     })
 }
 

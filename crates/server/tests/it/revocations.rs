@@ -3,13 +3,13 @@
 //! runs in their midst. Once the revocation has answered, no session it covers may be live, whatever the
 //! interleaving. Also: sessions of a disabled organisation or unit end on every path.
 
+use crm_auth_server::service::admin::Actor;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::common::{Backend, ENDED, ORG, TestApp, refresh_then_validate};
 use crm_auth_core::ErrorCode;
 use crm_auth_server::clock::Clock as _;
-use crm_auth_server::db::session::Owner;
 use crm_auth_server::db::{self, schema::sessions};
 use crm_auth_server::service::admin;
 use diesel::prelude::*;
@@ -43,9 +43,9 @@ async fn round(app: &TestApp, what: Revocation, n: usize) -> anyhow::Result<i64>
     let now = app.clock.now();
     let (org_id, unit_id, user_id, key_id, key) = {
         let conn = &mut *app.conn()?;
-        let org = admin::add_organisation(conn, &format!("Round {n}"), now)?;
-        let unit = admin::add_unit(conn, &org, "Floor", None, now)?;
-        let user = admin::add_user(
+        let org = admin::add_organisation(conn, &Actor::Cli, &format!("Round {n}"), now)?;
+        let unit = admin::add_unit(conn, &Actor::Cli, &org, "Floor", None, now)?;
+        let user = crate::common::add_user(
             conn,
             &org,
             "worker",
@@ -54,7 +54,7 @@ async fn round(app: &TestApp, what: Revocation, n: usize) -> anyhow::Result<i64>
             None,
             now,
         )?;
-        let (row, key) = admin::create_key(conn, &user, now)?;
+        let (row, key) = admin::create_key(conn, &Actor::Cli, &org, &user, (None, None), now)?;
         (org.id, unit.id, user.id, row.id, key.expose().to_owned())
     };
     let answered = Arc::new(AtomicUsize::new(0));
@@ -86,16 +86,16 @@ async fn round(app: &TestApp, what: Revocation, n: usize) -> anyhow::Result<i64>
         let conn = &mut *store.pool().get()?;
         let org = admin::find_organisation(conn, &org_id)?;
         match what {
-            Revocation::Key => admin::revoke_key(conn, &org, &key_id, now)?,
+            Revocation::Key => admin::revoke_key(conn, &Actor::Cli, &org, &key_id, now)?,
             Revocation::User => {
                 let user =
                     db::user::find_by_id(conn, &revoked_user)?.ok_or_else(|| anyhow::anyhow!("user"))?;
-                admin::set_user_active(conn, &user, false, now)?
+                admin::set_user_active(conn, &Actor::Cli, &org, &user, false, now)?
             }
-            Revocation::Organisation => admin::set_active(conn, Owner::Organisation(&org.id), false, now)?,
+            Revocation::Organisation => admin::set_organisation_active(conn, &Actor::Cli, &org, false, now)?,
             Revocation::Unit => {
                 let unit = admin::find_unit(conn, &org, &unit_id)?;
-                admin::set_active(conn, Owner::Unit(&unit.id), false, now)?
+                admin::set_unit_active(conn, &Actor::Cli, &org, &unit, false, now)?
             }
         };
         Ok(())
@@ -179,8 +179,8 @@ async fn disabled_organisations_and_units_end_sessions_and_refuse_logins(
         let org = admin::find_organisation(conn, ORG)?;
         let unit = admin::find_unit(conn, &org, "Main")?;
         let set = |conn: &mut db::DbConnection, active: bool| match what {
-            Revocation::Organisation => admin::set_active(conn, Owner::Organisation(&org.id), active, now),
-            _ => admin::set_active(conn, Owner::Unit(&unit.id), active, now),
+            Revocation::Organisation => admin::set_organisation_active(conn, &Actor::Cli, &org, active, now),
+            _ => admin::set_unit_active(conn, &Actor::Cli, &org, &unit, active, now),
         };
         assert!(set(conn, false)? >= 1, "{what:?}: the live session is ended");
         for presented in [&token, &superseded] {

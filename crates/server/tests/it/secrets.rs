@@ -7,6 +7,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use crm_auth_server::db::DbConnection;
 use crm_auth_server::service::admin;
+use crm_auth_server::service::admin::Actor;
 use crm_auth_server::settings::Settings;
 use diesel::prelude::*;
 use diesel::sql_types::{Nullable, Text};
@@ -98,7 +99,10 @@ async fn no_secret_is_stored_in_clear(backend: Backend) -> anyhow::Result<()> {
         let conn = &mut *app.conn()?;
         let org = admin::find_organisation(conn, ORG)?;
         let bob = admin::find_user(conn, &org, "bob")?;
-        admin::create_key(conn, &bob, 0)?.1.expose().to_owned()
+        admin::create_key(conn, &Actor::Cli, &org, &bob, (None, None), 0)?
+            .1
+            .expose()
+            .to_owned()
     };
 
     // A full run: logins by password and by key, refreshes, releases, failures of every kind.

@@ -5,6 +5,7 @@ use crate::common::{Backend, ENDED, ORG, TestApp, USER, code, refresh_then_valid
 use crm_auth_core::ErrorCode;
 use crm_auth_server::clock::Clock as _;
 use crm_auth_server::service::admin;
+use crm_auth_server::service::admin::Actor;
 use serde_json::{Value, json};
 
 backend_tests!(
@@ -16,6 +17,7 @@ backend_tests!(
     refresh_grace_after_expiry,
     maximum_lifetime_caps_exp_and_ends_the_session,
     disabled_user_and_revoked_key_end_sessions,
+    leaving_a_unit_ends_the_sessions_in_it,
     release_is_idempotent_and_accepts_expired_tokens,
     validate_reports_the_session_and_sees_superseded_tokens_until_exp,
     token_is_read_from_bearer_then_body_then_query,
@@ -171,7 +173,10 @@ async fn disabled_user_and_revoked_key_end_sessions(backend: Backend) -> anyhow:
     let conn = &mut *app.conn()?;
     let org = admin::find_organisation(conn, ORG)?;
     let user = admin::find_user(conn, &org, USER)?;
-    assert_eq!(admin::set_user_active(conn, &user, false, app.clock.now())?, 2);
+    assert_eq!(
+        admin::set_user_active(conn, &Actor::Cli, &org, &user, false, app.clock.now())?,
+        2
+    );
     for token in [&by_password, &by_key] {
         assert_eq!(
             refresh_then_validate(&app, token.as_str()).await,
@@ -179,7 +184,7 @@ async fn disabled_user_and_revoked_key_end_sessions(backend: Backend) -> anyhow:
             "a session of the disabled user"
         );
     }
-    admin::set_user_active(conn, &user, true, app.clock.now())?;
+    admin::set_user_active(conn, &Actor::Cli, &org, &user, true, app.clock.now())?;
     // A key revoked behind the service's back (no session sweep) is still caught by refresh's re-check.
     let by_key = app.client.token_with_api_key(&app.key, None).await?;
     let key =
@@ -367,5 +372,52 @@ async fn bad_tokens_are_invalid_token(backend: Backend) -> anyhow::Result<()> {
             "refresh {shown}"
         );
     }
+    Ok(())
+}
+
+/// Replacing a user's units ends, before it answers, the sessions in the units the user left and only those;
+/// the change is one audited `user.update`.
+async fn leaving_a_unit_ends_the_sessions_in_it(backend: Backend) -> anyhow::Result<()> {
+    let app = TestApp::start(&backend).await?;
+    let in_main = app.login().await?;
+    let in_second = app
+        .client
+        .token_with_password(USER, crate::common::PASSWORD, ORG, Some("Second"))
+        .await?;
+    let conn = &mut *app.conn()?;
+    let org = admin::find_organisation(conn, ORG)?;
+    let user = admin::find_user(conn, &org, USER)?;
+    let units = ["MN".to_owned(), "Other".to_owned()];
+    let ended = admin::set_units(
+        conn,
+        &Actor::Cli,
+        &org,
+        &user,
+        (&units, Some("Other")),
+        app.clock.now(),
+    )?;
+    assert_eq!(ended, 1);
+    assert_eq!(refresh_then_validate(&app, in_second.as_str()).await, ENDED);
+    app.client.validate(in_main.as_str()).await?;
+    let refused = app
+        .client
+        .token_with_password(USER, crate::common::PASSWORD, ORG, Some("Second"))
+        .await;
+    assert_eq!(code(refused), Some(ErrorCode::InvalidUnit));
+    let default = app.login().await?;
+    assert_eq!(default.claims().oun, "Other", "the new default unit");
+    // Bad units change nothing.
+    assert!(admin::set_units(conn, &Actor::Cli, &org, &user, (&[], None), app.clock.now()).is_err());
+    let nowhere = ["Nowhere".to_owned()];
+    assert!(admin::set_units(conn, &Actor::Cli, &org, &user, (&nowhere, None), app.clock.now()).is_err());
+    app.client.validate(in_main.as_str()).await?;
+    let events = crm_auth_server::db::audit::list_for_organisation(conn, &org.id, None, 500)?;
+    // (The seed's events share this second, so the update is found by its action, not its place.)
+    let updates: Vec<_> = events.iter().filter(|e| e.action == "user.update").collect();
+    assert_eq!(updates.len(), 1, "one change, and refused changes write nothing");
+    assert_eq!(
+        (updates[0].target.as_str(), updates[0].actor.as_str()),
+        (USER, "cli")
+    );
     Ok(())
 }

@@ -8,8 +8,9 @@ use crm_auth_server::db::organisation::Organisation;
 use crm_auth_server::db::unit::Unit;
 use crm_auth_server::db::user::{Membership, User};
 use crm_auth_server::db::{self, Backend as DbBackend, ConnectionManager, schema};
-use crm_auth_server::service::admin;
+use crm_auth_server::service::admin::{self, Actor};
 use crm_auth_server::settings::Settings;
+use diesel::connection::SimpleConnection as _;
 use diesel::prelude::*;
 
 backend_tests!(
@@ -22,6 +23,9 @@ backend_tests!(
     names_that_hide_or_pose_are_refused,
     migration_rekeys_stored_names,
     migration_fails_on_colliding_names_naming_both,
+    the_roles_migration_makes_existing_users_members_and_reverts,
+    the_audit_is_listed_per_organisation_oldest_first_by_cursor,
+    api_callers_are_audited_by_name_and_address_and_bounded_by_role,
 );
 
 pub fn connect(db: &TestDb) -> anyhow::Result<db::DbConnection> {
@@ -33,7 +37,7 @@ async fn migrations_apply_revert_and_reapply(backend: Backend) -> anyhow::Result
     let conn = &mut connect(&test_db)?;
     assert_eq!(db::run_migrations(conn)?, migration_count()?);
     assert_eq!(db::run_migrations(conn)?, 0, "a second run applies nothing");
-    admin::add_organisation(conn, "Acme", 1)?;
+    admin::add_organisation(conn, &Actor::Cli, "Acme", 1)?;
     db::revert_all_migrations(conn)?;
     assert!(
         schema::organisations::table
@@ -51,20 +55,20 @@ async fn names_are_unique_case_insensitively(backend: Backend) -> anyhow::Result
     let test_db = TestDb::new(&backend)?;
     let conn = &mut connect(&test_db)?;
     db::run_migrations(conn)?;
-    let acme = admin::add_organisation(conn, "Acme", 1)?;
-    assert!(admin::add_organisation(conn, "ACME", 1).is_err());
+    let acme = admin::add_organisation(conn, &Actor::Cli, "Acme", 1)?;
+    assert!(admin::add_organisation(conn, &Actor::Cli, "ACME", 1).is_err());
     // Names are per organisation: another organisation may reuse them.
-    let other = admin::add_organisation(conn, "Other", 1)?;
-    admin::add_unit(conn, &acme, "Main", Some("MN"), 1)?;
-    assert!(admin::add_unit(conn, &acme, "main", None, 1).is_err());
-    assert!(admin::add_unit(conn, &acme, "Second", Some("mn"), 1).is_err());
-    admin::add_unit(conn, &acme, "Third", None, 1)?;
-    admin::add_unit(conn, &acme, "Fourth", None, 1)?;
-    admin::add_unit(conn, &other, "Main", Some("MN"), 1)?;
-    admin::add_user(conn, &acme, "Alice", &["Main".into()], None, None, 1)?;
-    let err = admin::add_user(conn, &acme, "aLiCe", &["Main".into()], None, None, 1).err();
+    let other = admin::add_organisation(conn, &Actor::Cli, "Other", 1)?;
+    admin::add_unit(conn, &Actor::Cli, &acme, "Main", Some("MN"), 1)?;
+    assert!(admin::add_unit(conn, &Actor::Cli, &acme, "main", None, 1).is_err());
+    assert!(admin::add_unit(conn, &Actor::Cli, &acme, "Second", Some("mn"), 1).is_err());
+    admin::add_unit(conn, &Actor::Cli, &acme, "Third", None, 1)?;
+    admin::add_unit(conn, &Actor::Cli, &acme, "Fourth", None, 1)?;
+    admin::add_unit(conn, &Actor::Cli, &other, "Main", Some("MN"), 1)?;
+    crate::common::add_user(conn, &acme, "Alice", &["Main".into()], None, None, 1)?;
+    let err = crate::common::add_user(conn, &acme, "aLiCe", &["Main".into()], None, None, 1).err();
     assert!(err.is_some_and(|e| e.to_string().contains("already exists")));
-    admin::add_user(conn, &other, "alice", &["main".into()], None, None, 1)?;
+    crate::common::add_user(conn, &other, "alice", &["main".into()], None, None, 1)?;
     assert_eq!(admin::find_user(conn, &acme, "ALICE")?.username, "Alice");
     assert_eq!(admin::find_organisation(conn, "acme")?.id, acme.id);
     assert_eq!(admin::find_organisation(conn, &acme.id)?.name, "Acme");
@@ -75,10 +79,10 @@ async fn a_user_has_exactly_one_default_unit(backend: Backend) -> anyhow::Result
     let test_db = TestDb::new(&backend)?;
     let conn = &mut connect(&test_db)?;
     db::run_migrations(conn)?;
-    let org = admin::add_organisation(conn, "Acme", 1)?;
-    admin::add_unit(conn, &org, "A", None, 1)?;
-    let b = admin::add_unit(conn, &org, "B", Some("bee"), 1)?;
-    let user = admin::add_user(conn, &org, "u", &["A".into(), "bee".into()], Some("B"), None, 1)?;
+    let org = admin::add_organisation(conn, &Actor::Cli, "Acme", 1)?;
+    admin::add_unit(conn, &Actor::Cli, &org, "A", None, 1)?;
+    let b = admin::add_unit(conn, &Actor::Cli, &org, "B", Some("bee"), 1)?;
+    let user = crate::common::add_user(conn, &org, "u", &["A".into(), "bee".into()], Some("B"), None, 1)?;
     let memberships = db::user::find_memberships(conn, &user.id)?;
     assert_eq!(memberships.len(), 2);
     assert_eq!(memberships.iter().filter(|m| m.is_default).count(), 1);
@@ -87,7 +91,7 @@ async fn a_user_has_exactly_one_default_unit(backend: Backend) -> anyhow::Result
         Some(b.id.clone())
     );
     // The database itself refuses a second default.
-    let c = admin::add_unit(conn, &org, "C", None, 1)?;
+    let c = admin::add_unit(conn, &Actor::Cli, &org, "C", None, 1)?;
     let second_default = Membership {
         user_id: user.id.clone(),
         unit_id: c.id,
@@ -98,7 +102,7 @@ async fn a_user_has_exactly_one_default_unit(backend: Backend) -> anyhow::Result
         .execute(conn);
     assert!(inserted.is_err());
     // A default outside the user's units is refused before anything is written.
-    assert!(admin::add_user(conn, &org, "v", &["A".into()], Some("B"), None, 1).is_err());
+    assert!(crate::common::add_user(conn, &org, "v", &["A".into()], Some("B"), None, 1).is_err());
     assert!(admin::find_user(conn, &org, "v").is_err());
     Ok(())
 }
@@ -107,10 +111,10 @@ async fn keys_are_found_by_digest_and_stored_without_the_key(backend: Backend) -
     let test_db = TestDb::new(&backend)?;
     let conn = &mut connect(&test_db)?;
     db::run_migrations(conn)?;
-    let org = admin::add_organisation(conn, "Acme", 1)?;
-    admin::add_unit(conn, &org, "A", None, 1)?;
-    let user = admin::add_user(conn, &org, "u", &["A".into()], None, None, 1)?;
-    let (row, key) = admin::create_key(conn, &user, 1)?;
+    let org = admin::add_organisation(conn, &Actor::Cli, "Acme", 1)?;
+    admin::add_unit(conn, &Actor::Cli, &org, "A", None, 1)?;
+    let user = crate::common::add_user(conn, &org, "u", &["A".into()], None, None, 1)?;
+    let (row, key) = admin::create_key(conn, &Actor::Cli, &org, &user, (None, None), 1)?;
     assert_eq!(row.digest, key.digest());
     assert_ne!(row.digest, key.expose());
     assert!(!row.digest.contains(key.expose()));
@@ -118,7 +122,7 @@ async fn keys_are_found_by_digest_and_stored_without_the_key(backend: Backend) -
     assert_eq!(found.map(|k| k.id), Some(row.id.clone()));
     let other = ApiKey::generate()?;
     assert!(db::api_key::find_active_by_digest(conn, &other.digest())?.is_none());
-    admin::revoke_key(conn, &org, &row.id, 2)?;
+    admin::revoke_key(conn, &Actor::Cli, &org, &row.id, 2)?;
     assert!(db::api_key::find_active_by_digest(conn, &key.digest())?.is_none());
     Ok(())
 }
@@ -127,14 +131,14 @@ async fn bad_admin_input_changes_nothing(backend: Backend) -> anyhow::Result<()>
     let test_db = TestDb::new(&backend)?;
     let conn = &mut connect(&test_db)?;
     db::run_migrations(conn)?;
-    let org = admin::add_organisation(conn, "Acme", 1)?;
-    assert!(admin::add_organisation(conn, "", 1).is_err());
-    assert!(admin::add_organisation(conn, &"x".repeat(257), 1).is_err());
-    assert!(admin::add_unit(conn, &org, " ", None, 1).is_err());
-    assert!(admin::add_user(conn, &org, "u", &["missing".into()], None, None, 1).is_err());
-    assert!(admin::add_user(conn, &org, "u", &[], None, None, 1).is_err());
-    assert!(admin::revoke_key(conn, &org, "00000000000000000000000000000000", 1).is_err());
-    assert!(admin::revoke_session(conn, "00000000000000000000000000000000", 1).is_err());
+    let org = admin::add_organisation(conn, &Actor::Cli, "Acme", 1)?;
+    assert!(admin::add_organisation(conn, &Actor::Cli, "", 1).is_err());
+    assert!(admin::add_organisation(conn, &Actor::Cli, &"x".repeat(257), 1).is_err());
+    assert!(admin::add_unit(conn, &Actor::Cli, &org, " ", None, 1).is_err());
+    assert!(crate::common::add_user(conn, &org, "u", &["missing".into()], None, None, 1).is_err());
+    assert!(crate::common::add_user(conn, &org, "u", &[], None, None, 1).is_err());
+    assert!(admin::revoke_key(conn, &Actor::Cli, &org, "00000000000000000000000000000000", 1).is_err());
+    assert!(admin::revoke_session(conn, &Actor::Cli, None, "00000000000000000000000000000000", 1).is_err());
     assert_eq!(schema::organisations::table.count().get_result::<i64>(conn)?, 1);
     assert_eq!(schema::units::table.count().get_result::<i64>(conn)?, 0);
     assert_eq!(schema::users::table.count().get_result::<i64>(conn)?, 0);
@@ -156,33 +160,33 @@ async fn look_alike_names_are_one_name(backend: Backend) -> anyhow::Result<()> {
     let test_db = TestDb::new(&backend)?;
     let conn = &mut connect(&test_db)?;
     db::run_migrations(conn)?;
-    let org = admin::add_organisation(conn, "Straße", 1)?;
+    let org = admin::add_organisation(conn, &Actor::Cli, "Straße", 1)?;
     for twin in ["STRASSE", "strasse", "Ｓｔｒａｓｓｅ"] {
-        let err = admin::add_organisation(conn, twin, 1).err();
+        let err = admin::add_organisation(conn, &Actor::Cli, twin, 1).err();
         assert!(
             err.is_some_and(|e| e.to_string().contains("already exists")),
             "{twin}"
         );
         assert_eq!(admin::find_organisation(conn, twin)?.id, org.id, "{twin}");
     }
-    admin::add_unit(conn, &org, JOSE_NFC, Some("ＭＮ"), 1)?;
-    assert!(admin::add_unit(conn, &org, JOSE_NFD, None, 1).is_err());
-    assert!(admin::add_unit(conn, &org, "Other", Some("mn"), 1).is_err());
+    admin::add_unit(conn, &Actor::Cli, &org, JOSE_NFC, Some("ＭＮ"), 1)?;
+    assert!(admin::add_unit(conn, &Actor::Cli, &org, JOSE_NFD, None, 1).is_err());
+    assert!(admin::add_unit(conn, &Actor::Cli, &org, "Other", Some("mn"), 1).is_err());
     assert_eq!(admin::find_unit(conn, &org, "JOSE\u{301}")?.name, JOSE_NFC);
     assert_eq!(admin::find_unit(conn, &org, "Mn")?.name, JOSE_NFC);
-    admin::add_user(conn, &org, "admin", &["mn".into()], None, None, 1)?;
+    crate::common::add_user(conn, &org, "admin", &["mn".into()], None, None, 1)?;
     for twin in ["ａｄｍｉｎ", "ADMIN", "ＡＤＭＩＮ"] {
-        let err = admin::add_user(conn, &org, twin, &["mn".into()], None, None, 1).err();
+        let err = crate::common::add_user(conn, &org, twin, &["mn".into()], None, None, 1).err();
         assert!(
             err.is_some_and(|e| e.to_string().contains("already exists")),
             "{twin}"
         );
         assert_eq!(admin::find_user(conn, &org, twin)?.username, "admin", "{twin}");
     }
-    admin::add_user(conn, &org, JOSE_NFD, &["mn".into()], None, None, 1)?;
+    crate::common::add_user(conn, &org, JOSE_NFD, &["mn".into()], None, None, 1)?;
     assert_eq!(admin::find_user(conn, &org, "JOSÉ")?.username, JOSE_NFD);
     // Cyrillic `а` is another letter under any folding: another name, as the contract says.
-    let cyrillic = admin::add_user(conn, &org, "\u{430}dmin", &["mn".into()], None, None, 1)?;
+    let cyrillic = crate::common::add_user(conn, &org, "\u{430}dmin", &["mn".into()], None, None, 1)?;
     assert_ne!(admin::find_user(conn, &org, "admin")?.id, cyrillic.id);
     assert_eq!(schema::users::table.count().get_result::<i64>(conn)?, 3);
     Ok(())
@@ -192,8 +196,8 @@ async fn names_that_hide_or_pose_are_refused(backend: Backend) -> anyhow::Result
     let test_db = TestDb::new(&backend)?;
     let conn = &mut connect(&test_db)?;
     db::run_migrations(conn)?;
-    let org = admin::add_organisation(conn, "Acme", 1)?;
-    admin::add_unit(conn, &org, "Main", None, 1)?;
+    let org = admin::add_organisation(conn, &Actor::Cli, "Acme", 1)?;
+    admin::add_unit(conn, &Actor::Cli, &org, "Main", None, 1)?;
     let upper_id = org.id.clone();
     let lower_id = org.id.to_lowercase();
     let wide_id: String = org
@@ -216,10 +220,10 @@ async fn names_that_hide_or_pose_are_refused(backend: Backend) -> anyhow::Result
     ];
     for (name, why) in bad {
         for result in [
-            admin::add_organisation(conn, name, 1).map(drop),
-            admin::add_unit(conn, &org, name, None, 1).map(drop),
-            admin::add_unit(conn, &org, "Unit", Some(name), 1).map(drop),
-            admin::add_user(conn, &org, name, &["Main".into()], None, None, 1).map(drop),
+            admin::add_organisation(conn, &Actor::Cli, name, 1).map(drop),
+            admin::add_unit(conn, &Actor::Cli, &org, name, None, 1).map(drop),
+            admin::add_unit(conn, &Actor::Cli, &org, "Unit", Some(name), 1).map(drop),
+            crate::common::add_user(conn, &org, name, &["Main".into()], None, None, 1).map(drop),
         ] {
             let message = result.err().map(|e| e.to_string()).unwrap_or_default();
             assert!(message.contains(why), "{name:?}: {message:?}");
@@ -286,6 +290,7 @@ fn old_user(
         password_hash: None,
         is_active: true,
         created_at: 1,
+        role: crm_auth_core::Role::Member,
     };
     db::user::create(conn, &user, std::slice::from_ref(&unit.id), &unit.id)?;
     Ok(user)
@@ -606,5 +611,175 @@ fn the_generated_signing_key_is_private_and_reused() -> anyhow::Result<()> {
         crm_auth_core::issue(&first, &claims, fmt),
         crm_auth_core::issue(&second, &claims, fmt)
     );
+    Ok(())
+}
+
+/// The roles, key details and audit migration on a database the previous version wrote: its users become
+/// members, its keys get no name or expiry, its sessions no refresh time or client; reverted, the columns
+/// and the audit table are gone and the old rows still read.
+async fn the_roles_migration_makes_existing_users_members_and_reverts(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    const VERSION: &str = "20261207000001";
+    let test_db = TestDb::new(&backend)?;
+    let conn = &mut connect(&test_db)?;
+    db::run_migrations(conn)?;
+    assert_eq!(db::revert_last_migration(conn)?, VERSION);
+    // Rows as the previous schema had them, written in SQL since today's models know the new columns.
+    let (org, unit, user, key, session) = (
+        crm_auth_core::new_id(),
+        crm_auth_core::new_id(),
+        crm_auth_core::new_id(),
+        crm_auth_core::new_id(),
+        crm_auth_core::new_id(),
+    );
+    conn.batch_execute(&format!(
+        "INSERT INTO organisations (id, name, name_key, is_active, created_at)
+             VALUES ('{org}', 'Acme', 'acme', TRUE, 1);
+         INSERT INTO units (id, organisation_id, name, name_key, is_active, created_at)
+             VALUES ('{unit}', '{org}', 'Main', 'main', TRUE, 1);
+         INSERT INTO users (id, organisation_id, username, username_key, is_active, created_at)
+             VALUES ('{user}', '{org}', 'old', 'old', TRUE, 1);
+         INSERT INTO user_units (user_id, unit_id, is_default) VALUES ('{user}', '{unit}', TRUE);
+         INSERT INTO api_keys (id, organisation_id, user_id, digest, prefix, created_at)
+             VALUES ('{key}', '{org}', '{user}', 'digest', 'ABCDEF', 1);
+         INSERT INTO sessions (id, organisation_id, user_id, unit_id, api_key_id, method, username,
+             organisation_name, unit_name, created_at, generation, rotated_at, expires_at, max_end_at)
+             VALUES ('{session}', '{org}', '{user}', '{unit}', '{key}', 'web_api_key', 'old', 'Acme', 'Main',
+             1, 0, 1, 7201, 86401);"
+    ))?;
+    assert_eq!(db::run_migrations(conn)?, 1);
+    let acme = admin::find_organisation(conn, "Acme")?;
+    let old = admin::find_user(conn, &acme, "old")?;
+    assert_eq!(old.role, crm_auth_core::Role::Member);
+    let stored_key = db::api_key::find_by_id(conn, &key)?.ok_or_else(|| anyhow::anyhow!("key"))?;
+    assert_eq!((stored_key.name, stored_key.expires_at), (None, None));
+    let stored = db::session::find_by_id(conn, &session)?.ok_or_else(|| anyhow::anyhow!("session"))?;
+    assert_eq!((stored.refreshed_at, stored.client), (None, None));
+    // New rows use the new columns; reverting drops them and the audit table, and keeps the rest.
+    admin::set_role(conn, &Actor::Cli, &acme, &old, crm_auth_core::Role::Admin, 2)?;
+    assert_eq!(schema::audit_events::table.count().get_result::<i64>(conn)?, 1);
+    assert_eq!(db::revert_last_migration(conn)?, VERSION);
+    assert!(
+        schema::audit_events::table
+            .count()
+            .get_result::<i64>(conn)
+            .is_err()
+    );
+    assert!(
+        schema::users::table
+            .select(schema::users::role)
+            .load::<String>(conn)
+            .is_err()
+    );
+    let usernames: Vec<String> = schema::users::table.select(schema::users::username).load(conn)?;
+    assert_eq!(usernames, ["old"]);
+    assert_eq!(db::run_migrations(conn)?, 1);
+    assert_eq!(
+        admin::find_user(conn, &acme, "old")?.role,
+        crm_auth_core::Role::Member
+    );
+    Ok(())
+}
+
+/// The audit of an organisation pages oldest first by the cursor (at, id): events of one second are neither
+/// skipped nor repeated, and another organisation's events never show.
+async fn the_audit_is_listed_per_organisation_oldest_first_by_cursor(backend: Backend) -> anyhow::Result<()> {
+    use crm_auth_server::db::audit::{self, AuditEvent};
+    let test_db = TestDb::new(&backend)?;
+    let conn = &mut connect(&test_db)?;
+    db::run_migrations(conn)?;
+    let acme = admin::add_organisation(conn, &Actor::Cli, "Acme", 10)?;
+    let other = admin::add_organisation(conn, &Actor::Cli, "Other", 10)?;
+    for (n, at) in [11, 12, 12, 12, 12, 13, 14].into_iter().enumerate() {
+        admin::add_unit(conn, &Actor::Cli, &acme, &format!("Unit {n}"), None, at)?;
+        admin::add_unit(conn, &Actor::Cli, &other, &format!("Unit {n}"), None, at)?;
+    }
+    let all = audit::list_for_organisation(conn, &acme.id, None, 500)?;
+    assert_eq!(all.len(), 8, "the organisation's creation and its seven units");
+    assert!(
+        all.iter()
+            .all(|e| e.organisation_id.as_deref() == Some(acme.id.as_str()))
+    );
+    let key = |e: &AuditEvent| (e.at, e.id.clone());
+    assert!(
+        all.windows(2).all(|w| key(&w[0]) < key(&w[1])),
+        "oldest first, ids break ties"
+    );
+    assert_eq!(all[0].action, "organisation.create");
+    for limit in [1, 2, 3, 8, 9] {
+        let mut paged = Vec::new();
+        let mut after: Option<(i64, String)> = None;
+        loop {
+            let cursor = after.as_ref().map(|(at, id)| (*at, id.as_str()));
+            let page = audit::list_for_organisation(conn, &acme.id, cursor, limit)?;
+            assert!(page.len() <= usize::try_from(limit)?);
+            let Some(last) = page.last() else { break };
+            after = Some(key(last));
+            paged.extend(page);
+        }
+        assert_eq!(paged, all, "limit {limit}");
+    }
+    Ok(())
+}
+
+/// A change through the API is audited as `username@organisation` with the caller's address; an `admin`
+/// neither grants `operator` nor changes an operator, and a refused change writes nothing.
+async fn api_callers_are_audited_by_name_and_address_and_bounded_by_role(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    use crm_auth_core::Role;
+    use crm_auth_server::db::audit;
+    use crm_auth_server::service::admin::{AdminError, NewUser};
+    let test_db = TestDb::new(&backend)?;
+    let conn = &mut connect(&test_db)?;
+    db::run_migrations(conn)?;
+    let org = admin::add_organisation(conn, &Actor::Cli, "Acme", 1)?;
+    admin::add_unit(conn, &Actor::Cli, &org, "Main", None, 1)?;
+    let units = ["Main".to_owned()];
+    let new = |username, role| NewUser {
+        username,
+        units: &units,
+        role,
+        ..NewUser::default()
+    };
+    let operator = admin::add_user(conn, &Actor::Cli, &org, new("olga", Role::Operator), 1)?;
+    let ann = Actor::User {
+        username: "ann".into(),
+        organisation: "Acme".into(),
+        role: Role::Admin,
+        client: Some("2001:db8::7".parse()?),
+    };
+    let before = audit::list_for_organisation(conn, &org.id, None, 500)?.len();
+    let forbidden = [
+        admin::add_user(conn, &ann, &org, new("otto", Role::Operator), 2).map(drop),
+        admin::set_role(conn, &ann, &org, &operator, Role::Member, 2),
+        admin::set_user_active(conn, &ann, &org, &operator, false, 2).map(drop),
+        admin::set_password(conn, &ann, &org, &operator, "$argon2id$not-a-real-hash", 2),
+        admin::add_organisation(conn, &ann, "Elsewhere", 2).map(drop),
+    ];
+    for refused in forbidden {
+        assert!(matches!(refused, Err(AdminError::Forbidden(_))), "{refused:?}");
+    }
+    assert_eq!(admin::find_user(conn, &org, "olga")?.role, Role::Operator);
+    assert!(admin::find_user(conn, &org, "otto").is_err());
+    assert_eq!(
+        audit::list_for_organisation(conn, &org.id, None, 500)?.len(),
+        before
+    );
+
+    let member = admin::add_user(conn, &ann, &org, new("mia", Role::Member), 3)?;
+    admin::set_role(conn, &ann, &org, &member, Role::Admin, 4)?;
+    let events = audit::list_for_organisation(conn, &org.id, None, 500)?;
+    let (created, updated) = (&events[events.len() - 2], &events[events.len() - 1]);
+    for (event, action, at) in [(created, "user.create", 3), (updated, "user.update", 4)] {
+        assert_eq!(event.actor, "ann@Acme");
+        assert_eq!(event.client.as_deref(), Some("2001:db8::7"));
+        assert_eq!(
+            (event.action.as_str(), event.target.as_str(), event.at),
+            (action, "mia", at)
+        );
+    }
+    assert_eq!(admin::find_user(conn, &org, "mia")?.role, Role::Admin);
     Ok(())
 }

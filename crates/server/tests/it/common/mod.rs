@@ -7,9 +7,10 @@ use std::sync::Arc;
 use crm_auth_client::Client;
 use crm_auth_core::{ErrorCode, Keyring, SigningKey};
 use crm_auth_server::clock::{Clock, ManualClock, SystemClock};
+use crm_auth_server::db::user::User;
 use crm_auth_server::db::{DbConnection, PooledConnection};
 use crm_auth_server::password::PasswordHasher;
-use crm_auth_server::service::admin;
+use crm_auth_server::service::admin::{self, Actor, AdminError, NewUser};
 use crm_auth_server::settings::{Secret, Settings};
 use crm_auth_server::state::AppState;
 use diesel::connection::SimpleConnection;
@@ -290,7 +291,7 @@ impl TestApp {
             .map(|p| PasswordHasher::hash_blocking(&self.state.settings.auth.argon2, p))
             .transpose()?;
         let units: Vec<String> = units.iter().map(|u| (*u).to_owned()).collect();
-        admin::add_user(conn, &org, username, &units, None, hash, self.clock.now())?;
+        add_user(conn, &org, username, &units, None, hash, self.clock.now())?;
         Ok(())
     }
 
@@ -304,12 +305,12 @@ impl TestApp {
 /// alice with a password in Main and Second, and a key. Returns the key and Main's id.
 pub fn seed(state: &AppState, now: i64) -> anyhow::Result<(String, String)> {
     let conn: &mut DbConnection = &mut *state.store.pool().get()?;
-    let org = admin::add_organisation(conn, ORG, now)?;
-    let main = admin::add_unit(conn, &org, "Main", Some("MN"), now)?;
-    admin::add_unit(conn, &org, "Second", Some("SC"), now)?;
-    admin::add_unit(conn, &org, "Other", None, now)?;
+    let org = admin::add_organisation(conn, &Actor::Cli, ORG, now)?;
+    let main = admin::add_unit(conn, &Actor::Cli, &org, "Main", Some("MN"), now)?;
+    admin::add_unit(conn, &Actor::Cli, &org, "Second", Some("SC"), now)?;
+    admin::add_unit(conn, &Actor::Cli, &org, "Other", None, now)?;
     let hash = PasswordHasher::hash_blocking(&state.settings.auth.argon2, PASSWORD)?;
-    let user = admin::add_user(
+    let user = add_user(
         conn,
         &org,
         USER,
@@ -318,6 +319,26 @@ pub fn seed(state: &AppState, now: i64) -> anyhow::Result<(String, String)> {
         Some(hash),
         now,
     )?;
-    let (_, key) = admin::create_key(conn, &user, now)?;
+    let (_, key) = admin::create_key(conn, &Actor::Cli, &org, &user, (None, None), now)?;
     Ok((key.expose().to_owned(), main.id))
+}
+
+/// [`admin::add_user`] from the command line, a member, with the arguments spelled out.
+pub fn add_user(
+    conn: &mut DbConnection,
+    org: &crm_auth_server::db::organisation::Organisation,
+    username: &str,
+    units: &[String],
+    default_unit: Option<&str>,
+    password_hash: Option<String>,
+    now: i64,
+) -> Result<User, AdminError> {
+    let new = NewUser {
+        username,
+        units,
+        default_unit,
+        password_hash,
+        ..NewUser::default()
+    };
+    admin::add_user(conn, &Actor::Cli, org, new, now)
 }
