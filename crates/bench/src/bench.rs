@@ -491,16 +491,17 @@ fn wait_hashing_idle(base: &str, limit: Duration) -> Result<()> {
     Ok(())
 }
 
-/// One backend: fresh database, server, token pools, every figure and floor, growth, memory.
-fn run_backend(ctx: &Context, backend: Backend) -> Result<BackendReport> {
-    let name = backend.name();
-    let plan = ctx.plan;
-    let dir = ctx.out.join(name);
+/// An empty `dir` and, on PostgreSQL, a scratch database (dropped with it), with a server instance on both.
+fn fresh_instance(
+    ctx: &Context,
+    backend: Backend,
+    dir: &Path,
+) -> Result<(Option<ScratchDatabase>, Instance)> {
     if dir.exists() {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot clear {}", dir.display()))?;
+        std::fs::remove_dir_all(dir).with_context(|| format!("cannot clear {}", dir.display()))?;
     }
-    std::fs::create_dir_all(&dir)?;
-    let mut database = match backend {
+    std::fs::create_dir_all(dir)?;
+    let database = match backend {
         Backend::Sqlite => None,
         Backend::Postgres => Some(ScratchDatabase::create(&ctx.admin_url)?),
     };
@@ -509,6 +510,15 @@ fn run_backend(ctx: &Context, backend: Backend) -> Result<BackendReport> {
         &dir.join("data"),
         database.as_ref().map(|d| d.url.as_str()),
     )?;
+    Ok((database, instance))
+}
+
+/// One backend: fresh database, server, token pools, every figure and floor, growth, memory.
+fn run_backend(ctx: &Context, backend: Backend) -> Result<BackendReport> {
+    let name = backend.name();
+    let plan = ctx.plan;
+    let dir = ctx.out.join(name);
+    let (mut database, instance) = fresh_instance(ctx, backend, &dir)?;
     let demo = instance.demo()?;
     let server_settings = instance.settings()?;
     floors::seed(
@@ -927,20 +937,8 @@ fn retention_run(ctx: &Context, backend: Backend) -> Result<Vec<Check>> {
     let name = backend.name();
     let (runs, seconds) = ctx.plan.retention;
     let dir = ctx.out.join(format!("{name}-retention"));
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot clear {}", dir.display()))?;
-    }
-    std::fs::create_dir_all(&dir)?;
-    let mut database = match backend {
-        Backend::Sqlite => None,
-        Backend::Postgres => Some(ScratchDatabase::create(&ctx.admin_url)?),
-    };
-    let instance = Instance::new(
-        &ctx.bin,
-        &dir.join("data"),
-        database.as_ref().map(|d| d.url.as_str()),
-    )?
-    .with(&RETENTION_SETTINGS);
+    let (mut database, instance) = fresh_instance(ctx, backend, &dir)?;
+    let instance = instance.with(&RETENTION_SETTINGS);
     let demo = instance.demo()?;
     let settings = instance.settings()?;
     let server = instance.start(false, &dir.join("server.log"), None)?;

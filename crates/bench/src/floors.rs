@@ -566,13 +566,8 @@ pub fn seed(settings: &Settings, wanted: &Seed<'_>) -> Result<String> {
                 }
             })
             .collect();
-        insert_chunked(conn, &rows, |conn, chunk| match conn {
-            DbConnection::Postgres(c) => diesel::insert_into(sessions::table)
-                .values(chunk.to_vec())
-                .execute(c),
-            DbConnection::Sqlite(c) => diesel::insert_into(sessions::table)
-                .values(chunk.to_vec())
-                .execute(c),
+        insert_chunked(conn, &rows, |conn, chunk| {
+            session::create_batch(conn, chunk).map(|()| chunk.len())
         })?;
         inserted += n;
     }

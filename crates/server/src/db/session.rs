@@ -441,6 +441,18 @@ pub fn create_many(conn: &mut PgConnection, rows: &[Session]) -> QueryResult<()>
         .map(drop)
 }
 
+/// Inserts many sessions with one statement on either backend (diesel builds multi-row inserts for a concrete
+/// connection only): all or none.
+pub fn create_batch(conn: &mut DbConnection, rows: &[Session]) -> QueryResult<()> {
+    match conn {
+        DbConnection::Postgres(c) => create_many(c, rows),
+        DbConnection::Sqlite(c) => diesel::insert_into(sessions::table)
+            .values(rows.to_vec())
+            .execute(c)
+            .map(drop),
+    }
+}
+
 /// One compare-and-set of [`update_rotate`], to run with others in [`update_rotate_many`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rotation {

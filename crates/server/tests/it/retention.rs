@@ -76,17 +76,8 @@ fn insert_sessions(conn: &mut DbConnection, template: &Session, count: usize) ->
         })
         .collect();
     conn.transaction(|conn| {
-        rows.chunks(500).try_for_each(|chunk| {
-            match conn {
-                DbConnection::Postgres(c) => diesel::insert_into(sessions::table)
-                    .values(chunk.to_vec())
-                    .execute(c),
-                DbConnection::Sqlite(c) => diesel::insert_into(sessions::table)
-                    .values(chunk.to_vec())
-                    .execute(c),
-            }
-            .map(drop)
-        })
+        rows.chunks(500)
+            .try_for_each(|chunk| session::create_batch(conn, chunk))
     })?;
     Ok(())
 }
