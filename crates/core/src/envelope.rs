@@ -19,6 +19,10 @@ pub enum ErrorCode {
     InvalidCredentials,
     /// The unit asked for is not available to the user, or no unit was asked and the user has no default.
     InvalidUnit,
+    /// The caller's role does not allow this administrative request.
+    Forbidden,
+    /// The name is taken: another object of the same kind already has it.
+    Conflict,
     /// The token is missing, malformed, badly signed, of an unknown key or algorithm, or of another issuer.
     InvalidToken,
     /// The token is genuine but past its expiry (for refresh: past the refresh grace).
@@ -46,10 +50,12 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order of the contract's table.
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::InvalidRequest,
         ErrorCode::InvalidCredentials,
         ErrorCode::InvalidUnit,
+        ErrorCode::Forbidden,
+        ErrorCode::Conflict,
         ErrorCode::InvalidToken,
         ErrorCode::TokenExpired,
         ErrorCode::SessionEnded,
@@ -69,6 +75,8 @@ impl ErrorCode {
             ErrorCode::InvalidRequest => "INVALID_REQUEST",
             ErrorCode::InvalidCredentials => "INVALID_CREDENTIALS",
             ErrorCode::InvalidUnit => "INVALID_UNIT",
+            ErrorCode::Forbidden => "FORBIDDEN",
+            ErrorCode::Conflict => "CONFLICT",
             ErrorCode::InvalidToken => "INVALID_TOKEN",
             ErrorCode::TokenExpired => "TOKEN_EXPIRED",
             ErrorCode::SessionEnded => "SESSION_ENDED",
@@ -91,9 +99,10 @@ impl ErrorCode {
             | ErrorCode::InvalidToken
             | ErrorCode::TokenExpired
             | ErrorCode::SessionEnded => 401,
-            ErrorCode::InvalidUnit => 403,
+            ErrorCode::InvalidUnit | ErrorCode::Forbidden => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::Conflict => 409,
             ErrorCode::RequestTimeout => 408,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::TooManyAttempts | ErrorCode::RateLimited => 429,
@@ -108,6 +117,8 @@ impl ErrorCode {
             ErrorCode::InvalidRequest => "The request is not valid.",
             ErrorCode::InvalidCredentials => "The credentials are not valid.",
             ErrorCode::InvalidUnit => "The unit is not available to this user.",
+            ErrorCode::Forbidden => "This account may not make this request.",
+            ErrorCode::Conflict => "The name is already taken.",
             ErrorCode::InvalidToken => "The token is not valid.",
             ErrorCode::TokenExpired => "The token has expired.",
             ErrorCode::SessionEnded => "The session has ended.",

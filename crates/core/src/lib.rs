@@ -3,6 +3,7 @@
 //! This crate is shared by the server, the client SDK and downstream services that verify tokens offline.
 //! It does no I/O and never reads the clock: every time-dependent function takes `now` in unix seconds.
 
+pub mod admin;
 pub mod apikey;
 pub mod authorization;
 pub mod envelope;

@@ -8,3 +8,12 @@ pub const MAX_PASSWORD_BYTES: usize = 1024;
 
 /// Most bytes a token may have; longer input is rejected before any decoding.
 pub const MAX_TOKEN_BYTES: usize = 8192;
+
+/// Most units a user may be given in one administration request.
+pub const MAX_UNITS_PER_USER: usize = 256;
+
+/// Most items one page of an administration list holds (`?limit=`).
+pub const MAX_PAGE_ITEMS: usize = 500;
+
+/// Items in one page of an administration list when `?limit=` is absent.
+pub const DEFAULT_PAGE_ITEMS: usize = 50;

@@ -17,7 +17,7 @@ pub struct RequestError {
 }
 
 impl RequestError {
-    fn new(message: impl Into<String>) -> RequestError {
+    pub(crate) fn new(message: impl Into<String>) -> RequestError {
         RequestError {
             message: message.into(),
         }
@@ -125,7 +125,11 @@ impl TokenRequest {
 }
 
 /// A mandatory, non-empty string field of at most `max_chars` characters.
-fn required_string(map: &Map<String, Value>, field: &str, max_chars: usize) -> Result<String, RequestError> {
+pub(crate) fn required_string(
+    map: &Map<String, Value>,
+    field: &str,
+    max_chars: usize,
+) -> Result<String, RequestError> {
     match map.get(field) {
         None | Some(Value::Null) => Err(RequestError::new(format!("{field} is missing"))),
         Some(Value::String(s)) if s.is_empty() => Err(RequestError::new(format!("{field} is empty"))),
@@ -138,7 +142,7 @@ fn required_string(map: &Map<String, Value>, field: &str, max_chars: usize) -> R
 }
 
 /// An optional string field: absent, `null` and `""` are `None`.
-fn optional_string(
+pub(crate) fn optional_string(
     map: &Map<String, Value>,
     field: &str,
     max_chars: usize,
@@ -156,12 +160,12 @@ fn optional_string(
 
 /// A mandatory name (`username`, `organisation`): [`required_string`] of at most [`MAX_NAME_CHARS`]
 /// characters, without NUL.
-fn required_name(map: &Map<String, Value>, field: &str) -> Result<String, RequestError> {
+pub(crate) fn required_name(map: &Map<String, Value>, field: &str) -> Result<String, RequestError> {
     without_nul(field, required_string(map, field, MAX_NAME_CHARS)?)
 }
 
 /// An optional name (`unit`): [`optional_string`] of at most [`MAX_NAME_CHARS`] characters, without NUL.
-fn optional_name(map: &Map<String, Value>, field: &str) -> Result<Option<String>, RequestError> {
+pub(crate) fn optional_name(map: &Map<String, Value>, field: &str) -> Result<Option<String>, RequestError> {
     optional_string(map, field, MAX_NAME_CHARS)?
         .map(|name| without_nul(field, name))
         .transpose()
@@ -169,7 +173,7 @@ fn optional_name(map: &Map<String, Value>, field: &str) -> Result<Option<String>
 
 /// Refuses a name with a NUL character: no stored name holds one (PostgreSQL's text type cannot), and a query
 /// carrying one fails on PostgreSQL instead of finding nothing.
-fn without_nul(field: &str, name: String) -> Result<String, RequestError> {
+pub(crate) fn without_nul(field: &str, name: String) -> Result<String, RequestError> {
     if name.contains('\0') {
         return Err(RequestError::new(format!("{field} contains a NUL character")));
     }
@@ -178,7 +182,11 @@ fn without_nul(field: &str, name: String) -> Result<String, RequestError> {
 
 /// The password field: a non-empty string of at most [`MAX_PASSWORD_BYTES`] bytes.
 fn password(map: &Map<String, Value>) -> Result<String, RequestError> {
-    let password = required_string(map, "password", usize::MAX)?;
+    checked_password(required_string(map, "password", usize::MAX)?)
+}
+
+/// A password of at most [`MAX_PASSWORD_BYTES`] bytes.
+pub(crate) fn checked_password(password: String) -> Result<String, RequestError> {
     if password.len() > MAX_PASSWORD_BYTES {
         return Err(RequestError::new(format!(
             "password is longer than {MAX_PASSWORD_BYTES} bytes"
@@ -188,7 +196,11 @@ fn password(map: &Map<String, Value>) -> Result<String, RequestError> {
 }
 
 /// A query parameter's value: at most `max_chars` characters; empty means none.
-fn query_value(field: &str, value: Option<String>, max_chars: usize) -> Result<Option<String>, RequestError> {
+pub(crate) fn query_value(
+    field: &str,
+    value: Option<String>,
+    max_chars: usize,
+) -> Result<Option<String>, RequestError> {
     match value {
         Some(v) if v.chars().count() > max_chars => Err(RequestError::new(format!(
             "{field} is longer than {max_chars} characters"

@@ -42,3 +42,42 @@ pub const METRICS: &str = "/metrics";
 
 /// `GET` at the root: the OpenAPI document.
 pub const OPENAPI: &str = "/openapi.json";
+
+/// The root of the administration API (at the root whatever the base path).
+pub const ADMIN: &str = "/admin/v1";
+
+/// `GET`, `POST`: organisations.
+pub const ADMIN_ORGANISATIONS: &str = "/admin/v1/organisations";
+
+/// `GET`: one organisation, by id or name.
+pub const ADMIN_ORGANISATION: &str = "/admin/v1/organisations/{org}";
+
+/// `GET`, `POST`: an organisation's units.
+pub const ADMIN_UNITS: &str = "/admin/v1/organisations/{org}/units";
+
+/// `GET`, `POST`: an organisation's users.
+pub const ADMIN_USERS: &str = "/admin/v1/organisations/{org}/users";
+
+/// `GET`, `PATCH`: one user, by username.
+pub const ADMIN_USER: &str = "/admin/v1/organisations/{org}/users/{username}";
+
+/// `DELETE`: ends every live session of a user.
+pub const ADMIN_USER_SESSIONS: &str = "/admin/v1/organisations/{org}/users/{username}/sessions";
+
+/// `GET`, `POST`: an organisation's Web API keys.
+pub const ADMIN_KEYS: &str = "/admin/v1/organisations/{org}/keys";
+
+/// `DELETE`: revokes a key and ends its sessions.
+pub const ADMIN_KEY: &str = "/admin/v1/organisations/{org}/keys/{id}";
+
+/// `GET`: an organisation's live sessions (`?username=`).
+pub const ADMIN_SESSIONS: &str = "/admin/v1/organisations/{org}/sessions";
+
+/// `DELETE`: ends a session.
+pub const ADMIN_SESSION: &str = "/admin/v1/organisations/{org}/sessions/{id}";
+
+/// `GET`: an organisation's audit events.
+pub const ADMIN_AUDIT: &str = "/admin/v1/organisations/{org}/audit";
+
+/// `POST`: imports NDJSON (`?dry_run=true`).
+pub const ADMIN_IMPORT: &str = "/admin/v1/import";

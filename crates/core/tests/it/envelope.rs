@@ -39,6 +39,8 @@ fn every_code_has_its_wire_string_and_status() -> Result<()> {
         (ErrorCode::InvalidRequest, "INVALID_REQUEST", 400),
         (ErrorCode::InvalidCredentials, "INVALID_CREDENTIALS", 401),
         (ErrorCode::InvalidUnit, "INVALID_UNIT", 403),
+        (ErrorCode::Forbidden, "FORBIDDEN", 403),
+        (ErrorCode::Conflict, "CONFLICT", 409),
         (ErrorCode::InvalidToken, "INVALID_TOKEN", 401),
         (ErrorCode::TokenExpired, "TOKEN_EXPIRED", 401),
         (ErrorCode::SessionEnded, "SESSION_ENDED", 401),

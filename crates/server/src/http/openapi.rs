@@ -329,6 +329,8 @@ fn when(operation_id: &str, code: ErrorCode) -> &'static str {
             "the unit asked for is not in the organisation or the user is not a member; or no unit was \
              asked and the user has no default."
         }
+        ErrorCode::Forbidden => "an administration request by a caller whose role does not allow it.",
+        ErrorCode::Conflict => "an administration request creating a name that is taken.",
         ErrorCode::InvalidToken => {
             "token missing, malformed, badly signed, of an unknown key id, of an algorithm other than \
              HS256, or of another issuer."
