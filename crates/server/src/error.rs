@@ -39,6 +39,16 @@ pub enum ApiError {
     /// No such path.
     #[error("not found")]
     NotFound,
+    /// What an administration request names does not exist (or is another organisation's, which an admin
+    /// may not know of); the description says what.
+    #[error("not found: {0}")]
+    Missing(String),
+    /// The caller's role does not allow the administration request; the description says why.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// The name is taken; the description says which.
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// The path exists; the method does not.
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -77,7 +87,9 @@ impl ApiError {
             ApiError::SessionEnded => ErrorCode::SessionEnded,
             ApiError::TooManyAttempts { .. } => ErrorCode::TooManyAttempts,
             ApiError::RateLimited { .. } => ErrorCode::RateLimited,
-            ApiError::NotFound => ErrorCode::NotFound,
+            ApiError::NotFound | ApiError::Missing(_) => ErrorCode::NotFound,
+            ApiError::Forbidden(_) => ErrorCode::Forbidden,
+            ApiError::Conflict(_) => ErrorCode::Conflict,
             ApiError::MethodNotAllowed => ErrorCode::MethodNotAllowed,
             ApiError::PayloadTooLarge => ErrorCode::PayloadTooLarge,
             ApiError::RequestTimeout => ErrorCode::RequestTimeout,
@@ -89,7 +101,10 @@ impl ApiError {
     /// What `status.description` says: the offending field or the token check that failed.
     fn description(&self) -> String {
         match self {
-            ApiError::InvalidRequest(d) => d.clone(),
+            ApiError::InvalidRequest(d)
+            | ApiError::Missing(d)
+            | ApiError::Forbidden(d)
+            | ApiError::Conflict(d) => d.clone(),
             ApiError::Token(e) => e.to_string(),
             _ => String::new(),
         }
@@ -164,6 +179,20 @@ impl From<actix_web::error::BlockingError> for ApiError {
 impl From<crate::password::HashError> for ApiError {
     fn from(e: crate::password::HashError) -> ApiError {
         ApiError::Internal(e.to_string())
+    }
+}
+
+impl From<crate::service::admin::AdminError> for ApiError {
+    fn from(e: crate::service::admin::AdminError) -> ApiError {
+        use crate::service::admin::AdminError;
+        match e {
+            AdminError::Invalid(m) => ApiError::InvalidRequest(m),
+            AdminError::NotFound(m) => ApiError::Missing(m),
+            AdminError::Conflict(m) => ApiError::Conflict(m),
+            AdminError::Forbidden(m) => ApiError::Forbidden(m),
+            AdminError::Db(e) => e.into(),
+            AdminError::Random(m) => ApiError::Internal(m),
+        }
     }
 }
 

@@ -141,3 +141,23 @@ pub fn find_many_active_with_owner(
         .select(owner_columns())
         .load(conn)
 }
+
+/// Up to `limit` keys of an organisation (revoked ones included) with their users' usernames, oldest first,
+/// after the cursor.
+pub fn page_in(
+    conn: &mut DbConnection,
+    organisation_id: &str,
+    after: super::After<'_>,
+    limit: i64,
+) -> QueryResult<Vec<(ApiKeyRow, String)>> {
+    let query = api_keys::table
+        .inner_join(users::table.on(users::id.eq(api_keys::user_id)))
+        .filter(api_keys::organisation_id.eq(organisation_id.to_owned()))
+        .into_boxed();
+    let query = after_cursor!(query, api_keys::created_at, api_keys::id, after);
+    query
+        .order((api_keys::created_at.asc(), api_keys::id.asc()))
+        .limit(limit)
+        .select((ApiKeyRow::as_select(), users::username))
+        .load(conn)
+}

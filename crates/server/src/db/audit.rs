@@ -44,16 +44,10 @@ pub fn list_for_organisation(
     after: Option<(i64, &str)>,
     limit: i64,
 ) -> QueryResult<Vec<AuditEvent>> {
-    let mut query = audit_events::table
+    let query = audit_events::table
         .filter(audit_events::organisation_id.eq(organisation_id))
         .into_boxed();
-    if let Some((at, id)) = after {
-        query = query.filter(
-            audit_events::at
-                .gt(at)
-                .or(audit_events::at.eq(at).and(audit_events::id.gt(id.to_owned()))),
-        );
-    }
+    let query = after_cursor!(query, audit_events::at, audit_events::id, after);
     query
         .order((audit_events::at.asc(), audit_events::id.asc()))
         .limit(limit)

@@ -35,6 +35,18 @@ macro_rules! text_column {
     };
 }
 
+/// Keeps the rows of a boxed query that come after a list's cursor `(time, id)` in the order `(time, id)`:
+/// later, or as late with a greater id. The order is total, so paging by it neither skips nor repeats a row,
+/// rows of the same second included.
+macro_rules! after_cursor {
+    ($query:expr, $time:expr, $id:expr, $after:expr) => {
+        match $after {
+            Some((time, id)) => $query.filter($time.gt(time).or($time.eq(time).and($id.gt(id.to_owned())))),
+            None => $query,
+        }
+    };
+}
+
 pub mod api_key;
 pub mod audit;
 pub mod batch;
@@ -92,6 +104,10 @@ mod connection {
 
 /// The backend type of [`DbConnection`], which queries are built for.
 pub type Db = <DbConnection as diesel::Connection>::Backend;
+
+/// Where a page of a list starts: after the row with this `(time, id)`, the last of the page before; `None`
+/// starts at the oldest row.
+pub type After<'a> = Option<(i64, &'a str)>;
 
 /// The pool every request borrows from.
 pub type Pool = r2d2::Pool<ConnectionManager>;

@@ -2,8 +2,8 @@
 
 use diesel::prelude::*;
 
-use super::DbConnection;
 use super::schema::organisations;
+use super::{After, DbConnection};
 
 /// A stored organisation.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
@@ -66,5 +66,25 @@ pub fn find_by_id_or_name(conn: &mut DbConnection, id_or_name: &str) -> QueryRes
 pub fn all_names(conn: &mut DbConnection) -> QueryResult<Vec<(String, String)>> {
     organisations::table
         .select((organisations::id, organisations::name))
+        .load(conn)
+}
+
+/// Up to `limit` organisations, oldest first, after the cursor; with `only`, just the organisation with that
+/// id.
+pub fn page(
+    conn: &mut DbConnection,
+    only: Option<&str>,
+    after: After<'_>,
+    limit: i64,
+) -> QueryResult<Vec<Organisation>> {
+    let mut query = organisations::table.into_boxed();
+    if let Some(id) = only {
+        query = query.filter(organisations::id.eq(id.to_owned()));
+    }
+    let query = after_cursor!(query, organisations::created_at, organisations::id, after);
+    query
+        .order((organisations::created_at.asc(), organisations::id.asc()))
+        .limit(limit)
+        .select(Organisation::as_select())
         .load(conn)
 }

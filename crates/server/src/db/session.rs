@@ -500,3 +500,27 @@ pub fn update_rotate_many(
     .load::<Rotated>(conn)?;
     Ok(rotated.into_iter().map(|r| (r.id, r.from_gen)).collect())
 }
+
+/// Up to `limit` live sessions of an organisation (of one user, if given), oldest first, after the cursor.
+pub fn page_live(
+    conn: &mut DbConnection,
+    (organisation_id, user_id): (&str, Option<&str>),
+    now: i64,
+    after: super::After<'_>,
+    limit: i64,
+) -> QueryResult<Vec<Session>> {
+    let mut query = sessions::table
+        .filter(sessions::organisation_id.eq(organisation_id.to_owned()))
+        .filter(sessions::ended_at.is_null())
+        .filter(sessions::max_end_at.gt(now))
+        .into_boxed();
+    if let Some(user_id) = user_id {
+        query = query.filter(sessions::user_id.eq(user_id.to_owned()));
+    }
+    let query = after_cursor!(query, sessions::created_at, sessions::id, after);
+    query
+        .order((sessions::created_at.asc(), sessions::id.asc()))
+        .limit(limit)
+        .select(Session::as_select())
+        .load(conn)
+}

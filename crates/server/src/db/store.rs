@@ -122,6 +122,40 @@ impl Store {
         }
     }
 
+    /// Runs an administrative change, whose functions open transactions of their own, on a blocking thread
+    /// with a pooled connection (not the group commit, whose batch transaction they could not nest in). On
+    /// SQLite the change runs in a `BEGIN IMMEDIATE` transaction that the connection's transaction manager
+    /// knows of, so the functions' own transactions nest in it as savepoints, and it takes the write lock
+    /// first: the one writer waits its turn (the busy timeout) instead of failing to upgrade a read.
+    pub async fn admin<T, F>(&self, job: F) -> Result<T, ApiError>
+    where
+        F: FnOnce(&mut DbConnection) -> Result<T, ApiError> + Send + 'static,
+        T: Send + 'static,
+    {
+        use diesel::connection::{AnsiTransactionManager, TransactionManager as _};
+        self.read(move |conn| {
+            let DbConnection::Sqlite(sqlite) = conn else {
+                return job(conn);
+            };
+            AnsiTransactionManager::begin_transaction_sql(sqlite, "BEGIN IMMEDIATE")?;
+            let outcome = job(conn);
+            let DbConnection::Sqlite(sqlite) = conn else {
+                return Err(ApiError::Internal("the connection changed backend".into()));
+            };
+            match outcome {
+                Ok(done) => {
+                    AnsiTransactionManager::commit_transaction(sqlite)?;
+                    Ok(done)
+                }
+                Err(e) => {
+                    AnsiTransactionManager::rollback_transaction(sqlite)?;
+                    Err(e)
+                }
+            }
+        })
+        .await
+    }
+
     /// [`Store::write`] for a thread of its own, outside the async runtime (the purge job): runs `job` and
     /// waits until its writes are durable. On SQLite the job joins the next group commit like a request's, so
     /// it takes SQLite's one writer for no longer than the job itself; on PostgreSQL it runs on a pooled

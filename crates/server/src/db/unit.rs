@@ -2,8 +2,8 @@
 
 use diesel::prelude::*;
 
-use super::DbConnection;
 use super::schema::units;
+use super::{After, DbConnection};
 
 /// A stored unit.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
@@ -90,5 +90,23 @@ pub fn all_names_in(
     units::table
         .filter(units::organisation_id.eq(organisation_id))
         .select((units::id, units::name, units::code))
+        .load(conn)
+}
+
+/// Up to `limit` units of an organisation, oldest first, after the cursor.
+pub fn page_in(
+    conn: &mut DbConnection,
+    organisation_id: &str,
+    after: After<'_>,
+    limit: i64,
+) -> QueryResult<Vec<Unit>> {
+    let query = units::table
+        .filter(units::organisation_id.eq(organisation_id.to_owned()))
+        .into_boxed();
+    let query = after_cursor!(query, units::created_at, units::id, after);
+    query
+        .order((units::created_at.asc(), units::id.asc()))
+        .limit(limit)
+        .select(Unit::as_select())
         .load(conn)
 }

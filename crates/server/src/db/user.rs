@@ -262,3 +262,33 @@ pub fn all_names_in(conn: &mut DbConnection, organisation_id: &str) -> QueryResu
         .select((users::id, users::username))
         .load(conn)
 }
+
+/// Up to `limit` users of an organisation, oldest first, after the cursor.
+pub fn page_in(
+    conn: &mut DbConnection,
+    organisation_id: &str,
+    after: super::After<'_>,
+    limit: i64,
+) -> QueryResult<Vec<User>> {
+    let query = users::table
+        .filter(users::organisation_id.eq(organisation_id.to_owned()))
+        .into_boxed();
+    let query = after_cursor!(query, users::created_at, users::id, after);
+    query
+        .order((users::created_at.asc(), users::id.asc()))
+        .limit(limit)
+        .select(User::as_select())
+        .load(conn)
+}
+
+/// The units of each of these users, as `(user id, whether it is the user's default, unit)`, in one
+/// statement.
+pub fn units_of(conn: &mut DbConnection, user_ids: &[&str]) -> QueryResult<Vec<(String, bool, Unit)>> {
+    use super::schema::units;
+    user_units::table
+        .inner_join(units::table.on(units::id.eq(user_units::unit_id)))
+        .filter(user_units::user_id.eq_any(user_ids))
+        .order((units::created_at.asc(), units::id.asc()))
+        .select((user_units::user_id, user_units::is_default, Unit::as_select()))
+        .load(conn)
+}

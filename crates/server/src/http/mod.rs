@@ -1,6 +1,7 @@
 //! The HTTP layer: routes, the request-id / access-log / panic middleware, and the envelope for every
 //! response, actix's own errors included.
 
+pub mod admin;
 pub mod connections;
 pub mod health;
 pub mod listeners;
@@ -41,6 +42,7 @@ pub struct RequestId(pub String);
 pub fn configure(cfg: &mut web::ServiceConfig, state: &AppState) {
     cfg.app_data(web::Data::new(state.clone()))
         .service(web::scope(&state.settings.http.base_path).configure(token::configure))
+        .configure(admin::configure)
         .configure(health::configure)
         .configure(|cfg| ops::configure(cfg, &state.settings.http.base_path))
         .default_service(web::to(not_found));

@@ -28,12 +28,14 @@ use utoipa::openapi::{OpenApi, RefOr, Required};
 use utoipa::{IntoParams, Modify, OpenApi as _};
 
 use crate::http::health::{Health, HealthStatus};
-use crate::http::{health, ops, token};
+use crate::http::{admin, health, ops, token};
 
 /// Operations of the authentication API, under the base path.
 pub const TAG_AUTH: &str = "authentication";
 /// Operations for operators, at the root.
 pub const TAG_OPS: &str = "operations";
+/// The administration API, at the root.
+pub const TAG_ADMIN: &str = "administration";
 
 /// The security scheme of the Web API key login: the key as the Basic user name, empty password.
 const WEB_API_KEY: &str = "web_api_key";
@@ -88,6 +90,22 @@ pub struct TokenQuery {
         health::get_ready,
         ops::get_metrics,
         ops::get_openapi,
+        admin::admin_list_organisations,
+        admin::admin_create_organisation,
+        admin::admin_get_organisation,
+        admin::admin_list_units,
+        admin::admin_create_unit,
+        admin::admin_list_users,
+        admin::admin_create_user,
+        admin::admin_get_user,
+        admin::admin_update_user,
+        admin::admin_end_user_sessions,
+        admin::admin_list_keys,
+        admin::admin_create_key,
+        admin::admin_revoke_key,
+        admin::admin_list_sessions,
+        admin::admin_revoke_session,
+        admin::admin_list_audit,
     ),
     components(schemas(Envelope<Empty>, ErrorCode)),
     // In this order: the error answers are chosen by the handler's name, before `OperationIds` adds methods.
@@ -95,6 +113,8 @@ pub struct TokenQuery {
     tags(
         (name = TAG_AUTH, description = "Tokens and sessions, under {base}"),
         (name = TAG_OPS, description = "Health, metrics and this document, at the root"),
+        (name = TAG_ADMIN, description = "Administration by an admin (its own organisation) or an operator \
+            (every organisation), at the root: `Authorization: Bearer` with the caller's crm-auth token"),
     ),
 )]
 struct ApiDoc;
@@ -172,6 +192,29 @@ fn errors(operation_id: &str) -> Vec<ErrorCode> {
         "release_token" => (&[InvalidRequest, InvalidToken], true),
         "validate_token" => (&[InvalidRequest, InvalidToken, TokenExpired, SessionEnded], true),
         "get_ready" => (&[Unavailable, InternalError], false),
+        "admin_create_organisation" | "admin_create_unit" | "admin_create_user" => (
+            &[
+                InvalidRequest,
+                InvalidToken,
+                TokenExpired,
+                SessionEnded,
+                Forbidden,
+                NotFound,
+                Conflict,
+            ],
+            true,
+        ),
+        id if id.starts_with("admin_") => (
+            &[
+                InvalidRequest,
+                InvalidToken,
+                TokenExpired,
+                SessionEnded,
+                Forbidden,
+                NotFound,
+            ],
+            true,
+        ),
         _ => (&[InternalError], false),
     };
     let common: &[ErrorCode] = if common { &COMMON_ERRORS } else { &[] };
@@ -317,6 +360,27 @@ fn when(operation_id: &str, code: ErrorCode) -> &'static str {
                 minus the failures so far), and this one found no turn within `auth.lockout.max_wait_ms`: its \
                 password was neither checked nor counted, and `Retry-After: 1` says to try again.";
     }
+    if operation_id.starts_with("admin_") {
+        match code {
+            ErrorCode::InvalidRequest => {
+                return "the body is not JSON, has an unknown field, or a field or query parameter is \
+                        missing, empty, of the wrong type or over its limit; or a name breaks the naming \
+                        rules; `status.description` names it.";
+            }
+            ErrorCode::InvalidToken | ErrorCode::TokenExpired | ErrorCode::SessionEnded => {
+                return "the caller's bearer token is missing or does not validate (as validate answers).";
+            }
+            ErrorCode::Forbidden => {
+                return "the caller is a member; or an admin creating an organisation, granting \
+                        `operator` or changing an operator.";
+            }
+            ErrorCode::NotFound => {
+                return "the organisation, unit, user, key or session named does not exist (for an admin: \
+                        or is another organisation's).";
+            }
+            _ => {}
+        }
+    }
     match code {
         ErrorCode::InvalidRequest => {
             "the body is not JSON, or a field is missing, empty, of the wrong type or over its limit."
@@ -397,8 +461,11 @@ impl Modify for SchemaExamples {
             return;
         };
         for (name, schema) in components.schemas.iter_mut() {
-            if let (RefOr::T(Schema::Object(object)), Some(example)) = (schema, schema_example(name)) {
-                object.examples = vec![example];
+            match (schema, schema_example(name)) {
+                (RefOr::T(Schema::Object(object)), Some(example)) => object.examples = vec![example],
+                // A type with a flattened member (`CreatedKey`) is all of its parts.
+                (RefOr::T(Schema::AllOf(all)), Some(example)) => all.examples = vec![example],
+                _ => {}
             }
         }
     }
@@ -422,6 +489,103 @@ fn schema_example(name: &str) -> Option<Value> {
         "Envelope_TokenResponse" => token_envelope_example(),
         "Envelope_ValidateResponse" => validate_envelope_example(),
         "Envelope_Health" => ready_envelope_example(),
+        name => match name.strip_prefix("Envelope_") {
+            // An administration answer: its `data` is the example of the type it wraps.
+            Some(data) => {
+                let data = match data.strip_prefix("Page_") {
+                    Some(item) => serde_json::json!({"items": [admin_example(item)?], "next_cursor": null}),
+                    None => admin_example(data)?,
+                };
+                serde_json::json!({"data": data, "status": json(Status::ok())})
+            }
+            None => admin_example(name)?,
+        },
+    };
+    Some(example)
+}
+
+/// The example of an administration API type, made from the type itself.
+fn admin_example(name: &str) -> Option<Value> {
+    use crm_auth_core::admin;
+    const UNIT_ID: &str = "77B7852377604CD8A62E2C0DD7903268";
+    let unit = || admin::Unit {
+        id: UNIT_ID.into(),
+        name: "Headquarters".into(),
+        code: Some("HQ".into()),
+    };
+    let key = || admin::Key {
+        id: "C5BF0C14DF6A49D9925D60160BFF7E38".into(),
+        prefix: "596E48".into(),
+        name: Some("billing".into()),
+        username: "alice".into(),
+        expires_at: Some(EXAMPLE_IAT + 365 * 86_400),
+        created_at: EXAMPLE_IAT,
+        last_used_at: None,
+        revoked_at: None,
+    };
+    let example = match name {
+        "Organisation" => json(admin::Organisation {
+            id: "632D1203265C45D1B0835D9E5DD4A3BB".into(),
+            name: "Acme".into(),
+            created_at: EXAMPLE_IAT,
+        }),
+        "Unit" => json(unit()),
+        "User" => json(admin::User {
+            id: "79CED1B7258441E98B86CECE8A663634".into(),
+            username: "alice".into(),
+            role: crm_auth_core::Role::Member,
+            disabled: false,
+            units: vec![unit()],
+            default_unit: Some(UNIT_ID.into()),
+            created_at: EXAMPLE_IAT,
+        }),
+        "Key" => json(key()),
+        "CreatedKey" => json(admin::CreatedKey {
+            info: key(),
+            key: "596E48A141811BADB271ABD3D2C93631".into(),
+        }),
+        "Session" => json(admin::Session {
+            id: EXAMPLE_ID.into(),
+            username: "alice".into(),
+            unit: "Headquarters".into(),
+            method: AuthMethod::Password,
+            created_at: EXAMPLE_IAT,
+            expires_at: EXAMPLE_IAT + EXAMPLE_TTL,
+            refreshed_at: None,
+            client: Some("192.0.2.10".into()),
+        }),
+        "AuditEvent" => json(admin::AuditEvent {
+            at: EXAMPLE_IAT,
+            actor: "ann@Acme".into(),
+            action: "user.create".into(),
+            target: "alice".into(),
+            client: Some("192.0.2.10".into()),
+        }),
+        "Ended" => json(admin::Ended { ended: 2 }),
+        "Empty" => json(Empty {}),
+        "NewOrganisation" => json(admin::NewOrganisation {
+            name: "Acme".into(),
+        }),
+        "NewUnit" => json(admin::NewUnit {
+            name: "Headquarters".into(),
+            code: Some("HQ".into()),
+        }),
+        "NewUser" => json(admin::NewUser {
+            username: "alice".into(),
+            password: Some("correct horse battery staple".into()),
+            units: vec!["HQ".into()],
+            default_unit: Some("HQ".into()),
+            role: Some(crm_auth_core::Role::Member),
+        }),
+        "UserChange" => json(admin::UserChange {
+            disabled: Some(true),
+            ..admin::UserChange::default()
+        }),
+        "NewKey" => json(admin::NewKey {
+            username: "alice".into(),
+            name: Some("billing".into()),
+            expires_at: None,
+        }),
         _ => return None,
     };
     Some(example)
@@ -637,9 +801,10 @@ mod tests {
         Ok(())
     }
 
-    /// Bodies other than the password login's are optional, and none of them may be `null`.
+    /// Bodies other than the password login's and the administration API's are optional, and none of them
+    /// may be `null`.
     #[test]
-    fn only_the_password_login_requires_a_body() -> anyhow::Result<()> {
+    fn only_the_password_login_and_admin_requests_require_a_body() -> anyhow::Result<()> {
         let doc = doc()?;
         for (path, item) in doc["paths"].as_object().into_iter().flatten() {
             for (method, op) in item.as_object().into_iter().flatten() {
@@ -647,7 +812,12 @@ mod tests {
                     continue;
                 };
                 let required = body["required"].as_bool().unwrap_or(false);
-                assert_eq!(required, op["operationId"] == "create_token", "{method} {path}");
+                let id = op["operationId"].as_str().unwrap_or_default();
+                assert_eq!(
+                    required,
+                    id == "create_token" || id.starts_with("admin_"),
+                    "{method} {path}"
+                );
                 assert!(
                     body["content"][JSON]["schema"]["$ref"].is_string(),
                     "{method} {path}"

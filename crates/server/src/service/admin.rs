@@ -6,7 +6,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use crm_auth_core::limits::MAX_NAME_CHARS;
-use crm_auth_core::{ApiKey, Role, new_id};
+use crm_auth_core::{ApiKey, Role, new_id, new_session_id};
 use diesel::Connection as _;
 
 use crate::db::api_key::{self, ApiKeyRow};
@@ -68,6 +68,8 @@ pub enum Actor {
         username: String,
         /// Its organisation's name.
         organisation: String,
+        /// Its organisation's id: an `admin` sees no other.
+        organisation_id: String,
         /// Its role, which bounds what it may change.
         role: Role,
         /// The client address the request came from.
@@ -193,7 +195,8 @@ fn record(
     audit::create(
         conn,
         &AuditEvent {
-            id: new_id(),
+            // Time-ordered, so that the events of one second list in the order they were written.
+            id: new_session_id(),
             organisation_id: subject.organisation_id.map(str::to_owned),
             at: now,
             actor: actor.to_string(),
@@ -346,6 +349,24 @@ pub fn look_alike_user(conn: &mut DbConnection, user: &User) -> Result<Option<St
 /// Finds an organisation by id or name (compared by [`name_key`]).
 pub fn find_organisation(conn: &mut DbConnection, org: &str) -> Result<Organisation, AdminError> {
     organisation::find_by_id_or_name(conn, org)?.ok_or_else(|| not_found(format!("no organisation {org:?}")))
+}
+
+/// [`find_organisation`] as the actor may see it: an `admin` finds only its own organisation, and another
+/// is not found, exactly as if it did not exist.
+pub fn find_organisation_as(
+    conn: &mut DbConnection,
+    actor: &Actor,
+    org: &str,
+) -> Result<Organisation, AdminError> {
+    let found = find_organisation(conn, org)?;
+    match actor {
+        Actor::User {
+            role: Role::Admin,
+            organisation_id,
+            ..
+        } if *organisation_id != found.id => Err(not_found(format!("no organisation {org:?}"))),
+        _ => Ok(found),
+    }
 }
 
 /// Finds a unit of the organisation by id, name or code.
@@ -831,6 +852,31 @@ pub fn revoke_session(
     })
 }
 
+/// Ends every live session of a user before this returns. Returns the sessions ended.
+pub fn end_user_sessions(
+    conn: &mut DbConnection,
+    actor: &Actor,
+    org: &Organisation,
+    user: &User,
+    now: i64,
+) -> Result<usize, AdminError> {
+    authorise(actor, Some(user), None)?;
+    let subject = Subject {
+        username: Some(&user.username),
+        ..Subject::of(org)
+    };
+    let end = |conn: &mut DbConnection| {
+        Ok(session::update_end_for(
+            conn,
+            Owner::User(&user.id),
+            now,
+            EndReason::Revoked,
+        )?)
+    };
+    let event = (Event::SessionRevoke, "sessions revoked");
+    audited(conn, actor, event, &subject, now, end, |ended| Some(*ended))
+}
+
 /// The live sessions of an organisation, optionally of one user.
 pub fn list_sessions(
     conn: &mut DbConnection,
@@ -961,6 +1007,7 @@ mod tests {
         let admin = Actor::User {
             username: "ann".into(),
             organisation: "Acme".into(),
+            organisation_id: new_id(),
             role: Role::Admin,
             client: None,
         };
@@ -996,6 +1043,7 @@ mod tests {
         let caller = Actor::User {
             username: "ann".into(),
             organisation: "Acme".into(),
+            organisation_id: new_id(),
             role: Role::Admin,
             client: Some(IpAddr::from([192, 0, 2, 1])),
         };

@@ -747,6 +747,7 @@ async fn api_callers_are_audited_by_name_and_address_and_bounded_by_role(
     let ann = Actor::User {
         username: "ann".into(),
         organisation: "Acme".into(),
+        organisation_id: org.id.clone(),
         role: Role::Admin,
         client: Some("2001:db8::7".parse()?),
     };
