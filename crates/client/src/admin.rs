@@ -8,7 +8,7 @@
 //! ```no_run
 //! use crm_auth_client::Client;
 //! use crm_auth_client::admin::{NewKey, NewUnit, NewUser};
-//! use futures_util::TryStreamExt as _;
+//! use crm_auth_client::admin::TryStreamExt as _;
 //!
 //! # async fn run() -> Result<(), crm_auth_client::Error> {
 //! let client = Client::builder().base_url("http://127.0.0.1:8080").build()?;
@@ -43,7 +43,6 @@ use std::fmt;
 
 use crm_auth_core::limits::MAX_PAGE_ITEMS;
 use crm_auth_core::routes;
-use futures_util::StreamExt as _;
 use futures_util::stream::{self, BoxStream};
 use reqwest::header::{self, HeaderValue};
 use reqwest::{Method, RequestBuilder, Url};
@@ -59,8 +58,10 @@ pub use crm_auth_core::admin::{
     NewUser, Organisation, Page, PageQuery, Session, Unit, User, UserChange,
 };
 pub use crm_auth_core::{AuthMethod, Role};
+/// The traits to read an `all_*` stream with (`try_next`, `try_collect`, ...), so callers need no dependency of
+/// their own.
 #[doc(no_inline)]
-pub use futures_util::Stream;
+pub use futures_util::{Stream, StreamExt, TryStreamExt};
 
 /// How many items each page of an `all_*` stream asks for: the most the server gives, so the fewest requests.
 pub const STREAM_PAGE_ITEMS: usize = MAX_PAGE_ITEMS;
@@ -221,7 +222,7 @@ impl Admin {
     ///
     /// ```no_run
     /// # async fn run(admin: crm_auth_client::Admin) -> Result<(), crm_auth_client::Error> {
-    /// use futures_util::TryStreamExt as _;
+    /// use crm_auth_client::admin::TryStreamExt as _;
     ///
     /// let mut users = admin.all_users("Acme");
     /// while let Some(user) = users.try_next().await? {
@@ -540,16 +541,16 @@ impl Admin {
 /// breaks, so such a value would address another path.
 fn checked_segment<'a>(name: &str, value: &'a str) -> Result<&'a str, Error> {
     let what = match name {
-        "org" => "an organisation",
-        "username" => "a username",
-        _ => "an id",
+        "org" => "the organisation",
+        "username" => "the username",
+        _ => "the id",
     };
     if value.is_empty() {
         return Err(Error::invalid_argument(format!("{what} is empty")));
     }
     if matches!(value, "." | "..") || value.contains(['\t', '\n', '\r']) {
         return Err(Error::invalid_argument(format!(
-            "{what} of \".\" or \"..\" or holding a tab or line break cannot be sent in a url path: use the id"
+            "{what} cannot be sent in a url path (\".\", \"..\", a tab or a line break): name it by its id"
         )));
     }
     Ok(value)
@@ -609,7 +610,6 @@ impl<T: DeserializeOwned> Pager<T> {
 #[cfg(test)]
 mod tests {
     use crm_auth_core::{Empty, ErrorCode};
-    use futures_util::TryStreamExt as _;
 
     use super::*;
     use crate::testserver::{Recorded, Reply, TestServer};

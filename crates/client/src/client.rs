@@ -111,8 +111,9 @@ impl ClientBuilder {
     /// How many times a failure that is safe to repeat is retried, [`DEFAULT_RETRIES`] unless set; 0 turns
     /// retries off.
     ///
-    /// Refresh, release, validate and health are repeated after an `UNAVAILABLE` answer and after a transport
-    /// failure other than a timeout once the request was sent; logins only after a refused connection, since
+    /// Refresh, release, validate, health and the administration API's reads (`GET`) are repeated after an
+    /// `UNAVAILABLE` answer and after a transport failure other than a timeout once the request was sent; logins
+    /// and the administration API's changes (`POST`, `PATCH`, `DELETE`) only after a refused connection, since
     /// then the request never reached the server. Waits start at 100 ms and double up to 2 s; an
     /// `UNAVAILABLE` answer's `Retry-After` is waited out instead when it is at most 5 s, and ends the retries
     /// when it is longer. Nothing else is repeated: not `INVALID_*`, `TOKEN_EXPIRED`, `SESSION_ENDED`,
