@@ -2,7 +2,8 @@
 //! (feature `blocking`).
 //!
 //! Each blocking client owns a private single-threaded tokio runtime, shared by its clones and by the sessions
-//! made from it, and runs every call to completion on it. Calls may come from many threads at once.
+//! and [`Admin`] handles made from it, and runs every call to completion on it. The administration API's lists
+//! come as [`Items`], an `Iterator` that fetches page after page. Calls may come from many threads at once.
 //!
 //! These types must not be used from inside an async runtime (a `#[tokio::main]` function or a task): a call
 //! there would block the runtime's thread. Such a call fails with [`Error::InvalidArgument`] instead of
@@ -23,6 +24,8 @@
 //! # }
 //! ```
 
+mod admin;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +34,8 @@ use crm_auth_core::SessionInfo;
 
 use crate::session::Clock;
 use crate::{Error, Token};
+
+pub use admin::{Admin, Items};
 
 /// Owns the runtime and shuts it down without waiting, so that dropping the last client never blocks, not even
 /// inside an async context.

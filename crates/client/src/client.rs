@@ -31,8 +31,12 @@ pub const DEFAULT_RETRIES: u32 = 2;
 /// The `User-Agent` sent unless configured otherwise.
 pub const DEFAULT_USER_AGENT: &str = concat!("crm-auth-client/", env!("CARGO_PKG_VERSION"));
 
-/// Largest answer read; the server's answers are a few hundred bytes.
+/// Largest answer read from the token endpoints and the health check; their answers are a few hundred bytes.
 const MAX_RESPONSE_BYTES: usize = 1 << 20;
+
+/// Largest answer read from the administration API: a page of 500 users, each in 256 units with short names,
+/// is about 10 MiB.
+const MAX_ADMIN_RESPONSE_BYTES: usize = 32 << 20;
 
 /// Configures a [`Client`]; start with [`Client::builder`].
 #[derive(Clone, Debug)]
@@ -107,8 +111,9 @@ impl ClientBuilder {
     /// How many times a failure that is safe to repeat is retried, [`DEFAULT_RETRIES`] unless set; 0 turns
     /// retries off.
     ///
-    /// Refresh, release, validate and health are repeated after an `UNAVAILABLE` answer and after a transport
-    /// failure other than a timeout once the request was sent; logins only after a refused connection, since
+    /// Refresh, release, validate, health and the administration API's reads (`GET`) are repeated after an
+    /// `UNAVAILABLE` answer and after a transport failure other than a timeout once the request was sent; logins
+    /// and the administration API's changes (`POST`, `PATCH`, `DELETE`) only after a refused connection, since
     /// then the request never reached the server. Waits start at 100 ms and double up to 2 s; an
     /// `UNAVAILABLE` answer's `Retry-After` is waited out instead when it is at most 5 s, and ends the retries
     /// when it is longer. Nothing else is repeated: not `INVALID_*`, `TOKEN_EXPIRED`, `SESSION_ENDED`,
@@ -172,6 +177,8 @@ pub(crate) struct Endpoints {
     pub(crate) release: Url,
     pub(crate) validate: Url,
     pub(crate) health: Url,
+    /// The server's root, below which the administration paths sit whatever the base path.
+    pub(crate) root: Url,
 }
 
 impl Endpoints {
@@ -213,6 +220,7 @@ impl Endpoints {
             release: join(&api, routes::RELEASE_TOKEN)?,
             validate: join(&api, routes::VALIDATE_TOKEN)?,
             health: join(root, routes::HEALTH_READY)?,
+            root: join(root, "/")?,
         })
     }
 }
@@ -323,7 +331,7 @@ impl Client {
         request.header(header::ACCEPT, "application/json")
     }
 
-    fn with_token(&self, request: RequestBuilder, auth: &HeaderValue) -> RequestBuilder {
+    pub(crate) fn with_token(&self, request: RequestBuilder, auth: &HeaderValue) -> RequestBuilder {
         self.json_request(request)
             .header(header::AUTHORIZATION, auth.clone())
     }
@@ -362,15 +370,47 @@ impl Client {
         Ok(self.call_with_status(policy, build).await?.1)
     }
 
-    /// Sends the request `build` makes, repeating it as `policy` allows, and decodes the answer's `data`.
+    /// A call of the administration API, whose answers may be longer.
+    pub(crate) async fn admin_call<T: DeserializeOwned>(
+        &self,
+        policy: Policy,
+        build: impl Fn() -> RequestBuilder,
+    ) -> Result<T, Error> {
+        Ok(self
+            .call_limited(policy, MAX_ADMIN_RESPONSE_BYTES, build)
+            .await?
+            .1)
+    }
+
+    /// The reqwest client requests go through.
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.inner.http
+    }
+
+    /// The server's root URL.
+    pub(crate) fn root(&self) -> &Url {
+        &self.inner.endpoints.root
+    }
+
     async fn call_with_status<T: DeserializeOwned>(
         &self,
         policy: Policy,
         build: impl Fn() -> RequestBuilder,
     ) -> Result<(u16, T), Error> {
+        self.call_limited(policy, MAX_RESPONSE_BYTES, build).await
+    }
+
+    /// Sends the request `build` makes, repeating it as `policy` allows, and decodes the answer's `data`, read
+    /// up to `max_bytes`.
+    async fn call_limited<T: DeserializeOwned>(
+        &self,
+        policy: Policy,
+        max_bytes: usize,
+        build: impl Fn() -> RequestBuilder,
+    ) -> Result<(u16, T), Error> {
         let mut retry = 0;
         loop {
-            let err = match send(build()).await {
+            let err = match send(build(), max_bytes).await {
                 Ok(answer) => return Ok(answer),
                 Err(err) => err,
             };
@@ -387,38 +427,38 @@ impl Client {
 }
 
 /// The `Authorization` header for a token, marked sensitive so it is not logged.
-fn bearer(token: &str) -> Result<HeaderValue, Error> {
+pub(crate) fn bearer(token: &str) -> Result<HeaderValue, Error> {
     let mut value = HeaderValue::try_from(format!("Bearer {token}"))
         .map_err(|_| Error::invalid_argument("the token contains characters not allowed in a header"))?;
     value.set_sensitive(true);
     Ok(value)
 }
 
-/// Sends one request and decodes its answer.
-async fn send<T: DeserializeOwned>(request: RequestBuilder) -> Result<(u16, T), Error> {
+/// Sends one request and decodes its answer, refusing one over `max_bytes`.
+async fn send<T: DeserializeOwned>(request: RequestBuilder, max_bytes: usize) -> Result<(u16, T), Error> {
     let mut response = request.send().await.map_err(Error::transport)?;
     let http_status = response.status().as_u16();
     let retry_after = retry_after(response.headers());
     if response
         .content_length()
-        .is_some_and(|len| len > MAX_RESPONSE_BYTES as u64)
+        .is_some_and(|len| len > max_bytes as u64)
     {
-        return Err(too_large(http_status));
+        return Err(too_large(http_status, max_bytes));
     }
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(Error::transport)? {
-        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-            return Err(too_large(http_status));
+        if body.len() + chunk.len() > max_bytes {
+            return Err(too_large(http_status, max_bytes));
         }
         body.extend_from_slice(&chunk);
     }
     decode(http_status, retry_after, &body).map(|data| (http_status, data))
 }
 
-fn too_large(http_status: u16) -> Error {
+fn too_large(http_status: u16, max_bytes: usize) -> Error {
     Error::Decode {
         http_status,
-        reason: format!("the body is over {MAX_RESPONSE_BYTES} bytes"),
+        reason: format!("the body is over {max_bytes} bytes"),
     }
 }
 

@@ -78,11 +78,35 @@
 //! # }
 //! ```
 //!
+//! # Administer organisations, users and keys
+//!
+//! [`Client::admin`] turns an `admin`'s or `operator`'s token into an [`Admin`] handle on the administration
+//! API (`/admin/v1`): organisations, units, users, Web API keys, sessions, the audit and the import, with lists
+//! as pages or as streams of every item. See the [`admin`] module.
+//!
+//! ```no_run
+//! use crm_auth_client::Client;
+//! use crm_auth_client::admin::{NewKey, UserChange};
+//!
+//! # async fn run() -> Result<(), crm_auth_client::Error> {
+//! let client = Client::builder().base_url("http://127.0.0.1:8080").build()?;
+//! let token = client.token_with_password("admin", "secret", "demo", None).await?;
+//! let admin = client.admin(token.as_str())?;
+//! let key = NewKey { username: "billing".into(), name: None, expires_at: None };
+//! let created = admin.create_key("demo", &key).await?;
+//! println!("the new key, shown this once: {}", created.key);
+//! let change = UserChange { disabled: Some(true), ..UserChange::default() };
+//! admin.update_user("demo", "mallory", &change).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Features
 //!
-//! - `blocking`: the module `blocking`, with a `Client` and a `Session` offering the same methods synchronously,
-//!   each client running a private single-threaded runtime. Not for use inside an async runtime.
+//! - `blocking`: the module `blocking`, with a `Client`, a `Session` and an `Admin` offering the same methods
+//!   synchronously (lists as iterators), each client running a private single-threaded runtime. Not for use inside an async runtime.
 
+pub mod admin;
 mod client;
 mod error;
 mod retry;
@@ -95,6 +119,7 @@ pub mod blocking;
 #[cfg(test)]
 mod testserver;
 
+pub use admin::Admin;
 pub use client::{
     Client, ClientBuilder, DEFAULT_BASE_PATH, DEFAULT_CONNECT_TIMEOUT, DEFAULT_RETRIES, DEFAULT_TIMEOUT,
     DEFAULT_USER_AGENT,

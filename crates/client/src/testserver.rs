@@ -57,6 +57,12 @@ impl Reply {
         Reply::Http(200, Vec::new(), body)
     }
 
+    /// An `"OK"` envelope around `data`, with this HTTP status.
+    pub(crate) fn data(status: u16, data: &impl serde::Serialize) -> Reply {
+        let body = serde_json::to_string(&Envelope::ok(data)).unwrap_or_default();
+        Reply::Http(status, Vec::new(), body)
+    }
+
     pub(crate) fn error(code: ErrorCode, retry_after: Option<u64>) -> Reply {
         let body =
             serde_json::to_string(&Envelope::error(code, code.default_message(), "")).unwrap_or_default();

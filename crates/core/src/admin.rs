@@ -159,6 +159,32 @@ pub struct Ended {
     pub ended: u64,
 }
 
+/// `data` of `POST /admin/v1/import`: what the file created, or would create on a dry run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ImportReport {
+    /// How many of each kind the import created.
+    pub created: ImportCounts,
+    /// How many lines matched what already existed and changed nothing.
+    pub unchanged: u64,
+    /// Whether this was a dry run, which checked the whole file and wrote nothing.
+    pub dry_run: bool,
+}
+
+/// How many of each kind an import created.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ImportCounts {
+    /// Organisations.
+    pub organisations: u64,
+    /// Units.
+    pub units: u64,
+    /// Users.
+    pub users: u64,
+    /// Web API keys.
+    pub web_api_keys: u64,
+}
+
 /// Body of `POST /admin/v1/organisations`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -549,6 +575,29 @@ mod tests {
         // What the client sends, the server reads.
         let sent = serde_json::to_vec(&user).map_err(|_| RequestError::new("serialise"))?;
         assert_eq!(NewUser::from_json(&sent)?, user);
+        Ok(())
+    }
+
+    #[test]
+    fn import_report_reads_the_contract_shape() -> Result<(), serde_json::Error> {
+        let report: ImportReport = serde_json::from_str(
+            r#"{"created": {"organisations": 1, "units": 2, "users": 3, "web_api_keys": 4}, "unchanged": 5, "dry_run": true}"#,
+        )?;
+        let counts = report.created;
+        assert_eq!(
+            (
+                counts.organisations,
+                counts.units,
+                counts.users,
+                counts.web_api_keys
+            ),
+            (1, 2, 3, 4)
+        );
+        assert_eq!((report.unchanged, report.dry_run), (5, true));
+        assert_eq!(
+            serde_json::from_value::<ImportReport>(serde_json::to_value(report)?)?,
+            report
+        );
         Ok(())
     }
 
