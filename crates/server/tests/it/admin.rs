@@ -1438,8 +1438,8 @@ async fn paging_sees_every_user_once_in_order_while_users_are_added(backend: Bac
     let mut expected: Vec<(i64, String)> = {
         let conn = &mut *fx.app.conn()?;
         let big = admin::add_organisation(conn, &Actor::Cli, "Big", t0)?;
-        admin::add_unit(conn, &Actor::Cli, &big, "Floor", None, t0)?;
-        let units = ["Floor".to_owned()];
+        let floor = admin::add_unit(conn, &Actor::Cli, &big, "Floor", None, t0)?;
+        let units = [floor.id];
         conn.transaction(|conn| {
             (0..SEEDED_USERS)
                 .map(|i| {
@@ -1896,24 +1896,8 @@ async fn every_change_is_one_audit_row_without_secrets(backend: Backend) -> anyh
     assert_eq!(audited[0].at, fx.app.clock.now());
 
     // No secret anywhere in the audit, in the table or on the wire.
-    let rows: Vec<(
-        String,
-        Option<String>,
-        i64,
-        String,
-        String,
-        String,
-        Option<String>,
-    )> = audit_events::table
-        .select((
-            audit_events::id,
-            audit_events::organisation_id,
-            audit_events::at,
-            audit_events::actor,
-            audit_events::action,
-            audit_events::target,
-            audit_events::client,
-        ))
+    let rows: Vec<db::audit::AuditEvent> = audit_events::table
+        .select(db::audit::AuditEvent::as_select())
         .load(&mut *fx.app.conn()?)?;
     let stored = format!("{rows:?}");
     let wire = send(
