@@ -123,10 +123,12 @@ impl Store {
     }
 
     /// Runs an administrative change, whose functions open transactions of their own, on a blocking thread
-    /// with a pooled connection (not the group commit, whose batch transaction they could not nest in). On
-    /// SQLite the change runs in a `BEGIN IMMEDIATE` transaction that the connection's transaction manager
-    /// knows of, so the functions' own transactions nest in it as savepoints, and it takes the write lock
-    /// first: the one writer waits its turn (the busy timeout) instead of failing to upgrade a read.
+    /// with a pooled connection (not the group commit, whose batch transaction they could not nest in). The
+    /// whole change is one transaction, so a change of several parts (a user's role and units, say) is kept
+    /// whole or not at all, and the functions' own transactions nest in it as savepoints. On SQLite that
+    /// transaction is a `BEGIN IMMEDIATE` that the connection's transaction manager knows of: it takes the
+    /// write lock first, so the one writer waits its turn (the busy timeout) instead of failing to upgrade a
+    /// read.
     pub async fn admin<T, F>(&self, job: F) -> Result<T, ApiError>
     where
         F: FnOnce(&mut DbConnection) -> Result<T, ApiError> + Send + 'static,
@@ -135,7 +137,7 @@ impl Store {
         use diesel::connection::{AnsiTransactionManager, TransactionManager as _};
         self.read(move |conn| {
             let DbConnection::Sqlite(sqlite) = conn else {
-                return job(conn);
+                return conn.transaction(job);
             };
             AnsiTransactionManager::begin_transaction_sql(sqlite, "BEGIN IMMEDIATE")?;
             let outcome = job(conn);

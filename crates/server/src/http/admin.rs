@@ -880,7 +880,7 @@ pub async fn admin_list_sessions(
     tag = TAG_ADMIN,
     summary = "End a session",
     description = "Idempotent: ending an ended session is `OK`; a session of another organisation is not \
-        found.",
+        found. An admin may not end an operator's session.",
     security(("bearer_token" = [])),
     params(IdPath),
     responses((status = 200, description = "The session has ended", body = Envelope<Empty>)),

@@ -827,8 +827,9 @@ pub fn revoke_key(
     audited(conn, actor, event, &subject, now, revoke, |ended| Some(*ended))
 }
 
-/// Ends a session by id; with `org`, only a session of that organisation (another's is not found). Returns
-/// whether it was live.
+/// Ends a session by id; with `org`, only a session of that organisation (another's is not found). An
+/// `admin` may not end an operator's session, as it may not end all of them ([`end_user_sessions`]).
+/// Returns whether it was live.
 pub fn revoke_session(
     conn: &mut DbConnection,
     actor: &Actor,
@@ -839,6 +840,8 @@ pub fn revoke_session(
     let found = session::find_by_id(conn, jti)?
         .filter(|s| org.is_none_or(|org| org.id == s.organisation_id))
         .ok_or_else(|| not_found(format!("no session {jti:?}")))?;
+    let owner = user::find_by_id(conn, &found.user_id)?;
+    authorise(actor, owner.as_ref(), None)?;
     let subject = Subject {
         organisation_id: Some(&found.organisation_id),
         organisation: Some(&found.organisation_name),

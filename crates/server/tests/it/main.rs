@@ -4,6 +4,7 @@
 #[macro_use]
 mod common;
 
+mod admin;
 mod attacks;
 mod bad_input;
 mod cli;
