@@ -498,6 +498,17 @@ fn bad_legacy_settings_stop_start_up_naming_the_key() -> anyhow::Result<()> {
         );
     }
 
+    // The example configuration documents both keys, at their defaults.
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/crm-auth.example.toml");
+    let text = std::fs::read_to_string(&example)?;
+    assert!(text.contains("\nerror_status = \"standard\"\n"));
+    assert!(text.contains("\nunit_claim = \"name\"\n"));
+    let settings = Settings::load_from(Some(&example), Vec::new())?;
+    assert_eq!(
+        (settings.http.error_status, settings.token.unit_claim),
+        (ErrorStatus::Standard, UnitClaim::Name)
+    );
+
     for (name, value, key) in [
         ("CRM_AUTH__HTTP__ERROR_STATUS", "never_200", "http.error_status"),
         ("CRM_AUTH__TOKEN__UNIT_CLAIM", "number", "token.unit_claim"),
