@@ -33,7 +33,8 @@ pub struct Authenticated {
     pub username: String,
     /// The organisation name as stored.
     pub organisation: String,
-    /// The name of the unit the session is logged into.
+    /// The token's `oun`: the name of the unit the session is logged into, or its code or id when the
+    /// issuing server's `token.unit_claim` says so.
     pub unit: String,
     /// The presented token's expiry, unix seconds.
     pub expires_at: i64,

@@ -306,6 +306,7 @@ fn template(conn: &mut DbConnection, now: i64) -> Result<Session> {
         end_reason: None,
         refreshed_at: None,
         client: Some("127.0.0.1".to_owned()),
+        unit_code: unit.code,
     })
 }
 

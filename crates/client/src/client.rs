@@ -673,6 +673,14 @@ mod tests {
             Some("server answered TOO_MANY_ATTEMPTS with http status 429")
         );
 
+        // A server configured with `http.error_status = "always_200"` sends errors with HTTP 200: the envelope's
+        // code decides, with its `Retry-After`.
+        let err = decode::<TokenResponse>(200, Some(Duration::from_secs(8)), body).err();
+        let err = err.as_ref();
+        assert_eq!(err.and_then(Error::code), Some(ErrorCode::TooManyAttempts));
+        assert_eq!(err.and_then(Error::http_status), Some(200));
+        assert_eq!(err.and_then(Error::retry_after), Some(Duration::from_secs(8)));
+
         // A code newer than this crate still reaches the caller, with its message.
         let body = br#"{"data":{},"status":{"code":"SOMETHING_NEW","description":"d","message":"m"}}"#;
         let err = decode::<Empty>(418, None, body).err();

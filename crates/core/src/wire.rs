@@ -198,7 +198,8 @@ pub struct SessionInfo {
     pub username: String,
     /// The organisation name as stored.
     pub organisation: String,
-    /// The name of the unit the session is logged into.
+    /// The name of the unit the session is logged into, whatever the token's `oun` holds (the server's
+    /// `token.unit_claim` may make that the unit's code or id).
     pub unit: String,
     /// How the session was authenticated.
     pub method: AuthMethod,

@@ -119,6 +119,21 @@ pub struct HttpSettings {
     /// Once the listeners have closed, how long requests in flight have to finish before their connections
     /// are dropped; 1 to 600.
     pub shutdown_timeout_seconds: u64,
+    /// The HTTP status of error answers under the base path: `standard` (each code's own) or `always_200`.
+    pub error_status: ErrorStatus,
+}
+
+/// `http.error_status`: how error answers of the API under the base path are sent.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+pub enum ErrorStatus {
+    /// Each code's own HTTP status (401, 429, ...).
+    #[default]
+    #[serde(rename = "standard")]
+    Standard,
+    /// HTTP 200 with the same envelope and headers, for CRM.COM integrations that read only `status.code`
+    /// and fail on an HTTP error. The operator paths and `/admin/v1` keep their statuses.
+    #[serde(rename = "always_200")]
+    Always200,
 }
 
 /// `[http.rate_limit]`: a token bucket per client address.
@@ -163,6 +178,21 @@ pub struct TokenSettings {
     pub reuse_interval_seconds: u64,
     /// Accept tokens without `iss` (minted by an existing CRM.COM deployment sharing the secret).
     pub accept_legacy: bool,
+    /// What the `oun` claim holds: the unit's `name`, `code` or `id`.
+    pub unit_claim: UnitClaim,
+}
+
+/// `token.unit_claim`: what a token's `oun` claim holds.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum UnitClaim {
+    /// The unit's name.
+    #[default]
+    Name,
+    /// The unit's code; its name for a unit without one.
+    Code,
+    /// The unit's id (32 upper-case hex digits), as in CRM.COM's samples.
+    Id,
 }
 
 /// `[session]`.
@@ -284,6 +314,7 @@ impl Default for HttpSettings {
             management_bind: String::new(),
             shutdown_drain_seconds: 5,
             shutdown_timeout_seconds: 30,
+            error_status: ErrorStatus::Standard,
         }
     }
 }
@@ -308,6 +339,7 @@ impl Default for TokenSettings {
             refresh_grace_seconds: 600,
             reuse_interval_seconds: 10,
             accept_legacy: false,
+            unit_claim: UnitClaim::Name,
         }
     }
 }

@@ -31,7 +31,8 @@ pub struct Claims {
     pub usr: String,
     /// The organisation name as stored.
     pub org: String,
-    /// The name of the unit the session is logged into.
+    /// The unit the session is logged into: its name, or its code or id when the issuing server's
+    /// `token.unit_claim` says so (a unit without a code is named by its name then).
     pub oun: String,
     /// Issue time, unix seconds.
     pub iat: i64,

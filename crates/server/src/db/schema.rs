@@ -83,6 +83,7 @@ diesel::table! {
         end_reason -> Nullable<Text>,
         refreshed_at -> Nullable<BigInt>,
         client -> Nullable<Text>,
+        unit_code -> Nullable<Text>,
     }
 }
 

@@ -94,7 +94,7 @@ text_column!(MethodColumn, |method| method.0.as_str(), |name| name
     .map(MethodColumn));
 
 /// A stored session. The current token is reproducible from it: `jti` = `id`, `generation`, `iat` = `rotated_at`,
-/// `exp` = `expires_at`, and the names.
+/// `exp` = `expires_at`, the names, and the unit's id or code for `token.unit_claim`.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
 #[diesel(table_name = sessions)]
 pub struct Session {
@@ -115,7 +115,7 @@ pub struct Session {
     pub username: String,
     /// The token's `org`.
     pub organisation_name: String,
-    /// The token's `oun`.
+    /// The unit's name, the token's `oun` unless `token.unit_claim` says otherwise.
     pub unit_name: String,
     /// Unix seconds.
     pub created_at: i64,
@@ -135,6 +135,9 @@ pub struct Session {
     pub refreshed_at: Option<i64>,
     /// The client address it logged in from (`None` for sessions older than this column).
     pub client: Option<String>,
+    /// The unit's code, the token's `oun` under `token.unit_claim = "code"` (`None` for a unit without one,
+    /// and for sessions older than this column: their `oun` is then the name).
+    pub unit_code: Option<String>,
 }
 
 /// Inserts a session.

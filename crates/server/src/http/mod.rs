@@ -19,7 +19,7 @@ use std::time::Duration;
 use actix_web::dev::{Server, Service, ServiceRequest, ServiceResponse};
 use actix_web::http::{ConnectionType, Method, StatusCode};
 use actix_web::{App, HttpMessage, HttpResponse, HttpServer, ResponseError, web};
-use crm_auth_core::ErrorCode;
+use crm_auth_core::{ErrorCode, routes};
 use futures_util::FutureExt as _;
 use futures_util::future::{self, Either};
 
@@ -32,6 +32,7 @@ use crate::http::shutdown::Drain;
 use crate::logging;
 use crate::metrics::{Metrics, UNMATCHED_ROUTE};
 use crate::service::retention::PurgeJob;
+use crate::settings::{ErrorStatus, HttpSettings};
 use crate::state::AppState;
 
 /// The id of one request, shown in `INTERNAL_ERROR` messages and on every log line about it.
@@ -89,6 +90,7 @@ pub fn serve(listeners: impl Into<Listeners>, state: AppState) -> std::io::Resul
         metrics: Arc::clone(&state.metrics),
         split: Split::of(&listeners)?,
         drain: Arc::clone(&state.drain),
+        error_status: ErrorStatusRule::new(&state.settings.http),
     };
     let shutdown_timeout = state.settings.http.shutdown_timeout_seconds;
     // The app factory is the one value the server keeps until it has stopped, and every worker's copy is
@@ -127,11 +129,65 @@ struct Observer {
     split: Split,
     /// Whether answers must close their connections.
     drain: Arc<Drain>,
+    /// Which error answers go out as HTTP 200.
+    error_status: ErrorStatusRule,
+}
+
+/// Where `http.error_status = "always_200"` applies: every path under the base path (the token API, unknown
+/// paths there included), never the operator paths (`/health/*`, `/metrics`, `/openapi.json`) nor the
+/// administration API, whose callers (load balancers, Prometheus, the console, scripts) read the HTTP status.
+#[derive(Clone, Debug, Default)]
+struct ErrorStatusRule {
+    /// The base path when errors under it are sent as 200; `None` when every error keeps its status.
+    always_200_under: Option<Arc<str>>,
+}
+
+impl ErrorStatusRule {
+    fn new(http: &HttpSettings) -> ErrorStatusRule {
+        let always_200_under = match http.error_status {
+            ErrorStatus::Standard => None,
+            ErrorStatus::Always200 => Some(Arc::from(http.base_path.as_str())),
+        };
+        ErrorStatusRule { always_200_under }
+    }
+
+    /// Whether an error answer to a request for `path` is sent with HTTP 200.
+    fn sends_200(&self, path: &str) -> bool {
+        let Some(base) = self.always_200_under.as_deref() else {
+            return false;
+        };
+        // The root as base path puts every path under it; the root's own paths still keep their statuses.
+        let under_base = base == "/"
+            || path
+                .strip_prefix(base)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+        let root_path = [
+            routes::HEALTH_LIVE,
+            routes::HEALTH_READY,
+            routes::METRICS,
+            routes::OPENAPI,
+        ]
+        .contains(&path)
+            || path == "/admin"
+            || path.starts_with("/admin/");
+        under_base && !root_path
+    }
+}
+
+/// An answer's status as sent: an error's own, or 200 where [`ErrorStatusRule`] says so.
+fn sent_status(status: StatusCode, as_200: bool) -> StatusCode {
+    if as_200 && (status.is_client_error() || status.is_server_error()) {
+        StatusCode::OK
+    } else {
+        status
+    }
 }
 
 /// The middleware every request passes: gives it a request id, answers `NOT_FOUND` for a route the
-/// listener does not serve, catches a handler's panic, turns any error into the envelope, closes the
-/// connection after the answer while draining, counts it in the metrics and writes the access-log line.
+/// listener does not serve, catches a handler's panic, turns any error into the envelope, sends errors with
+/// HTTP 200 where [`ErrorStatusRule`] says so, closes the connection after the answer while draining, counts
+/// it in the metrics and writes the access-log line. The metrics and the log carry an error's own status, so
+/// error rates stay visible under `always_200`.
 fn observe<S>(
     observer: &Observer,
     req: ServiceRequest,
@@ -154,6 +210,7 @@ where
         .unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
     let metrics = Arc::clone(&observer.metrics);
     let drain = Arc::clone(&observer.drain);
+    let as_200 = observer.error_status.sends_200(&path);
     // Refused here rather than by a handler so that every route, unknown ones included, answers alike.
     let refused = match protocol::check_headers(req.request()) {
         Err(refused) => Some(refused),
@@ -169,16 +226,20 @@ where
         let (status, outcome) = match fut.await {
             Ok(Ok(res)) => {
                 let mut res = finish(res, &request_id);
+                let status = res.status();
+                // Only the status line changes: the envelope and the headers (`Retry-After`, a
+                // `Connection: close`) stay as they are.
+                *res.response_mut().status_mut() = sent_status(status, as_200);
                 if drain.is_draining() {
                     res.response_mut()
                         .head_mut()
                         .set_connection_type(ConnectionType::Close);
                 }
-                (res.status(), Ok(res))
+                (status, Ok(res))
             }
             Ok(Err(err)) => {
                 let status = err.as_response_error().status_code();
-                let failure = Failure::for_status(status, &request_id);
+                let failure = Failure::for_status(status, &request_id).sent_as_200(as_200);
                 (status, Err(failure.closing(drain.is_draining()).into()))
             }
             Err(_) => {
@@ -188,7 +249,7 @@ where
                     path = path.as_str();
                     "handler panicked"
                 );
-                let failure = Failure::internal(&request_id);
+                let failure = Failure::internal(&request_id).sent_as_200(as_200);
                 let failure = failure.closing(drain.is_draining());
                 (StatusCode::INTERNAL_SERVER_ERROR, Err(failure.into()))
             }
@@ -249,6 +310,8 @@ struct Failure {
     message: String,
     /// Whether the answer closes its connection (while draining).
     close: bool,
+    /// Whether the answer is sent with HTTP 200 (`http.error_status = "always_200"`).
+    as_200: bool,
 }
 
 impl Failure {
@@ -261,6 +324,7 @@ impl Failure {
             code: ErrorCode::InternalError,
             message,
             close: false,
+            as_200: false,
         }
     }
 
@@ -279,12 +343,18 @@ impl Failure {
             code,
             message: code.default_message().to_owned(),
             close: false,
+            as_200: false,
         }
     }
 
     /// This failure, closing its connection if `close`.
     fn closing(self, close: bool) -> Failure {
         Failure { close, ..self }
+    }
+
+    /// This failure, sent with HTTP 200 if `as_200`.
+    fn sent_as_200(self, as_200: bool) -> Failure {
+        Failure { as_200, ..self }
     }
 }
 
@@ -296,11 +366,14 @@ impl std::fmt::Display for Failure {
 
 impl ResponseError for Failure {
     fn status_code(&self) -> StatusCode {
-        StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        let status =
+            StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        sent_status(status, self.as_200)
     }
 
     fn error_response(&self) -> HttpResponse {
         let mut response = ApiError::response_for(self.code, &self.message, "");
+        *response.status_mut() = self.status_code();
         if self.close {
             response.head_mut().set_connection_type(ConnectionType::Close);
         }
@@ -310,10 +383,134 @@ impl ResponseError for Failure {
 
 #[cfg(test)]
 mod tests {
+    use actix_web::body::MessageBody;
+    use actix_web::dev::ServiceResponse;
     use actix_web::{App, test, web};
     use serde_json::Value;
 
     use super::*;
+
+    /// What the server sends for a request: an error the middleware returns becomes its `error_response`.
+    async fn answer<S, R, B>(app: &S, req: R) -> anyhow::Result<(StatusCode, Value)>
+    where
+        S: Service<R, Response = ServiceResponse<B>, Error = actix_web::Error>,
+        B: MessageBody + 'static,
+    {
+        let res = match test::try_call_service(app, req).await {
+            Ok(res) => res.into_parts().1.map_into_boxed_body(),
+            Err(e) => e.error_response(),
+        };
+        let status = res.status();
+        let body = actix_web::body::to_bytes(res.into_body())
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok((status, serde_json::from_slice(&body)?))
+    }
+
+    /// Which paths `always_200` covers, for the default base path and for the root as base path.
+    #[actix_web::test]
+    async fn always_200_covers_the_paths_under_the_base_path_only() {
+        let rule = |base: &str, error_status| {
+            ErrorStatusRule::new(&HttpSettings {
+                base_path: base.to_owned(),
+                error_status,
+                ..HttpSettings::default()
+            })
+        };
+        let standard = rule("/crmapi/rest/v2", ErrorStatus::Standard);
+        let legacy = rule("/crmapi/rest/v2", ErrorStatus::Always200);
+        let root = rule("/", ErrorStatus::Always200);
+        let cases = [
+            ("/crmapi/rest/v2/authentication/token", true, true),
+            ("/crmapi/rest/v2/no/such/path", true, true),
+            ("/crmapi/rest/v2", true, true),
+            ("/crmapi/rest/v2x/authentication/token", false, true),
+            ("/crmapi/rest", false, true),
+            ("/no/such/path", false, true),
+            ("/authentication/token", false, true),
+            ("/health/ready", false, false),
+            ("/health/live", false, false),
+            ("/metrics", false, false),
+            ("/openapi.json", false, false),
+            ("/admin/v1/organisations", false, false),
+            ("/admin/", false, false),
+        ];
+        for (path, under_default, under_root) in cases {
+            assert!(!standard.sends_200(path), "{path}");
+            assert_eq!(legacy.sends_200(path), under_default, "{path}");
+            assert_eq!(root.sends_200(path), under_root, "{path} under /");
+        }
+    }
+
+    /// The middleware's own answers follow `always_200` too: a panic, a 500 and an error a service returned
+    /// instead of a response are sent with 200 under the base path, and with their status elsewhere.
+    #[actix_web::test]
+    async fn always_200_covers_the_middlewares_own_answers() -> anyhow::Result<()> {
+        let observer = Observer {
+            metrics: Arc::new(Metrics::new()?),
+            split: Split::default(),
+            drain: Arc::new(Drain::new()),
+            error_status: ErrorStatusRule::new(&HttpSettings {
+                error_status: ErrorStatus::Always200,
+                ..HttpSettings::default()
+            }),
+        };
+        let refused = |_: ServiceRequest, _: &_| {
+            future::ready(Err::<ServiceResponse, _>(actix_web::error::ErrorPayloadTooLarge(
+                "too large",
+            )))
+        };
+        let app = test::init_service(
+            App::new()
+                .wrap_fn(move |req, srv| observe(&observer, req, srv))
+                .route("/crmapi/rest/v2/boom", web::get().to(boom))
+                .route("/crmapi/rest/v2/fails", web::get().to(fails))
+                .service(
+                    web::scope("/crmapi/rest/v2/refused")
+                        .wrap_fn(refused)
+                        .route("", web::get().to(boom)),
+                )
+                .service(
+                    web::scope("/admin/v1/refused")
+                        .wrap_fn(refused)
+                        .route("", web::get().to(boom)),
+                )
+                .route("/admin/v1/boom", web::get().to(boom))
+                .route("/health/ready", web::get().to(fails))
+                .default_service(web::to(not_found)),
+        )
+        .await;
+        let cases = [
+            ("/crmapi/rest/v2/boom", StatusCode::OK, "INTERNAL_ERROR"),
+            ("/crmapi/rest/v2/fails", StatusCode::OK, "INTERNAL_ERROR"),
+            ("/crmapi/rest/v2/refused", StatusCode::OK, "PAYLOAD_TOO_LARGE"),
+            ("/crmapi/rest/v2/none", StatusCode::OK, "NOT_FOUND"),
+            (
+                "/admin/v1/boom",
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL_ERROR",
+            ),
+            (
+                "/admin/v1/refused",
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PAYLOAD_TOO_LARGE",
+            ),
+            (
+                "/health/ready",
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL_ERROR",
+            ),
+        ];
+        for (path, status, code) in cases {
+            let (sent, body) = answer(&app, test::TestRequest::get().uri(path).to_request()).await?;
+            assert_eq!(
+                (sent, body["status"]["code"].as_str()),
+                (status, Some(code)),
+                "{path}"
+            );
+        }
+        Ok(())
+    }
 
     async fn boom() -> HttpResponse {
         panic!("a bug")
@@ -332,6 +529,7 @@ mod tests {
             metrics: Arc::new(Metrics::new()?),
             split: Split::default(),
             drain: Arc::new(Drain::new()),
+            error_status: ErrorStatusRule::default(),
         };
         let app = test::init_service(
             App::new()
@@ -341,18 +539,8 @@ mod tests {
         )
         .await;
         for path in ["/boom", "/fails"] {
-            // What the server sends: an error the middleware returns becomes its `error_response`.
-            let res =
-                match test::try_call_service(&app, test::TestRequest::get().uri(path).to_request()).await {
-                    Ok(res) => res.into_parts().1,
-                    Err(e) => e.error_response(),
-                };
-            assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
-            let body: Value = serde_json::from_slice(
-                &actix_web::body::to_bytes(res.into_body())
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{e}"))?,
-            )?;
+            let (status, body) = answer(&app, test::TestRequest::get().uri(path).to_request()).await?;
+            assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
             assert_eq!(body["status"]["code"], "INTERNAL_ERROR");
             assert_eq!(body["data"], serde_json::json!({}));
             let message = body["status"]["message"].as_str().unwrap_or_default();

@@ -155,7 +155,11 @@ Every response under `{base}` is JSON in one envelope, errors included: \
 `data` is `{}`, `status.code` is one of the codes of `ErrorCode`, `status.message` is a sentence fit to \
 show an end user and `status.description` may name the offending field. Besides the answers listed per \
 operation, an unknown path answers 404 `NOT_FOUND` and a known path with another method 405 \
-`METHOD_NOT_ALLOWED`, in the same envelope.";
+`METHOD_NOT_ALLOWED`, in the same envelope.
+
+A server configured with `http.error_status = \"always_200\"` sends every error under `{base}` with HTTP 200 \
+instead of the status listed here, the envelope and its headers unchanged, for clients that read only \
+`status.code`; the operations at the root keep their statuses.";
 
 // ---------------------------------------------------------------------------------------------------------
 // Error answers

@@ -275,6 +275,7 @@ async fn open_session(
         end_reason: None,
         refreshed_at: None,
         client: Some(client.to_string()),
+        unit_code: unit.code.clone(),
     };
     state.store.insert_session(row).await
 }

@@ -10,6 +10,7 @@ pub mod session;
 use crm_auth_core::{Claims, issue};
 
 use crate::db::session::Session;
+use crate::settings::UnitClaim;
 use crate::state::AppState;
 
 /// The token a session's row describes: its newest generation. Signing is deterministic, so every caller
@@ -19,11 +20,21 @@ pub fn token_for(state: &AppState, session: &Session) -> String {
         jti: session.id.clone(),
         usr: session.username.clone(),
         org: session.organisation_name.clone(),
-        oun: session.unit_name.clone(),
+        oun: unit_claim(state.settings.token.unit_claim, session).to_owned(),
         iat: session.rotated_at,
         exp: session.expires_at,
         iss: Some(state.settings.token.issuer.clone()),
         r#gen: u64::try_from(session.generation).unwrap_or(0),
     };
     issue(&state.keyring, &claims, state.settings.token.date_format)
+}
+
+/// What the token's `oun` holds for `token.unit_claim`. A unit without a code is named by its name: a claim
+/// that is always there and names the unit beats an empty string that a CRM.COM client would show.
+fn unit_claim(claim: UnitClaim, session: &Session) -> &str {
+    match claim {
+        UnitClaim::Name => &session.unit_name,
+        UnitClaim::Id => &session.unit_id,
+        UnitClaim::Code => session.unit_code.as_deref().unwrap_or(&session.unit_name),
+    }
 }

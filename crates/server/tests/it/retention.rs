@@ -64,6 +64,7 @@ fn row(app: &TestApp, conn: &mut DbConnection, now: i64) -> anyhow::Result<Sessi
         end_reason: None,
         refreshed_at: None,
         client: None,
+        unit_code: Some("MN".into()),
     })
 }
 
