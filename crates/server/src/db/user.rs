@@ -211,6 +211,14 @@ pub fn update_password(conn: &mut DbConnection, id: &str, hash: &str) -> QueryRe
         .execute(conn)
 }
 
+/// Replaces the password hash only if it is still `old`; returns the rows changed (0 when the password was
+/// changed meanwhile, which then stays).
+pub fn update_password_from(conn: &mut DbConnection, id: &str, old: &str, new: &str) -> QueryResult<usize> {
+    diesel::update(users::table.find(id).filter(users::password_hash.eq(old)))
+        .set(users::password_hash.eq(new))
+        .execute(conn)
+}
+
 /// Sets a user's role; returns the rows changed.
 pub fn update_role(conn: &mut DbConnection, id: &str, role: Role) -> QueryResult<usize> {
     diesel::update(users::table.find(id))

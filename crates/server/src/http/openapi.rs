@@ -563,9 +563,7 @@ fn admin_example(name: &str) -> Option<Value> {
         }),
         "Ended" => json(admin::Ended { ended: 2 }),
         "Empty" => json(Empty {}),
-        "NewOrganisation" => json(admin::NewOrganisation {
-            name: "Acme".into(),
-        }),
+        "NewOrganisation" => json(admin::NewOrganisation { name: "Acme".into() }),
         "NewUnit" => json(admin::NewUnit {
             name: "Headquarters".into(),
             code: Some("HQ".into()),
