@@ -10,6 +10,7 @@ mod cli;
 mod client;
 mod coalesce;
 mod faults;
+mod import;
 mod lockout;
 mod login;
 mod logs;
