@@ -3,13 +3,13 @@
 //! Argon2id at that first login); files refused by one line, which write nothing and name the line; re-runs,
 //! conflicting re-runs, dry runs; the endpoint's roles and limits; the command line through the real binary.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use argon2::password_hash::{PasswordHasher as _, SaltString};
 use crm_auth_client::Client;
 use crm_auth_core::admin::ImportReport;
 use crm_auth_core::{ErrorCode, Role};
-use crm_auth_server::clock::Clock as _;
+use crm_auth_server::clock::{Clock as _, ManualClock};
 use crm_auth_server::db::api_key::ApiKeyRow;
 use crm_auth_server::db::organisation::Organisation;
 use crm_auth_server::db::schema;
@@ -17,9 +17,10 @@ use crm_auth_server::db::unit::Unit;
 use crm_auth_server::db::user::{Membership, User};
 use crm_auth_server::service::admin::{self, Actor, NewUser};
 use crm_auth_server::service::import::{self, ImportError};
+use crm_auth_server::state::AppState;
 use diesel::prelude::*;
 
-use crate::common::server::{crm_auth, run_with_stdin};
+use crate::common::server::{Node, crm_auth, run_with_stdin};
 use crate::common::{Backend, ORG, PASSWORD, TestApp, TestDb, code};
 
 backend_tests!(
@@ -33,12 +34,22 @@ backend_tests!(
     a_dry_run_writes_nothing,
     the_endpoint_is_for_operators_within_its_limits,
     the_command_line_imports_and_names_the_bad_line,
+    the_readme_example_imports_as_documented,
 );
 
 /// Runs the import as the command line does, on a blocking thread (it waits on the hashing pool).
 async fn run(app: &TestApp, body: impl Into<Vec<u8>>, dry_run: bool) -> Result<ImportReport, ImportError> {
-    let (state, body) = (app.state.clone(), body.into());
-    let now = app.clock.now();
+    run_on(&app.state, body, dry_run, app.clock.now()).await
+}
+
+/// [`run`] on any server's state.
+async fn run_on(
+    state: &AppState,
+    body: impl Into<Vec<u8>>,
+    dry_run: bool,
+    now: i64,
+) -> Result<ImportReport, ImportError> {
+    let (state, body) = (state.clone(), body.into());
     tokio::task::spawn_blocking(move || {
         let conn = &mut *state
             .store
@@ -227,7 +238,7 @@ async fn ten_thousand_users_of_every_hash_kind_import_and_log_in(backend: Backen
             key(i)
         );
     }
-    let started = Instant::now();
+    let started = crm_auth_server::clock::Stopwatch::start();
     let report = operator.import(&file, false).await?;
     eprintln!(
         "imported {USERS} users on {} in {:?} (debug build)",
@@ -890,5 +901,54 @@ async fn the_command_line_imports_and_names_the_bad_line(backend: Backend) -> an
     assert_eq!(String::from_utf8(listed.stdout)?.lines().count(), 3);
     let missing = cli(&["import", "/nonexistent/file.ndjson"], "")?;
     assert!(!missing.status.success());
+    Ok(())
+}
+
+/// The README's example file imports into a fresh database with the counts and the error it documents.
+async fn the_readme_example_imports_as_documented(backend: Backend) -> anyhow::Result<()> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))?;
+    let section = readme
+        .split("### Migrating from CRM.COM")
+        .nth(1)
+        .ok_or_else(|| anyhow::anyhow!("the README has no migration section"))?;
+    let example = section
+        .split("```ndjson\n")
+        .nth(1)
+        .and_then(|block| block.split("```").next())
+        .ok_or_else(|| anyhow::anyhow!("the migration section has no example file"))?;
+    // A database without the tests' seeded Acme, as a migration starts from.
+    let db = TestDb::new(&backend)?;
+    let state = AppState::build(db.settings(), std::sync::Arc::new(ManualClock::new()))?;
+    let now = ManualClock::new().now();
+    // Without the line of unit LIM, the user line that names it is refused as documented.
+    let without_lim: String = example
+        .lines()
+        .map(|line| {
+            if line.contains("\"LIM\"}") {
+                "\n".to_owned()
+            } else {
+                format!("{line}\n")
+            }
+        })
+        .collect();
+    let error = run_on(&state, without_lim, false, now)
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(section.contains(&format!("`{error}`")), "{error}");
+    let report = run_on(&state, example, false, now)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let documented = r#"{"created": {"organisations": 1, "units": 2, "users": 2, "web_api_keys": 1},
+  "unchanged": 0, "dry_run": false}"#;
+    assert!(section.contains(documented));
+    assert_eq!(report, serde_json::from_str(documented)?);
+    let node = Node::start(state)?;
+    let token = node
+        .client()?
+        .token_with_api_key("20B3EF1D0EDB4E7C9CE85059B1356AF5", None)
+        .await?;
+    assert_eq!(token.claims().usr, "billing-robot");
     Ok(())
 }
