@@ -812,6 +812,126 @@ mod tests {
     }
 
     #[test]
+    fn import_lines_are_read_by_type() -> anyhow::Result<()> {
+        let user = ImportLine::from_json(
+            br#"{"type":"user","organisation":"Acme","username":"alice","password_hash":"$2b$04$x",
+                "units":["HQ"],"default_unit":null,"role":"admin","disabled":true}"#,
+        )?;
+        assert_eq!(
+            user,
+            ImportLine::User(ImportUser {
+                organisation: "Acme".into(),
+                username: "alice".into(),
+                password: Some(ImportPassword::Hash("$2b$04$x".into())),
+                units: vec!["HQ".into()],
+                default_unit: None,
+                role: Role::Admin,
+                disabled: true,
+            })
+        );
+        let key = ImportLine::from_json(
+            br#"{"type":"web_api_key","organisation":"Acme","username":"alice","key":"0123456789abcdef"}"#,
+        )?;
+        assert!(!format!("{key:?}").contains("0123456789abcdef"), "{key:?}");
+        let clear = ImportLine::from_json(
+            br#"{"type":"user","organisation":"A","username":"u","password":"hunter22","units":["U"]}"#,
+        )?;
+        assert!(!format!("{clear:?}").contains("hunter22"), "{clear:?}");
+        assert_eq!(
+            ImportLine::from_json(br#"{"type":"unit","organisation":"A","name":"N","code":""}"#)?,
+            ImportLine::Unit {
+                organisation: "A".into(),
+                name: "N".into(),
+                code: None
+            }
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn bad_import_lines_name_the_field() {
+        let user = |extra: &str| {
+            format!(r#"{{"type":"user","organisation":"A","username":"u","units":["U"]{extra}}}"#)
+        };
+        for (line, expected) in [
+            ("{".to_owned(), "the line is not valid JSON"),
+            ("\"user\"".to_owned(), "the line must be a JSON object"),
+            ("{}".to_owned(), "type is missing"),
+            (r#"{"type":7}"#.to_owned(), "type must be a string"),
+            (
+                r#"{"type":"admin"}"#.to_owned(),
+                "type must be organisation, unit, user or web_api_key",
+            ),
+            (
+                r#"{"type":"organisation","name":"A","id":"x"}"#.to_owned(),
+                r#"unknown field "id""#,
+            ),
+            (
+                user(r#","password":"p","password_hash":"h""#),
+                "password_hash and password are both given: give one or neither",
+            ),
+            (user(r#","password_hash":"""#), "password_hash is empty"),
+            (
+                user(r#","password_hash":"has space""#),
+                "password_hash holds a character that no supported hash has",
+            ),
+            (
+                user(&format!(
+                    r#","password_hash":"{}""#,
+                    "x".repeat(MAX_HASH_CHARS + 1)
+                )),
+                "password_hash is longer than 512 characters",
+            ),
+            (user(r#","disabled":1"#), "disabled must be true or false"),
+            (
+                r#"{"type":"user","organisation":"A","username":"u","units":[]}"#.to_owned(),
+                "units is empty",
+            ),
+            (
+                r#"{"type":"web_api_key","organisation":"A","username":"u"}"#.to_owned(),
+                "key is missing",
+            ),
+            (
+                r#"{"type":"web_api_key","organisation":"A","username":"u","key":"0123456789abcde"}"#
+                    .to_owned(),
+                "key must have 16 to 64 characters",
+            ),
+            (
+                format!(
+                    r#"{{"type":"web_api_key","organisation":"A","username":"u","key":"{}"}}"#,
+                    "k".repeat(65)
+                ),
+                "key must have 16 to 64 characters",
+            ),
+            (
+                r#"{"type":"web_api_key","organisation":"A","username":"u","key":"0123456789 abcdef"}"#
+                    .to_owned(),
+                "key must consist of visible ASCII characters other than ':'",
+            ),
+            (
+                r#"{"type":"web_api_key","organisation":"A","username":"u","key":"0123456789ABCDEé"}"#
+                    .to_owned(),
+                "key must consist of visible ASCII characters other than ':'",
+            ),
+        ] {
+            assert_eq!(
+                message(ImportLine::from_json(line.as_bytes())),
+                expected,
+                "{line}"
+            );
+        }
+        // The bounds themselves.
+        let key = |n: usize| {
+            format!(
+                r#"{{"type":"web_api_key","organisation":"A","username":"u","key":"{}"}}"#,
+                "k".repeat(n)
+            )
+        };
+        assert!(ImportLine::from_json(key(MIN_IMPORTED_KEY_CHARS).as_bytes()).is_ok());
+        assert!(ImportLine::from_json(key(MAX_IMPORTED_KEY_CHARS).as_bytes()).is_ok());
+    }
+
+    #[test]
     fn page_queries() {
         assert_eq!(PageQuery::from_query(None, None), Ok(PageQuery::default()));
         assert_eq!(
