@@ -67,7 +67,7 @@ pub use futures_util::{Stream, StreamExt, TryStreamExt};
 pub const STREAM_PAGE_ITEMS: usize = MAX_PAGE_ITEMS;
 
 /// The content type of an import's body.
-const NDJSON: &str = "application/x-ndjson";
+const NDJSON: &str = crm_auth_core::admin::IMPORT_CONTENT_TYPE;
 
 impl Client {
     /// A handle on the administration API (`/admin/v1`, at the server's root whatever the base path) that sends
@@ -404,8 +404,9 @@ impl Admin {
     /// `POST /admin/v1/import`, with `?dry_run=true` when `dry_run` is set.
     ///
     /// The server checks the whole file before writing anything, then writes it in one transaction; a refused
-    /// line is an `INVALID_REQUEST` whose [`Error::description`] names the line and the field. A dry run checks
-    /// and counts without writing. A large file takes time: give the client a
+    /// line is an `INVALID_REQUEST` (malformed, or naming what neither the file nor the server has) or a
+    /// `CONFLICT` (disagreeing with what is stored), whose [`Error::description`] names the line and the field.
+    /// A dry run checks and counts without writing. A large file takes time: give the client a
     /// [`timeout`](crate::ClientBuilder::timeout) to match.
     ///
     /// ```no_run

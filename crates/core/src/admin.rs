@@ -10,9 +10,13 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::limits::{DEFAULT_PAGE_ITEMS, MAX_NAME_CHARS, MAX_PAGE_ITEMS, MAX_UNITS_PER_USER};
+use crate::limits::{
+    DEFAULT_PAGE_ITEMS, MAX_HASH_CHARS, MAX_IMPORTED_KEY_CHARS, MAX_NAME_CHARS, MAX_PAGE_ITEMS,
+    MAX_UNITS_PER_USER, MIN_IMPORTED_KEY_CHARS,
+};
 use crate::request::{
-    RequestError, checked_password, json_object, optional_name, query_value, required_name, without_nul,
+    RequestError, checked_password, json_object, optional_name, query_value, required_name, required_string,
+    without_nul,
 };
 use crate::wire::{AuthMethod, Redacted, Role};
 
@@ -463,6 +467,212 @@ impl NewKey {
     }
 }
 
+/// The content type of an import's body: NDJSON, one JSON object per line.
+pub const IMPORT_CONTENT_TYPE: &str = "application/x-ndjson";
+
+/// One line of an import file (`crm-auth import`, `POST /admin/v1/import`): a JSON object whose `type` says
+/// what it creates. Names are resolved later, against the rest of the file and the database; this is only
+/// what one line says. `Debug` hides passwords, hashes and keys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ImportLine {
+    /// `{"type": "organisation", "name": ...}`.
+    Organisation {
+        /// Its name.
+        name: String,
+    },
+    /// `{"type": "unit", "organisation": ..., "name": ..., "code": ...}`.
+    Unit {
+        /// Its organisation's name (or, for one in the database, id).
+        organisation: String,
+        /// Its name.
+        name: String,
+        /// Its code, if it has one.
+        code: Option<String>,
+    },
+    /// `{"type": "user", ...}`.
+    User(ImportUser),
+    /// `{"type": "web_api_key", ...}`.
+    WebApiKey(ImportKey),
+}
+
+/// A user line of an import.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImportUser {
+    /// Its organisation's name (or, for one in the database, id).
+    pub organisation: String,
+    /// Its username.
+    pub username: String,
+    /// Its password, as a hash or in clear; `None`: the user logs in only with keys.
+    pub password: Option<ImportPassword>,
+    /// Its units (names or codes; ids of units in the database); at least one.
+    pub units: Vec<String>,
+    /// Its default unit, one of `units`; `None`: the first.
+    pub default_unit: Option<String>,
+    /// Its role; `member` when the line has none.
+    pub role: Role,
+    /// Whether it is disabled.
+    pub disabled: bool,
+}
+
+/// A user's password in an import: `password_hash` (a hash made by another system, stored as it is) or
+/// `password` (in clear, hashed on import). `Debug` prints neither.
+#[derive(Clone, PartialEq, Eq)]
+pub enum ImportPassword {
+    /// A PHC or bcrypt string.
+    Hash(String),
+    /// The password itself.
+    Clear(String),
+}
+
+impl fmt::Debug for ImportPassword {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ImportPassword::Hash(_) => f.debug_tuple("Hash").field(&Redacted).finish(),
+            ImportPassword::Clear(_) => f.debug_tuple("Clear").field(&Redacted).finish(),
+        }
+    }
+}
+
+/// A Web API key line of an import: the key keeps its value, so clients configured with it go on working.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ImportKey {
+    /// Its user's organisation's name (or, for one in the database, id).
+    pub organisation: String,
+    /// Its user's username.
+    pub username: String,
+    /// The key itself: [`MIN_IMPORTED_KEY_CHARS`] to [`MAX_IMPORTED_KEY_CHARS`] visible ASCII characters
+    /// other than `:` (which would end the key in an `Authorization: Basic` header).
+    pub key: String,
+    /// A name to tell it apart.
+    pub name: Option<String>,
+}
+
+impl fmt::Debug for ImportKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ImportKey")
+            .field("organisation", &self.organisation)
+            .field("username", &self.username)
+            .field("key", &Redacted)
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl ImportLine {
+    /// Reads one line: a JSON object with a `type` of `organisation`, `unit`, `user` or `web_api_key` and that
+    /// type's fields, nothing else. The error names the field; the caller adds the line number.
+    pub fn from_json(line: &[u8]) -> Result<ImportLine, RequestError> {
+        let map = match serde_json::from_slice::<Value>(line) {
+            Ok(Value::Object(map)) => map,
+            Ok(_) => return Err(RequestError::new("the line must be a JSON object")),
+            Err(_) => return Err(RequestError::new("the line is not valid JSON")),
+        };
+        let kind = required_string(&map, "type", 32)?;
+        match kind.as_str() {
+            "organisation" => {
+                known_fields(&map, &["type", "name"])?;
+                Ok(ImportLine::Organisation {
+                    name: required_name(&map, "name")?,
+                })
+            }
+            "unit" => {
+                known_fields(&map, &["type", "organisation", "name", "code"])?;
+                Ok(ImportLine::Unit {
+                    organisation: required_name(&map, "organisation")?,
+                    name: required_name(&map, "name")?,
+                    code: optional_name(&map, "code")?,
+                })
+            }
+            "user" => {
+                let fields = [
+                    "type",
+                    "organisation",
+                    "username",
+                    "password_hash",
+                    "password",
+                    "units",
+                    "default_unit",
+                    "role",
+                    "disabled",
+                ];
+                known_fields(&map, &fields)?;
+                let organisation = required_name(&map, "organisation")?;
+                let username = required_name(&map, "username")?;
+                let password = match (optional_hash(&map)?, optional_password(&map)?) {
+                    (Some(_), Some(_)) => {
+                        return Err(RequestError::new(
+                            "password_hash and password are both given: give one or neither",
+                        ));
+                    }
+                    (Some(hash), None) => Some(ImportPassword::Hash(hash)),
+                    (None, Some(password)) => Some(ImportPassword::Clear(password)),
+                    (None, None) => None,
+                };
+                Ok(ImportLine::User(ImportUser {
+                    organisation,
+                    username,
+                    password,
+                    units: optional_units(&map)?.ok_or_else(|| RequestError::new("units is missing"))?,
+                    default_unit: optional_name(&map, "default_unit")?,
+                    role: optional_role(&map, "role")?.unwrap_or_default(),
+                    disabled: optional_bool(&map, "disabled")?.unwrap_or(false),
+                }))
+            }
+            "web_api_key" => {
+                known_fields(&map, &["type", "organisation", "username", "key", "name"])?;
+                Ok(ImportLine::WebApiKey(ImportKey {
+                    organisation: required_name(&map, "organisation")?,
+                    username: required_name(&map, "username")?,
+                    key: imported_key(&map)?,
+                    name: optional_name(&map, "name")?,
+                }))
+            }
+            _ => Err(RequestError::new(
+                "type must be organisation, unit, user or web_api_key",
+            )),
+        }
+    }
+}
+
+/// An optional `password_hash`: absent or `null` is `None`; otherwise a non-empty string of ASCII without
+/// blanks, at most [`MAX_HASH_CHARS`] characters. Which hashes are accepted is the server's to say.
+fn optional_hash(map: &Map<String, Value>) -> Result<Option<String>, RequestError> {
+    match map.get("password_hash") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Err(RequestError::new("password_hash is empty")),
+        Some(Value::String(s)) if s.len() > MAX_HASH_CHARS => Err(RequestError::new(format!(
+            "password_hash is longer than {MAX_HASH_CHARS} characters"
+        ))),
+        Some(Value::String(s)) if !s.bytes().all(|b| b.is_ascii_graphic()) => Err(RequestError::new(
+            "password_hash holds a character that no supported hash has",
+        )),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(RequestError::new("password_hash must be a string")),
+    }
+}
+
+/// The `key` of a `web_api_key` line: [`MIN_IMPORTED_KEY_CHARS`] to [`MAX_IMPORTED_KEY_CHARS`] visible ASCII
+/// characters other than `:`.
+fn imported_key(map: &Map<String, Value>) -> Result<String, RequestError> {
+    let key = match map.get("key") {
+        None | Some(Value::Null) => return Err(RequestError::new("key is missing")),
+        Some(Value::String(s)) => s,
+        Some(_) => return Err(RequestError::new("key must be a string")),
+    };
+    let chars = key.chars().count();
+    if !(MIN_IMPORTED_KEY_CHARS..=MAX_IMPORTED_KEY_CHARS).contains(&chars) {
+        return Err(RequestError::new(format!(
+            "key must have {MIN_IMPORTED_KEY_CHARS} to {MAX_IMPORTED_KEY_CHARS} characters"
+        )));
+    }
+    if !key.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+        return Err(RequestError::new(
+            "key must consist of visible ASCII characters other than ':'",
+        ));
+    }
+    Ok(key.clone())
+}
+
 /// The query of a list: `?limit=` (1 to [`MAX_PAGE_ITEMS`], default [`DEFAULT_PAGE_ITEMS`]) and `?cursor=`
 /// (the `next_cursor` of the page before).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -599,6 +809,126 @@ mod tests {
             report
         );
         Ok(())
+    }
+
+    #[test]
+    fn import_lines_are_read_by_type() -> anyhow::Result<()> {
+        let user = ImportLine::from_json(
+            br#"{"type":"user","organisation":"Acme","username":"alice","password_hash":"$2b$04$x",
+                "units":["HQ"],"default_unit":null,"role":"admin","disabled":true}"#,
+        )?;
+        assert_eq!(
+            user,
+            ImportLine::User(ImportUser {
+                organisation: "Acme".into(),
+                username: "alice".into(),
+                password: Some(ImportPassword::Hash("$2b$04$x".into())),
+                units: vec!["HQ".into()],
+                default_unit: None,
+                role: Role::Admin,
+                disabled: true,
+            })
+        );
+        let key = ImportLine::from_json(
+            br#"{"type":"web_api_key","organisation":"Acme","username":"alice","key":"0123456789abcdef"}"#,
+        )?;
+        assert!(!format!("{key:?}").contains("0123456789abcdef"), "{key:?}");
+        let clear = ImportLine::from_json(
+            br#"{"type":"user","organisation":"A","username":"u","password":"hunter22","units":["U"]}"#,
+        )?;
+        assert!(!format!("{clear:?}").contains("hunter22"), "{clear:?}");
+        assert_eq!(
+            ImportLine::from_json(br#"{"type":"unit","organisation":"A","name":"N","code":""}"#)?,
+            ImportLine::Unit {
+                organisation: "A".into(),
+                name: "N".into(),
+                code: None
+            }
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn bad_import_lines_name_the_field() {
+        let user = |extra: &str| {
+            format!(r#"{{"type":"user","organisation":"A","username":"u","units":["U"]{extra}}}"#)
+        };
+        for (line, expected) in [
+            ("{".to_owned(), "the line is not valid JSON"),
+            ("\"user\"".to_owned(), "the line must be a JSON object"),
+            ("{}".to_owned(), "type is missing"),
+            (r#"{"type":7}"#.to_owned(), "type must be a string"),
+            (
+                r#"{"type":"admin"}"#.to_owned(),
+                "type must be organisation, unit, user or web_api_key",
+            ),
+            (
+                r#"{"type":"organisation","name":"A","id":"x"}"#.to_owned(),
+                r#"unknown field "id""#,
+            ),
+            (
+                user(r#","password":"p","password_hash":"h""#),
+                "password_hash and password are both given: give one or neither",
+            ),
+            (user(r#","password_hash":"""#), "password_hash is empty"),
+            (
+                user(r#","password_hash":"has space""#),
+                "password_hash holds a character that no supported hash has",
+            ),
+            (
+                user(&format!(
+                    r#","password_hash":"{}""#,
+                    "x".repeat(MAX_HASH_CHARS + 1)
+                )),
+                "password_hash is longer than 512 characters",
+            ),
+            (user(r#","disabled":1"#), "disabled must be true or false"),
+            (
+                r#"{"type":"user","organisation":"A","username":"u","units":[]}"#.to_owned(),
+                "units is empty",
+            ),
+            (
+                r#"{"type":"web_api_key","organisation":"A","username":"u"}"#.to_owned(),
+                "key is missing",
+            ),
+            (
+                r#"{"type":"web_api_key","organisation":"A","username":"u","key":"0123456789abcde"}"#
+                    .to_owned(),
+                "key must have 16 to 64 characters",
+            ),
+            (
+                format!(
+                    r#"{{"type":"web_api_key","organisation":"A","username":"u","key":"{}"}}"#,
+                    "k".repeat(65)
+                ),
+                "key must have 16 to 64 characters",
+            ),
+            (
+                r#"{"type":"web_api_key","organisation":"A","username":"u","key":"0123456789 abcdef"}"#
+                    .to_owned(),
+                "key must consist of visible ASCII characters other than ':'",
+            ),
+            (
+                r#"{"type":"web_api_key","organisation":"A","username":"u","key":"0123456789ABCDEé"}"#
+                    .to_owned(),
+                "key must consist of visible ASCII characters other than ':'",
+            ),
+        ] {
+            assert_eq!(
+                message(ImportLine::from_json(line.as_bytes())),
+                expected,
+                "{line}"
+            );
+        }
+        // The bounds themselves.
+        let key = |n: usize| {
+            format!(
+                r#"{{"type":"web_api_key","organisation":"A","username":"u","key":"{}"}}"#,
+                "k".repeat(n)
+            )
+        };
+        assert!(ImportLine::from_json(key(MIN_IMPORTED_KEY_CHARS).as_bytes()).is_ok());
+        assert!(ImportLine::from_json(key(MAX_IMPORTED_KEY_CHARS).as_bytes()).is_ok());
     }
 
     #[test]

@@ -17,3 +17,13 @@ pub const MAX_PAGE_ITEMS: usize = 500;
 
 /// Items in one page of an administration list when `?limit=` is absent.
 pub const DEFAULT_PAGE_ITEMS: usize = 50;
+
+/// Fewest characters a Web API key brought in by an import may have: shorter keys are too easy to guess.
+pub const MIN_IMPORTED_KEY_CHARS: usize = 16;
+
+/// Most characters a Web API key brought in by an import may have.
+pub const MAX_IMPORTED_KEY_CHARS: usize = 64;
+
+/// Most characters a password hash brought in by an import may have; the longest accepted PHC strings (64-byte
+/// salt and output) stay well under it.
+pub const MAX_HASH_CHARS: usize = 512;

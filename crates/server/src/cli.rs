@@ -16,7 +16,7 @@ use crate::http::shutdown;
 use crate::logging;
 use crate::password::PasswordHasher;
 use crate::service::admin::{self, Actor, ExistingDemoUser, NewUser};
-use crate::service::retention;
+use crate::service::{import, retention};
 use crate::settings::Settings;
 use crate::state::AppState;
 
@@ -82,6 +82,16 @@ pub enum Command {
     /// counts.
     Purge {
         /// Only count what would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Import organisations, units, users and Web API keys from an NDJSON file (one JSON object per line; see
+    /// the README); print the report as JSON. The whole file is checked first, then written in one
+    /// transaction: an error names its line and field and changes nothing.
+    Import {
+        /// The NDJSON file; `-` reads standard input.
+        file: PathBuf,
+        /// Check the whole file and count what it would create; write nothing.
         #[arg(long)]
         dry_run: bool,
     },
@@ -288,6 +298,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Key(command) => run_key(&settings, command, now),
         Command::Session(command) => run_session(&settings, command, now),
         Command::Purge { dry_run } => run_purge(&settings, dry_run, now),
+        Command::Import { file, dry_run } => run_import(&settings, &file, dry_run, now),
     }
 }
 
@@ -546,6 +557,28 @@ fn run_purge(settings: &Settings, dry_run: bool, now: i64) -> anyhow::Result<()>
             purged.login_failures
         );
     }
+    Ok(())
+}
+
+fn run_import(settings: &Settings, file: &std::path::Path, dry_run: bool, now: i64) -> anyhow::Result<()> {
+    let body = if file.as_os_str() == "-" {
+        let mut body = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut body)
+            .context("cannot read the file from standard input")?;
+        body
+    } else {
+        std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?
+    };
+    let conn = &mut migrated(settings)?;
+    // Clear passwords are hashed on as many threads as the server would use.
+    let hasher = PasswordHasher::start(
+        &settings.auth.argon2,
+        settings.hash_threads(),
+        Arc::new(crate::password::NoObserver),
+    )?;
+    let report = import::run(conn, &hasher, &Actor::Cli, &body, dry_run, now)?;
+    say!("{}", serde_json::to_string(&report)?);
     Ok(())
 }
 

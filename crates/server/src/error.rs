@@ -196,6 +196,19 @@ impl From<crate::service::admin::AdminError> for ApiError {
     }
 }
 
+impl From<crate::service::import::ImportError> for ApiError {
+    fn from(e: crate::service::import::ImportError) -> ApiError {
+        use crate::service::import::ImportError;
+        match e {
+            ImportError::Invalid { .. } | ImportError::Empty => ApiError::InvalidRequest(e.to_string()),
+            ImportError::Conflict { .. } => ApiError::Conflict(e.to_string()),
+            ImportError::Forbidden => ApiError::Forbidden(e.to_string()),
+            ImportError::Db(e) => e.into(),
+            ImportError::Hash(e) => e.into(),
+        }
+    }
+}
+
 /// Whether a database error is a unique-constraint violation (a concurrent insert won).
 pub fn is_unique_violation(e: &DieselError) -> bool {
     matches!(

@@ -175,11 +175,13 @@ pub enum Event {
     KeyCreate,
     /// An operator revoked a Web API key (its live sessions end).
     KeyRevoke,
+    /// An operator imported organisations, units, users and keys from a file.
+    Import,
 }
 
 impl Event {
     /// Every event.
-    pub const ALL: [Event; 22] = [
+    pub const ALL: [Event; 23] = [
         Event::LoginOk,
         Event::LoginFailed,
         Event::LoginLocked,
@@ -202,6 +204,7 @@ impl Event {
         Event::UserEnable,
         Event::KeyCreate,
         Event::KeyRevoke,
+        Event::Import,
     ];
 
     /// The name written to the log: `noun.verb`, as the admin API's audit actions are named.
@@ -229,6 +232,7 @@ impl Event {
             Event::UserEnable => "user.enable",
             Event::KeyCreate => "key.create",
             Event::KeyRevoke => "key.revoke",
+            Event::Import => "import",
         }
     }
 }

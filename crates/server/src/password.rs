@@ -3,6 +3,10 @@
 //! Hashing is the one CPU-heavy step of a login. It runs on `max_concurrent_hashes` dedicated threads, never
 //! on the async workers; logins beyond that wait in the queue. Each thread keeps its Argon2 memory blocks
 //! between hashes, which saves the 19 MiB allocation and page faults per hash.
+//!
+//! A stored hash that is not Argon2id at the configured parameters (a hash an import brought from another
+//! system, see [`foreign`], or one made before `auth.argon2` changed) is verified by its scheme's library, and
+//! after a match the same job hashes the password anew, so the login can store an Argon2id hash in its place.
 
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -17,6 +21,8 @@ use tokio::sync::oneshot;
 
 use crate::clock::Stopwatch;
 use crate::settings::Argon2Settings;
+
+pub mod foreign;
 
 const SALT_LEN: usize = 16;
 const OUTPUT_LEN: usize = 32;
@@ -46,8 +52,27 @@ enum Job {
     Verify {
         password: String,
         phc: Option<String>,
-        reply: oneshot::Sender<bool>,
+        reply: oneshot::Sender<Verdict>,
     },
+}
+
+/// What a password check found.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// Whether the password matches.
+    pub matches: bool,
+    /// After a match against a hash that is not Argon2id at the configured parameters, the password hashed
+    /// anew at them: the hash to store in place of the old one.
+    pub rehashed: Option<String>,
+}
+
+impl std::fmt::Debug for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verdict")
+            .field("matches", &self.matches)
+            .field("rehashed", &self.rehashed.is_some())
+            .finish()
+    }
 }
 
 /// Observes the hashing pool (metrics hook up here).
@@ -113,11 +138,66 @@ impl PasswordHasher {
     /// Checks a password against a stored PHC string. With `None` (unknown organisation or user, or a
     /// user without a password) it still runs one hash and answers `false`, so timing tells nothing.
     pub async fn verify(&self, password: String, phc: Option<String>) -> Result<bool, HashError> {
+        Ok(self.check(password, phc).await?.matches)
+    }
+
+    /// [`PasswordHasher::verify`], which also gives, after a match against a hash that is not Argon2id at the
+    /// configured parameters (a foreign hash), the Argon2id hash to replace it with.
+    pub async fn check(&self, password: String, phc: Option<String>) -> Result<Verdict, HashError> {
+        self.send_verify(password, phc)?
+            .await
+            .map_err(|_| HashError::Closed)
+    }
+
+    fn send_verify(
+        &self,
+        password: String,
+        phc: Option<String>,
+    ) -> Result<oneshot::Receiver<Verdict>, HashError> {
         let (reply, rx) = oneshot::channel();
         self.jobs
             .send((Stopwatch::start(), Job::Verify { password, phc, reply }))
             .map_err(|_| HashError::Closed)?;
-        rx.await.map_err(|_| HashError::Closed)
+        Ok(rx)
+    }
+
+    fn send_hash(&self, password: String) -> Result<oneshot::Receiver<Result<String, HashError>>, HashError> {
+        let (reply, rx) = oneshot::channel();
+        self.jobs
+            .send((Stopwatch::start(), Job::Hash { password, reply }))
+            .map_err(|_| HashError::Closed)?;
+        Ok(rx)
+    }
+
+    /// Hashes every password on the pool's threads, in order, waiting on the calling thread: for work that
+    /// runs outside the async runtime (an import, on a blocking thread or the command line). Never call it on
+    /// an async worker.
+    pub fn hash_all_blocking(&self, passwords: Vec<String>) -> Result<Vec<String>, HashError> {
+        let pending = passwords
+            .into_iter()
+            .map(|password| self.send_hash(password))
+            .collect::<Result<Vec<_>, _>>()?;
+        pending
+            .into_iter()
+            .map(|rx| rx.blocking_recv().map_err(|_| HashError::Closed)?)
+            .collect()
+    }
+
+    /// Checks each `(password, stored hash)` pair on the pool's threads, in order, waiting on the calling
+    /// thread (see [`PasswordHasher::hash_all_blocking`]); whether each matches.
+    pub fn verify_all_blocking(&self, pairs: Vec<(String, String)>) -> Result<Vec<bool>, HashError> {
+        let pending = pairs
+            .into_iter()
+            .map(|(password, phc)| self.send_verify(password, Some(phc)))
+            .collect::<Result<Vec<_>, _>>()?;
+        pending
+            .into_iter()
+            .map(|rx| {
+                rx.blocking_recv()
+                    .map(|verdict| verdict.matches)
+                    .map_err(|_| HashError::Closed)
+            })
+            .collect()
     }
 
     /// Hashes on the calling thread (for the command line, which has no runtime to wait on).
@@ -179,40 +259,73 @@ fn hash_with(params: &Params, password: &str, memory: &mut Vec<Block>) -> Result
     ))
 }
 
-fn verify_with(dummy: &Params, password: &str, phc: Option<&str>, memory: &mut Vec<Block>) -> bool {
-    let parsed = phc.and_then(|phc| {
-        let hash = PasswordHash::new(phc).ok()?;
-        if hash.algorithm.as_str() != "argon2id" {
-            return None;
-        }
-        let params = Params::try_from(&hash).ok()?;
-        let mut salt = [0u8; 64];
-        let salt = hash.salt?.decode_b64(&mut salt).ok()?.to_vec();
-        let expected = hash.hash?.as_bytes().to_vec();
-        Some((params, salt, expected))
-    });
-    match parsed {
-        Some((params, salt, expected)) => {
+/// Checks `password` against `phc`: an Argon2id hash at the configured parameters with the thread's memory;
+/// any other hash with its scheme's library ([`foreign::verify`]), and after a match the password is hashed
+/// anew. An absent or unusable hash still costs one hash at the configured parameters, so timing tells
+/// nothing about who exists.
+fn verify_with(configured: &Params, password: &str, phc: Option<&str>, memory: &mut Vec<Block>) -> Verdict {
+    let no = Verdict {
+        matches: false,
+        rehashed: None,
+    };
+    if let Some(phc) = phc {
+        if let Some((params, salt, expected)) = own_hash(configured, phc) {
             let mut out = vec![0u8; expected.len()];
-            let Ok(params) = Params::new(
-                params.m_cost(),
-                params.t_cost(),
-                params.p_cost(),
-                Some(expected.len()),
-            ) else {
-                return false;
+            let matches = run(&params, password.as_bytes(), &salt, &mut out, memory).is_ok()
+                && bool::from(out.ct_eq(&expected));
+            return Verdict {
+                matches,
+                rehashed: None,
             };
-            run(&params, password.as_bytes(), &salt, &mut out, memory).is_ok()
-                && bool::from(out.ct_eq(&expected))
         }
-        None => {
-            // Unknown user or unusable hash: still one full hash at the configured cost, so timing tells
-            // nothing about who exists.
-            let mut out = [0u8; OUTPUT_LEN];
-            let _ = run(dummy, password.as_bytes(), &[0u8; SALT_LEN], &mut out, memory);
-            false
+        // The library allocates a foreign Argon2 hash's memory for this check only, so the thread keeps no
+        // more than its own hashes need.
+        if foreign::check(phc).is_ok() {
+            if !foreign::verify(password, phc) {
+                return no;
+            }
+            return Verdict {
+                matches: true,
+                // A failed rehash only leaves the old hash in place; the password did match.
+                rehashed: hash_with(configured, password, memory).ok(),
+            };
         }
     }
+    let mut out = [0u8; OUTPUT_LEN];
+    let _ = run(
+        configured,
+        password.as_bytes(),
+        &[0u8; SALT_LEN],
+        &mut out,
+        memory,
+    );
+    no
+}
+
+/// The parameters (with the stored output's length), salt and output of `phc` if it is an Argon2id hash of
+/// version 19 at the configured memory, passes and lanes: one this pool made, checked with its own memory.
+fn own_hash(configured: &Params, phc: &str) -> Option<(Params, Vec<u8>, Vec<u8>)> {
+    let hash = PasswordHash::new(phc).ok()?;
+    if hash.algorithm.as_str() != "argon2id" || hash.version.is_some_and(|v| v != 0x13) {
+        return None;
+    }
+    let params = Params::try_from(&hash).ok()?;
+    let same = (params.m_cost(), params.t_cost(), params.p_cost())
+        == (configured.m_cost(), configured.t_cost(), configured.p_cost());
+    if !same {
+        return None;
+    }
+    let mut salt = [0u8; 64];
+    let salt = hash.salt?.decode_b64(&mut salt).ok()?.to_vec();
+    let expected = hash.hash?.as_bytes().to_vec();
+    let params = Params::new(
+        params.m_cost(),
+        params.t_cost(),
+        params.p_cost(),
+        Some(expected.len()),
+    )
+    .ok()?;
+    Some((params, salt, expected))
 }
 
 #[cfg(test)]
@@ -241,10 +354,53 @@ mod tests {
         Ok(())
     }
 
+    /// A foreign hash, or an Argon2id one at other parameters, matches through its library and comes back
+    /// rehashed at the configured parameters; a hash at them, or a wrong password, does not.
+    #[tokio::test]
+    async fn a_foreign_hash_is_rehashed_after_a_match() -> anyhow::Result<()> {
+        let hasher = PasswordHasher::start(&fast(), 1, Arc::new(NoObserver))?;
+        let other_params = Argon2Settings { m_kib: 128, ..fast() };
+        for old in [
+            bcrypt::hash("pw", 4)?,
+            PasswordHasher::hash_blocking(&other_params, "pw")?,
+        ] {
+            let wrong = hasher.check("pW".into(), Some(old.clone())).await?;
+            assert!(!wrong.matches && wrong.rehashed.is_none());
+            let verdict = hasher.check("pw".into(), Some(old)).await?;
+            assert!(verdict.matches);
+            let new = verdict.rehashed.unwrap_or_default();
+            assert!(new.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{new}");
+            let again = hasher.check("pw".into(), Some(new)).await?;
+            assert!(again.matches && again.rehashed.is_none());
+        }
+        Ok(())
+    }
+
+    /// The import's bulk calls wait on a blocking thread and answer in order.
+    #[tokio::test]
+    async fn bulk_calls_answer_in_order() -> anyhow::Result<()> {
+        let hasher = PasswordHasher::start(&fast(), 2, Arc::new(NoObserver))?;
+        let passwords: Vec<String> = (0..8).map(|i| format!("pw{i}")).collect();
+        let (hashes, matches) = tokio::task::spawn_blocking({
+            let hasher = hasher.clone();
+            move || -> Result<_, HashError> {
+                let hashes = hasher.hash_all_blocking(passwords.clone())?;
+                let mut swapped = hashes.clone();
+                swapped.swap(0, 1);
+                let pairs: Vec<(String, String)> = passwords.into_iter().zip(swapped).collect();
+                Ok((hashes, hasher.verify_all_blocking(pairs)?))
+            }
+        })
+        .await??;
+        assert!(hasher.verify("pw3".into(), Some(hashes[3].clone())).await?);
+        assert_eq!(matches, [false, false, true, true, true, true, true, true]);
+        Ok(())
+    }
+
     #[test]
     fn blocking_hash_verifies_with_the_pool() -> anyhow::Result<()> {
         let phc = PasswordHasher::hash_blocking(&fast(), "pw")?;
-        assert!(verify_with(&params(&fast())?, "pw", Some(&phc), &mut Vec::new()));
+        assert!(verify_with(&params(&fast())?, "pw", Some(&phc), &mut Vec::new()).matches);
         Ok(())
     }
 }

@@ -98,6 +98,9 @@ pub struct HttpSettings {
     pub base_path: String,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// Largest accepted body of `POST /admin/v1/import` (an NDJSON file), instead of `max_body_bytes`; at
+    /// most [`MAX_IMPORT_BYTES`].
+    pub max_import_bytes: usize,
     /// Time a request's headers, and then its body, have to arrive; a body still incomplete then is answered
     /// `REQUEST_TIMEOUT` and its connection closed.
     pub body_timeout_seconds: u64,
@@ -306,6 +309,7 @@ impl Default for HttpSettings {
             bind: "127.0.0.1:8080".into(),
             base_path: crm_auth_core::routes::DEFAULT_BASE_PATH.into(),
             max_body_bytes: 16 * 1024,
+            max_import_bytes: 64 * 1024 * 1024,
             body_timeout_seconds: 10,
             max_connections_per_address: 256,
             rate_limit: RateLimitSettings::default(),
@@ -380,6 +384,10 @@ pub const MAX_DRAIN_SECONDS: u64 = 300;
 
 /// The longest `http.shutdown_timeout_seconds`: no request of this service runs for minutes.
 pub const MAX_SHUTDOWN_TIMEOUT_SECONDS: u64 = 600;
+
+/// The largest `http.max_import_bytes` (1 GiB): the server holds an import's body, and what it reads from it,
+/// in memory until the import is done.
+pub const MAX_IMPORT_BYTES: usize = 1024 * 1024 * 1024;
 
 /// The longest `auth.lockout.max_wait_ms`: a login held longer than a minute helps no caller, and every
 /// waiting login holds a connection.
@@ -462,6 +470,12 @@ impl Settings {
         }
         if self.http.max_body_bytes == 0 {
             return Err(invalid("http.max_body_bytes", "must be at least 1"));
+        }
+        if !(1..=MAX_IMPORT_BYTES).contains(&self.http.max_import_bytes) {
+            return Err(invalid(
+                "http.max_import_bytes",
+                format!("must be from 1 to {MAX_IMPORT_BYTES}"),
+            ));
         }
         if self.http.body_timeout_seconds == 0 {
             return Err(invalid("http.body_timeout_seconds", "must be at least 1"));

@@ -50,6 +50,31 @@ pub fn create(conn: &mut DbConnection, key: &ApiKeyRow) -> QueryResult<()> {
         .map(drop)
 }
 
+/// Inserts keys, [`super::IMPORT_BATCH`] rows per statement.
+pub fn create_batch(conn: &mut DbConnection, rows: &[ApiKeyRow]) -> QueryResult<()> {
+    for chunk in rows.chunks(super::IMPORT_BATCH) {
+        match conn {
+            DbConnection::Postgres(c) => diesel::insert_into(api_keys::table).values(chunk).execute(c)?,
+            DbConnection::Sqlite(c) => diesel::insert_into(api_keys::table).values(chunk).execute(c)?,
+        };
+    }
+    Ok(())
+}
+
+/// The keys (revoked ones included) with these digests, in any order.
+pub fn find_by_digests(conn: &mut DbConnection, digests: &[String]) -> QueryResult<Vec<ApiKeyRow>> {
+    let mut found = Vec::new();
+    for chunk in digests.chunks(super::IMPORT_BATCH) {
+        found.extend(
+            api_keys::table
+                .filter(api_keys::digest.eq_any(chunk))
+                .select(ApiKeyRow::as_select())
+                .load(conn)?,
+        );
+    }
+    Ok(found)
+}
+
 /// The unrevoked key with this digest.
 pub fn find_active_by_digest(conn: &mut DbConnection, digest: &str) -> QueryResult<Option<ApiKeyRow>> {
     api_keys::table

@@ -83,6 +83,11 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// locks on PostgreSQL, for milliseconds.
 pub const PURGE_BATCH: i64 = 1_000;
 
+/// The most rows one multi-row `INSERT` of an import writes, and the most values one lookup of it binds: well
+/// under SQLite's 32,766 bound parameters with the widest row (a key's 10 columns), and large enough that
+/// 100,000 users take a few hundred statements.
+pub const IMPORT_BATCH: usize = 1_000;
+
 /// SQLite waits this long for a competing writer before giving up with "database is locked".
 const SQLITE_BUSY_TIMEOUT_MS: u32 = 5_000;
 
@@ -334,6 +339,38 @@ pub fn revert_all_migrations(conn: &mut DbConnection) -> Result<(), DbError> {
     MigrationHarness::<Db>::revert_all_migrations(conn, MIGRATIONS)
         .map(drop)
         .map_err(|e| DbError::Migrate(e.to_string()))
+}
+
+/// Runs `job` in one transaction that, on SQLite, takes the write lock at its start (`BEGIN IMMEDIATE`), so
+/// that the one writer waits its turn (the busy timeout) instead of failing to upgrade a read midway; the
+/// connection's transaction manager knows of it, so transactions the job opens nest in it as savepoints. On
+/// PostgreSQL it is an ordinary transaction.
+pub fn write_transaction<T, E>(
+    conn: &mut DbConnection,
+    job: impl FnOnce(&mut DbConnection) -> Result<T, E>,
+) -> Result<T, E>
+where
+    E: From<diesel::result::Error>,
+{
+    use diesel::connection::{AnsiTransactionManager, TransactionManager as _};
+    let DbConnection::Sqlite(sqlite) = conn else {
+        return conn.transaction(job);
+    };
+    AnsiTransactionManager::begin_transaction_sql(sqlite, "BEGIN IMMEDIATE")?;
+    let outcome = job(conn);
+    let DbConnection::Sqlite(sqlite) = conn else {
+        return Err(diesel::result::Error::BrokenTransactionManager.into());
+    };
+    match outcome {
+        Ok(done) => {
+            AnsiTransactionManager::commit_transaction(sqlite)?;
+            Ok(done)
+        }
+        Err(e) => {
+            AnsiTransactionManager::rollback_transaction(sqlite)?;
+            Err(e)
+        }
+    }
 }
 
 /// The form of a name that the `*_key` columns hold and every lookup compares: Unicode NFKC, then full case

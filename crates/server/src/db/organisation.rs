@@ -29,6 +29,47 @@ pub fn create(conn: &mut DbConnection, org: &Organisation) -> QueryResult<()> {
         .map(drop)
 }
 
+/// Inserts organisations, [`super::IMPORT_BATCH`] rows per statement.
+pub fn create_batch(conn: &mut DbConnection, rows: &[Organisation]) -> QueryResult<()> {
+    for chunk in rows.chunks(super::IMPORT_BATCH) {
+        match conn {
+            DbConnection::Postgres(c) => diesel::insert_into(organisations::table)
+                .values(chunk)
+                .execute(c)?,
+            DbConnection::Sqlite(c) => diesel::insert_into(organisations::table)
+                .values(chunk)
+                .execute(c)?,
+        };
+    }
+    Ok(())
+}
+
+/// The organisations with these ids or these name keys ([`super::name_key`]'s), in any order.
+pub fn find_by_ids_or_keys(
+    conn: &mut DbConnection,
+    ids: &[String],
+    keys: &[String],
+) -> QueryResult<Vec<Organisation>> {
+    let mut found = Vec::new();
+    for chunk in ids.chunks(super::IMPORT_BATCH) {
+        found.extend(
+            organisations::table
+                .filter(organisations::id.eq_any(chunk))
+                .select(Organisation::as_select())
+                .load(conn)?,
+        );
+    }
+    for chunk in keys.chunks(super::IMPORT_BATCH) {
+        found.extend(
+            organisations::table
+                .filter(organisations::name_key.eq_any(chunk))
+                .select(Organisation::as_select())
+                .load(conn)?,
+        );
+    }
+    Ok(found)
+}
+
 /// The organisation with this name, case-insensitively.
 pub fn find_by_name(conn: &mut DbConnection, name: &str) -> QueryResult<Option<Organisation>> {
     organisations::table

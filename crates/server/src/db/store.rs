@@ -134,28 +134,18 @@ impl Store {
         F: FnOnce(&mut DbConnection) -> Result<T, ApiError> + Send + 'static,
         T: Send + 'static,
     {
-        use diesel::connection::{AnsiTransactionManager, TransactionManager as _};
-        self.read(move |conn| {
-            let DbConnection::Sqlite(sqlite) = conn else {
-                return conn.transaction(job);
-            };
-            AnsiTransactionManager::begin_transaction_sql(sqlite, "BEGIN IMMEDIATE")?;
-            let outcome = job(conn);
-            let DbConnection::Sqlite(sqlite) = conn else {
-                return Err(ApiError::Internal("the connection changed backend".into()));
-            };
-            match outcome {
-                Ok(done) => {
-                    AnsiTransactionManager::commit_transaction(sqlite)?;
-                    Ok(done)
-                }
-                Err(e) => {
-                    AnsiTransactionManager::rollback_transaction(sqlite)?;
-                    Err(e)
-                }
-            }
-        })
-        .await
+        self.read(move |conn| super::write_transaction(conn, job)).await
+    }
+
+    /// Runs work that opens its own transactions, and may wait long outside them, on a blocking thread with a
+    /// pooled connection: the import, which hashes passwords before its one write transaction (see
+    /// [`super::write_transaction`]) and must not hold SQLite's write lock meanwhile.
+    pub async fn blocking<T, F>(&self, job: F) -> Result<T, ApiError>
+    where
+        F: FnOnce(&mut DbConnection) -> Result<T, ApiError> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.read(job).await
     }
 
     /// [`Store::write`] for a thread of its own, outside the async runtime (the purge job): runs `job` and

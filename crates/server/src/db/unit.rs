@@ -35,6 +35,32 @@ pub fn create(conn: &mut DbConnection, unit: &Unit) -> QueryResult<()> {
         .map(drop)
 }
 
+/// Inserts units, [`super::IMPORT_BATCH`] rows per statement.
+pub fn create_batch(conn: &mut DbConnection, rows: &[Unit]) -> QueryResult<()> {
+    for chunk in rows.chunks(super::IMPORT_BATCH) {
+        match conn {
+            DbConnection::Postgres(c) => diesel::insert_into(units::table).values(chunk).execute(c)?,
+            DbConnection::Sqlite(c) => diesel::insert_into(units::table).values(chunk).execute(c)?,
+        };
+    }
+    Ok(())
+}
+
+/// Every unit of these organisations.
+pub fn find_in_organisations(conn: &mut DbConnection, organisation_ids: &[String]) -> QueryResult<Vec<Unit>> {
+    let mut found = Vec::new();
+    for chunk in organisation_ids.chunks(super::IMPORT_BATCH) {
+        found.extend(
+            units::table
+                .filter(units::organisation_id.eq_any(chunk))
+                .order((units::created_at.asc(), units::id.asc()))
+                .select(Unit::as_select())
+                .load(conn)?,
+        );
+    }
+    Ok(found)
+}
+
 /// The unit with this id.
 pub fn find_by_id(conn: &mut DbConnection, id: &str) -> QueryResult<Option<Unit>> {
     units::table

@@ -108,6 +108,59 @@ pub fn create(
     })
 }
 
+/// Inserts users and then their memberships, [`super::IMPORT_BATCH`] rows per statement; every membership's
+/// user must be among `users` or stored already.
+pub fn create_batch(conn: &mut DbConnection, users: &[User], memberships: &[Membership]) -> QueryResult<()> {
+    for chunk in users.chunks(super::IMPORT_BATCH) {
+        // Owned: the role column converts on the way in, which diesel does for owned values only.
+        let rows = chunk.to_vec();
+        match conn {
+            DbConnection::Postgres(c) => diesel::insert_into(users::table).values(rows).execute(c)?,
+            DbConnection::Sqlite(c) => diesel::insert_into(users::table).values(rows).execute(c)?,
+        };
+    }
+    for chunk in memberships.chunks(super::IMPORT_BATCH) {
+        match conn {
+            DbConnection::Postgres(c) => diesel::insert_into(user_units::table).values(chunk).execute(c)?,
+            DbConnection::Sqlite(c) => diesel::insert_into(user_units::table).values(chunk).execute(c)?,
+        };
+    }
+    Ok(())
+}
+
+/// The users of the organisation with these username keys ([`super::name_key`]'s), in any order.
+pub fn find_by_keys(
+    conn: &mut DbConnection,
+    organisation_id: &str,
+    keys: &[String],
+) -> QueryResult<Vec<User>> {
+    let mut found = Vec::new();
+    for chunk in keys.chunks(super::IMPORT_BATCH) {
+        found.extend(
+            users::table
+                .filter(users::organisation_id.eq(organisation_id))
+                .filter(users::username_key.eq_any(chunk))
+                .select(User::as_select())
+                .load(conn)?,
+        );
+    }
+    Ok(found)
+}
+
+/// The memberships of these users, in any order.
+pub fn find_memberships_of(conn: &mut DbConnection, user_ids: &[String]) -> QueryResult<Vec<Membership>> {
+    let mut found = Vec::new();
+    for chunk in user_ids.chunks(super::IMPORT_BATCH) {
+        found.extend(
+            user_units::table
+                .filter(user_units::user_id.eq_any(chunk))
+                .select(Membership::as_select())
+                .load(conn)?,
+        );
+    }
+    Ok(found)
+}
+
 /// Replaces the user's memberships with `unit_ids` (default `default_unit_id`, which must be among them) and
 /// ends the user's live sessions in units it left; returns how many ended. The user's row is updated first, in
 /// the same transaction, so it is locked as a disable locks it: a login's post-insert re-check waits for this
@@ -208,6 +261,14 @@ pub fn find_by_id(conn: &mut DbConnection, id: &str) -> QueryResult<Option<User>
 pub fn update_password(conn: &mut DbConnection, id: &str, hash: &str) -> QueryResult<usize> {
     diesel::update(users::table.find(id))
         .set(users::password_hash.eq(hash))
+        .execute(conn)
+}
+
+/// Replaces the password hash only if it is still `old`; returns the rows changed (0 when the password was
+/// changed meanwhile, which then stays).
+pub fn update_password_from(conn: &mut DbConnection, id: &str, old: &str, new: &str) -> QueryResult<usize> {
+    diesel::update(users::table.find(id).filter(users::password_hash.eq(old)))
+        .set(users::password_hash.eq(new))
         .execute(conn)
 }
 

@@ -10,8 +10,8 @@
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use crm_auth_core::admin::{
-    AuditEvent, CreatedKey, Ended, Key, NewKey, NewOrganisation, NewUnit, NewUser, Organisation, Page,
-    PageQuery, Session, Unit, User, UserChange,
+    AuditEvent, CreatedKey, Ended, IMPORT_CONTENT_TYPE, ImportReport, Key, NewKey, NewOrganisation, NewUnit,
+    NewUser, Organisation, Page, PageQuery, Session, Unit, User, UserChange,
 };
 use crm_auth_core::limits::MAX_NAME_CHARS;
 use crm_auth_core::{Empty, Envelope, Role, TokenError, is_id, parse_bearer_authorization, routes};
@@ -23,6 +23,7 @@ use crate::http::method_not_allowed;
 use crate::http::openapi::TAG_ADMIN;
 use crate::http::request::{client_addr, query_field, read_body};
 use crate::service::admin::{self as service, Actor};
+use crate::service::import;
 use crate::service::session::validate;
 use crate::state::AppState;
 
@@ -59,7 +60,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(resource(routes::ADMIN_KEY).route(web::delete().to(admin_revoke_key)))
     .service(resource(routes::ADMIN_SESSIONS).route(web::get().to(admin_list_sessions)))
     .service(resource(routes::ADMIN_SESSION).route(web::delete().to(admin_revoke_session)))
-    .service(resource(routes::ADMIN_AUDIT).route(web::get().to(admin_list_audit)));
+    .service(resource(routes::ADMIN_AUDIT).route(web::get().to(admin_list_audit)))
+    .service(resource(routes::ADMIN_IMPORT).route(web::post().to(admin_import)));
 }
 
 /// The caller, as the actor of its changes: its bearer token must verify and its session be live (checked as
@@ -936,4 +938,77 @@ pub async fn admin_list_audit(
         })
         .await?;
     Ok(ok(page))
+}
+
+/// The import's query.
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ImportParams {
+    /// `true`: check the whole file and count what it would create, writing nothing.
+    #[param(nullable = false)]
+    pub dry_run: Option<bool>,
+}
+
+/// `POST /admin/v1/import`.
+#[utoipa::path(
+    post,
+    path = routes::ADMIN_IMPORT,
+    tag = TAG_ADMIN,
+    summary = "Import organisations, units, users and Web API keys",
+    description = "Operators only. The body is NDJSON (`Content-Type: application/x-ndjson`), one JSON object \
+        per line whose `type` is `organisation`, `unit`, `user` or `web_api_key`, up to \
+        `http.max_import_bytes`. The whole file is checked before anything is written, then written in one \
+        transaction: a refused line changes nothing, and `status.description` names the line and the field \
+        (`INVALID_REQUEST` for a line that is malformed, breaks a naming rule, repeats another or names what \
+        neither the file nor the database has; `CONFLICT` for one that disagrees with what is stored). A line \
+        equal to what is stored is counted `unchanged`, so the same file can be imported again. Users bring a \
+        `password_hash` (bcrypt, Argon2, scrypt or PBKDF2, within cost bounds; replaced by Argon2id at the \
+        user's first login), a clear `password`, or neither; keys keep their value.",
+    security(("bearer_token" = [])),
+    params(ImportParams),
+    request_body(
+        content = String,
+        content_type = "application/x-ndjson",
+        description = "NDJSON: one JSON object per line.",
+    ),
+    responses((
+        status = 200,
+        description = "What the file created, or would create on a dry run",
+        body = Envelope<ImportReport>,
+    )),
+)]
+pub async fn admin_import(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let actor = caller(&req, &state).await?;
+    // Before the body is read: an admin's file is not worth reading.
+    if actor.role() != Role::Operator {
+        return Err(ApiError::Forbidden("only an operator imports".into()));
+    }
+    let dry_run = match query_field(&req, "dry_run")?.as_deref() {
+        None | Some("" | "false") => false,
+        Some("true") => true,
+        Some(_) => return Err(ApiError::InvalidRequest("dry_run must be true or false".into())),
+    };
+    let ndjson = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case(IMPORT_CONTENT_TYPE));
+    if !ndjson {
+        return Err(ApiError::InvalidRequest(format!(
+            "the body must be NDJSON, sent as Content-Type: {IMPORT_CONTENT_TYPE}"
+        )));
+    }
+    let body = read_body(&req, payload, state.settings.http.max_import_bytes).await?;
+    let hasher = state.hasher.clone();
+    let now = state.clock.now();
+    let report: ImportReport = state
+        .store
+        .blocking(move |conn| Ok(import::run(conn, &hasher, &actor, &body, dry_run, now)?))
+        .await?;
+    Ok(ok(report))
 }

@@ -192,20 +192,39 @@ fn record(
     .flatten()
     .next()
     .unwrap_or_default();
+    Ok(record_row(
+        conn,
+        actor,
+        event,
+        subject.organisation_id,
+        target,
+        now,
+    )?)
+}
+
+/// Writes an audit row naming `target` in the organisation (if any); call it inside the change's transaction.
+/// For a change that concerns no one object (an import); others go through [`record`].
+pub(crate) fn record_row(
+    conn: &mut DbConnection,
+    actor: &Actor,
+    event: Event,
+    organisation_id: Option<&str>,
+    target: &str,
+    now: i64,
+) -> diesel::QueryResult<()> {
     audit::create(
         conn,
         &AuditEvent {
             // Time-ordered, so that the events of one second list in the order they were written.
             id: new_session_id(),
-            organisation_id: subject.organisation_id.map(str::to_owned),
+            organisation_id: organisation_id.map(str::to_owned),
             at: now,
             actor: actor.to_string(),
             action: event.as_str().to_owned(),
             target: target.to_owned(),
             client: actor.client().map(|c| c.to_string()),
         },
-    )?;
-    Ok(())
+    )
 }
 
 /// The audit log record of a committed change; `ended` counts the sessions it ended.
@@ -250,7 +269,7 @@ fn audited<T>(
 /// [`name_key`], so these refuse what would make two different-looking names one, or one name look like
 /// another: invisible characters (controls, and format characters such as U+200B or the U+202E that reverses
 /// the text after it), edge whitespace, and the shape of an id, which `--org` and unit lookups try first.
-fn check_name(kind: &str, name: &str) -> Result<(), AdminError> {
+pub(crate) fn check_name(kind: &str, name: &str) -> Result<(), AdminError> {
     use icu_properties::CodePointMapData;
     use icu_properties::props::GeneralCategory;
 

@@ -86,9 +86,12 @@ async fn password_login(state: &AppState, login: PasswordLogin, client: IpAddr) 
         .read(move |conn| Ok(user::find_with_organisation(conn, &organisation, &username)?))
         .await?;
     let phc = found.as_ref().and_then(|(_, user, _)| user.password_hash.clone());
-    let password_ok = state.hasher.verify(login.password, phc).await?;
-    let found = found.filter(|(org, user, _)| password_ok && org.is_active && user.is_active);
+    let verdict = state.hasher.check(login.password, phc).await?;
+    let found = found.filter(|(org, user, _)| verdict.matches && org.is_active && user.is_active);
     let failures = check.end(found.is_some(), now).await?;
+    if let (Some((_, user, _)), Some(rehashed)) = (&found, verdict.rehashed) {
+        replace_hash(state, user, rehashed).await;
+    }
     let Some((org, user, default_unit)) = found else {
         log::info!(
             target: logging::AUDIT,
@@ -119,6 +122,27 @@ async fn password_login(state: &AppState, login: PasswordLogin, client: IpAddr) 
         "login ok"
     );
     Ok(token_for(state, &session))
+}
+
+/// Stores the Argon2id hash of a password that matched a foreign hash (one an import brought in, or one made
+/// at other parameters) in place of it, unless the password was changed meanwhile. The login goes on either
+/// way: the old hash still verifies, and the next login tries again.
+async fn replace_hash(state: &AppState, user: &User, rehashed: String) {
+    let Some(old) = user.password_hash.clone() else {
+        return;
+    };
+    let id = user.id.clone();
+    let replaced = state
+        .store
+        .write(move |conn| Ok(user::update_password_from(conn, &id, &old, &rehashed)?))
+        .await;
+    if let Err(e) = replaced {
+        log::warn!(
+            username = user.username.as_str(),
+            reason:% = e;
+            "a foreign password hash was not replaced"
+        );
+    }
 }
 
 /// Opens a session for a Web API key; returns the token. Every outcome is counted.

@@ -2,6 +2,7 @@
 //! first and `now` as a parameter; the async ones move blocking work off the async workers.
 
 pub mod admin;
+pub mod import;
 pub mod lockout;
 pub mod login;
 pub mod retention;

@@ -11,6 +11,7 @@ mod cli;
 mod client;
 mod coalesce;
 mod faults;
+mod import;
 mod legacy;
 mod lockout;
 mod login;

@@ -200,7 +200,7 @@ fn contract_paths(base: &str) -> Vec<(String, &'static [&'static str])> {
         ("/metrics", &["get"]),
         ("/openapi.json", &["get"]),
     ];
-    let admin: [(&str, &'static [&'static str]); 11] = [
+    let admin: [(&str, &'static [&'static str]); 12] = [
         ("/admin/v1/organisations", &["get", "post"]),
         ("/admin/v1/organisations/{org}", &["get"]),
         ("/admin/v1/organisations/{org}/units", &["get", "post"]),
@@ -218,6 +218,7 @@ fn contract_paths(base: &str) -> Vec<(String, &'static [&'static str])> {
         ("/admin/v1/organisations/{org}/sessions", &["get"]),
         ("/admin/v1/organisations/{org}/sessions/{id}", &["delete"]),
         ("/admin/v1/organisations/{org}/audit", &["get"]),
+        ("/admin/v1/import", &["post"]),
     ];
     api.into_iter()
         .map(|(p, m)| (format!("{base}{p}"), m))
