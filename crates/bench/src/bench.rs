@@ -61,6 +61,12 @@ const KEY_LOGIN_GROWTH_TARGET: f64 = 0.9;
 /// Validate with the sessions stored, against the empty database (B-normalised): the least acceptable ratio.
 const VALIDATE_GROWTH_TARGET: f64 = 0.8;
 
+/// Users in the import run's file, each with a bcrypt `password_hash` line.
+const IMPORT_USERS: usize = 100_000;
+
+/// The longest the import of [`IMPORT_USERS`] users may take, seconds (the contract's figure).
+const IMPORT_SECONDS_LIMIT: f64 = 60.0;
+
 /// Largest resident memory allowed while 256 clients log in.
 const LOGIN_RSS_LIMIT_MIB: f64 = 512.0;
 
@@ -129,6 +135,9 @@ pub struct Args {
     /// Only this backend (default: both).
     #[arg(long, value_enum)]
     backend: Option<Backend>,
+    /// Only the import run: print its figures, write no report.
+    #[arg(long)]
+    import_only: bool,
 }
 
 /// Which database the server runs on.
@@ -180,6 +189,35 @@ pub fn run(options: &Args) -> Result<()> {
     let root = crate::project_root()?;
     let out = root.join("target").join("bench");
     std::fs::create_dir_all(&out)?;
+    let admin_url = std::env::var(POSTGRES_URL_VAR)
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| DEFAULT_POSTGRES_URL.to_owned());
+    if options.import_only {
+        let ctx = Context {
+            bin: crate::release_binary()?,
+            out: out.clone(),
+            plan,
+            wrk: Wrk {
+                script_dir: out,
+                threads: 1,
+            },
+            admin_url,
+        };
+        for backend in backends {
+            for check in import_run(&ctx, backend)? {
+                let verdict = if check.met { "met" } else { "NOT MET" };
+                println!(
+                    "[{}] {}: {} (required {}; {verdict})",
+                    backend.name(),
+                    check.what,
+                    check.measured,
+                    check.required
+                );
+            }
+        }
+        return Ok(());
+    }
     load::ensure_wrk()?;
     let bin = crate::release_binary()?;
 
@@ -237,6 +275,13 @@ pub fn run(options: &Args) -> Result<()> {
             ),
         ),
         (
+            "import".into(),
+            format!(
+                "`crm-auth import` of {IMPORT_USERS} users with bcrypt `password_hash` lines in 10 units into a \
+                 fresh database, then of the same file again"
+            ),
+        ),
+        (
             "memory".into(),
             format!(
                 "RSS after {} and after {} validate requests",
@@ -260,10 +305,7 @@ pub fn run(options: &Args) -> Result<()> {
             script_dir: out.clone(),
             threads: cores.max(1),
         },
-        admin_url: std::env::var(POSTGRES_URL_VAR)
-            .ok()
-            .filter(|u| !u.is_empty())
-            .unwrap_or_else(|| DEFAULT_POSTGRES_URL.to_owned()),
+        admin_url,
     };
     for backend in &backends {
         if *backend == Backend::Postgres && !floors::postgres_answers(&ctx.admin_url) {
@@ -928,7 +970,92 @@ fn run_backend(ctx: &Context, backend: Backend) -> Result<BackendReport> {
         database.drop_now()?;
     }
     r.checks.extend(retention_run(ctx, backend)?);
+    r.checks.extend(import_run(ctx, backend)?);
     Ok(r)
+}
+
+/// An import file of `users` users of organisation `Imported`, each in one or two of 10 units and with a
+/// bcrypt hash of its own (stored, never computed, so any well-formed one does).
+fn import_file(users: usize) -> String {
+    const ALPHABET: &[u8] = b"./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut file = String::with_capacity(users * 200);
+    file.push_str("{\"type\":\"organisation\",\"name\":\"Imported\"}\n");
+    for unit in 0..10 {
+        file.push_str(&format!(
+            "{{\"type\":\"unit\",\"organisation\":\"Imported\",\"name\":\"Unit {unit}\",\"code\":\"U{unit}\"}}\n"
+        ));
+    }
+    for i in 0..users {
+        // 53 characters of salt and hash, the index spelled in bcrypt's alphabet at the end.
+        let mut tail = *b"abcdefghijklmnopqrstuu5Zq2XiTbpYxdAXFjVx0WnD5Crsd/gT.";
+        let mut n = i;
+        for byte in tail.iter_mut().rev().take(4) {
+            *byte = ALPHABET[n % ALPHABET.len()];
+            n /= ALPHABET.len();
+        }
+        let hash = format!("$2b$10${}", String::from_utf8_lossy(&tail));
+        let units = if i % 3 == 0 {
+            format!("[\"U{}\",\"U{}\"]", i % 10, (i + 1) % 10)
+        } else {
+            format!("[\"U{}\"]", i % 10)
+        };
+        file.push_str(&format!(
+            "{{\"type\":\"user\",\"organisation\":\"Imported\",\"username\":\"user{i:06}\",\"password_hash\":\"{hash}\",\"units\":{units}}}\n"
+        ));
+    }
+    file
+}
+
+/// `crm-auth import` of [`IMPORT_USERS`] users with `password_hash` lines into a fresh database, then of the
+/// same file again (every line unchanged), each timed from the command's start to its exit.
+fn import_run(ctx: &Context, backend: Backend) -> Result<Vec<Check>> {
+    let name = backend.name();
+    let dir = ctx.out.join(format!("{name}-import"));
+    let (mut database, instance) = fresh_instance(ctx, backend, &dir)?;
+    let file = dir.join("users.ndjson");
+    let contents = import_file(IMPORT_USERS);
+    std::fs::write(&file, &contents)?;
+    let mib = contents.len() as f64 / (1024.0 * 1024.0);
+    let path = file.to_str().context("the import file's path is not UTF-8")?;
+    let mut passes = Vec::new();
+    for pass in ["into a fresh database", "again, every line unchanged"] {
+        let started = Instant::now();
+        let output = instance.output(&["import", path])?;
+        let seconds = started.elapsed().as_secs_f64();
+        if !output.status.success() {
+            bail!(
+                "`crm-auth import` failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        let report: serde_json::Value =
+            serde_json::from_slice(&output.stdout).context("`crm-auth import` did not print its report")?;
+        eprintln!("[{name}] import {pass}: {seconds:.1} s, {report}");
+        passes.push((pass, seconds, report));
+    }
+    if let Some(database) = &mut database {
+        database.drop_now()?;
+    }
+    Ok(passes
+        .into_iter()
+        .enumerate()
+        .map(|(i, (pass, seconds, report))| {
+            let (count, expected) = match i {
+                0 => (&report["created"]["users"], "every user created"),
+                _ => (&report["unchanged"], "every line unchanged"),
+            };
+            let lines = IMPORT_USERS as u64 + if i == 0 { 0 } else { 11 };
+            Check {
+                what: format!("`crm-auth import` of {IMPORT_USERS} users ({mib:.1} MiB) {pass}"),
+                measured: format!(
+                    "{seconds:.1} s, {:.0} ms per 1,000 users; {count} counted",
+                    seconds * 1000.0 / (IMPORT_USERS as f64 / 1000.0)
+                ),
+                required: format!("< {IMPORT_SECONDS_LIMIT} s, {expected}"),
+                met: seconds < IMPORT_SECONDS_LIMIT && count.as_u64() == Some(lines),
+            }
+        })
+        .collect())
 }
 
 /// Key logins without a pause on a fresh server with a short retention window ([`RETENTION_SETTINGS`]), in

@@ -138,6 +138,15 @@ impl Instance {
         command
     }
 
+    /// Runs `crm-auth ARGS` with these settings (log level `warn`) to its end and returns what it printed; its
+    /// standard error is captured too.
+    pub fn output(&self, args: &[&str]) -> Result<std::process::Output> {
+        self.command(args, Some("warn"))
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("cannot start `crm-auth {}`", args.join(" ")))
+    }
+
     /// Runs `crm-auth demo` (which migrates first) and returns the credentials it printed.
     pub fn demo(&self) -> Result<Demo> {
         let output = self
