@@ -1,7 +1,7 @@
 //! The administration API, `/admin/v1` at the root: organisations, units, users, keys, sessions and the audit
 //! over HTTP, for an `admin` (its own organisation) or an `operator` (every organisation).
 //!
-//! Each handler checks its caller first ([`caller`]: the bearer token's session must be live, as validate
+//! Each handler checks its caller first (`caller`: the bearer token's session must be live, as validate
 //! checks it, and its user an admin or operator), then runs the change through `service::admin`, the same
 //! functions the command line calls, so both keep one set of rules and one audit. Lists are keyset-paged by
 //! `(created_at, id)`: a page starts after the last row of the page before, so rows added meanwhile neither

@@ -3,8 +3,8 @@
 //!
 //! Three steps, so that nothing is written unless the whole file holds:
 //!
-//! 1. [`parse`]: every line read with core's [`ImportLine`] rules and checked on its own (names by
-//!    [`check_name`], hashes by [`foreign::check`], a key not twice in the file).
+//! 1. `parse`: every line read with core's [`ImportLine`] rules and checked on its own (names by
+//!    `check_name`, hashes by [`foreign::check`], a key not twice in the file).
 //! 2. `prepare_passwords`: clear passwords hashed on the hashing pool (a new user's) or checked against the
 //!    stored hash (an existing user's), before any transaction, so no write lock waits on Argon2.
 //! 3. `apply`, in one transaction: every reference resolved against the file and the database, every line
