@@ -133,6 +133,10 @@ fn test(server: &Server, work: &Path, python_path: Option<&PathBuf>, examples: u
             "1".to_owned(),
             "--generation-database".to_owned(),
             "none".to_owned(),
+            // The import's body is NDJSON, which schemathesis cannot generate ("serialization not
+            // possible"); the import's answers are tested by the server's `import` tests instead.
+            "--exclude-operation-id".to_owned(),
+            "admin_import".to_owned(),
         ]);
     if env::var_os("NO_COLOR").is_some() || env::var_os("CI").is_some() {
         command = command.args(["--no-color"]);
