@@ -50,6 +50,8 @@ pub enum DbOp {
     Insert,
     /// Refresh's compare-and-set on the generation (one durable commit).
     Rotate,
+    /// The administration API's first page of 50 users of the demo organisation, with their units.
+    ListUsers,
 }
 
 impl DbOp {
@@ -59,6 +61,7 @@ impl DbOp {
             DbOp::Read => "read",
             DbOp::Insert => "insert",
             DbOp::Rotate => "rotate",
+            DbOp::ListUsers => "list_users",
         }
     }
 }
@@ -339,6 +342,11 @@ pub fn db_rate(settings: &Settings, op: DbOp, concurrency: usize, seconds: f64) 
                 (ids, Vec::new())
             }
             DbOp::Insert => (Vec::new(), Vec::new()),
+            DbOp::ListUsers => {
+                let org = organisation::find_by_name(conn, DEMO_ORG)?
+                    .context("no demo organisation: run `crm-auth demo`")?;
+                (vec![org.id], Vec::new())
+            }
             DbOp::Rotate => {
                 let template = template(conn, now)?;
                 let rows: Vec<Session> = (0..concurrency * ROTATE_SESSIONS_PER_THREAD)
@@ -405,6 +413,7 @@ pub fn db_rate(settings: &Settings, op: DbOp, concurrency: usize, seconds: f64) 
                                 }
                                 done
                             }
+                            DbOp::ListUsers => list_users(&mut conn, &read_ids[0]).is_ok(),
                         },
                     };
                     if ok {
@@ -428,6 +437,14 @@ pub fn db_rate(settings: &Settings, op: DbOp, concurrency: usize, seconds: f64) 
         ops: ops.into_inner(),
         errors: errors.into_inner(),
     })
+}
+
+/// The database work of `GET /admin/v1/organisations/{org}/users?limit=50`: one more row than the page
+/// holds (to know whether another follows), then the page's units in one statement.
+fn list_users(conn: &mut DbConnection, organisation_id: &str) -> QueryResult<usize> {
+    let page = user::page_in(conn, organisation_id, None, 51)?;
+    let ids: Vec<&str> = page.iter().take(50).map(|u| u.id.as_str()).collect();
+    Ok(user::units_of(conn, &ids)?.len())
 }
 
 /// Verifies passwords with the configured Argon2id parameters on the server's hashing pool, one caller per

@@ -3,8 +3,8 @@
 
 use diesel::prelude::*;
 
-use super::DbConnection;
 use super::schema::login_checks;
+use super::{DbConnection, PURGE_BATCH};
 
 /// A slot taken by one password check.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
@@ -28,34 +28,62 @@ pub fn create(conn: &mut DbConnection, row: &LoginCheck) -> QueryResult<()> {
         .map(drop)
 }
 
-/// How many slots of this organisation + username were taken after `since` (the live ones).
-pub fn count_taken_after(
+/// Takes the slot `row` if fewer than `allowed` slots of its organisation + username were taken after `since`
+/// (the live ones); whether it did. One statement: on PostgreSQL it counts the slots committed before it
+/// started, so run it in a transaction after the account's counter row was locked there
+/// ([`super::login_failure::lock`]), and the count includes every slot taken by whoever held the lock before.
+pub fn take_if_room(
     conn: &mut DbConnection,
-    organisation_key: &str,
-    username_key: &str,
+    row: &LoginCheck,
     since: i64,
-) -> QueryResult<i64> {
-    login_checks::table
-        .filter(login_checks::organisation_key.eq(organisation_key))
-        .filter(login_checks::username_key.eq(username_key))
-        .filter(login_checks::taken_at.gt(since))
-        .count()
-        .get_result(conn)
+    allowed: i64,
+) -> QueryResult<bool> {
+    use diesel::sql_types::{BigInt, Text};
+
+    // An INSERT ... SELECT guarded by a count, which diesel's query builder does not express; both backends
+    // accept the SQL, only the placeholders differ.
+    let sql = match conn {
+        DbConnection::Postgres(_) => {
+            "INSERT INTO login_checks (organisation_key, username_key, id, taken_at) SELECT $1, $2, $3, $4 \
+             WHERE (SELECT count(*) FROM login_checks \
+             WHERE organisation_key = $1 AND username_key = $2 AND taken_at > $5) < $6"
+        }
+        DbConnection::Sqlite(_) => {
+            "INSERT INTO login_checks (organisation_key, username_key, id, taken_at) SELECT ?1, ?2, ?3, ?4 \
+             WHERE (SELECT count(*) FROM login_checks \
+             WHERE organisation_key = ?1 AND username_key = ?2 AND taken_at > ?5) < ?6"
+        }
+    };
+    diesel::sql_query(sql)
+        .bind::<Text, _>(&row.organisation_key)
+        .bind::<Text, _>(&row.username_key)
+        .bind::<Text, _>(&row.id)
+        .bind::<BigInt, _>(row.taken_at)
+        .bind::<BigInt, _>(since)
+        .bind::<BigInt, _>(allowed)
+        .execute(conn)
+        .map(|inserted| inserted == 1)
 }
 
-/// Deletes this organisation + username's slots taken at or before `until` (abandoned by a stopped node).
-pub fn delete_taken_until(
-    conn: &mut DbConnection,
+/// Frees the slot `id` and forgets the account's failure count, in one statement (PostgreSQL only: SQLite
+/// has no DELETE in a WITH clause). Both rows are the account's own and no other statement locks them in
+/// the other order, so it needs no lock of the counter first.
+pub fn delete_with_failures(
+    conn: &mut diesel::PgConnection,
     organisation_key: &str,
     username_key: &str,
-    until: i64,
+    id: &str,
 ) -> QueryResult<usize> {
-    diesel::delete(
-        login_checks::table
-            .filter(login_checks::organisation_key.eq(organisation_key))
-            .filter(login_checks::username_key.eq(username_key))
-            .filter(login_checks::taken_at.le(until)),
+    use diesel::sql_types::Text;
+
+    diesel::sql_query(
+        "WITH freed AS (DELETE FROM login_checks \
+         WHERE organisation_key = $1 AND username_key = $2 AND id = $3) \
+         DELETE FROM login_failures WHERE organisation_key = $1 AND username_key = $2",
     )
+    .bind::<Text, _>(organisation_key)
+    .bind::<Text, _>(username_key)
+    .bind::<Text, _>(id)
     .execute(conn)
 }
 
@@ -67,4 +95,36 @@ pub fn delete(
     id: &str,
 ) -> QueryResult<usize> {
     diesel::delete(login_checks::table.find((organisation_key, username_key, id))).execute(conn)
+}
+
+/// Deletes at most [`PURGE_BATCH`] slots taken at or before `cutoff` (abandoned by a node that stopped
+/// mid-check: they no longer count), of any account; returns how many. Fewer than [`PURGE_BATCH`] means none
+/// is left. The table holds only the checks in progress, so it needs no index on the time.
+pub fn delete_abandoned(conn: &mut DbConnection, cutoff: i64) -> QueryResult<usize> {
+    use diesel::sql_types::BigInt;
+
+    // A row-value IN over the three-column key, which diesel's query builder does not express; both backends
+    // accept the SQL, only the placeholders differ.
+    let sql = match conn {
+        DbConnection::Postgres(_) => {
+            "DELETE FROM login_checks WHERE (organisation_key, username_key, id) IN \
+             (SELECT organisation_key, username_key, id FROM login_checks WHERE taken_at <= $1 LIMIT $2)"
+        }
+        DbConnection::Sqlite(_) => {
+            "DELETE FROM login_checks WHERE (organisation_key, username_key, id) IN \
+             (SELECT organisation_key, username_key, id FROM login_checks WHERE taken_at <= ? LIMIT ?)"
+        }
+    };
+    diesel::sql_query(sql)
+        .bind::<BigInt, _>(cutoff)
+        .bind::<BigInt, _>(PURGE_BATCH)
+        .execute(conn)
+}
+
+/// How many slots were taken at or before `cutoff` (abandoned).
+pub fn count_abandoned(conn: &mut DbConnection, cutoff: i64) -> QueryResult<i64> {
+    login_checks::table
+        .filter(login_checks::taken_at.le(cutoff))
+        .count()
+        .get_result(conn)
 }

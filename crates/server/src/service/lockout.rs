@@ -5,10 +5,12 @@
 //! Parallel wrong guesses must not check more passwords than the threshold, on one node or many, so a check
 //! first takes a *slot* of its organisation + username in the database (`login_checks`): at most
 //! `threshold - failures` slots are taken at once (one once the account has been locked and its delay has
-//! passed), so even if every check in flight fails, the failures stop at the threshold. Taking a slot and
-//! ending a check (freeing the slot and recording the failure or resetting the count) are each one write
-//! transaction that first locks the account's counter row, so they are serialised per account across nodes.
-//! A slot older than [`ABANDONED_AFTER_SECONDS`] was left by a node that stopped and no longer counts.
+//! passed), so even if every check in flight fails, the failures stop at the threshold. Taking a slot is one
+//! write transaction that first locks the account's counter row, then counts the live slots and inserts its
+//! own in one statement, so takers are serialised per account across nodes. Ending a check frees the slot and
+//! records the failure (a transaction that locks the counter first) or resets the count (one statement on
+//! PostgreSQL). A slot older than [`ABANDONED_AFTER_SECONDS`] was left by a node that stopped and no longer
+//! counts; the retention purge deletes it.
 //!
 //! Logins that find every slot taken wait, up to `auth.lockout.max_wait_ms`, then get `UNAVAILABLE`. On each
 //! node they wait in a fair queue per account (a semaphore of `threshold` permits), so only the few at its head
@@ -28,8 +30,8 @@ use crate::db::{DbConnection, Store};
 use crate::error::ApiError;
 use crate::settings::LockoutSettings;
 
-/// A slot taken this long ago (seconds) belongs to a node that stopped mid-check: it no longer counts and the
-/// next login of the account deletes it. A check holds its slot for one hash and two short transactions.
+/// A slot taken this long ago (seconds) belongs to a node that stopped mid-check: it no longer counts, and the
+/// retention purge deletes it. A check holds its slot for one hash and two short transactions.
 pub const ABANDONED_AFTER_SECONDS: i64 = 30;
 
 /// The first pause before asking the database again when every slot is taken (by other nodes, or because
@@ -309,11 +311,24 @@ impl Check<'_> {
             self.slot.id.clone(),
         );
         let settings = self.place.lockout.settings.clone();
-        let failures = self
-            .slot
-            .store
-            .transaction(move |conn| end_check(conn, &org, &user, &id, passed, now, &settings))
-            .await?;
+        let store = &self.slot.store;
+        let failures = if passed {
+            // On PostgreSQL the common case is one statement instead of a transaction of three; on SQLite
+            // `write` and `transaction` are the same group commit.
+            store
+                .write(move |conn| match conn {
+                    DbConnection::Postgres(pg) => {
+                        login_check::delete_with_failures(pg, &org, &user, &id)?;
+                        Ok(0)
+                    }
+                    DbConnection::Sqlite(_) => end_check(conn, &org, &user, &id, passed, now, &settings),
+                })
+                .await?
+        } else {
+            store
+                .transaction(move |conn| end_check(conn, &org, &user, &id, passed, now, &settings))
+                .await?
+        };
         self.slot.held = false;
         let until = locked_until(failures, now, &self.place.lockout.settings);
         if until > 0 {
@@ -359,21 +374,17 @@ fn take_slot(
         // Locked before and the delay has passed: one check at a time, each failure locking again.
         1
     };
+    let id = new_id();
+    let row = LoginCheck {
+        organisation_key: organisation_key.to_owned(),
+        username_key: username_key.to_owned(),
+        id: id.clone(),
+        taken_at: now,
+    };
     let abandoned = now.saturating_sub(ABANDONED_AFTER_SECONDS);
-    login_check::delete_taken_until(conn, organisation_key, username_key, abandoned)?;
-    if login_check::count_taken_after(conn, organisation_key, username_key, abandoned)? >= allowed {
+    if !login_check::take_if_room(conn, &row, abandoned, allowed)? {
         return Ok(Taken::Full);
     }
-    let id = new_id();
-    login_check::create(
-        conn,
-        &LoginCheck {
-            organisation_key: organisation_key.to_owned(),
-            username_key: username_key.to_owned(),
-            id: id.clone(),
-            taken_at: now,
-        },
-    )?;
     Ok(Taken::Slot { id })
 }
 
@@ -388,7 +399,7 @@ fn end_check(
     now: i64,
     settings: &LockoutSettings,
 ) -> Result<i64, ApiError> {
-    // The counter is locked first, as when a slot is taken, so the two never wait for each other in turn.
+    // The counter is locked first, as when a slot is taken.
     let counter = login_failure::lock(conn, organisation_key, username_key, now)?;
     login_check::delete(conn, organisation_key, username_key, id)?;
     if passed {

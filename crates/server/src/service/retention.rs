@@ -1,5 +1,7 @@
 //! Retention: sessions that ended, or passed their maximum lifetime, more than `session.retention_seconds`
-//! ago are deleted, and so are failed-login counters last changed more than `auth.lockout.max_seconds` ago.
+//! ago are deleted, and so are failed-login counters last changed more than `auth.lockout.max_seconds` ago and
+//! password-check slots left by a node that stopped mid-check (older than
+//! [`lockout::ABANDONED_AFTER_SECONDS`], when they stopped counting).
 //! Without it every login would stay stored for ever: an integration that logs in once per call adds
 //! millions of rows a day.
 //!
@@ -16,8 +18,9 @@ use std::time::Duration;
 use diesel::prelude::*;
 
 use crate::db::session::{self, PastRetention};
-use crate::db::{DbConnection, PURGE_BATCH, login_failure};
+use crate::db::{DbConnection, PURGE_BATCH, login_check, login_failure};
 use crate::error::ApiError;
+use crate::service::lockout;
 use crate::settings::Settings;
 use crate::state::AppState;
 
@@ -31,6 +34,8 @@ pub struct Cutoffs {
     pub sessions: i64,
     /// Failed-login counters last changed before this are deleted.
     pub login_failures: i64,
+    /// Password-check slots taken at or before this are deleted.
+    pub login_checks: i64,
 }
 
 impl Cutoffs {
@@ -40,6 +45,7 @@ impl Cutoffs {
         Cutoffs {
             sessions: before(settings.session.retention_seconds),
             login_failures: before(settings.auth.lockout.max_seconds),
+            login_checks: now.saturating_sub(lockout::ABANDONED_AFTER_SECONDS),
         }
     }
 }
@@ -49,7 +55,7 @@ impl Cutoffs {
 pub struct Purged {
     /// Sessions.
     pub sessions: u64,
-    /// Failed-login counters.
+    /// Failed-login records: counters, and abandoned password-check slots.
     pub login_failures: u64,
 }
 
@@ -89,14 +95,17 @@ enum Batch {
     Sessions(PastRetention),
     /// Stale failed-login counters.
     LoginFailures,
+    /// Abandoned password-check slots.
+    AbandonedChecks,
 }
 
 impl Batch {
     /// Every kind, in the order a round runs them.
-    const ALL: [Batch; 3] = [
+    const ALL: [Batch; 4] = [
         Batch::Sessions(PastRetention::Lifetime),
         Batch::Sessions(PastRetention::Ended),
         Batch::LoginFailures,
+        Batch::AbandonedChecks,
     ];
 }
 
@@ -112,6 +121,7 @@ fn run_batch(
     let delete = |conn: &mut DbConnection| match batch {
         Batch::Sessions(why) => session::delete_past_retention(conn, why, cutoffs.sessions),
         Batch::LoginFailures => login_failure::delete_stale(conn, cutoffs.login_failures),
+        Batch::AbandonedChecks => login_check::delete_abandoned(conn, cutoffs.login_checks),
     };
     match conn {
         DbConnection::Sqlite(_) => delete(conn).map(Some),
@@ -162,7 +172,7 @@ fn purge_with<E>(
             };
             let total = match batch {
                 Batch::Sessions(_) => &mut purged.sessions,
-                Batch::LoginFailures => &mut purged.login_failures,
+                Batch::LoginFailures | Batch::AbandonedChecks => &mut purged.login_failures,
             };
             *total += u64::try_from(count).unwrap_or(u64::MAX);
             deleted(batch, count);
@@ -189,7 +199,8 @@ pub fn count(conn: &mut DbConnection, cutoffs: Cutoffs) -> QueryResult<Purged> {
     let count = |n: i64| u64::try_from(n).unwrap_or(0);
     Ok(Purged {
         sessions: count(session::count_past_retention(conn, cutoffs.sessions)?),
-        login_failures: count(login_failure::count_stale(conn, cutoffs.login_failures)?),
+        login_failures: count(login_failure::count_stale(conn, cutoffs.login_failures)?)
+            + count(login_check::count_abandoned(conn, cutoffs.login_checks)?),
     })
 }
 
