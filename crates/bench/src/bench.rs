@@ -23,7 +23,8 @@ use self::load::{Load, Run, Script, Wrk};
 use self::report::{BackendReport, Check, Comparison, CoreRatios, Floor, Machine, Report};
 use crate::api;
 use crate::floors::{self, DbOp, Seed};
-use crate::server::{Instance, ScratchDatabase};
+use crate::server::{Demo, Instance, Memory, ScratchDatabase, Server};
+use crm_auth_server::settings::Settings;
 
 /// Where the bench finds PostgreSQL's maintenance database: the variable the tests read.
 const POSTGRES_URL_VAR: &str = "CRM_AUTH_TEST_POSTGRES_URL";
@@ -66,6 +67,19 @@ const IMPORT_USERS: usize = 100_000;
 
 /// The longest the import of [`IMPORT_USERS`] users may take, seconds (the contract's figure).
 const IMPORT_SECONDS_LIMIT: f64 = 60.0;
+
+/// Users stored for the administration API's list run.
+const ADMIN_USERS: usize = 100_000;
+
+/// Clients creating users: each creation hashes a password, so this is the narrow password-login run's count.
+const CREATE_CLIENTS: usize = LOGIN_CLIENTS[0];
+
+/// The least acceptable ratio of the users list (a page of 50) to D_list: the endpoint also checks the
+/// caller's token, session, role and organisation, four short reads besides the floor's two.
+const LIST_USERS_TARGET: f64 = 0.5;
+
+/// The least acceptable ratio of user creation to H: one Argon2id hash and one transaction of a few rows.
+const CREATE_USER_TARGET: f64 = 0.85;
 
 /// Largest resident memory allowed while 256 clients log in.
 const LOGIN_RSS_LIMIT_MIB: f64 = 512.0;
@@ -135,9 +149,23 @@ pub struct Args {
     /// Only this backend (default: both).
     #[arg(long, value_enum)]
     backend: Option<Backend>,
-    /// Only the import run: print its figures, write no report.
-    #[arg(long)]
-    import_only: bool,
+    /// Only this part, on a fresh database: print its figures, write no report.
+    #[arg(long, value_enum)]
+    only: Option<Part>,
+    /// With --only: run this `crm-auth` binary instead of building the workspace's (to compare two builds).
+    #[arg(long, requires = "only")]
+    binary: Option<PathBuf>,
+}
+
+/// A part of the bench that can run alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Part {
+    /// The password logins (of many users and of one) and the hashing floor around them.
+    Logins,
+    /// The administration API: listing users with many stored, creating users.
+    Admin,
+    /// The import of users with foreign password hashes.
+    Import,
 }
 
 /// Which database the server runs on.
@@ -193,30 +221,12 @@ pub fn run(options: &Args) -> Result<()> {
         .ok()
         .filter(|u| !u.is_empty())
         .unwrap_or_else(|| DEFAULT_POSTGRES_URL.to_owned());
-    if options.import_only {
-        let ctx = Context {
-            bin: crate::release_binary()?,
-            out: out.clone(),
-            plan,
-            wrk: Wrk {
-                script_dir: out,
-                threads: 1,
-            },
-            admin_url,
+    if let Some(part) = options.only {
+        let bin = match &options.binary {
+            Some(bin) => bin.clone(),
+            None => crate::release_binary()?,
         };
-        for backend in backends {
-            for check in import_run(&ctx, backend)? {
-                let verdict = if check.met { "met" } else { "NOT MET" };
-                println!(
-                    "[{}] {}: {} (required {}; {verdict})",
-                    backend.name(),
-                    check.what,
-                    check.measured,
-                    check.required
-                );
-            }
-        }
-        return Ok(());
+        return run_part(part, plan, &backends, bin, out, admin_url);
     }
     load::ensure_wrk()?;
     let bin = crate::release_binary()?;
@@ -583,22 +593,11 @@ fn run_backend(ctx: &Context, backend: Backend) -> Result<BackendReport> {
 
     let validate_file = dir.join("validate-tokens.txt");
     let refresh_file = dir.join("refresh-tokens.txt");
-    let users_file = dir.join("users.txt");
-    let one_user_file = dir.join("one-user.txt");
     load::write_lines(
         &validate_file,
         &key_tokens(&base, &demo.key, plan.validate_tokens)?,
     )?;
     load::write_lines(&refresh_file, &key_tokens(&base, &demo.key, plan.refresh_tokens)?)?;
-    load::write_lines(
-        &users_file,
-        &(0..BENCH_USERS)
-            .map(|i| format!("bench-{i:05}"))
-            .collect::<Vec<_>>(),
-    )?;
-
-    // wrk gives each of its threads every n-th line, so the one user is written once per client.
-    load::write_lines(&one_user_file, &vec![demo.username.clone(); LOGIN_CLIENTS[1]])?;
 
     let live = Script::Fixed {
         method: "GET",
@@ -612,24 +611,15 @@ fn run_backend(ctx: &Context, backend: Backend) -> Result<BackendReport> {
         headers: vec![("Authorization".into(), api::basic(&demo.key))],
     };
     let refresh = Script::Rotating { tokens: refresh_file };
-    let logins = Script::Logins {
-        users: users_file,
-        password: demo.password.clone(),
-        organisation: demo.organisation.clone(),
-    };
-    let one_user_logins = Script::Logins {
-        users: one_user_file,
-        password: demo.password.clone(),
-        organisation: demo.organisation.clone(),
-    };
     let validate_path = api::path(routes::VALIDATE_TOKEN);
     let key_path = api::path(routes::API_KEY_TOKEN);
     let refresh_path = api::path(routes::REFRESH_TOKEN);
-    let login_path = api::path(routes::PASSWORD_TOKEN);
 
     let wrk = |label: &str, path: &str, script: &Script, connections: usize, seconds: u64, timeout: u64| {
-        let load = ctx.wrk.run(
-            &format!("{name}-{label}"),
+        drive(
+            ctx,
+            name,
+            label,
             &Run {
                 addr,
                 path,
@@ -638,18 +628,7 @@ fn run_backend(ctx: &Context, backend: Backend) -> Result<BackendReport> {
                 seconds,
                 timeout_seconds: timeout,
             },
-        )?;
-        eprintln!(
-            "[{name}] {label}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} errors ({} socket, {} status, {} timeouts)",
-            load.rate(),
-            load.p50_ms,
-            load.p99_ms,
-            load.errors(),
-            load.socket_errors,
-            load.status_errors,
-            load.timeouts
-        );
-        Ok::<Load, anyhow::Error>(load)
+        )
     };
     // A floor counts only the operations that succeeded; failures (SQLite's busy timeout under contention)
     // are reported beside it.
@@ -688,44 +667,14 @@ fn run_backend(ctx: &Context, backend: Backend) -> Result<BackendReport> {
     let (d_insert, d_insert_errors) = db_floor(DbOp::Insert)?;
     let f = wrk("refresh", &refresh_path, &refresh, CLIENTS, plan.seconds, 10)?;
     let (d_rotate, d_rotate_errors) = db_floor(DbOp::Rotate)?;
-    // The logins run long, so H is taken on both sides of them and the higher one counts.
-    let hash_floor = || -> Result<(f64, f64)> {
-        let rate = floors::hash_rate(&server_settings, plan.seconds as f64)?;
-        eprintln!("[{name}] H: {rate}");
-        Ok((rate.hashes_per_sec(), rate.ms_per_hash()))
-    };
-    let h_before = hash_floor()?;
-    let login_narrow = wrk(
-        "password-login-8",
-        &login_path,
-        &logins,
-        LOGIN_CLIENTS[0],
-        plan.login_seconds,
-        60,
-    )?;
-    // The logins still queued when wrk stopped would share the cores with the next run, and their connections
-    // would count against the next run's 256 at the per-address limit (wrk then counts refused connections).
-    wait_hashing_idle(&base, Duration::from_secs(60))?;
-    let login_wide = wrk(
-        "password-login-256",
-        &login_path,
-        &logins,
-        LOGIN_CLIENTS[1],
-        plan.login_wide_seconds,
-        60,
-    )?;
-    wait_hashing_idle(&base, Duration::from_secs(60))?;
-    let login_one_user = wrk(
-        "password-login-256-one-user",
-        &login_path,
-        &one_user_logins,
-        LOGIN_CLIENTS[1],
-        plan.login_wide_seconds,
-        60,
-    )?;
-    let after_logins = server.memory()?;
-    wait_hashing_idle(&base, Duration::from_secs(60))?;
-    let h_after = hash_floor()?;
+    let Logins {
+        h_before,
+        h_after,
+        narrow: login_narrow,
+        wide: login_wide,
+        one_user: login_one_user,
+        after: after_logins,
+    } = password_logins(ctx, name, &server, &server_settings, &demo, &dir)?;
     let (h, ms_per_hash) = if h_after.0 > h_before.0 { h_after } else { h_before };
 
     let is_sqlite = backend == Backend::Sqlite;
@@ -969,9 +918,389 @@ fn run_backend(ctx: &Context, backend: Backend) -> Result<BackendReport> {
     if let Some(database) = &mut database {
         database.drop_now()?;
     }
+    let admin = admin_run(ctx, backend)?;
+    r.floors.extend(admin.floors);
+    r.comparisons.extend(admin.comparisons);
+    r.checks.extend(admin.checks);
     r.checks.extend(retention_run(ctx, backend)?);
     r.checks.extend(import_run(ctx, backend)?);
     Ok(r)
+}
+
+/// Drives the server with one wrk run and prints its figures.
+fn drive(ctx: &Context, backend: &str, label: &str, run: &Run<'_>) -> Result<Load> {
+    let load = ctx.wrk.run(&format!("{backend}-{label}"), run)?;
+    eprintln!(
+        "[{backend}] {label}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} errors ({} socket, {} status, {} timeouts)",
+        load.rate(),
+        load.p50_ms,
+        load.p99_ms,
+        load.errors(),
+        load.socket_errors,
+        load.status_errors,
+        load.timeouts
+    );
+    Ok(load)
+}
+
+/// The password-login runs and the hashing floor taken on both sides of them.
+struct Logins {
+    /// H before the logins: hashes per second and ms per hash per core.
+    h_before: (f64, f64),
+    /// H after the logins (and after the server has hashed what was still queued).
+    h_after: (f64, f64),
+    /// [`LOGIN_CLIENTS`]`[0]` clients cycling through the bench users.
+    narrow: Load,
+    /// [`LOGIN_CLIENTS`]`[1]` clients cycling through the bench users.
+    wide: Load,
+    /// [`LOGIN_CLIENTS`]`[1]` clients logging in as the demo user.
+    one_user: Load,
+    /// The server's memory right after the last run.
+    after: Memory,
+}
+
+/// Password logins at 8 clients and 256 clients of the [`BENCH_USERS`] seeded users, then 256 clients of the
+/// demo user alone, with H taken before and after (the logins run long, so the higher one counts).
+fn password_logins(
+    ctx: &Context,
+    name: &str,
+    server: &Server,
+    server_settings: &Settings,
+    demo: &Demo,
+    dir: &Path,
+) -> Result<Logins> {
+    let plan = ctx.plan;
+    let base = server.url();
+    let users_file = dir.join("users.txt");
+    let one_user_file = dir.join("one-user.txt");
+    load::write_lines(
+        &users_file,
+        &(0..BENCH_USERS)
+            .map(|i| format!("bench-{i:05}"))
+            .collect::<Vec<_>>(),
+    )?;
+    // wrk gives each of its threads every n-th line, so the one user is written once per client.
+    load::write_lines(&one_user_file, &vec![demo.username.clone(); LOGIN_CLIENTS[1]])?;
+    let logins = Script::Logins {
+        users: users_file,
+        password: demo.password.clone(),
+        organisation: demo.organisation.clone(),
+    };
+    let one_user_logins = Script::Logins {
+        users: one_user_file,
+        password: demo.password.clone(),
+        organisation: demo.organisation.clone(),
+    };
+    let path = api::path(routes::PASSWORD_TOKEN);
+    let run = |label: &str, script: &Script, connections: usize, seconds: u64| {
+        drive(
+            ctx,
+            name,
+            label,
+            &Run {
+                addr: server.addr,
+                path: &path,
+                script,
+                connections,
+                seconds,
+                timeout_seconds: 60,
+            },
+        )
+    };
+    let hash_floor = || -> Result<(f64, f64)> {
+        let rate = floors::hash_rate(server_settings, plan.seconds as f64)?;
+        eprintln!("[{name}] H: {rate}");
+        Ok((rate.hashes_per_sec(), rate.ms_per_hash()))
+    };
+    let h_before = hash_floor()?;
+    let narrow = run("password-login-8", &logins, LOGIN_CLIENTS[0], plan.login_seconds)?;
+    // The logins still queued when wrk stopped would share the cores with the next run, and their connections
+    // would count against the next run's 256 at the per-address limit (wrk then counts refused connections).
+    wait_hashing_idle(&base, Duration::from_secs(60))?;
+    let wide = run(
+        "password-login-256",
+        &logins,
+        LOGIN_CLIENTS[1],
+        plan.login_wide_seconds,
+    )?;
+    wait_hashing_idle(&base, Duration::from_secs(60))?;
+    let one_user = run(
+        "password-login-256-one-user",
+        &one_user_logins,
+        LOGIN_CLIENTS[1],
+        plan.login_wide_seconds,
+    )?;
+    let after = server.memory()?;
+    wait_hashing_idle(&base, Duration::from_secs(60))?;
+    let h_after = hash_floor()?;
+    Ok(Logins {
+        h_before,
+        h_after,
+        narrow,
+        wide,
+        one_user,
+        after,
+    })
+}
+
+/// Runs one part of the bench alone on each backend and prints its checks; no report is written.
+fn run_part(
+    part: Part,
+    plan: &'static Plan,
+    backends: &[Backend],
+    bin: PathBuf,
+    out: PathBuf,
+    admin_url: String,
+) -> Result<()> {
+    if part != Part::Import {
+        load::ensure_wrk()?;
+    }
+    let ctx = Context {
+        bin,
+        out: out.clone(),
+        plan,
+        wrk: Wrk {
+            script_dir: out,
+            threads: std::thread::available_parallelism().map_or(1, usize::from),
+        },
+        admin_url,
+    };
+    for &backend in backends {
+        let checks = match part {
+            Part::Import => import_run(&ctx, backend)?,
+            Part::Admin => {
+                let figures = admin_run(&ctx, backend)?;
+                let mut checks: Vec<Check> = figures
+                    .comparisons
+                    .iter()
+                    .map(|c| Check {
+                        what: format!("{} against {}", c.endpoint, c.floor),
+                        measured: format!("{:.1}/s of {:.1} = {:.2}", c.load.rate(), c.floor_rate, c.ratio()),
+                        required: format!(">= {}", c.target),
+                        met: c.met(),
+                    })
+                    .collect();
+                checks.extend(figures.checks);
+                checks
+            }
+            Part::Logins => logins_run(&ctx, backend)?,
+        };
+        for check in checks {
+            let verdict = if check.met { "met" } else { "NOT MET" };
+            println!(
+                "[{}] {}: {} (required {}; {verdict})",
+                backend.name(),
+                check.what,
+                check.measured,
+                check.required
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The password logins alone on a fresh database, each figure as a check against 0.85 H.
+fn logins_run(ctx: &Context, backend: Backend) -> Result<Vec<Check>> {
+    let name = backend.name();
+    let dir = ctx.out.join(format!("{name}-logins"));
+    let (mut database, instance) = fresh_instance(ctx, backend, &dir)?;
+    let demo = instance.demo()?;
+    let server_settings = instance.settings()?;
+    floors::seed(
+        &server_settings,
+        &Seed {
+            users: Some((BENCH_USERS, &demo.password)),
+            ..Seed::default()
+        },
+    )?;
+    let server = instance.start(false, &dir.join("server.log"), None)?;
+    let logins = password_logins(ctx, name, &server, &server_settings, &demo, &dir)?;
+    drop(server);
+    if let Some(database) = &mut database {
+        database.drop_now()?;
+    }
+    let h = logins.h_before.0.max(logins.h_after.0);
+    Ok([
+        ("8 clients", &logins.narrow),
+        ("256 clients", &logins.wide),
+        ("256 clients of one user", &logins.one_user),
+    ]
+    .into_iter()
+    .map(|(what, load)| Check {
+        what: format!("password logins at {what}, against H"),
+        measured: format!(
+            "{:.1}/s of H {h:.1} = {:.2}; {} errors",
+            load.rate(),
+            load.rate() / h.max(1e-9),
+            load.errors()
+        ),
+        required: ">= 0.85, no errors".into(),
+        met: load.rate() >= 0.85 * h && load.errors() == 0,
+    })
+    .collect())
+}
+
+/// The administration API's figures on one backend.
+struct AdminFigures {
+    /// D_list and H.
+    floors: Vec<Floor>,
+    /// The users list against D_list, user creation against H.
+    comparisons: Vec<Comparison>,
+    /// No errors in either run.
+    checks: Vec<Check>,
+}
+
+/// The administration API on a fresh database holding [`ADMIN_USERS`] users, with the demo operator's
+/// token: the first page of 50 users against D_list (the same two statements through a pool built like the
+/// server's), then users created with a password and a unit against H taken before and after.
+fn admin_run(ctx: &Context, backend: Backend) -> Result<AdminFigures> {
+    let name = backend.name();
+    let plan = ctx.plan;
+    let dir = ctx.out.join(format!("{name}-admin"));
+    let (mut database, instance) = fresh_instance(ctx, backend, &dir)?;
+    let demo = instance.demo()?;
+    let server_settings = instance.settings()?;
+    let seeded = floors::seed(
+        &server_settings,
+        &Seed {
+            users: Some((ADMIN_USERS, &demo.password)),
+            ..Seed::default()
+        },
+    )?;
+    eprintln!("[{name}] seeded: {seeded}");
+    let server = instance.start(false, &dir.join("server.log"), None)?;
+    let base = server.url();
+    let token = key_tokens(&base, &demo.key, 1)?
+        .pop()
+        .context("no token for the demo operator")?;
+    let users_path = routes::ADMIN_USERS.replace("{org}", &demo.organisation);
+    let unit = first_unit(&base, &token, &demo.organisation)?;
+
+    let token_file = dir.join("admin-token.txt");
+    // wrk gives each of its threads every n-th line, so the token is written once per client.
+    load::write_lines(&token_file, &vec![token.clone(); CLIENTS])?;
+    let list_path = format!("{users_path}?limit=50");
+    let list = drive(
+        ctx,
+        name,
+        "admin-list-users",
+        &Run {
+            addr: server.addr,
+            path: &list_path,
+            script: &Script::Bearer { tokens: token_file },
+            connections: CLIENTS,
+            seconds: plan.seconds,
+            timeout_seconds: 10,
+        },
+    )?;
+    let d_list = floors::db_rate(&server_settings, DbOp::ListUsers, CLIENTS, plan.seconds as f64)?;
+    eprintln!("[{name}] D_list_users: {d_list}");
+
+    let hash_floor = || -> Result<f64> {
+        let rate = floors::hash_rate(&server_settings, plan.seconds as f64)?;
+        eprintln!("[{name}] H: {rate}");
+        Ok(rate.hashes_per_sec())
+    };
+    let h_before = hash_floor()?;
+    let create = drive(
+        ctx,
+        name,
+        "admin-create-user",
+        &Run {
+            addr: server.addr,
+            path: &users_path,
+            script: &Script::Creating {
+                token,
+                prefix: "created-".into(),
+                password: demo.password.clone(),
+                unit,
+            },
+            connections: CREATE_CLIENTS,
+            seconds: plan.login_seconds,
+            timeout_seconds: 60,
+        },
+    )?;
+    wait_hashing_idle(&base, Duration::from_secs(60))?;
+    let h_after = hash_floor()?;
+    let h = h_before.max(h_after);
+    drop(server);
+    if let Some(database) = &mut database {
+        database.drop_now()?;
+    }
+
+    let checks = [
+        ("list users", &list, CLIENTS),
+        ("create user", &create, CREATE_CLIENTS),
+    ]
+    .into_iter()
+    .map(|(what, load, clients)| Check {
+        what: format!("admin {what} at {clients} clients: no errors"),
+        measured: format!(
+            "{} errors of {}; p99 {:.1} ms",
+            load.errors(),
+            load.requests,
+            load.p99_ms
+        ),
+        required: "0".into(),
+        met: load.errors() == 0 && load.requests > 0,
+    })
+    .collect();
+    Ok(AdminFigures {
+        floors: vec![
+            Floor {
+                name: "D_list".into(),
+                rate: d_list.ops_per_sec(),
+                what: format!(
+                    "the users list's two statements (a page of 50 of {ADMIN_USERS} users, their units), \
+                     {CLIENTS} threads on the server's pool"
+                ),
+                detail: format!("{} failed", d_list.errors),
+            },
+            Floor {
+                name: "H_admin".into(),
+                rate: h,
+                what: "H measured again around the user creation run, on its own database".into(),
+                detail: format!(
+                    "the higher of {h_before:.1} (before user creation) and {h_after:.1} (after)"
+                ),
+            },
+        ],
+        comparisons: vec![
+            Comparison {
+                endpoint: format!("admin: list users (page of 50, {ADMIN_USERS} stored)"),
+                load: list,
+                clients: CLIENTS,
+                floor: "D_list".into(),
+                floor_rate: d_list.ops_per_sec(),
+                target: LIST_USERS_TARGET,
+            },
+            Comparison {
+                endpoint: "admin: create user (password hashed)".into(),
+                load: create,
+                clients: CREATE_CLIENTS,
+                floor: "H_admin".into(),
+                floor_rate: h,
+                target: CREATE_USER_TARGET,
+            },
+        ],
+        checks,
+    })
+}
+
+/// The id of the first unit of `organisation`, read through the administration API.
+fn first_unit(base: &str, token: &str, organisation: &str) -> Result<String> {
+    let url = format!("{base}{}", routes::ADMIN_UNITS.replace("{org}", organisation));
+    let body: serde_json::Value = Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?
+        .get(&url)
+        .bearer_auth(token)
+        .send()?
+        .json()?;
+    body["data"]["items"][0]["id"]
+        .as_str()
+        .map(str::to_owned)
+        .with_context(|| format!("no unit in {url}: {body}"))
 }
 
 /// An import file of `users` users of organisation `Imported`, each in one or two of 10 units and with a

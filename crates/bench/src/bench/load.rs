@@ -134,6 +134,18 @@ pub enum Script {
         /// Their organisation.
         organisation: String,
     },
+    /// `POST path` with a Bearer token, creating a user of a name no other request uses (the wrk thread's id
+    /// and a counter after `prefix`), with a password and one unit.
+    Creating {
+        /// The caller's token.
+        token: String,
+        /// What every name starts with; a run's prefix must be new to the organisation.
+        prefix: String,
+        /// Every new user's password.
+        password: String,
+        /// Every new user's unit.
+        unit: String,
+    },
 }
 
 /// A Lua string literal. Lua's escapes are not JSON's (no `\u`), and the few values written into the scripts
@@ -227,6 +239,26 @@ end
                 file = lua(&users.display().to_string()),
                 password = lua(&serde_json::Value::from(password.as_str()).to_string()),
                 organisation = lua(&serde_json::Value::from(organisation.as_str()).to_string()),
+                path = lua(path),
+            ),
+            Script::Creating {
+                token,
+                prefix,
+                password,
+                unit,
+            } => format!(
+                r#"{THREAD_IDS}
+local count = 0
+function request()
+  count = count + 1
+  local body = '{{"username":"' .. {prefix} .. (id or 0) .. '-' .. count .. '","password":' .. {password} .. ',"units":[' .. {unit} .. ']}}'
+  return wrk.format("POST", {path}, {{ ["Authorization"] = "Bearer " .. {token}, ["Content-Type"] = "application/json" }}, body)
+end
+"#,
+                token = lua(token),
+                prefix = lua(prefix),
+                password = lua(&serde_json::Value::from(password.as_str()).to_string()),
+                unit = lua(&serde_json::Value::from(unit.as_str()).to_string()),
                 path = lua(path),
             ),
         };
