@@ -90,6 +90,7 @@ pub struct TokenQuery {
         health::get_ready,
         ops::get_metrics,
         ops::get_openapi,
+        ops::get_jwks,
         admin::admin_list_organisations,
         admin::admin_create_organisation,
         admin::admin_get_organisation,
@@ -113,7 +114,7 @@ pub struct TokenQuery {
     modifiers(&Answers, &OptionalBodies, &SecuritySchemes, &SchemaExamples, &OperationIds),
     tags(
         (name = TAG_AUTH, description = "Tokens and sessions, under {base}"),
-        (name = TAG_OPS, description = "Health, metrics and this document, at the root"),
+        (name = TAG_OPS, description = "Health, metrics, public signing keys and this document, at the root"),
         (name = TAG_ADMIN, description = "Administration by an admin (its own organisation) or an operator \
             (every organisation), at the root: `Authorization: Bearer` with the caller's crm-auth token"),
     ),
