@@ -65,9 +65,9 @@ pub use error::AuthError;
 pub use extractor::Authenticated;
 pub use lookup::BODY_TOKEN_LIMIT;
 
-#[cfg(feature = "validate")]
-pub use crm_auth_client::{Client, ClientBuilder};
 #[cfg(any(feature = "validate", feature = "jwks"))]
 pub use crm_auth_client::Error as ClientError;
+#[cfg(feature = "validate")]
+pub use crm_auth_client::{Client, ClientBuilder};
 #[cfg(feature = "jwks")]
 pub use crm_auth_client::{JwksError, JwksVerifier};

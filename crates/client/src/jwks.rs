@@ -113,7 +113,9 @@ impl JwksVerifierBuilder {
             None => reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
-                .map_err(|e| crate::Error::invalid_argument(format!("could not build the http client: {e}")))?,
+                .map_err(|e| {
+                    crate::Error::invalid_argument(format!("could not build the http client: {e}"))
+                })?,
         };
         Ok(JwksVerifier {
             inner: Arc::new(Inner {
@@ -271,10 +273,10 @@ impl JwksVerifier {
             Refetch::Stale => inner.refetch_interval.min(inner.max_age),
         };
         // Another caller may have fetched while this one waited for the lock.
-        let fresh = self.cached().is_some_and(|c| c.fetched_at.elapsed() < inner.max_age);
-        if fetches.last.is_some_and(|last| last.elapsed() < gap)
-            || (why == Refetch::Stale && fresh)
-        {
+        let fresh = self
+            .cached()
+            .is_some_and(|c| c.fetched_at.elapsed() < inner.max_age);
+        if fetches.last.is_some_and(|last| last.elapsed() < gap) || (why == Refetch::Stale && fresh) {
             return;
         }
         fetches.last = Some(monotonic_now());

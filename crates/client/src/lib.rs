@@ -128,7 +128,8 @@ pub use client::{
 pub use crm_auth_core::{AuthMethod, Claims, ErrorCode, SessionInfo, Status, TokenError};
 pub use error::Error;
 pub use jwks::{
-    DEFAULT_FETCH_TIMEOUT, DEFAULT_MAX_AGE, DEFAULT_REFETCH_INTERVAL, JwksError, JwksVerifier, JwksVerifierBuilder,
+    DEFAULT_FETCH_TIMEOUT, DEFAULT_MAX_AGE, DEFAULT_REFETCH_INTERVAL, JwksError, JwksVerifier,
+    JwksVerifierBuilder,
 };
 pub use session::{Clock, DEFAULT_MARGIN, Session};
 pub use token::Token;

@@ -9,12 +9,14 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
-use crm_auth_core::token::{Algorithm, Claims, DateFormat, Keyring, SigningKey, VerifyOptions, issue, verify};
+use crm_auth_core::token::{
+    Algorithm, Claims, DateFormat, Keyring, SigningKey, VerifyOptions, issue, verify,
+};
 use ring::hmac;
 use ring::rand::SystemRandom;
 use ring::signature::{
-    ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, ED25519, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _,
-    UnparsedPublicKey,
+    ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, ED25519, EcdsaKeyPair, Ed25519KeyPair,
+    KeyPair as _, UnparsedPublicKey,
 };
 
 const SECRET: &[u8] = b"bench-signing-secret-0123456789abcdefghijklmnop";
@@ -109,9 +111,11 @@ impl Raw {
             Raw::Ed25519(pair) => UnparsedPublicKey::new(&ED25519, pair.public_key().as_ref())
                 .verify(input, signature)
                 .is_ok(),
-            Raw::Es256(pair, _) => UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, pair.public_key().as_ref())
-                .verify(input, signature)
-                .is_ok(),
+            Raw::Es256(pair, _) => {
+                UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, pair.public_key().as_ref())
+                    .verify(input, signature)
+                    .is_ok()
+            }
         }
     }
 }
@@ -147,7 +151,8 @@ fn asymmetric(alg: Algorithm, claims: &Claims) -> Asymmetric {
     let Some((input, signature)) = token.rsplit_once('.') else {
         panic!("issued token has no signature segment");
     };
-    let signature = match base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, signature) {
+    let signature = match base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, signature)
+    {
         Ok(signature) => signature,
         Err(e) => panic!("issued signature: {e}"),
     };
@@ -164,7 +169,9 @@ fn asymmetric(alg: Algorithm, claims: &Claims) -> Asymmetric {
 fn asymmetric_benches(c: &mut Criterion, f: &Fixture, keys: &[Asymmetric]) {
     for a in keys {
         let mut group = c.benchmark_group(format!("token_{}", a.alg.name().to_lowercase()));
-        group.bench_function("raw_sign_floor", |b| b.iter(|| a.raw.sign(black_box(&a.signing_input))));
+        group.bench_function("raw_sign_floor", |b| {
+            b.iter(|| a.raw.sign(black_box(&a.signing_input)))
+        });
         group.bench_function("issue", |b| {
             b.iter(|| issue(&a.keyring, black_box(&f.claims), DateFormat::Numeric))
         });
@@ -256,7 +263,10 @@ fn print_asymmetric_ratios(f: &Fixture, keys: &[Asymmetric]) {
         let verify_floor = time_per_op(|| a.raw.verify(black_box(&a.signing_input), black_box(&a.signature)));
         let issue_time = time_per_op(|| issue(&a.keyring, black_box(&f.claims), DateFormat::Numeric));
         let verify_time = time_per_op(|| verify(&a.keyring, black_box(&a.token), &f.opts));
-        for (name, time, floor) in [("issue", issue_time, sign_floor), ("verify", verify_time, verify_floor)] {
+        for (name, time, floor) in [
+            ("issue", issue_time, sign_floor),
+            ("verify", verify_time, verify_floor),
+        ] {
             println!(
                 "{:>5} {name:>6}: {:>8.0} ns/op = {:5.2}x the raw {} ({:.0} ns/op)",
                 a.alg.name(),
@@ -271,7 +281,10 @@ fn print_asymmetric_ratios(f: &Fixture, keys: &[Asymmetric]) {
 
 fn main() {
     let f = fixture();
-    let keys = [asymmetric(Algorithm::EdDsa, &f.claims), asymmetric(Algorithm::Es256, &f.claims)];
+    let keys = [
+        asymmetric(Algorithm::EdDsa, &f.claims),
+        asymmetric(Algorithm::Es256, &f.claims),
+    ];
     let mut c = Criterion::default().configure_from_args();
     benches(&mut c, &f);
     asymmetric_benches(&mut c, &f, &keys);

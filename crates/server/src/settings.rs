@@ -193,12 +193,17 @@ impl KeySettings {
         self.not_before
             .as_deref()
             .map(|text| {
-                text.parse::<jiff::Timestamp>().map(|t| t.as_second()).map_err(|_| {
-                    invalid(
-                        "token.keys",
-                        format!("key {:?}: not_before must be an RFC 3339 time such as 2026-01-31T12:00:00Z", self.id),
-                    )
-                })
+                text.parse::<jiff::Timestamp>()
+                    .map(|t| t.as_second())
+                    .map_err(|_| {
+                        invalid(
+                            "token.keys",
+                            format!(
+                                "key {:?}: not_before must be an RFC 3339 time such as 2026-01-31T12:00:00Z",
+                                self.id
+                            ),
+                        )
+                    })
             })
             .transpose()
     }
@@ -561,11 +566,18 @@ impl Settings {
             return Err(invalid("token.leeway_seconds", "must be at most 60"));
         }
         for key in &self.token.keys {
-            let sources = [key.secret.is_some(), key.secret_file.is_some(), key.private_key_file.is_some()];
+            let sources = [
+                key.secret.is_some(),
+                key.secret_file.is_some(),
+                key.private_key_file.is_some(),
+            ];
             if sources.into_iter().filter(|set| *set).count() != 1 {
                 return Err(invalid(
                     "token.keys",
-                    format!("key {:?} needs exactly one of secret, secret_file, private_key_file", key.id),
+                    format!(
+                        "key {:?} needs exactly one of secret, secret_file, private_key_file",
+                        key.id
+                    ),
                 ));
             }
             key.not_before_seconds()?;

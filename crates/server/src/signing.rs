@@ -94,7 +94,8 @@ impl KeySet {
     /// The set of this keyring.
     pub fn new(keyring: Keyring) -> KeySet {
         // Serialising strings and options cannot fail; an empty set is still a valid answer.
-        let jwks_json = serde_json::to_string(&keyring.jwks()).unwrap_or_else(|_| r#"{"keys":[]}"#.to_owned());
+        let jwks_json =
+            serde_json::to_string(&keyring.jwks()).unwrap_or_else(|_| r#"{"keys":[]}"#.to_owned());
         KeySet { keyring, jwks_json }
     }
 }
@@ -117,7 +118,12 @@ impl Keys {
 
     /// Replaces the keys with those of `settings`' `token` section read against `running`'s data folder; on
     /// error the keys in force stay.
-    pub fn reload(&self, running: &Settings, loaded: &Settings, now: i64) -> Result<Arc<KeySet>, SigningError> {
+    pub fn reload(
+        &self,
+        running: &Settings,
+        loaded: &Settings,
+        now: i64,
+    ) -> Result<Arc<KeySet>, SigningError> {
         let mut settings = running.clone();
         settings.token.algorithm = loaded.token.algorithm;
         settings.token.keys = loaded.token.keys.clone();

@@ -53,7 +53,11 @@ async fn tokens_are_verified_against_the_published_keys() -> anyhow::Result<()> 
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["username"], "alice");
     // An HS256 token under a secret the JWKS never holds.
-    let foreign = issue(&keyring("ed", 0x5a)?, &claims_at("alice", 1_700_000_000, 7200), DateFormat::Numeric);
+    let foreign = issue(
+        &keyring("ed", 0x5a)?,
+        &claims_at("alice", 1_700_000_000, 7200),
+        DateFormat::Numeric,
+    );
     let (status, _, body) = call!(app, ask(&foreign));
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(body["status"]["code"], "INVALID_TOKEN");

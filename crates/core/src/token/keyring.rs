@@ -10,12 +10,12 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ring::hmac;
 use ring::rand::SystemRandom;
 use ring::signature::{
     self, ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair,
     KeyPair as _, UnparsedPublicKey,
 };
-use ring::hmac;
 use serde::{Deserialize, Serialize};
 
 use super::claims::push_json_str;
@@ -184,7 +184,8 @@ impl SigningKey {
         // OpenSSL writes Ed25519 keys as PKCS#8 v1 (without the public key), which ring's checked parser refuses.
         let material = if let Ok(pair) = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der) {
             Material::Ed25519(Arc::new(pair))
-        } else if let Ok(pair) = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der, &SystemRandom::new())
+        } else if let Ok(pair) =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der, &SystemRandom::new())
         {
             Material::Es256(Arc::new(pair))
         } else {
@@ -459,7 +460,10 @@ impl Keyring {
 
     /// The id of the key that signs tokens issued at `at` (unix seconds), if any may.
     pub fn signing_key_id_at(&self, at: i64) -> Option<&str> {
-        self.entries.iter().find(|e| e.signs_at(at)).map(|e| e.id.as_str())
+        self.entries
+            .iter()
+            .find(|e| e.signs_at(at))
+            .map(|e| e.id.as_str())
     }
 
     /// The ids of every key, the first key first.
@@ -611,8 +615,11 @@ mod tests {
             Some(KeyringError::NotAsymmetric(Algorithm::Hs256))
         );
         assert_eq!(
-            SigningKey::from_pkcs8_pem("k", "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
-                .err(),
+            SigningKey::from_pkcs8_pem(
+                "k",
+                "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"
+            )
+            .err(),
             Some(KeyringError::BadPrivateKey { id: "k".into() })
         );
         Ok(())

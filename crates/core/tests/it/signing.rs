@@ -6,8 +6,8 @@ use anyhow::Result;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use crm_auth_core::token::{
-    Algorithm, Claims, DateFormat, Jwks, Keyring, KeyringError, SigningKey, TokenError, Verifier, VerifyOptions,
-    issue, verify,
+    Algorithm, Claims, DateFormat, Jwks, Keyring, KeyringError, SigningKey, TokenError, Verifier,
+    VerifyOptions, issue, verify,
 };
 use ring::hmac;
 use ring::signature::{ECDSA_P256_SHA256_FIXED, ED25519, UnparsedPublicKey};
@@ -139,7 +139,10 @@ fn signatures_are_the_raw_primitives_over_the_signing_input() -> Result<()> {
                     .is_ok()
             }
         };
-        assert!(ok, "{alg}: the JWKS key verifies the signature by the standard's primitive");
+        assert!(
+            ok,
+            "{alg}: the JWKS key verifies the signature by the standard's primitive"
+        );
     }
     Ok(())
 }
@@ -154,15 +157,25 @@ fn a_mixed_keyring_signs_with_its_first_key_and_verifies_every_key() -> Result<(
     let es_token = issue(&Keyring::new(vec![es.clone()])?, &claims(), DateFormat::Numeric);
 
     let mixed = Keyring::new(vec![ed, key("hs", Algorithm::Hs256)?, es])?;
-    assert_eq!(header_of(&issue(&mixed, &claims(), DateFormat::Numeric))?["kid"], "ed");
+    assert_eq!(
+        header_of(&issue(&mixed, &claims(), DateFormat::Numeric))?["kid"],
+        "ed"
+    );
     for token in [&old_token, &ed_token, &es_token] {
         assert_eq!(verify(&mixed, token, &opts())?, claims());
     }
     // Only the public keys are published, in order; the HS256 secret never is.
     let jwks = mixed.jwks();
-    let kids: Vec<_> = jwks.keys.iter().map(|k| k.kid.clone().unwrap_or_default()).collect();
+    let kids: Vec<_> = jwks
+        .keys
+        .iter()
+        .map(|k| k.kid.clone().unwrap_or_default())
+        .collect();
     assert_eq!(kids, ["ed", "es"]);
-    assert_eq!(Keyring::new(vec![key("hs", Algorithm::Hs256)?])?.jwks(), Jwks::default());
+    assert_eq!(
+        Keyring::new(vec![key("hs", Algorithm::Hs256)?])?.jwks(),
+        Jwks::default()
+    );
     Ok(())
 }
 
@@ -276,7 +289,11 @@ fn jwks_keys_of_other_types_are_skipped_and_malformed_ones_refused() -> Result<(
     );
     // An empty set refuses everything.
     let empty = Verifier::from_jwks(&Jwks::default(), ISSUER)?;
-    let token = issue(&Keyring::new(vec![key("ed", Algorithm::EdDsa)?])?, &claims(), DateFormat::Numeric);
+    let token = issue(
+        &Keyring::new(vec![key("ed", Algorithm::EdDsa)?])?,
+        &claims(),
+        DateFormat::Numeric,
+    );
     assert_eq!(empty.verify(&token, NOW), Err(TokenError::UnknownKey));
     Ok(())
 }
@@ -313,7 +330,10 @@ fn forged_headers_never_reach_a_key_of_another_algorithm() -> Result<()> {
     // A kid naming another algorithm's key: an EdDSA header naming the ES256 and the HS256 keys.
     let ed_alone = Keyring::new(vec![key("es", Algorithm::EdDsa)?])?;
     let relabelled = issue(&ed_alone, &claims(), DateFormat::Numeric);
-    assert_eq!(verify(&ring, &relabelled, &opts()), Err(TokenError::WrongAlgorithm));
+    assert_eq!(
+        verify(&ring, &relabelled, &opts()),
+        Err(TokenError::WrongAlgorithm)
+    );
     assert_eq!(verifier.verify(&relabelled, NOW), Err(TokenError::WrongAlgorithm));
     let ed_as_hs = issue(
         &Keyring::new(vec![key("hs", Algorithm::EdDsa)?])?,

@@ -149,8 +149,9 @@ pub fn to_json(base_path: &str) -> Result<String, serde_json::Error> {
 }
 
 const DESCRIPTION: &str = "\
-A self-hostable implementation of the authentication service of CRM.COM's Web API: HS256 JWTs for a username \
-and password in an organisation, or for a Web API key; refresh, logout and validation for downstream services.
+A self-hostable implementation of the authentication service of CRM.COM's Web API: JWTs (HS256, or EdDSA / \
+ES256 with their public keys at `/.well-known/jwks.json`) for a username and password in an organisation, or for \
+a Web API key; refresh, logout and validation for downstream services.
 
 Every response under `{base}` is JSON in one envelope, errors included: \
 `{\"data\": {...}, \"status\": {\"code\": \"OK\", \"description\": \"\", \"message\": \"\"}}`. On failure \

@@ -28,7 +28,11 @@ pub fn token_for(state: &AppState, session: &Session) -> String {
         iss: Some(state.settings.token.issuer.clone()),
         r#gen: u64::try_from(session.generation).unwrap_or(0),
     };
-    issue(&state.keys.current().keyring, &claims, state.settings.token.date_format)
+    issue(
+        &state.keys.current().keyring,
+        &claims,
+        state.settings.token.date_format,
+    )
 }
 
 /// What the token's `oun` holds for `token.unit_claim`. A unit without a code is named by its name: a claim

@@ -85,7 +85,11 @@ async fn each_algorithm_works_end_to_end(backend: Backend) -> anyhow::Result<()>
             assert_eq!(header["kid"], "main", "{alg}");
             assert_eq!(app.client.validate(token.as_str()).await?.username, USER);
             if alg.is_asymmetric() {
-                assert_eq!(verifier.verify(token.as_str(), app.clock.now())?.usr, USER, "{alg}");
+                assert_eq!(
+                    verifier.verify(token.as_str(), app.clock.now())?.usr,
+                    USER,
+                    "{alg}"
+                );
             } else {
                 assert_eq!(jwks, Jwks::default(), "no secret is published");
             }
@@ -127,7 +131,11 @@ fn a_key_of_the_chosen_algorithm_is_generated_and_kept() -> anyhow::Result<()> {
         assert_eq!(again.jwks(), first.jwks());
         assert_eq!(first.jwks().keys.len(), 1);
         // Another algorithm on the same folder is refused, naming both, rather than replacing the key.
-        let other = if alg == Algorithm::EdDsa { Algorithm::Es256 } else { Algorithm::EdDsa };
+        let other = if alg == Algorithm::EdDsa {
+            Algorithm::Es256
+        } else {
+            Algorithm::EdDsa
+        };
         settings.token.algorithm = Some(other);
         let err = signing::load_keyring(&settings, 0).err();
         assert!(
@@ -152,10 +160,17 @@ fn bad_key_settings_are_refused_naming_the_key() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let ed = key_file(dir.path(), "ed", Algorithm::EdDsa)?;
     let garbage = dir.path().join("garbage.pem");
-    std::fs::write(&garbage, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")?;
+    std::fs::write(
+        &garbage,
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    )?;
     let mut settings = Settings::for_test(dir.path());
     let cases: Vec<(Vec<KeySettings>, Option<Algorithm>, &str)> = vec![
-        (vec![KeySettings::private_key("bad", &garbage)], None, "\"bad\" is not a PKCS#8"),
+        (
+            vec![KeySettings::private_key("bad", &garbage)],
+            None,
+            "\"bad\" is not a PKCS#8",
+        ),
         (
             vec![KeySettings::private_key("gone", &dir.path().join("missing.pem"))],
             None,
@@ -197,8 +212,15 @@ fn bad_key_settings_are_refused_naming_the_key() -> anyhow::Result<()> {
         private_key_file: Some(ed),
         ..KeySettings::hs256("both", "hs256-secret-0123456789abcdefghijklmnop")
     }];
-    let err = settings.validate().err().map(|e| e.to_string()).unwrap_or_default();
-    assert!(err.contains("exactly one of secret, secret_file, private_key_file"), "{err}");
+    let err = settings
+        .validate()
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        err.contains("exactly one of secret, secret_file, private_key_file"),
+        "{err}"
+    );
     Ok(())
 }
 
@@ -239,8 +261,12 @@ async fn forged_tokens_are_refused_by_a_mixed_keyring(backend: Backend) -> anyho
 
     let mut forged = Vec::new();
     for kid in ["ed", "es", "hs"] {
-        forged.push(forge(&json!({"alg": "none", "kid": kid}), &claims, |_| Vec::new()));
-        forged.push(forge(&json!({"alg": "none", "typ": "JWT"}), &claims, |_| Vec::new()));
+        forged.push(forge(&json!({"alg": "none", "kid": kid}), &claims, |_| {
+            Vec::new()
+        }));
+        forged.push(forge(&json!({"alg": "none", "typ": "JWT"}), &claims, |_| {
+            Vec::new()
+        }));
     }
     // HS256 under the public keys' bytes, their JWK text, and the PEM-free base64: what a verifier that let the
     // token choose the algorithm would check the HMAC against.
@@ -257,7 +283,9 @@ async fn forged_tokens_are_refused_by_a_mixed_keyring(backend: Backend) -> anyho
                 Some(kid) => json!({"typ": "JWT", "alg": "HS256", "kid": kid}),
                 None => json!({"typ": "JWT", "alg": "HS256"}),
             };
-            forged.push(forge(&header, &claims, |input| hmac::sign(&key, input).as_ref().to_vec()));
+            forged.push(forge(&header, &claims, |input| {
+                hmac::sign(&key, input).as_ref().to_vec()
+            }));
         }
     }
     // A kid naming another algorithm's key: the genuine EdDSA signature under headers naming the others.
@@ -270,7 +298,10 @@ async fn forged_tokens_are_refused_by_a_mixed_keyring(backend: Backend) -> anyho
         json!({"typ": "JWT", "alg": "EdDSA", "kid": "unknown"}),
         json!({"typ": "JWT", "alg": "RS256", "kid": "ed"}),
     ] {
-        forged.push(format!("{}.{body}.{signature}", URL_SAFE_NO_PAD.encode(header.to_string())));
+        forged.push(format!(
+            "{}.{body}.{signature}",
+            URL_SAFE_NO_PAD.encode(header.to_string())
+        ));
     }
     for token in &forged {
         let header = decode_part(token, 0)?;
@@ -309,7 +340,10 @@ async fn a_migration_from_hs256_keeps_old_tokens_valid(backend: Backend) -> anyh
     assert_eq!(decode_part(refreshed.as_str(), 0)?["kid"], "ed");
     assert_eq!(client.validate(refreshed.as_str()).await?.username, USER);
     // The old node, still on HS256 alone, knows nothing of the new key.
-    assert_eq!(code(app.client.validate(new.as_str()).await), Some(ErrorCode::InvalidToken));
+    assert_eq!(
+        code(app.client.validate(new.as_str()).await),
+        Some(ErrorCode::InvalidToken)
+    );
     Ok(())
 }
 
@@ -317,7 +351,10 @@ async fn reloads_under_load_fail_no_request(backend: Backend) -> anyhow::Result<
     let keys = tempfile::tempdir()?;
     let a = key_file(keys.path(), "a", Algorithm::EdDsa)?;
     let b = key_file(keys.path(), "b", Algorithm::Es256)?;
-    let app = TestApp::start_with(&backend, |s| s.token.keys = vec![KeySettings::private_key("a", &a)]).await?;
+    let app = TestApp::start_with(&backend, |s| {
+        s.token.keys = vec![KeySettings::private_key("a", &a)]
+    })
+    .await?;
     let token = app.login().await?;
     let stop = Arc::new(AtomicBool::new(false));
     let failures = Arc::new(AtomicU64::new(0));
@@ -339,14 +376,19 @@ async fn reloads_under_load_fail_no_request(backend: Backend) -> anyhow::Result<
     let settings = (*app.state.settings).clone();
     let with_b = Settings {
         token: crm_auth_server::settings::TokenSettings {
-            keys: vec![KeySettings::private_key("b", &b), KeySettings::private_key("a", &a)],
+            keys: vec![
+                KeySettings::private_key("b", &b),
+                KeySettings::private_key("a", &a),
+            ],
             ..settings.token.clone()
         },
         ..settings.clone()
     };
     for round in 0..200 {
         let loaded = if round % 2 == 0 { &with_b } else { &settings };
-        app.state.keys.reload(&app.state.settings, loaded, app.clock.now())?;
+        app.state
+            .keys
+            .reload(&app.state.settings, loaded, app.clock.now())?;
         tokio::task::yield_now().await;
     }
     while done.load(Ordering::Relaxed) < 200 {
@@ -465,7 +507,10 @@ async fn a_bad_reload_keeps_the_old_keys_serving(backend: Backend) -> anyhow::Re
         assert_eq!(decode_part(fresh.as_str(), 0)?["kid"], "ed");
     }
     let log = server.stop()?;
-    let refusals = log.lines().filter(|l| l.contains("signing keys not reloaded")).count();
+    let refusals = log
+        .lines()
+        .filter(|l| l.contains("signing keys not reloaded"))
+        .count();
     assert_eq!(refusals, 3, "one line per refused reload:\n{log}");
     let pem = std::fs::read_to_string(&ed)?;
     let material = pem.lines().nth(1).unwrap_or("-");
@@ -501,8 +546,15 @@ async fn rotation_client(
             let next = b.refresh(token.as_str()).await?;
             a.validate(next.as_str()).await?;
             verifier.verify(next.as_str()).await?;
-            let kid = decode_part(next.as_str(), 0)?["kid"].as_str().unwrap_or_default().to_owned();
-            tally.kids.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.insert(kid);
+            let kid = decode_part(next.as_str(), 0)?["kid"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            tally
+                .kids
+                .lock()
+                .map_err(|_| anyhow::anyhow!("poisoned"))?
+                .insert(kid);
             Ok(())
         }
         .await;
@@ -525,7 +577,10 @@ async fn a_rotation_on_two_nodes_fails_nothing(backend: Backend) -> anyhow::Resu
     let token_settings = format!("ttl_seconds = {TTL}\nleeway_seconds = 0");
     let config = dir.join("crm-auth.toml");
     write_config(&config, &[("old", &old, None)], &token_settings)?;
-    let nodes = [Binary::start(&db, &config).await?, Binary::start(&db, &config).await?];
+    let nodes = [
+        Binary::start(&db, &config).await?,
+        Binary::start(&db, &config).await?,
+    ];
 
     // A downstream service caching the JWKS (one node's; they publish the same set), renewed by age well
     // within the staging time, as `max-age=300` is within a staging of more than five minutes in production.
@@ -550,7 +605,11 @@ async fn a_rotation_on_two_nodes_fails_nothing(backend: Backend) -> anyhow::Resu
 
     // 1. The new key is staged: published at once, signing two seconds later.
     let not_before = SystemClock.now() + 2;
-    write_config(&config, &[("new", &new, Some(not_before)), ("old", &old, None)], &token_settings)?;
+    write_config(
+        &config,
+        &[("new", &new, Some(not_before)), ("old", &old, None)],
+        &token_settings,
+    )?;
     for node in &nodes {
         node.reload(&["new", "old"]).await?;
     }
@@ -570,10 +629,18 @@ async fn a_rotation_on_two_nodes_fails_nothing(backend: Backend) -> anyhow::Resu
 
     let fresh = nodes[1].client.token_with_api_key(&key, None).await?;
     assert_eq!(decode_part(fresh.as_str(), 0)?["alg"], "EdDSA");
-    let seen = tally.kids.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
+    let seen = tally
+        .kids
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .clone();
     assert_eq!(seen.into_iter().collect::<Vec<_>>(), ["new", "old"]);
     assert!(tally.ok.load(Ordering::Relaxed) > 10, "the clients ran");
-    assert_eq!(tally.failed.load(Ordering::Relaxed), 0, "no failed validation or refresh");
+    assert_eq!(
+        tally.failed.load(Ordering::Relaxed),
+        0,
+        "no failed validation or refresh"
+    );
     for node in nodes {
         let log = node.stop()?;
         assert_eq!(log.matches("signing keys reloaded").count(), 2, "{log}");
@@ -597,7 +664,14 @@ fn pyjwt_path() -> anyhow::Result<PathBuf> {
     };
     if !probe(&dir) {
         let status = std::process::Command::new("python3")
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--target",
+            ])
             .arg(&dir)
             .arg(PYJWT)
             .status()?;
@@ -633,7 +707,10 @@ async fn pyjwt_verifies_tokens_from_the_jwks_alone(backend: Backend) -> anyhow::
     let ed = key_file(keys.path(), "ed", Algorithm::EdDsa)?;
     let es = key_file(keys.path(), "es", Algorithm::Es256)?;
     let app = TestApp::start_with(&backend, |s| {
-        s.token.keys = vec![KeySettings::private_key("ed", &ed), KeySettings::private_key("es", &es)]
+        s.token.keys = vec![
+            KeySettings::private_key("ed", &ed),
+            KeySettings::private_key("es", &es),
+        ]
     })
     .await?;
     let ed_token = app.login().await?;
@@ -666,7 +743,10 @@ async fn pyjwt_verifies_tokens_from_the_jwks_alone(backend: Backend) -> anyhow::
 async fn the_jwks_cache_refetches_sparingly_and_outlives_the_server(backend: Backend) -> anyhow::Result<()> {
     let keys = tempfile::tempdir()?;
     let ed = key_file(keys.path(), "ed", Algorithm::EdDsa)?;
-    let app = TestApp::start_with(&backend, |s| s.token.keys = vec![KeySettings::private_key("ed", &ed)]).await?;
+    let app = TestApp::start_with(&backend, |s| {
+        s.token.keys = vec![KeySettings::private_key("ed", &ed)]
+    })
+    .await?;
     let token = app.login().await?;
     let stranger = crm_auth_core::issue(
         &crm_auth_core::Keyring::new(vec![SigningKey::from_pkcs8_pem(
@@ -708,7 +788,10 @@ async fn the_jwks_cache_refetches_sparingly_and_outlives_the_server(backend: Bac
     let url = app.url.clone();
     drop(app);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(reqwest::get(format!("{url}{}", routes::JWKS)).await.is_err(), "the server is down");
+    assert!(
+        reqwest::get(format!("{url}{}", routes::JWKS)).await.is_err(),
+        "the server is down"
+    );
     assert_eq!(aging.verify(token.as_str()).await?.usr, USER);
     assert!(aging.fetch_count().await >= 2, "it tried again");
 
