@@ -25,13 +25,6 @@ pub struct AuthConfig {
     mode: Arc<Mode>,
 }
 
-#[cfg_attr(
-    any(feature = "validate", feature = "jwks"),
-    expect(
-        clippy::large_enum_variant,
-        reason = "built once per application and kept behind an Arc"
-    )
-)]
 enum Mode {
     Offline {
         verifier: Verifier,
