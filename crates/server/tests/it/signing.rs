@@ -701,11 +701,28 @@ except jwt.InvalidSignatureError:
     print("forgery refused")
 "#;
 
+/// Writes an Ed25519 and a P-256 private key as PyCA's `cryptography` writes PKCS#8 PEM (an Ed25519 key without
+/// its public half, as OpenSSL writes it too), so the server is shown to read keys it did not make.
+const PYCA_KEYS_SCRIPT: &str = r#"
+import sys
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+pem = lambda key: key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption())
+open(sys.argv[1], "wb").write(pem(ed25519.Ed25519PrivateKey.generate()))
+open(sys.argv[2], "wb").write(pem(ec.generate_private_key(ec.SECP256R1())))
+"#;
+
 async fn pyjwt_verifies_tokens_from_the_jwks_alone(backend: Backend) -> anyhow::Result<()> {
     let python_path = pyjwt_path()?;
     let keys = tempfile::tempdir()?;
-    let ed = key_file(keys.path(), "ed", Algorithm::EdDsa)?;
-    let es = key_file(keys.path(), "es", Algorithm::Es256)?;
+    let (ed, es) = (keys.path().join("ed.pem"), keys.path().join("es.pem"));
+    let made = std::process::Command::new("python3")
+        .args(["-c", PYCA_KEYS_SCRIPT])
+        .args([&ed, &es])
+        .env("PYTHONPATH", &python_path)
+        .output()?;
+    anyhow::ensure!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
     let app = TestApp::start_with(&backend, |s| {
         s.token.keys = vec![
             KeySettings::private_key("ed", &ed),
