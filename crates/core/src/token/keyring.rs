@@ -33,6 +33,30 @@ const P256_POINT_LEN: usize = 65;
 /// Length of a P-256 coordinate and of an Ed25519 public key.
 const COORDINATE_LEN: usize = 32;
 
+/// Length of the longest signature (EdDSA, ES256) in bytes.
+pub(crate) const MAX_SIGNATURE_LEN: usize = 64;
+
+/// A signature, kept on the stack: the first `len` bytes of `bytes`.
+pub(crate) struct Signature {
+    bytes: [u8; MAX_SIGNATURE_LEN],
+    len: usize,
+}
+
+impl Signature {
+    fn of(signature: &[u8]) -> Signature {
+        let mut bytes = [0u8; MAX_SIGNATURE_LEN];
+        let len = signature.len().min(MAX_SIGNATURE_LEN);
+        bytes[..len].copy_from_slice(&signature[..len]);
+        Signature { bytes, len }
+    }
+}
+
+impl AsRef<[u8]> for Signature {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
 /// A token signing algorithm: `alg` in the JWT header and the JWKS.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Algorithm {
@@ -373,17 +397,17 @@ impl KeyEntry {
     }
 
     /// The signature of `input`. ES256 signatures are randomised, the others depend on the input alone.
-    pub(crate) fn sign(&self, input: &[u8]) -> Vec<u8> {
+    pub(crate) fn sign(&self, input: &[u8]) -> Signature {
         match &self.material {
-            KeyMaterial::Hmac(key) => hmac::sign(key, input).as_ref().to_vec(),
-            KeyMaterial::Ed25519 { pair: Some(pair), .. } => pair.sign(input).as_ref().to_vec(),
+            KeyMaterial::Hmac(key) => Signature::of(hmac::sign(key, input).as_ref()),
+            KeyMaterial::Ed25519 { pair: Some(pair), .. } => Signature::of(pair.sign(input).as_ref()),
             KeyMaterial::Es256 { pair: Some(pair), .. } => match pair.sign(&SystemRandom::new(), input) {
-                Ok(signature) => signature.as_ref().to_vec(),
+                Ok(signature) => Signature::of(signature.as_ref()),
                 // ring fails only when the OS random generator does; an empty signature verifies nowhere.
-                Err(_) => Vec::new(),
+                Err(_) => Signature::of(&[]),
             },
             // Keyring::signer only picks keys with a private half.
-            _ => Vec::new(),
+            _ => Signature::of(&[]),
         }
     }
 

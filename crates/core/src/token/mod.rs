@@ -23,10 +23,7 @@ pub use claims::{Claims, DateFormat};
 pub use jwks::{Jwk, Jwks};
 pub use keyring::{Algorithm, Keyring, KeyringError, MIN_SECRET_BYTES, SigningKey};
 
-use keyring::KeyEntry;
-
-/// Length of the longest signature (EdDSA, ES256) in bytes.
-const MAX_SIGNATURE_LEN: usize = 64;
+use keyring::{KeyEntry, MAX_SIGNATURE_LEN};
 
 /// Why a token was refused. Messages never include any part of the token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -95,7 +92,7 @@ pub fn issue(keyring: &Keyring, claims: &Claims, format: DateFormat) -> String {
     URL_SAFE_NO_PAD.encode_string(json.as_bytes(), &mut token);
     let signature = key.sign(token.as_bytes());
     token.push('.');
-    URL_SAFE_NO_PAD.encode_string(&signature, &mut token);
+    URL_SAFE_NO_PAD.encode_string(signature, &mut token);
     token
 }
 
