@@ -25,13 +25,6 @@ pub struct AuthConfig {
     mode: Arc<Mode>,
 }
 
-#[cfg_attr(
-    feature = "validate",
-    expect(
-        clippy::large_enum_variant,
-        reason = "built once per application and kept behind an Arc"
-    )
-)]
 enum Mode {
     Offline {
         verifier: Verifier,
@@ -40,6 +33,10 @@ enum Mode {
     #[cfg(feature = "validate")]
     Online {
         client: crm_auth_client::Client,
+    },
+    #[cfg(feature = "jwks")]
+    Jwks {
+        verifier: crm_auth_client::JwksVerifier,
     },
 }
 
@@ -89,6 +86,37 @@ impl AuthConfig {
         }
     }
 
+    /// Verifies tokens locally against the public keys the server publishes at `url`
+    /// (`https://auth.example.com/.well-known/jwks.json`), for the issuer `crm-auth` with no leeway; the keys
+    /// are fetched and cached by [`JwksVerifier`](crm_auth_client::JwksVerifier) (again after 300 s, or when a
+    /// token names an unknown key, at most once per 30 s; the last good set is kept while the server is down).
+    /// For another issuer or a leeway, build the verifier and use [`AuthConfig::with_jwks_verifier`].
+    ///
+    /// ```no_run
+    /// use actix_web::web;
+    /// use crm_auth_actix::AuthConfig;
+    ///
+    /// # fn run() -> Result<(), crm_auth_actix::ClientError> {
+    /// let auth = web::Data::new(AuthConfig::jwks("http://127.0.0.1:8080/.well-known/jwks.json")?);
+    /// # let _ = auth;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "jwks")]
+    pub fn jwks(url: impl Into<String>) -> Result<AuthConfig, crm_auth_client::Error> {
+        Ok(AuthConfig::with_jwks_verifier(
+            crm_auth_client::JwksVerifier::builder(url).build()?,
+        ))
+    }
+
+    /// Verifies tokens locally with a JWKS-fetching `verifier`.
+    #[cfg(feature = "jwks")]
+    pub fn with_jwks_verifier(verifier: crm_auth_client::JwksVerifier) -> AuthConfig {
+        AuthConfig {
+            mode: Arc::new(Mode::Jwks { verifier }),
+        }
+    }
+
     /// The configuration registered with the application, as `web::Data<AuthConfig>` or as `AuthConfig`.
     pub(crate) fn from_request(req: &HttpRequest) -> Option<AuthConfig> {
         req.app_data::<web::Data<AuthConfig>>()
@@ -102,6 +130,12 @@ impl AuthConfig {
             Mode::Offline { verifier, clock } => Ok(verifier.verify(token, clock())?.into()),
             #[cfg(feature = "validate")]
             Mode::Online { client } => online::validate(client, token).await,
+            #[cfg(feature = "jwks")]
+            Mode::Jwks { verifier } => match verifier.verify(token).await {
+                Ok(claims) => Ok(claims.into()),
+                Err(crm_auth_client::JwksError::Token(err)) => Err(AuthError::Token(err)),
+                Err(err) => Err(AuthError::Unavailable(err.to_string())),
+            },
         }
     }
 }
@@ -117,6 +151,11 @@ impl fmt::Debug for AuthConfig {
             Mode::Online { client } => f
                 .debug_struct("AuthConfig::Online")
                 .field("client", client)
+                .finish(),
+            #[cfg(feature = "jwks")]
+            Mode::Jwks { verifier } => f
+                .debug_struct("AuthConfig::Jwks")
+                .field("verifier", verifier)
                 .finish(),
         }
     }

@@ -12,6 +12,8 @@
 //!   pass until their `exp` (two hours by default).
 //! - `AuthConfig::online` (feature `validate`): the server's validate endpoint is asked on every request, so a
 //!   logout bites at once, at the cost of a round trip.
+//! - `AuthConfig::jwks` (feature `jwks`): as offline, against the EdDSA/ES256 public keys the server publishes
+//!   at `/.well-known/jwks.json`, fetched and cached; no secret is shared.
 //!
 //! # Protect a route
 //!
@@ -50,6 +52,7 @@
 //!
 //! - `validate`: `AuthConfig::online`, on `crm-auth-client` (reqwest), whose `Client`, `ClientBuilder` and
 //!   `Error` (as `ClientError`) are re-exported.
+//! - `jwks`: `AuthConfig::jwks`, on `crm-auth-client`'s `JwksVerifier` (re-exported, with `ClientError`).
 
 mod config;
 mod error;
@@ -62,5 +65,9 @@ pub use error::AuthError;
 pub use extractor::Authenticated;
 pub use lookup::BODY_TOKEN_LIMIT;
 
+#[cfg(any(feature = "validate", feature = "jwks"))]
+pub use crm_auth_client::Error as ClientError;
 #[cfg(feature = "validate")]
-pub use crm_auth_client::{Client, ClientBuilder, Error as ClientError};
+pub use crm_auth_client::{Client, ClientBuilder};
+#[cfg(feature = "jwks")]
+pub use crm_auth_client::{JwksError, JwksVerifier};

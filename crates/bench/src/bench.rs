@@ -166,6 +166,8 @@ enum Part {
     Admin,
     /// The import of users with foreign password hashes.
     Import,
+    /// Validate and key logins per signing algorithm.
+    Algorithms,
 }
 
 /// Which database the server runs on.
@@ -924,6 +926,7 @@ fn run_backend(ctx: &Context, backend: Backend) -> Result<BackendReport> {
     r.checks.extend(admin.checks);
     r.checks.extend(retention_run(ctx, backend)?);
     r.checks.extend(import_run(ctx, backend)?);
+    r.checks.extend(algorithm_run(ctx, backend)?);
     Ok(r)
 }
 
@@ -1084,6 +1087,7 @@ fn run_part(
                 checks
             }
             Part::Logins => logins_run(&ctx, backend)?,
+            Part::Algorithms => algorithm_run(&ctx, backend)?,
         };
         for check in checks {
             let verdict = if check.met { "met" } else { "NOT MET" };
@@ -1301,6 +1305,87 @@ fn first_unit(base: &str, token: &str, organisation: &str) -> Result<String> {
         .as_str()
         .map(str::to_owned)
         .with_context(|| format!("no unit in {url}: {body}"))
+}
+
+/// The signing algorithms of `token.algorithm`, HS256 (the default, the reference) first.
+const ALGORITHMS: [&str; 3] = ["HS256", "EdDSA", "ES256"];
+
+/// EdDSA and ES256 tokens' validate and key logins against HS256's (same run, same machine): the least
+/// acceptable ratio. A validate verifies one signature and a key login makes one, beside a database round
+/// trip that costs more than either.
+const ALGORITHM_RATIO_TARGET: f64 = 0.5;
+
+/// Validate and key logins on a fresh server per signing algorithm, each with its generated key
+/// (`token.algorithm`), run back to back so that the machine's load moves them alike.
+fn algorithm_run(ctx: &Context, backend: Backend) -> Result<Vec<Check>> {
+    let name = backend.name();
+    let seconds = ctx.plan.seconds;
+    let mut rates = Vec::with_capacity(ALGORITHMS.len());
+    for algorithm in ALGORITHMS {
+        let label = algorithm.to_lowercase();
+        let dir = ctx.out.join(format!("{name}-{label}"));
+        let (mut database, instance) = fresh_instance(ctx, backend, &dir)?;
+        let instance = instance.with(&[("CRM_AUTH__TOKEN__ALGORITHM", algorithm)]);
+        let demo = instance.demo()?;
+        let server = instance.start(false, &dir.join("server.log"), None)?;
+        let base = server.url();
+        let tokens = dir.join("validate-tokens.txt");
+        load::write_lines(&tokens, &key_tokens(&base, &demo.key, ctx.plan.validate_tokens)?)?;
+        let validate = Script::Bearer { tokens };
+        let key_login = Script::Fixed {
+            method: "POST",
+            headers: vec![("Authorization".into(), api::basic(&demo.key))],
+        };
+        let run = |what: &str, path: &str, script: &Script| -> Result<Load> {
+            let load = ctx.wrk.run(
+                &format!("{name}-{label}-{what}"),
+                &Run {
+                    addr: server.addr,
+                    path,
+                    script,
+                    connections: CLIENTS,
+                    seconds,
+                    timeout_seconds: 10,
+                },
+            )?;
+            eprintln!(
+                "[{name}] {algorithm} {what}: {:.0} req/s, p99 {:.2} ms, {} errors",
+                load.rate(),
+                load.p99_ms,
+                load.errors()
+            );
+            Ok(load)
+        };
+        let v = run("validate", &api::path(routes::VALIDATE_TOKEN), &validate)?;
+        let k = run("key-login", &api::path(routes::API_KEY_TOKEN), &key_login)?;
+        drop(server);
+        if let Some(database) = &mut database {
+            database.drop_now()?;
+        }
+        rates.push((algorithm, v, k));
+    }
+    let Some((_, hs_validate, hs_login)) = rates.first() else {
+        bail!("no algorithm run");
+    };
+    let (hs_validate, hs_login) = (hs_validate.rate(), hs_login.rate());
+    let mut checks = Vec::new();
+    for (algorithm, v, k) in &rates[1..] {
+        for (what, load, reference) in [("validate", v, hs_validate), ("web_api_key/token", k, hs_login)] {
+            let ratio = load.rate() / reference.max(1e-9);
+            checks.push(Check {
+                what: format!("{what} with {algorithm} tokens against HS256, {CLIENTS} clients"),
+                measured: format!(
+                    "{:.0} vs {reference:.0} req/s = {ratio:.2}x, p99 {:.2} ms; {} errors",
+                    load.rate(),
+                    load.p99_ms,
+                    load.errors()
+                ),
+                required: format!(">= {ALGORITHM_RATIO_TARGET}x; 0 errors"),
+                met: ratio >= ALGORITHM_RATIO_TARGET && load.errors() == 0,
+            });
+        }
+    }
+    Ok(checks)
 }
 
 /// An import file of `users` users of organisation `Imported`, each in one or two of 10 units and with a

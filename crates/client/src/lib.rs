@@ -109,6 +109,7 @@
 pub mod admin;
 mod client;
 mod error;
+mod jwks;
 mod retry;
 mod session;
 mod token;
@@ -124,7 +125,11 @@ pub use client::{
     Client, ClientBuilder, DEFAULT_BASE_PATH, DEFAULT_CONNECT_TIMEOUT, DEFAULT_RETRIES, DEFAULT_TIMEOUT,
     DEFAULT_USER_AGENT,
 };
-pub use crm_auth_core::{AuthMethod, Claims, ErrorCode, SessionInfo, Status};
+pub use crm_auth_core::{AuthMethod, Claims, ErrorCode, SessionInfo, Status, TokenError};
 pub use error::Error;
+pub use jwks::{
+    DEFAULT_FETCH_TIMEOUT, DEFAULT_MAX_AGE, DEFAULT_REFETCH_INTERVAL, JwksError, JwksVerifier,
+    JwksVerifierBuilder,
+};
 pub use session::{Clock, DEFAULT_MARGIN, Session};
 pub use token::Token;

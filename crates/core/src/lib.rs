@@ -1,4 +1,4 @@
-//! Wire types, claims, keyring and HS256 sign/verify for crm-auth.
+//! Wire types, claims, keyring, HS256/EdDSA/ES256 sign/verify and JWKS for crm-auth.
 //!
 //! This crate is shared by the server, the client SDK and downstream services that verify tokens offline.
 //! It does no I/O and never reads the clock: every time-dependent function takes `now` in unix seconds.
@@ -21,8 +21,8 @@ pub use ids::{is_id, new_id, new_session_id};
 pub use limits::{MAX_NAME_CHARS, MAX_PASSWORD_BYTES, MAX_TOKEN_BYTES};
 pub use request::RequestError;
 pub use token::{
-    Claims, DateFormat, Keyring, KeyringError, SigningKey, TokenError, Verifier, VerifyOptions,
-    decode_unverified, issue, verify, verify_ignoring_expiry,
+    Algorithm, Claims, DateFormat, Jwk, Jwks, Keyring, KeyringError, SigningKey, TokenError, Verifier,
+    VerifyOptions, decode_unverified, header_kid, issue, verify, verify_ignoring_expiry,
 };
 pub use wire::{
     ApiKeyTokenRequest, AuthMethod, PasswordTokenRequest, Role, SessionInfo, TokenRequest, TokenResponse,

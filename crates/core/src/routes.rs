@@ -43,6 +43,9 @@ pub const METRICS: &str = "/metrics";
 /// `GET` at the root: the OpenAPI document.
 pub const OPENAPI: &str = "/openapi.json";
 
+/// `GET` at the root: the public keys of the EdDSA and ES256 signing keys, a JWKS (RFC 7517).
+pub const JWKS: &str = "/.well-known/jwks.json";
+
 /// The root of the administration API (at the root whatever the base path).
 pub const ADMIN: &str = "/admin/v1";
 

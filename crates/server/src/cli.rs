@@ -277,7 +277,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     logging::init(&settings.log)?;
     let now = SystemClock.now();
     match cli.command {
-        Command::Serve { demo } => serve(settings, demo),
+        Command::Serve { demo } => serve(settings, cli.config, demo),
         Command::Migrate => {
             let applied = db::run_migrations(&mut connect(&settings)?)?;
             say!("applied {applied} migration(s)");
@@ -683,7 +683,7 @@ fn print_demo(
     Ok(())
 }
 
-fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
+fn serve(settings: Settings, config: Option<PathBuf>, demo: bool) -> anyhow::Result<()> {
     let state = AppState::from_settings(settings)?;
     if demo {
         print_demo(
@@ -706,6 +706,10 @@ fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
     );
     actix_web::rt::System::new().block_on(async move {
         let signals = shutdown::Signals::listen()?;
+        #[cfg(unix)]
+        actix_web::rt::spawn(crate::signing::reload_on_hangup(&state, config)?);
+        #[cfg(not(unix))]
+        let _ = config;
         let drain = Arc::clone(&state.drain);
         let http = state.settings.http.clone();
         let gates = listeners.gates()?;

@@ -6,7 +6,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use crm_auth_core::DateFormat;
+use crm_auth_core::{Algorithm, DateFormat};
 use serde::Deserialize;
 
 /// Environment variables with this prefix override the file: `CRM_AUTH__DATABASE__URL` sets `database.url`.
@@ -155,10 +155,58 @@ pub struct RateLimitSettings {
 pub struct KeySettings {
     /// The key id, written into each token's `kid`.
     pub id: String,
-    /// The secret itself (at least 32 bytes).
+    /// An HS256 secret itself (at least 32 bytes).
     pub secret: Option<Secret>,
-    /// A file holding the secret (trailing newline ignored).
+    /// A file holding an HS256 secret (trailing newline ignored).
     pub secret_file: Option<PathBuf>,
+    /// A PKCS#8 PEM file holding an EdDSA (Ed25519) or ES256 (P-256) private key.
+    pub private_key_file: Option<PathBuf>,
+    /// RFC 3339 time from which the key signs; it is published and verifies at once.
+    pub not_before: Option<String>,
+}
+
+impl KeySettings {
+    /// An HS256 key with this secret, for tests.
+    pub fn hs256(id: &str, secret: &str) -> KeySettings {
+        KeySettings {
+            id: id.to_owned(),
+            secret: Some(Secret::new(secret.to_owned())),
+            secret_file: None,
+            private_key_file: None,
+            not_before: None,
+        }
+    }
+
+    /// A key read from a PKCS#8 PEM file.
+    pub fn private_key(id: &str, file: &Path) -> KeySettings {
+        KeySettings {
+            id: id.to_owned(),
+            secret: None,
+            secret_file: None,
+            private_key_file: Some(file.to_owned()),
+            not_before: None,
+        }
+    }
+
+    /// `not_before` as unix seconds, if set; an error names the key.
+    pub fn not_before_seconds(&self) -> Result<Option<i64>, SettingsError> {
+        self.not_before
+            .as_deref()
+            .map(|text| {
+                text.parse::<jiff::Timestamp>()
+                    .map(|t| t.as_second())
+                    .map_err(|_| {
+                        invalid(
+                            "token.keys",
+                            format!(
+                                "key {:?}: not_before must be an RFC 3339 time such as 2026-01-31T12:00:00Z",
+                                self.id
+                            ),
+                        )
+                    })
+            })
+            .transpose()
+    }
 }
 
 /// `[token]`.
@@ -171,7 +219,11 @@ pub struct TokenSettings {
     pub issuer: String,
     /// `numeric` (RFC 7519) or `string` (CRM.COM's samples) for `iat` / `exp`.
     pub date_format: DateFormat,
-    /// Signing keys: the first signs, all verify. Empty: a generated key in `{data_dir}/signing-key`.
+    /// `HS256` (default), `EdDSA` or `ES256`: the generated key's algorithm; with keys configured, when set,
+    /// the first key's algorithm.
+    pub algorithm: Option<Algorithm>,
+    /// Signing keys: the first that may sign signs, all verify. Empty: a generated key in
+    /// `{data_dir}/signing-key`.
     pub keys: Vec<KeySettings>,
     /// Clock skew allowed on `exp` and `iat`, at most 60.
     pub leeway_seconds: u64,
@@ -338,6 +390,7 @@ impl Default for TokenSettings {
             ttl_seconds: 7_200,
             issuer: "crm-auth".into(),
             date_format: DateFormat::Numeric,
+            algorithm: None,
             keys: Vec::new(),
             leeway_seconds: 30,
             refresh_grace_seconds: 600,
@@ -448,11 +501,7 @@ impl Settings {
             p: 1,
         };
         settings.auth.max_concurrent_hashes = 2;
-        settings.token.keys = vec![KeySettings {
-            id: "test".into(),
-            secret: Some(Secret::new(TEST_SIGNING_SECRET.to_owned())),
-            secret_file: None,
-        }];
+        settings.token.keys = vec![KeySettings::hs256("test", TEST_SIGNING_SECRET)];
         settings
     }
 
@@ -517,12 +566,21 @@ impl Settings {
             return Err(invalid("token.leeway_seconds", "must be at most 60"));
         }
         for key in &self.token.keys {
-            if key.secret.is_some() == key.secret_file.is_some() {
+            let sources = [
+                key.secret.is_some(),
+                key.secret_file.is_some(),
+                key.private_key_file.is_some(),
+            ];
+            if sources.into_iter().filter(|set| *set).count() != 1 {
                 return Err(invalid(
                     "token.keys",
-                    format!("key {:?} needs exactly one of secret, secret_file", key.id),
+                    format!(
+                        "key {:?} needs exactly one of secret, secret_file, private_key_file",
+                        key.id
+                    ),
                 ));
             }
+            key.not_before_seconds()?;
         }
         if self.session.max_lifetime_seconds == 0 {
             return Err(invalid("session.max_lifetime_seconds", "must be at least 1"));

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crm_auth_core::{Keyring, VerifyOptions};
+use crm_auth_core::VerifyOptions;
 
 use crate::clock::{Clock, SystemClock};
 use crate::db::{Backend, Store};
@@ -12,6 +12,7 @@ use crate::password::PasswordHasher;
 use crate::ratelimit::RateLimiter;
 use crate::service::lockout::Lockout;
 use crate::settings::Settings;
+use crate::signing::Keys;
 
 /// Shared state, registered as actix app data; cheap to clone.
 #[derive(Clone)]
@@ -20,8 +21,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// The database.
     pub store: Store,
-    /// Signing and verification keys.
-    pub keyring: Arc<Keyring>,
+    /// Signing and verification keys, replaced whole on SIGHUP.
+    pub keys: Arc<Keys>,
     /// The bounded Argon2id pool.
     pub hasher: PasswordHasher,
     /// The time source; tests inject a manual one.
@@ -48,7 +49,7 @@ impl AppState {
     /// Builds the state: store (pool, migrations, batching threads), keyring, metrics and hashing threads.
     pub fn build(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<AppState> {
         let backend = Backend::from_url(settings.database.url.expose())?;
-        let (keyring, _) = crate::signing::load_keyring(&settings)?;
+        let keys = Keys::load(&settings, clock.now())?;
         let metrics = Arc::new(Metrics::new()?);
         let store = Store::open(backend, settings.database.pool_size, Arc::clone(&metrics))?;
         let hasher = PasswordHasher::start(&settings.auth.argon2, settings.hash_threads(), metrics.clone())?;
@@ -57,7 +58,7 @@ impl AppState {
         Ok(AppState {
             settings: Arc::new(settings),
             store,
-            keyring: Arc::new(keyring),
+            keys: Arc::new(keys),
             hasher,
             clock,
             rate_limiter: Arc::new(rate_limiter),

@@ -2,5 +2,6 @@
 
 mod envelope;
 mod proptests;
+mod signing;
 mod token;
 mod wire;

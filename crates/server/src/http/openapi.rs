@@ -90,6 +90,7 @@ pub struct TokenQuery {
         health::get_ready,
         ops::get_metrics,
         ops::get_openapi,
+        ops::get_jwks,
         admin::admin_list_organisations,
         admin::admin_create_organisation,
         admin::admin_get_organisation,
@@ -113,7 +114,7 @@ pub struct TokenQuery {
     modifiers(&Answers, &OptionalBodies, &SecuritySchemes, &SchemaExamples, &OperationIds),
     tags(
         (name = TAG_AUTH, description = "Tokens and sessions, under {base}"),
-        (name = TAG_OPS, description = "Health, metrics and this document, at the root"),
+        (name = TAG_OPS, description = "Health, metrics, public signing keys and this document, at the root"),
         (name = TAG_ADMIN, description = "Administration by an admin (its own organisation) or an operator \
             (every organisation), at the root: `Authorization: Bearer` with the caller's crm-auth token"),
     ),
@@ -148,8 +149,9 @@ pub fn to_json(base_path: &str) -> Result<String, serde_json::Error> {
 }
 
 const DESCRIPTION: &str = "\
-A self-hostable implementation of the authentication service of CRM.COM's Web API: HS256 JWTs for a username \
-and password in an organisation, or for a Web API key; refresh, logout and validation for downstream services.
+A self-hostable implementation of the authentication service of CRM.COM's Web API: JWTs (HS256, or EdDSA / \
+ES256 with their public keys at `/.well-known/jwks.json`) for a username and password in an organisation, or for \
+a Web API key; refresh, logout and validation for downstream services.
 
 Every response under `{base}` is JSON in one envelope, errors included: \
 `{\"data\": {...}, \"status\": {\"code\": \"OK\", \"description\": \"\", \"message\": \"\"}}`. On failure \
@@ -520,6 +522,8 @@ fn schema_example(name: &str) -> Option<Value> {
         "Health" => json(Health {
             status: HealthStatus::Live,
         }),
+        "Jwk" => json(example_jwks().keys.first()),
+        "Jwks" => json(example_jwks()),
         ERROR_ENVELOPE => error_example(ErrorCode::InvalidCredentials),
         "Envelope_TokenResponse" => token_envelope_example(),
         "Envelope_ValidateResponse" => validate_envelope_example(),
@@ -663,6 +667,40 @@ fn example_token() -> String {
         .and_then(|key| Keyring::new(vec![key]))
         .map(|keyring| issue(&keyring, &claims, DateFormat::Numeric))
         .unwrap_or_default()
+}
+
+/// A JWKS of one Ed25519 and one P-256 key: RFC 8037's and RFC 7517's example public keys, so that the
+/// document stays the same from build to build.
+fn example_jwks() -> crm_auth_core::Jwks {
+    let jwk = |kty: &str, crv: &str, x: &str, y: Option<&str>, kid: &str, alg: &str| crm_auth_core::Jwk {
+        kty: kty.to_owned(),
+        crv: Some(crv.to_owned()),
+        x: Some(x.to_owned()),
+        y: y.map(str::to_owned),
+        kid: Some(kid.to_owned()),
+        alg: Some(alg.to_owned()),
+        use_: Some("sig".to_owned()),
+    };
+    crm_auth_core::Jwks {
+        keys: vec![
+            jwk(
+                "OKP",
+                "Ed25519",
+                "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo",
+                None,
+                "2026-12",
+                "EdDSA",
+            ),
+            jwk(
+                "EC",
+                "P-256",
+                "MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4",
+                Some("4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM"),
+                "2026-06",
+                "ES256",
+            ),
+        ],
+    }
 }
 
 fn example_session() -> SessionInfo {

@@ -1,6 +1,7 @@
-//! `GET /metrics` and `GET /openapi.json` at the root, for operators and tooling.
+//! `GET /metrics`, `GET /openapi.json` and `GET /.well-known/jwks.json` at the root, for operators, tooling and
+//! verifiers.
 
-use actix_web::http::header::ContentType;
+use actix_web::http::header::{CACHE_CONTROL, ContentType};
 use actix_web::{HttpResponse, web};
 use crm_auth_core::routes;
 use utoipa::openapi::OpenApi;
@@ -32,7 +33,40 @@ pub fn configure(cfg: &mut web::ServiceConfig, base_path: &str) {
             web::resource(routes::OPENAPI)
                 .route(web::get().to(get_openapi))
                 .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource(routes::JWKS)
+                .route(web::get().to(get_jwks))
+                .default_service(web::to(method_not_allowed)),
         );
+}
+
+/// How long verifiers may cache the JWKS: a key is published this long before it signs (`not_before`).
+pub const JWKS_MAX_AGE_SECONDS: u32 = 300;
+
+/// The public keys of the EdDSA and ES256 signing keys in force, as a JWKS; never an HS256 secret.
+#[utoipa::path(
+    get,
+    path = routes::JWKS,
+    tag = TAG_OPS,
+    summary = "Public signing keys (JWKS)",
+    description = "Every EdDSA (`OKP`, `Ed25519`) and ES256 (`EC`, `P-256`) key the server verifies with, \
+        those staged with `not_before` included, so that verifiers caching this document know a key before \
+        its first token. HS256 secrets are never published: `{\"keys\": []}` when only HS256 keys are \
+        configured. Not wrapped in the envelope; cacheable for 300 seconds.",
+    responses((
+        status = 200,
+        description = "The key set",
+        body = crm_auth_core::Jwks,
+        headers(("Cache-Control" = String, description = "`public, max-age=300`")),
+    )),
+)]
+pub async fn get_jwks(state: web::Data<AppState>) -> HttpResponse {
+    let body = state.keys.current().jwks_json.clone();
+    HttpResponse::Ok()
+        .content_type(ContentType::json())
+        .insert_header((CACHE_CONTROL, format!("public, max-age={JWKS_MAX_AGE_SECONDS}")))
+        .body(body)
 }
 
 /// Every metric in Prometheus' text format, the pool gauges read now.

@@ -14,8 +14,9 @@ use crate::db::session::Session;
 use crate::settings::UnitClaim;
 use crate::state::AppState;
 
-/// The token a session's row describes: its newest generation. Signing is deterministic, so every caller
-/// that asks for the same generation gets the same string.
+/// The token a session's row describes: its newest generation. HS256 and EdDSA signing is deterministic, so
+/// every caller that asks for the same generation gets the same string; ES256 signatures are randomised, so
+/// there the claims are the same and the string differs.
 pub fn token_for(state: &AppState, session: &Session) -> String {
     let claims = Claims {
         jti: session.id.clone(),
@@ -27,7 +28,11 @@ pub fn token_for(state: &AppState, session: &Session) -> String {
         iss: Some(state.settings.token.issuer.clone()),
         r#gen: u64::try_from(session.generation).unwrap_or(0),
     };
-    issue(&state.keyring, &claims, state.settings.token.date_format)
+    issue(
+        &state.keys.current().keyring,
+        &claims,
+        state.settings.token.date_format,
+    )
 }
 
 /// What the token's `oun` holds for `token.unit_claim`. A unit without a code is named by its name: a claim

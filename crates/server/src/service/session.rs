@@ -14,7 +14,7 @@ use crate::state::AppState;
 /// Exchanges a token for the session's next one.
 pub async fn refresh(state: &AppState, token: &str, client: IpAddr) -> Result<String, ApiError> {
     let now = state.clock.now();
-    let claims = verify_ignoring_expiry(&state.keyring, token, &state.verify_options(now))
+    let claims = verify_ignoring_expiry(&state.keys.current().keyring, token, &state.verify_options(now))
         .inspect_err(|_| state.metrics.refresh(RefreshOutcome::Invalid))?;
     let settings = &state.settings.token;
     let limit = claims.exp.saturating_add(
@@ -182,7 +182,7 @@ fn live(current: Option<Session>, now: i64) -> Result<Session, ApiError> {
 /// Ends the token's session. Idempotent; expired tokens may be released.
 pub async fn release(state: &AppState, token: &str, client: IpAddr) -> Result<(), ApiError> {
     let now = state.clock.now();
-    let claims = verify_ignoring_expiry(&state.keyring, token, &state.verify_options(now))?;
+    let claims = verify_ignoring_expiry(&state.keys.current().keyring, token, &state.verify_options(now))?;
     let jti = claims.jti.clone();
     let ended = if is_id(&jti) {
         state
@@ -209,7 +209,7 @@ pub async fn release(state: &AppState, token: &str, client: IpAddr) -> Result<()
 /// Whether the token's session is live; its details if so.
 pub async fn validate(state: &AppState, token: &str) -> Result<SessionInfo, ApiError> {
     let now = state.clock.now();
-    let claims = verify(&state.keyring, token, &state.verify_options(now))?;
+    let claims = verify(&state.keys.current().keyring, token, &state.verify_options(now))?;
     let current = live_session(state, &claims.jti, now).await?;
     if i64::try_from(claims.r#gen).map_or(true, |presented| presented > current.generation) {
         return Err(ApiError::SessionEnded);

@@ -10,7 +10,7 @@ use crate::common::{Backend, ORG, PASSWORD, TEST_SECRET, TestApp, USER, code, te
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use crm_auth_server::clock::Clock as _;
-use crm_auth_server::settings::{KeySettings, Secret};
+use crm_auth_server::settings::KeySettings;
 use ring::hmac;
 use serde_json::{Value, json};
 
@@ -520,11 +520,7 @@ async fn forged_and_malformed_tokens_are_refused(backend: Backend) -> anyhow::Re
 }
 
 fn key(id: &str, secret: &str) -> KeySettings {
-    KeySettings {
-        id: id.to_owned(),
-        secret: Some(Secret::new(secret)),
-        secret_file: None,
-    }
+    KeySettings::hs256(id, secret)
 }
 
 async fn a_token_of_a_removed_key_is_invalid_token(backend: Backend) -> anyhow::Result<()> {

@@ -25,5 +25,6 @@ mod schema;
 mod secrets;
 mod sessions;
 mod shutdown;
+mod signing;
 mod storage;
 mod timing;

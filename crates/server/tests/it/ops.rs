@@ -194,11 +194,12 @@ fn contract_paths(base: &str) -> Vec<(String, &'static [&'static str])> {
         ("/authentication/token/release", &["post"]),
         ("/authentication/token/validate", &["get", "post"]),
     ];
-    let ops: [(&str, &'static [&'static str]); 4] = [
+    let ops: [(&str, &'static [&'static str]); 5] = [
         ("/health/live", &["get"]),
         ("/health/ready", &["get"]),
         ("/metrics", &["get"]),
         ("/openapi.json", &["get"]),
+        ("/.well-known/jwks.json", &["get"]),
     ];
     let admin: [(&str, &'static [&'static str]); 12] = [
         ("/admin/v1/organisations", &["get", "post"]),

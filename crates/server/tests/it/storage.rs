@@ -560,7 +560,7 @@ fn short_secrets_stop_start_up_and_debug_hides_them() -> anyhow::Result<()> {
     let settings = Settings::load_from(Some(&file), Vec::new())?;
     assert!(format!("{settings:?}").contains("***"));
     assert!(!format!("{settings:?}").contains("too-short-secret"));
-    let err = crm_auth_server::signing::load_keyring(&settings)
+    let err = crm_auth_server::signing::load_keyring(&settings, 0)
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
@@ -572,7 +572,7 @@ fn short_secrets_stop_start_up_and_debug_hides_them() -> anyhow::Result<()> {
             format!("[[token.keys]]\nid = \"k2\"\nsecret = \"{weak}\"\n"),
         )?;
         let settings = Settings::load_from(Some(&file), Vec::new())?;
-        let err = crm_auth_server::signing::load_keyring(&settings)
+        let err = crm_auth_server::signing::load_keyring(&settings, 0)
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
@@ -587,7 +587,7 @@ fn the_generated_signing_key_is_private_and_reused() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let mut settings = Settings::for_test(dir.path());
     settings.token.keys.clear();
-    let (first, generated) = crm_auth_server::signing::load_keyring(&settings)?;
+    let (first, generated) = crm_auth_server::signing::load_keyring(&settings, 0)?;
     assert!(generated);
     let path = dir.path().join("signing-key");
     #[cfg(unix)]
@@ -595,7 +595,7 @@ fn the_generated_signing_key_is_private_and_reused() -> anyhow::Result<()> {
         use std::os::unix::fs::PermissionsExt as _;
         assert_eq!(std::fs::metadata(&path)?.permissions().mode() & 0o777, 0o600);
     }
-    let (second, _) = crm_auth_server::signing::load_keyring(&settings)?;
+    let (second, _) = crm_auth_server::signing::load_keyring(&settings, 0)?;
     let claims = crm_auth_core::Claims {
         jti: crm_auth_core::new_id(),
         usr: "u".into(),
