@@ -210,7 +210,7 @@ mod tests {
             ErrorCode::TooManyAttempts,
             ErrorCode::RequestTimeout,
         ];
-        for code in ErrorCode::ALL {
+        for &code in ErrorCode::ALL {
             assert_eq!(api(code).is_retryable(), transient.contains(&code), "{code}");
         }
         let decode = Error::Decode {
@@ -228,7 +228,7 @@ mod tests {
             ErrorCode::TokenExpired,
             ErrorCode::SessionEnded,
         ];
-        for code in ErrorCode::ALL {
+        for &code in ErrorCode::ALL {
             assert_eq!(api(code).is_session_over(), over.contains(&code), "{code}");
         }
     }

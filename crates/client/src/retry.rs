@@ -128,7 +128,7 @@ mod tests {
 
     #[test]
     fn refusals_are_never_repeated() {
-        for code in ErrorCode::ALL {
+        for &code in ErrorCode::ALL {
             if code == ErrorCode::Unavailable {
                 continue;
             }
