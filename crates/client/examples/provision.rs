@@ -35,7 +35,11 @@ async fn main() -> anyhow::Result<()> {
 
     let client = Client::builder().base_url(url).build()?;
     let token = client
-        .token(&Credentials::password(&operator, password, &operator_organisation))
+        .token(&Credentials::password(
+            &operator,
+            password,
+            &operator_organisation,
+        ))
         .await
         .context("log in as the operator")?;
     println!("logged in:    {operator} in {operator_organisation}");

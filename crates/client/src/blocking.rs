@@ -236,7 +236,9 @@ impl Session {
 
     /// A session that logs in with a username and password in an organisation; `unit` is a unit id, name or
     /// code, `None` the user's default unit.
-    #[deprecated(note = "use `Session::new(client, Credentials::password(username, password, organisation))`")]
+    #[deprecated(
+        note = "use `Session::new(client, Credentials::password(username, password, organisation))`"
+    )]
     pub fn with_password(
         client: Client,
         username: impl Into<String>,

@@ -818,7 +818,11 @@ mod tests {
         let err = err.ok_or_else(|| anyhow::anyhow!("a silent server answered"))?;
         assert_eq!(err.transport_kind(), Some(crate::TransportKind::Timeout));
         assert!(err.is_retryable());
-        let addr = server.url().trim_start_matches("http://").to_owned();
+        let addr = server
+            .url()
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
         assert_eq!(err.to_string(), format!("the request to {addr} timed out"));
         assert_eq!(retry::delay(Policy::Idempotent, &err, 0), None);
         assert_eq!(retry::delay(Policy::ConnectionRefused, &err, 0), None);

@@ -124,7 +124,9 @@ fn transport_display(kind: TransportKind, host: &str, port: u16) -> String {
         format!("{host}:{port}")
     };
     match kind {
-        TransportKind::NameNotResolved => format!("could not connect to {to}: the host name does not resolve"),
+        TransportKind::NameNotResolved => {
+            format!("could not connect to {to}: the host name does not resolve")
+        }
         TransportKind::ConnectionRefused => format!("could not connect to {to}: connection refused"),
         TransportKind::Connect => format!("could not connect to {to}"),
         TransportKind::Timeout => format!("the request to {to} timed out"),
@@ -356,7 +358,10 @@ mod tests {
         assert_eq!(err.transport_kind(), Some(TransportKind::NameNotResolved));
         assert!(matches!(&err, Error::Transport { host, port: 8080, .. } if host == "no-such-host.invalid"));
         assert!(!err.is_retryable());
-        for policy in [crate::retry::Policy::Idempotent, crate::retry::Policy::ConnectionRefused] {
+        for policy in [
+            crate::retry::Policy::Idempotent,
+            crate::retry::Policy::ConnectionRefused,
+        ] {
             assert_eq!(crate::retry::delay(policy, &err, 0), None, "{policy:?}");
         }
         // A refused connection, by contrast, is retryable, and names where it went.

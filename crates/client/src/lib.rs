@@ -135,8 +135,8 @@ pub use client::{
     Client, ClientBuilder, DEFAULT_BASE_PATH, DEFAULT_CONNECT_TIMEOUT, DEFAULT_RETRIES, DEFAULT_TIMEOUT,
     DEFAULT_USER_AGENT,
 };
-pub use crm_auth_core::{AuthMethod, Claims, ErrorCode, SessionInfo, Status};
 pub use credentials::Credentials;
+pub use crm_auth_core::{AuthMethod, Claims, ErrorCode, SessionInfo, Status};
 pub use error::{Error, TransportKind};
 /// The reqwest this crate is built on (0.12), for [`ClientBuilder::http_client`].
 pub use reqwest;

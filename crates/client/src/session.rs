@@ -93,7 +93,9 @@ impl Session {
 
     /// A session that logs in with a username and password in an organisation; `unit` is a unit id, name or
     /// code, `None` the user's default unit.
-    #[deprecated(note = "use `Session::new(client, Credentials::password(username, password, organisation))`")]
+    #[deprecated(
+        note = "use `Session::new(client, Credentials::password(username, password, organisation))`"
+    )]
     pub fn with_password(
         client: Client,
         username: impl Into<String>,
@@ -469,6 +471,40 @@ mod tests {
         now.store(1031, Ordering::SeqCst);
         assert_eq!(session.token().await?.as_str(), second);
         assert_eq!(server.requests().len(), 2);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn after_invalidate_the_next_call_refreshes_then_logs_in_if_the_session_is_over()
+    -> anyhow::Result<()> {
+        let first = mint(JTI, 1000, 8200)?;
+        let fresh = mint(OTHER_JTI, 1000, 8200)?;
+        let server = TestServer::start(vec![
+            Reply::token(&first),
+            Reply::error(ErrorCode::SessionEnded, None),
+            Reply::token(&fresh),
+        ])?;
+        let (_, clock) = manual_clock(1000);
+        let session = key_session(&server, clock)?;
+        session.invalidate().await;
+        assert_eq!(
+            session.token().await?.as_str(),
+            first,
+            "nothing to invalidate yet"
+        );
+        // Two hours left: without `invalidate` the cached token would be handed out.
+        session.invalidate().await;
+        assert_eq!(session.token().await?.as_str(), fresh);
+        assert_eq!(session.token().await?.as_str(), fresh, "fresh again: cached");
+        let paths: Vec<String> = server.requests().iter().map(|r| r.path().to_owned()).collect();
+        assert_eq!(
+            paths,
+            [
+                "/crmapi/rest/v2/authentication/web_api_key/token",
+                "/crmapi/rest/v2/authentication/token/refresh",
+                "/crmapi/rest/v2/authentication/web_api_key/token",
+            ]
+        );
         Ok(())
     }
 

@@ -196,7 +196,12 @@ mod tests {
     fn accessors_read_the_claims() -> anyhow::Result<()> {
         let token = Token::parse(mint(DateFormat::String)?)?;
         assert_eq!(
-            (token.username(), token.organisation(), token.unit(), token.generation()),
+            (
+                token.username(),
+                token.organisation(),
+                token.unit(),
+                token.generation()
+            ),
             ("alice", "Acme", "Main", 3)
         );
         // Minted in 2017: long expired by the system clock.

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+use crm_auth_client::Credentials;
 use crm_auth_core::{ErrorCode, routes};
 use serde_json::Value;
 
@@ -118,7 +119,7 @@ async fn open_session(dir: &std::path::Path, key: &str) -> anyhow::Result<String
     let node = Node::start(crm_auth_server::state::AppState::from_settings(settings)?)?;
     let client = node.client()?;
     Ok(client
-        .token_with_api_key(key, None)
+        .token(&Credentials::api_key(key))
         .await?
         .session_id()
         .to_owned())
