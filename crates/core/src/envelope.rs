@@ -15,6 +15,13 @@ const OK: &str = "OK";
 #[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(
+    feature = "openapi",
+    schema(
+        description = "Why a request failed: the `status.code` of an error envelope. Each code has one HTTP \
+        status."
+    )
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorCode {
     /// The body is not JSON, or a field is missing, empty, of the wrong type or over its limit.

@@ -96,6 +96,7 @@ impl fmt::Debug for TokenRequest {
 #[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(description = "How a session was authenticated."))]
 #[serde(rename_all = "snake_case")]
 pub enum AuthMethod {
     /// Username and password.
@@ -195,6 +196,10 @@ impl FromStr for Role {
 #[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(
+    feature = "openapi",
+    schema(description = "A live session as the validate endpoint describes it.")
+)]
 pub struct SessionInfo {
     /// The session id, the tokens' `jti`: 32 upper-case hex digits.
     #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9A-F]{32}$"))]
