@@ -19,7 +19,7 @@ use std::fmt;
 /// );
 /// assert_eq!(format!("{service:?}"), "ApiKey { key: ***, unit: None }");
 /// ```
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Credentials {
     pub(crate) secret: Secret,
     /// A unit id, name or code; `None`: the user's default unit.
@@ -27,7 +27,7 @@ pub struct Credentials {
 }
 
 /// The part of [`Credentials`] that proves who logs in.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub(crate) enum Secret {
     Password {
         username: String,
