@@ -10,7 +10,7 @@
 mod common;
 
 use anyhow::Context as _;
-use crm_auth_client::Client;
+use crm_auth_client::{Client, Credentials};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -20,11 +20,19 @@ async fn main() -> anyhow::Result<()> {
     let key = std::env::var("CRM_AUTH_KEY").context("set CRM_AUTH_KEY to a Web API key")?;
 
     let client = Client::builder().base_url(url).build()?;
-    let token = client.token_with_api_key(&key, unit.as_deref()).await?;
-    let claims = token.claims();
-    println!("session:      {}", claims.jti);
-    println!("user:         {} in {} / {}", claims.usr, claims.org, claims.oun);
-    println!("expires at:   {}", token.expires_at());
+    let credentials = match unit {
+        Some(unit) => Credentials::api_key(key).unit(unit),
+        None => Credentials::api_key(key),
+    };
+    let token = client.token(&credentials).await?;
+    println!("session:      {}", token.session_id());
+    println!(
+        "user:         {} in {} / {}",
+        token.username(),
+        token.organisation(),
+        token.unit()
+    );
+    println!("expires in:   {} s", token.expires_in().as_secs());
 
     let session = client.validate(token.as_str()).await?;
     println!("validated:    {} session, live", session.method);

@@ -11,7 +11,7 @@
 mod common;
 
 use anyhow::Context as _;
-use crm_auth_client::{Client, ErrorCode};
+use crm_auth_client::{Client, Credentials, ErrorCode};
 
 fn env(name: &str) -> anyhow::Result<String> {
     std::env::var(name).with_context(|| format!("set {name}"))
@@ -27,10 +27,12 @@ async fn main() -> anyhow::Result<()> {
     let organisation = env("CRM_AUTH_ORGANISATION")?;
 
     let client = Client::builder().base_url(url).build()?;
-    let token = match client
-        .token_with_password(&username, &password, &organisation, unit.as_deref())
-        .await
-    {
+    let credentials = Credentials::password(username, password, organisation);
+    let credentials = match unit {
+        Some(unit) => credentials.unit(unit),
+        None => credentials,
+    };
+    let token = match client.token(&credentials).await {
         Ok(token) => token,
         Err(err) if err.code() == Some(ErrorCode::TooManyAttempts) => {
             let wait = err.retry_after().map_or(0, |d| d.as_secs());
@@ -40,21 +42,21 @@ async fn main() -> anyhow::Result<()> {
     };
     println!(
         "logged in:    {} in {} / {}",
-        token.claims().usr,
-        token.claims().org,
-        token.claims().oun
+        token.username(),
+        token.organisation(),
+        token.unit()
     );
     println!(
         "session:      {} (generation {})",
         token.session_id(),
-        token.claims().r#gen
+        token.generation()
     );
 
     let refreshed = client.refresh(token.as_str()).await?;
     println!(
-        "refreshed:    generation {}, expires at {}",
-        refreshed.claims().r#gen,
-        refreshed.expires_at()
+        "refreshed:    generation {}, expires in {} s",
+        refreshed.generation(),
+        refreshed.expires_in().as_secs()
     );
     Ok(())
 }

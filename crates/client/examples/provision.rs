@@ -16,7 +16,7 @@ mod common;
 
 use anyhow::Context as _;
 use crm_auth_client::admin::{NewKey, NewUnit, NewUser};
-use crm_auth_client::{Client, ErrorCode};
+use crm_auth_client::{Client, Credentials, ErrorCode};
 
 fn env(name: &str) -> anyhow::Result<String> {
     std::env::var(name).with_context(|| format!("set {name}"))
@@ -35,7 +35,11 @@ async fn main() -> anyhow::Result<()> {
 
     let client = Client::builder().base_url(url).build()?;
     let token = client
-        .token_with_password(&operator, &password, &operator_organisation, None)
+        .token(&Credentials::password(
+            &operator,
+            password,
+            &operator_organisation,
+        ))
         .await
         .context("log in as the operator")?;
     println!("logged in:    {operator} in {operator_organisation}");

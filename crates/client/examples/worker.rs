@@ -14,23 +14,24 @@ mod common;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use crm_auth_client::{Client, Session};
+use crm_auth_client::{Client, Credentials, Session};
 
 fn env(name: &str) -> anyhow::Result<String> {
     std::env::var(name).with_context(|| format!("set CRM_AUTH_KEY, or {name} and the other login variables"))
 }
 
 fn session(client: Client) -> anyhow::Result<Session> {
-    let unit = std::env::var("CRM_AUTH_UNIT").ok();
-    Ok(match std::env::var("CRM_AUTH_KEY") {
-        Ok(key) => Session::with_api_key(client, key, unit),
-        Err(_) => Session::with_password(
-            client,
+    let credentials = match std::env::var("CRM_AUTH_KEY") {
+        Ok(key) => Credentials::api_key(key),
+        Err(_) => Credentials::password(
             env("CRM_AUTH_USERNAME")?,
             env("CRM_AUTH_PASSWORD")?,
             env("CRM_AUTH_ORGANISATION")?,
-            unit,
         ),
+    };
+    Ok(match std::env::var("CRM_AUTH_UNIT") {
+        Ok(unit) => Session::new(client, credentials.unit(unit)),
+        Err(_) => Session::new(client, credentials),
     })
 }
 

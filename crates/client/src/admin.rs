@@ -6,13 +6,13 @@
 //! cursor), `all_*` is a [`Stream`] of every item that follows `next_cursor` by itself.
 //!
 //! ```no_run
-//! use crm_auth_client::Client;
+//! use crm_auth_client::{Client, Credentials};
 //! use crm_auth_client::admin::{NewKey, NewUnit, NewUser};
 //! use crm_auth_client::admin::TryStreamExt as _;
 //!
 //! # async fn run() -> Result<(), crm_auth_client::Error> {
 //! let client = Client::builder().base_url("http://127.0.0.1:8080").build()?;
-//! let token = client.token_with_password("operator", "secret", "demo", None).await?;
+//! let token = client.token(&Credentials::password("operator", "secret", "demo")).await?;
 //! let admin = client.admin(token.as_str())?;
 //!
 //! let org = admin.create_organisation("Acme").await?;
@@ -72,18 +72,18 @@ const NDJSON: &str = crm_auth_core::admin::IMPORT_CONTENT_TYPE;
 impl Client {
     /// A handle on the administration API (`/admin/v1`, at the server's root whatever the base path) that sends
     /// `token` with every call: a token of an `admin` (its own organisation) or an `operator` (every
-    /// organisation), from [`Client::token_with_password`] or [`Client::token_with_api_key`].
+    /// organisation), from [`Client::token`].
     ///
     /// Fails with [`Error::InvalidArgument`] when the token cannot travel in a header. The handle holds a clone
     /// of the client (sharing its connection pool) and the token; make a new one after a refresh.
     ///
     /// ```no_run
     /// # async fn run() -> Result<(), crm_auth_client::Error> {
-    /// use crm_auth_client::Client;
+    /// use crm_auth_client::{Client, Credentials};
     /// use crm_auth_client::admin::PageQuery;
     ///
     /// let client = Client::builder().base_url("http://127.0.0.1:8080").build()?;
-    /// let token = client.token_with_password("operator", "secret", "demo", None).await?;
+    /// let token = client.token(&Credentials::password("operator", "secret", "demo")).await?;
     /// let admin = client.admin(token.as_str())?;
     /// let page = admin.list_organisations(&PageQuery::default()).await?;
     /// for org in page.items {

@@ -6,19 +6,20 @@
 //! come as [`Items`], an `Iterator` that fetches page after page. Calls may come from many threads at once.
 //!
 //! These types must not be used from inside an async runtime (a `#[tokio::main]` function or a task): a call
-//! there would block the runtime's thread. Such a call fails with [`Error::InvalidArgument`] instead of
+//! there would block the runtime's thread. Such a call fails with [`Error::InsideAsyncRuntime`] instead of
 //! blocking; use [`crate::Client`] there.
 //!
 //! ```no_run
+//! use crm_auth_client::Credentials;
 //! use crm_auth_client::blocking::{Client, Session};
 //!
 //! # fn run() -> Result<(), crm_auth_client::Error> {
 //! let client = Client::builder().base_url("http://127.0.0.1:8080").build()?;
-//! let token = client.token_with_api_key("EE63A82C4FEBE02FF34E90DD1EBA5ABE", None)?;
+//! let token = client.token(&Credentials::api_key("EE63A82C4FEBE02FF34E90DD1EBA5ABE"))?;
 //! let session = client.validate(token.as_str())?;
 //! println!("logged in as {} in {}", session.username, session.organisation);
 //!
-//! let session = Session::with_password(client, "admin", "secret", "demo", None);
+//! let session = Session::new(client, Credentials::password("admin", "secret", "demo"));
 //! let token = session.token()?;
 //! # Ok(())
 //! # }
@@ -32,8 +33,9 @@ use std::time::Duration;
 
 use crm_auth_core::SessionInfo;
 
+use crate::client::with_unit;
 use crate::session::Clock;
-use crate::{Error, Token};
+use crate::{Credentials, Error, Token};
 
 pub use admin::{Admin, Items};
 
@@ -52,9 +54,7 @@ impl Runtime {
 
     fn block_on<T>(&self, future: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
         if tokio::runtime::Handle::try_current().is_ok() {
-            return Err(Error::invalid_argument(
-                "the blocking client cannot be used inside an async runtime",
-            ));
+            return Err(Error::InsideAsyncRuntime);
         }
         match &self.0 {
             Some(runtime) => runtime.block_on(future),
@@ -160,7 +160,14 @@ impl Client {
         })
     }
 
-    /// See [`crate::Client::token_with_password`].
+    /// See [`crate::Client::token`].
+    pub fn token(&self, credentials: &Credentials) -> Result<Token, Error> {
+        self.runtime.block_on(self.inner.token(credentials))
+    }
+
+    /// Logs in with a username and password in an organisation; `unit` is a unit id, name or code, `None`
+    /// the user's default unit.
+    #[deprecated(note = "use `Client::token(&Credentials::password(username, password, organisation))`")]
     pub fn token_with_password(
         &self,
         username: &str,
@@ -168,15 +175,16 @@ impl Client {
         organisation: &str,
         unit: Option<&str>,
     ) -> Result<Token, Error> {
-        self.runtime.block_on(
-            self.inner
-                .token_with_password(username, password, organisation, unit),
-        )
+        self.token(&with_unit(
+            Credentials::password(username, password, organisation),
+            unit,
+        ))
     }
 
-    /// See [`crate::Client::token_with_api_key`].
+    /// Logs in with a Web API key; `unit` is a unit id, name or code, `None` the user's default unit.
+    #[deprecated(note = "use `Client::token(&Credentials::api_key(key))`")]
     pub fn token_with_api_key(&self, key: &str, unit: Option<&str>) -> Result<Token, Error> {
-        self.runtime.block_on(self.inner.token_with_api_key(key, unit))
+        self.token(&with_unit(Credentials::api_key(key), unit))
     }
 
     /// See [`crate::Client::refresh`].
@@ -218,7 +226,19 @@ pub struct Session {
 }
 
 impl Session {
-    /// See [`crate::Session::with_password`].
+    /// See [`crate::Session::new`].
+    pub fn new(client: Client, credentials: Credentials) -> Session {
+        Session {
+            inner: crate::Session::new(client.inner, credentials),
+            runtime: client.runtime,
+        }
+    }
+
+    /// A session that logs in with a username and password in an organisation; `unit` is a unit id, name or
+    /// code, `None` the user's default unit.
+    #[deprecated(
+        note = "use `Session::new(client, Credentials::password(username, password, organisation))`"
+    )]
     pub fn with_password(
         client: Client,
         username: impl Into<String>,
@@ -226,18 +246,15 @@ impl Session {
         organisation: impl Into<String>,
         unit: Option<String>,
     ) -> Session {
-        Session {
-            inner: crate::Session::with_password(client.inner, username, password, organisation, unit),
-            runtime: client.runtime,
-        }
+        let credentials = Credentials::password(username, password, organisation);
+        Session::new(client, with_unit(credentials, unit.as_deref()))
     }
 
-    /// See [`crate::Session::with_api_key`].
+    /// A session that logs in with a Web API key; `unit` is a unit id, name or code, `None` the user's
+    /// default unit.
+    #[deprecated(note = "use `Session::new(client, Credentials::api_key(key))`")]
     pub fn with_api_key(client: Client, key: impl Into<String>, unit: Option<String>) -> Session {
-        Session {
-            inner: crate::Session::with_api_key(client.inner, key, unit),
-            runtime: client.runtime,
-        }
+        Session::new(client, with_unit(Credentials::api_key(key), unit.as_deref()))
     }
 
     /// See [`crate::Session::margin`].
@@ -261,6 +278,15 @@ impl Session {
     /// See [`crate::Session::token`].
     pub fn token(&self) -> Result<Token, Error> {
         self.runtime.block_on(self.inner.token())
+    }
+
+    /// See [`crate::Session::invalidate`]. Inside an async runtime it fails with
+    /// [`Error::InsideAsyncRuntime`], as every call does.
+    pub fn invalidate(&self) -> Result<(), Error> {
+        self.runtime.block_on(async {
+            self.inner.invalidate().await;
+            Ok(())
+        })
     }
 
     /// See [`crate::Session::release`].
@@ -287,7 +313,7 @@ mod tests {
         let token = mint("EE63A82C4FEBE02FF34E90DD1EBA5ABE", 1000, 8200)?;
         let server = TestServer::start(vec![Reply::token(&token)])?;
         let client = Client::builder().base_url(server.url()).build()?;
-        let session = Session::with_api_key(client.clone(), "K", None).clock(Arc::new(|| 1000));
+        let session = Session::new(client.clone(), Credentials::api_key("K")).clock(Arc::new(|| 1000));
         let threads: Vec<_> = (0..4)
             .map(|_| {
                 let session = session.clone();
@@ -306,7 +332,10 @@ mod tests {
     #[tokio::test]
     async fn inside_a_runtime_calls_fail_instead_of_blocking() -> anyhow::Result<()> {
         let client = Client::builder().base_url("http://127.0.0.1:9").build()?;
-        assert!(matches!(client.health(), Err(Error::InvalidArgument { .. })));
+        assert!(matches!(client.health(), Err(Error::InsideAsyncRuntime)));
+        let session = Session::new(client.clone(), Credentials::api_key("K"));
+        assert!(matches!(session.token(), Err(Error::InsideAsyncRuntime)));
+        assert!(matches!(session.invalidate(), Err(Error::InsideAsyncRuntime)));
         // Dropping the last clone inside the runtime must not panic either.
         drop(client);
         Ok(())
@@ -315,7 +344,7 @@ mod tests {
     #[test]
     fn debug_hides_credentials() -> anyhow::Result<()> {
         let client = Client::builder().base_url("http://127.0.0.1:8080").build()?;
-        let session = Session::with_password(client, "alice", "hunter2-secret", "Acme", None);
+        let session = Session::new(client, Credentials::password("alice", "hunter2-secret", "Acme"));
         let debug = format!("{session:?}");
         assert!(
             !debug.contains("hunter2-secret") && debug.contains("alice"),

@@ -13,8 +13,9 @@ use reqwest::{RequestBuilder, Url};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use crate::credentials::Secret;
 use crate::retry::{self, Policy};
-use crate::{Error, Token};
+use crate::{Credentials, Error, Token};
 
 /// The API base path the server uses unless configured otherwise (`http.base_path`).
 pub const DEFAULT_BASE_PATH: &str = routes::DEFAULT_BASE_PATH;
@@ -112,7 +113,8 @@ impl ClientBuilder {
     /// retries off.
     ///
     /// Refresh, release, validate, health and the administration API's reads (`GET`) are repeated after an
-    /// `UNAVAILABLE` answer and after a transport failure other than a timeout once the request was sent; logins
+    /// `UNAVAILABLE` answer and after a transport failure other than a timeout once the request was sent or a
+    /// host name that does not resolve; logins
     /// and the administration API's changes (`POST`, `PATCH`, `DELETE`) only after a refused connection, since
     /// then the request never reached the server. Waits start at 100 ms and double up to 2 s; an
     /// `UNAVAILABLE` answer's `Retry-After` is waited out instead when it is at most 5 s, and ends the retries
@@ -248,10 +250,39 @@ impl Client {
         ClientBuilder::default()
     }
 
-    /// Logs in with a username and password in an organisation: `POST {base}/authentication/token`.
+    /// Logs in: `POST {base}/authentication/token` with a username and password,
+    /// `POST {base}/authentication/web_api_key/token` with a Web API key (the key as the HTTP Basic user name,
+    /// the unit, when asked for, as `{"unit": ...}`).
     ///
-    /// `unit` is a unit id, name or code; `None` picks the user's default unit. Typical refusals are
-    /// `INVALID_CREDENTIALS`, `INVALID_UNIT` and `TOO_MANY_ATTEMPTS` (see [`Error::retry_after`]).
+    /// Typical refusals are `INVALID_CREDENTIALS`, `INVALID_UNIT` and `TOO_MANY_ATTEMPTS` (see
+    /// [`Error::retry_after`]). A login is repeated only after a refused connection, which it never passed.
+    pub async fn token(&self, credentials: &Credentials) -> Result<Token, Error> {
+        let unit = credentials.unit.as_deref();
+        match &credentials.secret {
+            Secret::Password {
+                username,
+                password,
+                organisation,
+            } => {
+                let body = PasswordTokenRequest {
+                    username: username.clone(),
+                    password: password.clone(),
+                    organisation: organisation.clone(),
+                    unit: unit.map(str::to_owned),
+                };
+                self.token_call(Policy::ConnectionRefused, || self.password_request(&body))
+                    .await
+            }
+            Secret::ApiKey { key } => {
+                self.token_call(Policy::ConnectionRefused, || self.api_key_request(key, unit))
+                    .await
+            }
+        }
+    }
+
+    /// Logs in with a username and password in an organisation; `unit` is a unit id, name or code, `None`
+    /// the user's default unit.
+    #[deprecated(note = "use `Client::token(&Credentials::password(username, password, organisation))`")]
     pub async fn token_with_password(
         &self,
         username: &str,
@@ -259,24 +290,18 @@ impl Client {
         organisation: &str,
         unit: Option<&str>,
     ) -> Result<Token, Error> {
-        let body = PasswordTokenRequest {
-            username: username.to_owned(),
-            password: password.to_owned(),
-            organisation: organisation.to_owned(),
-            unit: unit.map(str::to_owned),
-        };
-        self.token_call(Policy::ConnectionRefused, || self.password_request(&body))
-            .await
+        self.token(&with_unit(
+            Credentials::password(username, password, organisation),
+            unit,
+        ))
+        .await
     }
 
-    /// Logs in with a Web API key: `POST {base}/authentication/web_api_key/token`, the key as the HTTP Basic
-    /// user name with an empty password.
+    /// Logs in with a Web API key; `unit` is a unit id, name or code, `None` the user's default unit.
     ///
-    /// `unit` is a unit id, name or code, sent as `{"unit": ...}`; `None` sends no body and picks the user's
-    /// default unit.
+    /// Superseded by [`Client::token`] with [`Credentials::api_key`], which this calls.
     pub async fn token_with_api_key(&self, key: &str, unit: Option<&str>) -> Result<Token, Error> {
-        self.token_call(Policy::ConnectionRefused, || self.api_key_request(key, unit))
-            .await
+        self.token(&with_unit(Credentials::api_key(key), unit)).await
     }
 
     /// A fresh token for the same session: `POST {base}/authentication/token/refresh`.
@@ -426,6 +451,14 @@ impl Client {
     }
 }
 
+/// `credentials` with `unit`, when there is one.
+pub(crate) fn with_unit(credentials: Credentials, unit: Option<&str>) -> Credentials {
+    match unit {
+        Some(unit) => credentials.unit(unit),
+        None => credentials,
+    }
+}
+
 /// The `Authorization` header for a token, marked sensitive so it is not logged.
 pub(crate) fn bearer(token: &str) -> Result<HeaderValue, Error> {
     let mut value = HeaderValue::try_from(format!("Bearer {token}"))
@@ -436,7 +469,19 @@ pub(crate) fn bearer(token: &str) -> Result<HeaderValue, Error> {
 
 /// Sends one request and decodes its answer, refusing one over `max_bytes`.
 async fn send<T: DeserializeOwned>(request: RequestBuilder, max_bytes: usize) -> Result<(u16, T), Error> {
-    let mut response = request.send().await.map_err(Error::transport)?;
+    let (http, request) = request.build_split();
+    let request = request.map_err(|e| {
+        match e.url().cloned() {
+            Some(url) => Error::transport(&url, e),
+            // What reqwest says of a request it could not build may quote a header: not shown.
+            None => Error::invalid_argument("the request could not be built"),
+        }
+    })?;
+    let url = request.url().clone();
+    let mut response = http
+        .execute(request)
+        .await
+        .map_err(|e| Error::transport(&url, e))?;
     let http_status = response.status().as_u16();
     let retry_after = retry_after(response.headers());
     if response
@@ -446,7 +491,7 @@ async fn send<T: DeserializeOwned>(request: RequestBuilder, max_bytes: usize) ->
         return Err(too_large(http_status, max_bytes));
     }
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(Error::transport)? {
+    while let Some(chunk) = response.chunk().await.map_err(|e| Error::transport(&url, e))? {
         if body.len() + chunk.len() > max_bytes {
             return Err(too_large(http_status, max_bytes));
         }
@@ -743,15 +788,18 @@ mod tests {
     async fn a_refused_connection_is_retried_for_every_endpoint() -> anyhow::Result<()> {
         let port = TestServer::closed_port()?;
         let client = client(&format!("http://127.0.0.1:{port}"))?;
-        let err = client.token_with_api_key("K", None).await.err();
+        let err = client.token(&Credentials::api_key("K")).await.err();
         let err = err.ok_or_else(|| anyhow::anyhow!("a closed port answered"))?;
-        assert!(matches!(&err, Error::Transport { source } if crate::error::is_connection_refused(source)));
+        assert_eq!(
+            err.transport_kind(),
+            Some(crate::TransportKind::ConnectionRefused)
+        );
         assert!(err.is_retryable());
         assert_eq!(err.code(), None);
         assert_eq!(err.http_status(), None);
         assert_eq!(
             err.to_string(),
-            "could not connect to the server: connection refused"
+            format!("could not connect to 127.0.0.1:{port}: connection refused")
         );
         for policy in [Policy::Idempotent, Policy::ConnectionRefused] {
             assert!(retry::delay(policy, &err, 0).is_some(), "{policy:?}");
@@ -768,9 +816,14 @@ mod tests {
             .build()?;
         let err = client.refresh("a.b.c").await.err();
         let err = err.ok_or_else(|| anyhow::anyhow!("a silent server answered"))?;
-        assert!(matches!(&err, Error::Transport { source } if source.is_timeout() && !source.is_connect()));
+        assert_eq!(err.transport_kind(), Some(crate::TransportKind::Timeout));
         assert!(err.is_retryable());
-        assert_eq!(err.to_string(), "the request timed out");
+        let addr = server
+            .url()
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
+        assert_eq!(err.to_string(), format!("the request to {addr} timed out"));
         assert_eq!(retry::delay(Policy::Idempotent, &err, 0), None);
         assert_eq!(retry::delay(Policy::ConnectionRefused, &err, 0), None);
         assert_eq!(
@@ -815,7 +868,7 @@ mod tests {
         ])?;
         let client = crate::Client::builder().base_url(server.url()).build()?;
         let err = client
-            .token_with_password("alice", "pw", "Acme", None)
+            .token(&Credentials::password("alice", "pw", "Acme"))
             .await
             .err();
         assert_eq!(err.and_then(|e| e.code()), Some(ErrorCode::Unavailable));

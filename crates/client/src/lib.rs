@@ -7,29 +7,25 @@
 //! `Authorization` header, never in a URL, and no `Debug` or `Display` of this crate prints a token, key or
 //! password. The feature `blocking` adds synchronous wrappers (see [Features](#features)).
 //!
-//! # Log in with a Web API key
+//! # Log in
+//!
+//! [`Credentials`] say who logs in: [`Credentials::api_key`] for a service, [`Credentials::password`] for a
+//! person in an organisation, either with [`Credentials::unit`] to choose a unit. [`Client::token`] logs in
+//! once; the [`Token`] tells who it is for and for how long. (The server's tests run these examples.)
 //!
 //! ```no_run
-//! use crm_auth_client::Client;
-//!
-//! # async fn run() -> Result<(), crm_auth_client::Error> {
-//! let client = Client::builder().base_url("http://127.0.0.1:8080").build()?;
-//! let token = client.token_with_api_key("EE63A82C4FEBE02FF34E90DD1EBA5ABE", None).await?;
-//! println!("session {} expires at {}", token.session_id(), token.expires_at());
-//! // Send token.as_str() with the calls that need it.
-//! # Ok(())
-//! # }
+#![doc = include_str!("doc/login.rs")]
 //! ```
 //!
-//! # Log in with a username and password
+//! A refused login says why, in terms fit for an end user:
 //!
 //! ```no_run
-//! use crm_auth_client::{Client, ErrorCode};
+//! use crm_auth_client::{Client, Credentials, ErrorCode};
 //!
 //! # async fn run() -> Result<(), crm_auth_client::Error> {
 //! let client = Client::builder().base_url("http://127.0.0.1:8080").build()?;
-//! match client.token_with_password("admin", "secret", "demo", Some("HQ")).await {
-//!     Ok(token) => println!("logged into unit {}", token.claims().oun),
+//! match client.token(&Credentials::password("admin", "secret", "demo")).await {
+//!     Ok(token) => println!("logged into unit {}", token.unit()),
 //!     Err(err) if err.code() == Some(ErrorCode::TooManyAttempts) => {
 //!         println!("locked out, retry in {:?}", err.retry_after());
 //!     }
@@ -44,11 +40,11 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use crm_auth_client::{Client, Session};
+//! use crm_auth_client::{Client, Credentials, Session};
 //!
 //! # async fn run() -> Result<(), crm_auth_client::Error> {
 //! let client = Client::builder().base_url("http://127.0.0.1:8080").build()?;
-//! let session = Session::with_password(client, "admin", "secret", "demo", None)
+//! let session = Session::new(client, Credentials::password("admin", "secret", "demo"))
 //!     .margin(Duration::from_secs(120));
 //! for _ in 0..3 {
 //!     // Refreshed (or logged in again) only when less than two minutes are left; clones of the session,
@@ -59,6 +55,14 @@
 //! session.release().await?;
 //! # Ok(())
 //! # }
+//! ```
+//!
+//! A session learns that the server ended it (an operator revoked it, the user was disabled) when it next
+//! refreshes. A caller told `SESSION_ENDED` by a service sooner calls [`Session::invalidate`], and the next
+//! token is a new session's:
+//!
+//! ```no_run
+#![doc = include_str!("doc/session.rs")]
 //! ```
 //!
 //! # Validate a token (downstream services)
@@ -85,12 +89,12 @@
 //! as pages or as streams of every item. See the [`admin`] module.
 //!
 //! ```no_run
-//! use crm_auth_client::Client;
+//! use crm_auth_client::{Client, Credentials};
 //! use crm_auth_client::admin::{NewKey, UserChange};
 //!
 //! # async fn run() -> Result<(), crm_auth_client::Error> {
 //! let client = Client::builder().base_url("http://127.0.0.1:8080").build()?;
-//! let token = client.token_with_password("admin", "secret", "demo", None).await?;
+//! let token = client.token(&Credentials::password("admin", "secret", "demo")).await?;
 //! let admin = client.admin(token.as_str())?;
 //! let key = NewKey { username: "billing".into(), name: None, expires_at: None };
 //! let created = admin.create_key("demo", &key).await?;
@@ -104,10 +108,17 @@
 //! # Features
 //!
 //! - `blocking`: the module `blocking`, with a `Client`, a `Session` and an `Admin` offering the same methods
-//!   synchronously (lists as iterators), each client running a private single-threaded runtime. Not for use inside an async runtime.
+//!   synchronously (lists as iterators), each client running a private single-threaded runtime. Not for use
+//!   inside an async runtime: a call there fails with `Error::InsideAsyncRuntime`.
+//!
+//! # Dependencies
+//!
+//! The client is built on reqwest 0.12, re-exported as [`reqwest`] for [`ClientBuilder::http_client`], which
+//! takes a `reqwest::Client` of that version. Nothing else of this crate's API names a reqwest type.
 
 pub mod admin;
 mod client;
+mod credentials;
 mod error;
 mod jwks;
 mod retry;
@@ -125,11 +136,14 @@ pub use client::{
     Client, ClientBuilder, DEFAULT_BASE_PATH, DEFAULT_CONNECT_TIMEOUT, DEFAULT_RETRIES, DEFAULT_TIMEOUT,
     DEFAULT_USER_AGENT,
 };
+pub use credentials::Credentials;
 pub use crm_auth_core::{AuthMethod, Claims, ErrorCode, SessionInfo, Status, TokenError};
-pub use error::Error;
+pub use error::{Error, TransportKind};
 pub use jwks::{
     DEFAULT_FETCH_TIMEOUT, DEFAULT_MAX_AGE, DEFAULT_REFETCH_INTERVAL, JwksError, JwksVerifier,
     JwksVerifierBuilder,
 };
+/// The reqwest this crate is built on (0.12), for [`ClientBuilder::http_client`].
+pub use reqwest;
 pub use session::{Clock, DEFAULT_MARGIN, Session};
 pub use token::Token;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crm_auth_core::ErrorCode;
 
 use crate::Error;
-use crate::error::is_connection_refused;
+use crate::error::TransportKind;
 
 /// First backoff delay.
 const BASE_DELAY: Duration = Duration::from_millis(100);
@@ -24,8 +24,9 @@ pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(5);
 pub(crate) enum Policy {
     /// Calls that change nothing, or whose repetition the server recognises (validate, health, release, and
     /// refresh, whose reuse interval hands a repeated refresh the same new token): `UNAVAILABLE` answers and
-    /// transport failures other than a timeout once the request was sent. After such a timeout the server may
-    /// still be working on the request, and a refresh repeated past the reuse interval would end the session.
+    /// transport failures other than a timeout once the request was sent or a host name that does not resolve.
+    /// After such a timeout the server may still be working on the request, and a refresh repeated past the
+    /// reuse interval would end the session.
     Idempotent,
     /// Logins: only a refused connection, since then the request never reached the server. Anything else might
     /// count a failed attempt towards the lockout or open a second session.
@@ -46,17 +47,19 @@ pub(crate) fn delay(policy: Policy, err: &Error, retry: u32) -> Option<Duration>
                 None => Some(backoff(retry)),
             }
         }
-        (Policy::Idempotent, Error::Transport { source }) => {
-            let sent = !source.is_connect();
-            if source.is_builder() || (sent && source.is_timeout()) {
-                None
-            } else {
-                Some(backoff(retry))
-            }
-        }
-        (Policy::ConnectionRefused, Error::Transport { source }) if is_connection_refused(source) => {
-            Some(backoff(retry))
-        }
+        (Policy::Idempotent, Error::Transport { kind, .. }) => match kind {
+            // After a timeout the server may still be working on the request; a name that does not resolve
+            // will not resolve in a second either.
+            TransportKind::Timeout | TransportKind::NameNotResolved | TransportKind::Build => None,
+            _ => Some(backoff(retry)),
+        },
+        (
+            Policy::ConnectionRefused,
+            Error::Transport {
+                kind: TransportKind::ConnectionRefused,
+                ..
+            },
+        ) => Some(backoff(retry)),
         _ => None,
     }
 }
@@ -128,7 +131,7 @@ mod tests {
 
     #[test]
     fn refusals_are_never_repeated() {
-        for code in ErrorCode::ALL {
+        for &code in ErrorCode::ALL {
             if code == ErrorCode::Unavailable {
                 continue;
             }

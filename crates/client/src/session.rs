@@ -8,7 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::Mutex;
 
-use crate::{Client, Error, Token};
+use crate::client::with_unit;
+use crate::{Client, Credentials, Error, Token};
 
 /// Default of [`Session::margin`].
 pub const DEFAULT_MARGIN: Duration = Duration::from_secs(60);
@@ -23,18 +24,29 @@ pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 /// (`SESSION_ENDED`, `TOKEN_EXPIRED`, `INVALID_TOKEN`). Concurrent callers share one renewal: exactly one request
 /// goes out and every caller gets its result, token or error.
 ///
+/// # When the server ends the session
+///
+/// The session learns that its session was revoked (a `crm-auth session revoke`, a disabled user, a revoked
+/// key, an operator ending it through the administration API) at its next refresh, which logs in again. Until
+/// then the cached token goes on being handed out, and the services it is sent to refuse it with
+/// `SESSION_ENDED` if they ask the server. A caller that gets `SESSION_ENDED` (or `INVALID_TOKEN`,
+/// `TOKEN_EXPIRED`) from such a service calls [`Session::invalidate`]: the next [`Session::token`] then
+/// refreshes, and, the session being over, logs in again, so the revocation is seen at once.
+///
 /// Cloning is cheap and clones share the token. `Debug` shows who logs in, never the password or key.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), crm_auth_client::Error> {
 /// use std::time::Duration;
-/// use crm_auth_client::{Client, Session};
+/// use crm_auth_client::{Client, Credentials, Session};
 ///
 /// let client = Client::builder().base_url("http://127.0.0.1:8080").build()?;
-/// let session = Session::with_api_key(client, "EE63A82C4FEBE02FF34E90DD1EBA5ABE", None)
-///     .margin(Duration::from_secs(120));
+/// let credentials = Credentials::api_key("EE63A82C4FEBE02FF34E90DD1EBA5ABE");
+/// let session = Session::new(client, credentials).margin(Duration::from_secs(120));
 /// let token = session.token().await?;
-/// // ... call the CRM with token.as_str() ...
+/// // ... call the CRM with token.as_str(); if it answers SESSION_ENDED:
+/// session.invalidate().await;
+/// let token = session.token().await?; // a new session's token
 /// session.release().await?;
 /// # Ok(())
 /// # }
@@ -48,20 +60,6 @@ pub struct Session {
     shared: Arc<Shared>,
 }
 
-/// How the session logs in.
-enum Credentials {
-    Password {
-        username: String,
-        password: String,
-        organisation: String,
-        unit: Option<String>,
-    },
-    ApiKey {
-        key: String,
-        unit: Option<String>,
-    },
-}
-
 struct Shared {
     state: Mutex<State>,
     /// Counts finished renewals; written with the lock held, read before waiting for it, so a caller can tell
@@ -72,44 +70,15 @@ struct Shared {
 #[derive(Default)]
 struct State {
     token: Option<Token>,
+    /// [`Session::invalidate`] was called: the token is renewed at the next call whatever its time left.
+    stale: bool,
     /// The failure of the last renewal, for the callers that waited on it.
     failure: Option<Error>,
 }
 
 impl Session {
-    /// A session that logs in with a username and password in an organisation; `unit` as in
-    /// [`Client::token_with_password`]. Nothing is sent until [`Session::token`].
-    pub fn with_password(
-        client: Client,
-        username: impl Into<String>,
-        password: impl Into<String>,
-        organisation: impl Into<String>,
-        unit: Option<String>,
-    ) -> Session {
-        Session::new(
-            client,
-            Credentials::Password {
-                username: username.into(),
-                password: password.into(),
-                organisation: organisation.into(),
-                unit,
-            },
-        )
-    }
-
-    /// A session that logs in with a Web API key; `unit` as in [`Client::token_with_api_key`]. Nothing is sent
-    /// until [`Session::token`].
-    pub fn with_api_key(client: Client, key: impl Into<String>, unit: Option<String>) -> Session {
-        Session::new(
-            client,
-            Credentials::ApiKey {
-                key: key.into(),
-                unit,
-            },
-        )
-    }
-
-    fn new(client: Client, credentials: Credentials) -> Session {
+    /// A session that logs in with `credentials`. Nothing is sent until [`Session::token`].
+    pub fn new(client: Client, credentials: Credentials) -> Session {
         Session {
             client,
             credentials: Arc::new(credentials),
@@ -120,6 +89,29 @@ impl Session {
                 renewals: AtomicU64::new(0),
             }),
         }
+    }
+
+    /// A session that logs in with a username and password in an organisation; `unit` is a unit id, name or
+    /// code, `None` the user's default unit.
+    #[deprecated(
+        note = "use `Session::new(client, Credentials::password(username, password, organisation))`"
+    )]
+    pub fn with_password(
+        client: Client,
+        username: impl Into<String>,
+        password: impl Into<String>,
+        organisation: impl Into<String>,
+        unit: Option<String>,
+    ) -> Session {
+        let credentials = Credentials::password(username, password, organisation);
+        Session::new(client, with_unit(credentials, unit.as_deref()))
+    }
+
+    /// A session that logs in with a Web API key; `unit` is a unit id, name or code, `None` the user's
+    /// default unit.
+    #[deprecated(note = "use `Session::new(client, Credentials::api_key(key))`")]
+    pub fn with_api_key(client: Client, key: impl Into<String>, unit: Option<String>) -> Session {
+        Session::new(client, with_unit(Credentials::api_key(key), unit.as_deref()))
     }
 
     /// How long a token [`Session::token`] returns stays valid at least, [`DEFAULT_MARGIN`] unless set.
@@ -152,6 +144,7 @@ impl Session {
         let seen = self.shared.renewals.load(Ordering::Acquire);
         let mut state = self.shared.state.lock().await;
         if let Some(token) = &state.token
+            && !state.stale
             && self.is_fresh(token, (self.clock)())
         {
             return Ok(token.clone());
@@ -166,6 +159,7 @@ impl Session {
         match &result {
             Ok(token) => {
                 state.token = Some(token.clone());
+                state.stale = false;
                 state.failure = None;
             }
             Err(err) => {
@@ -179,6 +173,18 @@ impl Session {
         result
     }
 
+    /// Marks the cached token as no longer good, without sending anything: the next [`Session::token`]
+    /// refreshes it, and logs in again if the server says the session is over.
+    ///
+    /// Call it when a service refused the token with `SESSION_ENDED`, `INVALID_TOKEN` or `TOKEN_EXPIRED`
+    /// (see [`Error::is_session_over`]): the server revoked the session, and this session would otherwise
+    /// hand the token out until its next refresh. Each call costs one renewal, shared by the callers that
+    /// ask for a token meanwhile.
+    pub async fn invalidate(&self) {
+        let mut state = self.shared.state.lock().await;
+        state.stale = state.token.is_some();
+    }
+
     /// Ends the session on the server and forgets its token; the next [`Session::token`] logs in again.
     ///
     /// Nothing is sent when there is no token. When the release fails in a way worth retrying (see
@@ -189,6 +195,7 @@ impl Session {
             return Ok(());
         };
         state.failure = None;
+        state.stale = false;
         match self.client.release(token.as_str()).await {
             Ok(()) => Ok(()),
             Err(err) => {
@@ -238,19 +245,7 @@ impl Session {
     }
 
     async fn login(&self) -> Result<Token, Error> {
-        match &*self.credentials {
-            Credentials::Password {
-                username,
-                password,
-                organisation,
-                unit,
-            } => {
-                self.client
-                    .token_with_password(username, password, organisation, unit.as_deref())
-                    .await
-            }
-            Credentials::ApiKey { key, unit } => self.client.token_with_api_key(key, unit.as_deref()).await,
-        }
+        self.client.token(&self.credentials).await
     }
 }
 
@@ -259,34 +254,10 @@ impl Session {
     clippy::disallowed_methods,
     reason = "the system clock, used unless a clock is injected"
 )]
-fn system_time() -> i64 {
+pub(crate) fn system_time() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
-impl fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Credentials::Password {
-                username,
-                organisation,
-                unit,
-                ..
-            } => f
-                .debug_struct("Password")
-                .field("username", username)
-                .field("password", &format_args!("***"))
-                .field("organisation", organisation)
-                .field("unit", unit)
-                .finish(),
-            Credentials::ApiKey { unit, .. } => f
-                .debug_struct("ApiKey")
-                .field("key", &format_args!("***"))
-                .field("unit", unit)
-                .finish(),
-        }
-    }
 }
 
 impl fmt::Debug for Session {
@@ -320,7 +291,7 @@ mod tests {
 
     fn key_session(server: &TestServer, clock: Clock) -> anyhow::Result<Session> {
         let client = Client::builder().base_url(server.url()).retries(0).build()?;
-        Ok(Session::with_api_key(client, KEY, Some("HQ".to_owned())).clock(clock))
+        Ok(Session::new(client, Credentials::api_key(KEY).unit("HQ")).clock(clock))
     }
 
     #[tokio::test]
@@ -504,6 +475,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn after_invalidate_the_next_call_refreshes_then_logs_in_if_the_session_is_over()
+    -> anyhow::Result<()> {
+        let first = mint(JTI, 1000, 8200)?;
+        let fresh = mint(OTHER_JTI, 1000, 8200)?;
+        let server = TestServer::start(vec![
+            Reply::token(&first),
+            Reply::error(ErrorCode::SessionEnded, None),
+            Reply::token(&fresh),
+        ])?;
+        let (_, clock) = manual_clock(1000);
+        let session = key_session(&server, clock)?;
+        session.invalidate().await;
+        assert_eq!(
+            session.token().await?.as_str(),
+            first,
+            "nothing to invalidate yet"
+        );
+        // Two hours left: without `invalidate` the cached token would be handed out.
+        session.invalidate().await;
+        assert_eq!(session.token().await?.as_str(), fresh);
+        assert_eq!(session.token().await?.as_str(), fresh, "fresh again: cached");
+        let paths: Vec<String> = server.requests().iter().map(|r| r.path().to_owned()).collect();
+        assert_eq!(
+            paths,
+            [
+                "/crmapi/rest/v2/authentication/web_api_key/token",
+                "/crmapi/rest/v2/authentication/token/refresh",
+                "/crmapi/rest/v2/authentication/web_api_key/token",
+            ]
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
     async fn release_ends_the_session_and_the_next_call_logs_in() -> anyhow::Result<()> {
         let first = mint(JTI, 1000, 8200)?;
         let fresh = mint(OTHER_JTI, 1000, 8200)?;
@@ -550,7 +555,8 @@ mod tests {
     #[test]
     fn debug_hides_credentials() -> anyhow::Result<()> {
         let client = Client::builder().base_url("http://127.0.0.1:8080").build()?;
-        let session = Session::with_password(client.clone(), "alice", "hunter2-secret", "Acme", None);
+        let credentials = Credentials::password("alice", "hunter2-secret", "Acme");
+        let session = Session::new(client.clone(), credentials);
         let debug = format!("{session:?}");
         assert!(!debug.contains("hunter2-secret"), "{debug}");
         assert!(
@@ -558,7 +564,7 @@ mod tests {
             "{debug}"
         );
 
-        let session = Session::with_api_key(client, KEY, Some("HQ".to_owned()));
+        let session = Session::new(client, Credentials::api_key(KEY).unit("HQ"));
         let debug = format!("{session:?}");
         assert!(!debug.contains(KEY), "{debug}");
         assert!(

@@ -2,10 +2,12 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crm_auth_core::{Claims, decode_unverified};
 
 use crate::Error;
+use crate::session::system_time;
 
 /// A session token: the compact JWT and its decoded claims.
 ///
@@ -55,6 +57,27 @@ impl Token {
         &self.inner.claims.jti
     }
 
+    /// The username as stored (`usr`), whatever spelling the login used.
+    pub fn username(&self) -> &str {
+        &self.inner.claims.usr
+    }
+
+    /// The organisation's name as stored (`org`).
+    pub fn organisation(&self) -> &str {
+        &self.inner.claims.org
+    }
+
+    /// The unit the session is logged into (`oun`): its name, or its code or id when the server's
+    /// `token.unit_claim` says so.
+    pub fn unit(&self) -> &str {
+        &self.inner.claims.oun
+    }
+
+    /// The refresh generation (`gen`): 0 for a login's token, one more at each refresh of the session.
+    pub fn generation(&self) -> u64 {
+        self.inner.claims.r#gen
+    }
+
     /// Issue time (`iat`), unix seconds.
     pub fn issued_at(&self) -> i64 {
         self.inner.claims.iat
@@ -65,7 +88,14 @@ impl Token {
         self.inner.claims.exp
     }
 
-    /// Seconds from `now` (unix seconds) until expiry; negative once expired.
+    /// Time left until expiry by the system clock; zero once expired. Whole seconds, as the token's times
+    /// are.
+    pub fn expires_in(&self) -> Duration {
+        Duration::from_secs(u64::try_from(self.remaining(system_time())).unwrap_or(0))
+    }
+
+    /// Seconds from `now` (unix seconds) until expiry; negative once expired. [`Token::expires_in`] with a
+    /// clock of the caller's.
     pub fn remaining(&self, now: i64) -> i64 {
         self.expires_at().saturating_sub(now)
     }
@@ -159,6 +189,38 @@ mod tests {
         assert_eq!(token.remaining(1_495_720_582), 0);
         assert_eq!(token.remaining(1_495_720_582 + 5), -5);
         assert_eq!(token.remaining(i64::MIN), i64::MAX);
+        Ok(())
+    }
+
+    #[test]
+    fn accessors_read_the_claims() -> anyhow::Result<()> {
+        let token = Token::parse(mint(DateFormat::String)?)?;
+        assert_eq!(
+            (
+                token.username(),
+                token.organisation(),
+                token.unit(),
+                token.generation()
+            ),
+            ("alice", "Acme", "Main", 3)
+        );
+        // Minted in 2017: long expired by the system clock.
+        assert_eq!(token.expires_in(), Duration::ZERO);
+        let now = system_time();
+        let live = Token::parse(issue(
+            &Keyring::new(vec![SigningKey::new("k1", vec![42; 32])?])?,
+            &Claims {
+                iat: now,
+                exp: now + 3600,
+                ..claims()
+            },
+            DateFormat::Numeric,
+        ))?;
+        let left = live.expires_in();
+        assert!(
+            (Duration::from_secs(3590)..=Duration::from_secs(3600)).contains(&left),
+            "{left:?}"
+        );
         Ok(())
     }
 

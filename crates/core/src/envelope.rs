@@ -9,8 +9,19 @@ use serde::{Deserialize, Deserializer, Serialize};
 const OK: &str = "OK";
 
 /// Why a request failed: the `status.code` of an error envelope. Each code has one HTTP status.
+///
+/// Later versions may add codes, so a `match` on it needs a wildcard arm; [`ErrorCode::ALL`] lists the codes
+/// this version knows.
+#[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(
+    feature = "openapi",
+    schema(
+        description = "Why a request failed: the `status.code` of an error envelope. Each code has one HTTP \
+        status."
+    )
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorCode {
     /// The body is not JSON, or a field is missing, empty, of the wrong type or over its limit.
@@ -50,7 +61,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order of the contract's table.
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: &'static [ErrorCode] = &[
         ErrorCode::InvalidRequest,
         ErrorCode::InvalidCredentials,
         ErrorCode::InvalidUnit,
@@ -150,7 +161,8 @@ impl FromStr for ErrorCode {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         ErrorCode::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .find(|code| code.as_str() == s)
             .ok_or(UnknownErrorCode)
     }
@@ -282,7 +294,7 @@ mod tests {
 
     #[test]
     fn from_str_round_trips_every_code() {
-        for code in ErrorCode::ALL {
+        for &code in ErrorCode::ALL {
             assert_eq!(code.as_str().parse::<ErrorCode>(), Ok(code));
             assert_eq!(code.to_string(), code.as_str());
         }
@@ -292,7 +304,7 @@ mod tests {
 
     #[test]
     fn messages_are_sentences() {
-        for code in ErrorCode::ALL {
+        for &code in ErrorCode::ALL {
             let m = code.default_message();
             assert!(m.ends_with('.'), "{m}");
             assert!(m.starts_with(|c: char| c.is_ascii_uppercase()), "{m}");

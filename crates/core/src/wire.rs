@@ -92,9 +92,11 @@ impl fmt::Debug for TokenRequest {
     }
 }
 
-/// How a session was authenticated.
+/// How a session was authenticated. Later versions may add methods, so a `match` on it needs a wildcard arm.
+#[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(description = "How a session was authenticated."))]
 #[serde(rename_all = "snake_case")]
 pub enum AuthMethod {
     /// Username and password.
@@ -188,8 +190,16 @@ impl FromStr for Role {
 }
 
 /// A live session as the validate endpoint describes it.
+///
+/// Later versions may add fields, so outside this crate it is made with [`SessionInfo::new`] and read by its
+/// fields.
+#[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(
+    feature = "openapi",
+    schema(description = "A live session as the validate endpoint describes it.")
+)]
 pub struct SessionInfo {
     /// The session id, the tokens' `jti`: 32 upper-case hex digits.
     #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9A-F]{32}$"))]
@@ -207,6 +217,30 @@ pub struct SessionInfo {
     pub issued_at: i64,
     /// Expiry time of the presented token, unix seconds.
     pub expires_at: i64,
+}
+
+impl SessionInfo {
+    /// A session's description: who (`username` in `organisation`, logged into `unit`), how, and the times
+    /// of the token presented (unix seconds).
+    pub fn new(
+        id: impl Into<String>,
+        username: impl Into<String>,
+        organisation: impl Into<String>,
+        unit: impl Into<String>,
+        method: AuthMethod,
+        issued_at: i64,
+        expires_at: i64,
+    ) -> SessionInfo {
+        SessionInfo {
+            id: id.into(),
+            username: username.into(),
+            organisation: organisation.into(),
+            unit: unit.into(),
+            method,
+            issued_at,
+            expires_at,
+        }
+    }
 }
 
 /// `data` of a successful validate call.

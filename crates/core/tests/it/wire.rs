@@ -110,15 +110,15 @@ fn optional_bodies() -> Result<()> {
 #[test]
 fn validate_response_shape() -> Result<()> {
     let v = ValidateResponse {
-        session: SessionInfo {
-            id: "EE63A82C4FEBE02FF34E90DD1EBA5ABE".into(),
-            username: "admin".into(),
-            organisation: "demo".into(),
-            unit: "HQ".into(),
-            method: AuthMethod::WebApiKey,
-            issued_at: 1_750_000_000,
-            expires_at: 1_750_007_200,
-        },
+        session: SessionInfo::new(
+            "EE63A82C4FEBE02FF34E90DD1EBA5ABE",
+            "admin",
+            "demo",
+            "HQ",
+            AuthMethod::WebApiKey,
+            1_750_000_000,
+            1_750_007_200,
+        ),
     };
     let expected = json!({"session": {
         "id": "EE63A82C4FEBE02FF34E90DD1EBA5ABE", "username": "admin", "organisation": "demo", "unit": "HQ",

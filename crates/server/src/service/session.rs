@@ -214,13 +214,13 @@ pub async fn validate(state: &AppState, token: &str) -> Result<SessionInfo, ApiE
     if i64::try_from(claims.r#gen).map_or(true, |presented| presented > current.generation) {
         return Err(ApiError::SessionEnded);
     }
-    Ok(SessionInfo {
-        id: current.id,
-        username: current.username,
-        organisation: current.organisation_name,
-        unit: current.unit_name,
-        method: current.method,
-        issued_at: claims.iat,
-        expires_at: claims.exp,
-    })
+    Ok(SessionInfo::new(
+        current.id,
+        current.username,
+        current.organisation_name,
+        current.unit_name,
+        current.method,
+        claims.iat,
+        claims.exp,
+    ))
 }

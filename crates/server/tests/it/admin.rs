@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use crm_auth_client::Credentials;
 use crm_auth_client::admin::{
     Admin, NewKey, NewOrganisation, NewUnit, NewUser as NewUserBody, PageQuery, TryStreamExt as _, User,
     UserChange,
@@ -151,7 +152,7 @@ impl Fixture {
             async move {
                 Ok::<_, anyhow::Error>(
                     client
-                        .token_with_password(user, PASSWORD, org, None)
+                        .token(&Credentials::password(user, PASSWORD, org))
                         .await?
                         .as_str()
                         .to_owned(),
@@ -165,7 +166,7 @@ impl Fixture {
             admin_a: login("ann", ORG).await?,
             admin_a_key: app
                 .client
-                .token_with_api_key(&ann_key, None)
+                .token(&Credentials::api_key(&ann_key))
                 .await?
                 .as_str()
                 .to_owned(),
@@ -235,7 +236,7 @@ impl Fixture {
     /// A live session of a user, opened with a fresh key; returns its id.
     async fn session(&self, org: &str, username: &str) -> anyhow::Result<String> {
         let (_, key) = self.key(org, username)?;
-        let token = self.app.client.token_with_api_key(&key, None).await?;
+        let token = self.app.client.token(&Credentials::api_key(&key)).await?;
         Ok(token.session_id().to_owned())
     }
 }
@@ -413,7 +414,7 @@ async fn answer(res: reqwest::Response) -> anyhow::Result<Answer> {
         );
     } else {
         let known = ErrorCode::ALL
-            .into_iter()
+            .iter()
             .find(|c| c.as_str() == code)
             .ok_or_else(|| anyhow::anyhow!("unknown code: {text}"))?;
         anyhow::ensure!(known.http_status() == status, "{status} with {code}");
@@ -880,7 +881,7 @@ async fn a_changed_role_takes_effect_at_once(backend: Backend) -> anyhow::Result
     let token = fx
         .app
         .client
-        .token_with_password("dina", "dina's password", ORG, None)
+        .token(&Credentials::password("dina", "dina's password", ORG))
         .await?;
     let as_dina = fx.app.client.admin(token.as_str())?;
     as_dina.list_users(ORG, &page).await?;
@@ -1527,8 +1528,8 @@ async fn changes_that_end_sessions_have_ended_them_when_they_answer(backend: Bac
     let ended = Some(ErrorCode::SessionEnded);
 
     // PATCH {"disabled": true}.
-    let by_password = c.token_with_password("sam", PASSWORD, ORG, None).await?;
-    let by_key = c.token_with_api_key(&key, None).await?;
+    let by_password = c.token(&Credentials::password("sam", PASSWORD, ORG)).await?;
+    let by_key = c.token(&Credentials::api_key(&key)).await?;
     let refreshed = c.refresh(by_password.as_str()).await?;
     let disable = UserChange {
         disabled: Some(true),
@@ -1540,11 +1541,11 @@ async fn changes_that_end_sessions_have_ended_them_when_they_answer(backend: Bac
         assert_eq!(code(c.refresh(token.as_str()).await), ended);
     }
     assert_eq!(
-        code(c.token_with_password("sam", PASSWORD, ORG, None).await),
+        code(c.token(&Credentials::password("sam", PASSWORD, ORG)).await),
         Some(ErrorCode::InvalidCredentials)
     );
     assert_eq!(
-        code(c.token_with_api_key(&key, None).await),
+        code(c.token(&Credentials::api_key(&key)).await),
         Some(ErrorCode::InvalidCredentials)
     );
     assert!(
@@ -1566,9 +1567,9 @@ async fn changes_that_end_sessions_have_ended_them_when_they_answer(backend: Bac
     );
 
     // DELETE .../users/sam/sessions.
-    let by_password = c.token_with_password("sam", PASSWORD, ORG, None).await?;
-    let by_key = c.token_with_api_key(&key, None).await?;
-    let other = c.token_with_password(USER, PASSWORD, ORG, None).await?;
+    let by_password = c.token(&Credentials::password("sam", PASSWORD, ORG)).await?;
+    let by_key = c.token(&Credentials::api_key(&key)).await?;
+    let other = c.token(&Credentials::password(USER, PASSWORD, ORG)).await?;
     assert_eq!(admin.end_user_sessions(ORG, "Sam").await?, 2);
     for token in [&by_password, &by_key] {
         assert_eq!(code(c.validate(token.as_str()).await), ended);
@@ -1577,8 +1578,8 @@ async fn changes_that_end_sessions_have_ended_them_when_they_answer(backend: Bac
     assert_eq!(admin.end_user_sessions(ORG, "sam").await?, 0);
 
     // DELETE .../keys/{id}: the key's sessions end, the same user's password session does not.
-    let by_password = c.token_with_password("sam", PASSWORD, ORG, None).await?;
-    let by_key = c.token_with_api_key(&key, None).await?;
+    let by_password = c.token(&Credentials::password("sam", PASSWORD, ORG)).await?;
+    let by_key = c.token(&Credentials::api_key(&key)).await?;
     let page = admin.list_keys(ORG, &PageQuery::default()).await?;
     let row = page
         .items
@@ -1590,7 +1591,7 @@ async fn changes_that_end_sessions_have_ended_them_when_they_answer(backend: Bac
     assert_eq!(code(c.validate(by_key.as_str()).await), ended);
     c.validate(by_password.as_str()).await?;
     assert_eq!(
-        code(c.token_with_api_key(&key, None).await),
+        code(c.token(&Credentials::api_key(&key)).await),
         Some(ErrorCode::InvalidCredentials)
     );
     let revoked = admin.list_keys(ORG, &PageQuery::default()).await?;
@@ -1636,9 +1637,11 @@ async fn no_session_survives_a_disable_racing_logins(backend: Backend) -> anyhow
                 tokio::spawn(async move {
                     while !stop.load(Ordering::SeqCst) {
                         let got = if i % 2 == 0 {
-                            client.token_with_api_key(&key, None).await
+                            client.token(&Credentials::api_key(&key)).await
                         } else {
-                            client.token_with_password(&username, PASSWORD, ORG, None).await
+                            client
+                                .token(&Credentials::password(&username, PASSWORD, ORG))
+                                .await
                         };
                         match got {
                             Ok(token) => tokens
@@ -1837,11 +1840,11 @@ async fn every_change_is_one_audit_row_without_secrets(backend: Backend) -> anyh
         expires_at: None,
     };
     let created = ann.create_key(ORG, &key).await?;
-    let session = fx.app.client.token_with_api_key(&created.key, None).await?;
+    let session = fx.app.client.token(&Credentials::api_key(&created.key)).await?;
     ann.revoke_session(ORG, session.session_id()).await?;
     fx.app
         .client
-        .token_with_password("carl", second_password, ORG, None)
+        .token(&Credentials::password("carl", second_password, ORG))
         .await?;
     assert_eq!(ann.end_user_sessions(ORG, "carl").await?, 1);
     ann.revoke_key(ORG, &created.info.id).await?;
@@ -1968,7 +1971,7 @@ async fn keys_are_shown_once_log_in_and_expire(backend: Backend) -> anyhow::Resu
     assert_eq!(made.data["created_at"], now);
 
     // It logs in, by POST and by GET.
-    let token = fx.app.client.token_with_api_key(&key, None).await?;
+    let token = fx.app.client.token(&Credentials::api_key(&key)).await?;
     assert_eq!(token.claims().usr, USER);
     fx.app.client.validate(token.as_str()).await?;
     let by_get = reqwest::Client::new()
@@ -2006,8 +2009,8 @@ async fn keys_are_shown_once_log_in_and_expire(backend: Backend) -> anyhow::Resu
 
     // Past its expiry it is an unknown key: the same answer, word for word.
     fx.app.clock.advance(3_601);
-    let expired = fx.app.client.token_with_api_key(&key, None).await.err();
-    let unknown = fx.app.client.token_with_api_key(&new_id(), None).await.err();
+    let expired = fx.app.client.token(&Credentials::api_key(&key)).await.err();
+    let unknown = fx.app.client.token(&Credentials::api_key(new_id())).await.err();
     assert_eq!(
         expired.as_ref().and_then(|e| e.code()),
         Some(ErrorCode::InvalidCredentials)
@@ -2021,7 +2024,7 @@ async fn keys_are_shown_once_log_in_and_expire(backend: Backend) -> anyhow::Resu
         unknown.as_ref().and_then(|e| e.description().map(str::to_owned))
     );
     // A key without expiry still logs in at that time.
-    fx.app.client.token_with_api_key(&fx.app.key, None).await?;
+    fx.app.client.token(&Credentials::api_key(&fx.app.key)).await?;
     Ok(())
 }
 
@@ -2036,7 +2039,7 @@ async fn session_list_shows_client_and_refresh(backend: Backend) -> anyhow::Resu
     let by_key = fx
         .app
         .client
-        .token_with_api_key(&fx.app.key, Some("Second"))
+        .token(&Credentials::api_key(&fx.app.key).unit("Second"))
         .await?;
     let mine = |items: Vec<crm_auth_client::admin::Session>, id: &str| items.into_iter().find(|s| s.id == id);
     let listed = admin.list_sessions(ORG, Some(USER), &page).await?.items;

@@ -9,6 +9,7 @@
 use crate::common::{Backend, ORG, PASSWORD, TEST_SECRET, TestApp, USER, code, test_keyring};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use crm_auth_client::Credentials;
 use crm_auth_server::clock::Clock as _;
 use crm_auth_server::settings::KeySettings;
 use ring::hmac;
@@ -577,7 +578,7 @@ async fn a_token_of_a_removed_key_is_invalid_token(backend: Backend) -> anyhow::
     let fresh = crm_auth_client::Client::builder()
         .base_url(rotated.trim_end_matches(app.state.settings.http.base_path.as_str()))
         .build()?;
-    let new_token = fresh.token_with_api_key(&app.key, None).await?;
+    let new_token = fresh.token(&Credentials::api_key(&app.key)).await?;
     fresh.validate(new_token.as_str()).await?;
     Ok(())
 }
@@ -680,7 +681,7 @@ async fn look_alike_spellings_share_one_lockout(backend: Backend) -> anyhow::Res
     for (user, org) in spellings {
         let err = app
             .client
-            .token_with_password(user, "wrong", org, None)
+            .token(&Credentials::password(user, "wrong", org))
             .await
             .err();
         assert_eq!(
@@ -691,7 +692,7 @@ async fn look_alike_spellings_share_one_lockout(backend: Backend) -> anyhow::Res
     }
     let err = app
         .client
-        .token_with_password(USER, PASSWORD, ORG, None)
+        .token(&Credentials::password(USER, PASSWORD, ORG))
         .await
         .err();
     assert_eq!(

@@ -22,6 +22,7 @@ use std::time::Duration;
 use crate::common::{Backend, ORG, PASSWORD, TestApp, USER, header};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use crm_auth_client::Credentials;
 use crm_auth_server::db::schema;
 use diesel::prelude::*;
 use reqwest::Method;
@@ -1194,7 +1195,7 @@ async fn every_malformed_request_gets_a_4xx_and_changes_nothing(backend: Backend
     let res = http.get(format!("{}/health/ready", app.url)).send().await?;
     assert_eq!(res.status().as_u16(), 200);
     app.login().await?;
-    app.client.token_with_api_key(&app.key, None).await?;
+    app.client.token(&Credentials::api_key(&app.key)).await?;
     app.client.validate(token.as_str()).await?;
     Ok(())
 }

@@ -4,6 +4,7 @@
 use std::io::Read as _;
 use std::process::{Output, Stdio};
 
+use crm_auth_client::Credentials;
 use crm_auth_core::{ErrorCode, Role};
 use crm_auth_server::db::audit::AuditEvent;
 use crm_auth_server::service::admin;
@@ -114,10 +115,10 @@ async fn admin_commands_set_up_a_working_organisation(backend: Backend) -> anyho
     let node = Node::start(crm_auth_server::state::AppState::from_settings(settings)?)?;
     let client = node.client()?;
     let token = client
-        .token_with_password("alice", "new-pass", "acme", None)
+        .token(&Credentials::password("alice", "new-pass", "acme"))
         .await?;
     assert_eq!(token.claims().oun, "Second", "the default unit");
-    let by_key = client.token_with_api_key(&key, None).await?;
+    let by_key = client.token(&Credentials::api_key(&key)).await?;
     assert_eq!(by_key.claims().usr, "bot");
     let sessions = cli.ok(&["session", "list", "--org", "Acme"], None)?;
     assert!(sessions.contains(&token.claims().jti) && sessions.contains(&by_key.claims().jti));
@@ -131,9 +132,9 @@ async fn admin_commands_set_up_a_working_organisation(backend: Backend) -> anyho
     // Disabling a user ends its sessions; revoking a key refuses it.
     cli.ok(&["user", "disable", "--org", "Acme", "bot"], None)?;
     assert!(client.validate(by_key.as_str()).await.is_err());
-    assert!(client.token_with_api_key(&key, None).await.is_err());
+    assert!(client.token(&Credentials::api_key(&key)).await.is_err());
     cli.ok(&["user", "enable", "--org", "Acme", "bot"], None)?;
-    client.token_with_api_key(&key, None).await?;
+    client.token(&Credentials::api_key(&key)).await?;
     let key_id = listing
         .lines()
         .nth(1)
@@ -141,7 +142,7 @@ async fn admin_commands_set_up_a_working_organisation(backend: Backend) -> anyho
         .unwrap_or_default()
         .to_owned();
     cli.ok(&["key", "revoke", "--org", "Acme", &key_id], None)?;
-    assert!(client.token_with_api_key(&key, None).await.is_err());
+    assert!(client.token(&Credentials::api_key(&key)).await.is_err());
     Ok(())
 }
 
@@ -277,7 +278,7 @@ async fn org_and_unit_disable_end_sessions_and_enable_lets_logins_in(backend: Ba
             ErrorCode::InvalidUnit,
         ),
     ] {
-        let token = client.token_with_api_key(&key, None).await?;
+        let token = client.token(&Credentials::api_key(&key)).await?;
         let out = cli.ok(disable, None)?;
         assert!(out.contains("ended 1 session(s)"), "{disable:?}: {out}");
         // As soon as the command answered.
@@ -290,12 +291,12 @@ async fn org_and_unit_disable_end_sessions_and_enable_lets_logins_in(backend: Ba
             Some(ErrorCode::SessionEnded)
         );
         assert_eq!(
-            code(client.token_with_api_key(&key, None).await),
+            code(client.token(&Credentials::api_key(&key)).await),
             Some(refused),
             "{disable:?}"
         );
         cli.ok(enable, None)?;
-        let again = client.token_with_api_key(&key, None).await?;
+        let again = client.token(&Credentials::api_key(&key)).await?;
         client.release(again.as_str()).await?;
     }
     Ok(())
@@ -364,15 +365,19 @@ async fn serve_demo_keeps_an_existing_demo_user(backend: Backend) -> anyhow::Res
     assert!(demo_field(&printed, "demo password:").is_empty(), "{printed}");
     // Still disabled.
     assert_eq!(
-        code(client.token_with_password("admin", &password, "demo", None).await),
+        code(
+            client
+                .token(&Credentials::password("admin", &password, "demo"))
+                .await
+        ),
         Some(ErrorCode::InvalidCredentials)
     );
     cli.ok(&["user", "enable", "--org", "demo", "admin"], None)?;
     // The same password and key as before.
     client
-        .token_with_password("admin", &password, "demo", None)
+        .token(&Credentials::password("admin", &password, "demo"))
         .await?;
-    client.token_with_api_key(&key, None).await?;
+    client.token(&Credentials::api_key(&key)).await?;
     assert_eq!(
         role_of(&db, "demo", "admin")?,
         Role::Operator,
@@ -696,7 +701,7 @@ async fn session_list_shows_the_refresh_time_and_the_client(backend: Backend) ->
     let key = last_line(&cli.ok(&["key", "create", "--org", "Acme", "--user", "bot"], None)?);
     let node = node(&db)?;
     let client = node.client()?;
-    let token = client.token_with_api_key(&key, None).await?;
+    let token = client.token(&Credentials::api_key(&key)).await?;
     let jti = token.claims().jti.clone();
     let row = || -> anyhow::Result<Vec<String>> {
         let listing = cli.ok(&["session", "list", "--org", "Acme"], None)?;
@@ -790,7 +795,7 @@ async fn every_change_writes_one_audit_row_without_a_secret(backend: Backend) ->
         .borrow_mut()
         .push(("key.create".to_owned(), key_id.clone()));
     let token = client
-        .token_with_password("alice", new_password, "Acme", None)
+        .token(&Credentials::password("alice", new_password, "Acme"))
         .await?;
     let jti = token.claims().jti.clone();
     run(&["session", "revoke", &jti], None, "session.revoke", &jti)?;

@@ -1,5 +1,7 @@
 //! The SDK's `Session` against the real server: renewal across expiry with the server's clock, logging in
-//! again after the server ends the session, and many callers sharing one refresh.
+//! again after the server ends the session, and many callers sharing one refresh; logins with both kinds of
+//! `Credentials` and what a `Token` tells of itself; `Session::invalidate` after an operator's revoke; and a
+//! host name that does not resolve. The crate docs' examples run here, compiled from the files the docs show.
 
 use crm_auth_server::service::admin::Actor;
 use std::sync::Arc;
@@ -7,11 +9,15 @@ use std::time::Duration;
 
 use crate::common::server::Node;
 use crate::common::{Backend, ORG, PASSWORD, TestApp, USER, code};
-use crm_auth_client::Session;
+use crm_auth_client::{Client, Credentials, Session, TransportKind};
+use crm_auth_core::{ErrorCode, Role};
 use crm_auth_server::clock::Clock as _;
+use crm_auth_server::password::PasswordHasher;
 use crm_auth_server::service::admin;
 
 backend_tests!(
+    documented_logins_with_both_kinds_of_credentials,
+    invalidate_after_a_revoke_starts_a_new_session,
     session_renews_ahead_of_expiry,
     session_logs_in_again_after_the_server_ends_it,
     concurrent_callers_share_one_refresh,
@@ -20,6 +26,138 @@ backend_tests!(
     every_error_code_surfaces_through_the_client,
 );
 
+/// The client crate's documented examples, from the very files its docs include.
+mod documented {
+    pub mod login {
+        include!(concat!(env!("CARGO_MANIFEST_DIR"), "/../client/src/doc/login.rs"));
+    }
+    pub mod session {
+        include!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../client/src/doc/session.rs"
+        ));
+    }
+}
+
+/// The crate docs' logins: a Web API key, and ann's password into unit HQ; each token tells who, where,
+/// which generation and how long.
+async fn documented_logins_with_both_kinds_of_credentials(backend: Backend) -> anyhow::Result<()> {
+    let app = TestApp::start(&backend).await?;
+    {
+        let conn = &mut *app.conn()?;
+        let org = admin::find_organisation(conn, ORG)?;
+        admin::add_unit(conn, &Actor::Cli, &org, "HQ", None, app.clock.now())?;
+    }
+    app.add_user("ann", Some(PASSWORD), &["Main", "HQ"])?;
+    let [service, person] = documented::login::log_in(&app.url, &app.key, PASSWORD).await?;
+    assert_eq!(
+        (service.username(), service.organisation(), service.unit()),
+        (USER, ORG, "Main")
+    );
+    assert_eq!(
+        (person.username(), person.organisation(), person.unit()),
+        ("ann", ORG, "HQ")
+    );
+    for token in [&service, &person] {
+        assert_eq!(token.generation(), 0);
+        // The server's clock stands at the system time; tokens live two hours.
+        let left = token.expires_in().as_secs();
+        assert!((7200 - 60..=7200).contains(&left), "{left}");
+        app.client.validate(token.as_str()).await?;
+    }
+    let refreshed = app.client.refresh(person.as_str()).await?;
+    assert_eq!(refreshed.generation(), 1);
+    // A password that is wrong for ann is refused as any wrong password is.
+    let wrong = documented::login::log_in(&app.url, &app.key, "not ann's password").await;
+    assert_eq!(code(wrong), Some(crm_auth_core::ErrorCode::InvalidCredentials));
+    Ok(())
+}
+
+/// An operator revokes a session through the administration API. The session still hands out its cached
+/// token (it learns of the revoke at its next refresh); the documented `send_with`, told `SESSION_ENDED` by
+/// validate, invalidates it and gets a new session at once.
+async fn invalidate_after_a_revoke_starts_a_new_session(backend: Backend) -> anyhow::Result<()> {
+    let app = TestApp::start(&backend).await?;
+    {
+        let conn = &mut *app.conn()?;
+        let org = admin::find_organisation(conn, ORG)?;
+        let hash = PasswordHasher::hash_blocking(&app.state.settings.auth.argon2, PASSWORD)?;
+        let new = admin::NewUser {
+            username: "olga",
+            units: &["Main".to_owned()],
+            default_unit: None,
+            password_hash: Some(hash),
+            role: Role::Operator,
+        };
+        admin::add_user(conn, &Actor::Cli, &org, new, app.clock.now())?;
+    }
+    let session = Session::new(app.client.clone(), Credentials::api_key(&app.key)).clock(session_clock(&app));
+    let first = session.token().await?;
+    let operator = app
+        .client
+        .token(&Credentials::password("olga", PASSWORD, ORG))
+        .await?;
+    app.client
+        .admin(operator.as_str())?
+        .revoke_session(ORG, first.session_id())
+        .await?;
+    assert_eq!(session.token().await?, first, "cached until the next refresh");
+
+    let client = app.client.clone();
+    let validate = move |token: crm_auth_client::Token| {
+        let client = client.clone();
+        async move { client.validate(token.as_str()).await }
+    };
+    let live = documented::session::send_with(&session, validate.clone()).await?;
+    assert_ne!(live.id, first.session_id());
+    let current = session.token().await?;
+    assert_eq!(current.session_id(), live.id);
+    assert_eq!(
+        code(app.client.validate(first.as_str()).await),
+        Some(ErrorCode::SessionEnded)
+    );
+    // With a live session `send_with` sends once, with the cached token.
+    assert_eq!(
+        documented::session::send_with(&session, validate).await?.id,
+        live.id
+    );
+    assert_eq!(session.token().await?, current);
+    Ok(())
+}
+
+/// A base URL whose host does not resolve fails every call at once, naming the host and port, and is not
+/// worth retrying: a mistyped name stays mistyped.
+#[tokio::test]
+async fn a_host_that_does_not_resolve_is_named_and_not_retryable() -> anyhow::Result<()> {
+    const KEY: &str = "0123456789ABCDEF0123456789ABCDEF";
+    let client = Client::builder()
+        .base_url("http://no-such-host.invalid:8080")
+        .build()?;
+    let session = Session::new(client.clone(), Credentials::api_key(KEY));
+    let errors = [
+        client.token(&Credentials::api_key(KEY)).await.err(),
+        client.validate("a.b.c").await.err(),
+        client.health().await.err(),
+        session.token().await.err(),
+    ];
+    for err in errors {
+        let err = err.ok_or_else(|| anyhow::anyhow!("a host that does not exist answered"))?;
+        assert_eq!(
+            err.transport_kind(),
+            Some(TransportKind::NameNotResolved),
+            "{err}"
+        );
+        assert!(!err.is_retryable(), "{err}");
+        let shown = err.to_string();
+        assert_eq!(
+            shown,
+            "could not connect to no-such-host.invalid:8080: the host name does not resolve"
+        );
+        assert!(!format!("{err:?}").contains(KEY));
+    }
+    Ok(())
+}
+
 fn session_clock(app: &TestApp) -> Arc<dyn Fn() -> i64 + Send + Sync> {
     let clock = app.clock.clone();
     Arc::new(move || clock.now())
@@ -27,7 +165,7 @@ fn session_clock(app: &TestApp) -> Arc<dyn Fn() -> i64 + Send + Sync> {
 
 async fn session_renews_ahead_of_expiry(backend: Backend) -> anyhow::Result<()> {
     let app = TestApp::start(&backend).await?;
-    let session = Session::with_password(app.client.clone(), USER, PASSWORD, ORG, None)
+    let session = Session::new(app.client.clone(), Credentials::password(USER, PASSWORD, ORG))
         .margin(Duration::from_secs(300))
         .clock(session_clock(&app));
     let first = session.token().await?;
@@ -52,7 +190,7 @@ async fn session_renews_ahead_of_expiry(backend: Backend) -> anyhow::Result<()> 
 
 async fn session_logs_in_again_after_the_server_ends_it(backend: Backend) -> anyhow::Result<()> {
     let app = TestApp::start(&backend).await?;
-    let session = Session::with_password(app.client.clone(), USER, PASSWORD, ORG, None)
+    let session = Session::new(app.client.clone(), Credentials::password(USER, PASSWORD, ORG))
         .margin(Duration::from_secs(60))
         .clock(session_clock(&app));
     let first = session.token().await?;
@@ -72,7 +210,7 @@ async fn session_logs_in_again_after_the_server_ends_it(backend: Backend) -> any
 
 async fn concurrent_callers_share_one_refresh(backend: Backend) -> anyhow::Result<()> {
     let app = TestApp::start(&backend).await?;
-    let session = Session::with_password(app.client.clone(), USER, PASSWORD, ORG, None)
+    let session = Session::new(app.client.clone(), Credentials::password(USER, PASSWORD, ORG))
         .margin(Duration::from_secs(60))
         .clock(session_clock(&app));
     let first = session.token().await?;
@@ -104,8 +242,11 @@ async fn concurrent_callers_share_one_refresh(backend: Backend) -> anyhow::Resul
 
 async fn key_session_and_release(backend: Backend) -> anyhow::Result<()> {
     let app = TestApp::start(&backend).await?;
-    let session = Session::with_api_key(app.client.clone(), app.key.clone(), Some("Second".into()))
-        .clock(session_clock(&app));
+    let session = Session::new(
+        app.client.clone(),
+        Credentials::api_key(app.key.clone()).unit("Second"),
+    )
+    .clock(session_clock(&app));
     let token = session.token().await?;
     assert_eq!(token.claims().oun, "Second");
     session.release().await?;
@@ -167,20 +308,23 @@ async fn every_error_code_surfaces_through_the_client(backend: Backend) -> anyho
     .await?;
     let c = &app.client;
     assert_eq!(
-        code(c.token_with_password("", PASSWORD, ORG, None).await),
+        code(c.token(&Credentials::password("", PASSWORD, ORG)).await),
         Some(ErrorCode::InvalidRequest)
     );
     let huge = "u".repeat(20_000);
     assert_eq!(
-        code(c.token_with_password(&huge, PASSWORD, ORG, None).await),
+        code(c.token(&Credentials::password(&huge, PASSWORD, ORG)).await),
         Some(ErrorCode::PayloadTooLarge)
     );
     assert_eq!(
-        code(c.token_with_password(USER, "wrong", ORG, None).await),
+        code(c.token(&Credentials::password(USER, "wrong", ORG)).await),
         Some(ErrorCode::InvalidCredentials)
     );
     assert_eq!(
-        code(c.token_with_password(USER, PASSWORD, ORG, Some("Other")).await),
+        code(
+            c.token(&Credentials::password(USER, PASSWORD, ORG).unit("Other"))
+                .await
+        ),
         Some(ErrorCode::InvalidUnit)
     );
     assert_eq!(code(c.refresh("garbage").await), Some(ErrorCode::InvalidToken));
@@ -196,9 +340,9 @@ async fn every_error_code_surfaces_through_the_client(backend: Backend) -> anyho
         Some(ErrorCode::SessionEnded)
     );
     for _ in 0..5 {
-        let _ = c.token_with_password("bob", "wrong", ORG, None).await;
+        let _ = c.token(&Credentials::password("bob", "wrong", ORG)).await;
     }
-    let err = c.token_with_password("bob", "wrong", ORG, None).await.err();
+    let err = c.token(&Credentials::password("bob", "wrong", ORG)).await.err();
     assert_eq!(
         err.as_ref().and_then(|e| e.code()),
         Some(ErrorCode::TooManyAttempts)
@@ -209,13 +353,13 @@ async fn every_error_code_surfaces_through_the_client(backend: Backend) -> anyho
         .base_path("/nowhere")
         .build()?;
     assert_eq!(
-        code(elsewhere.token_with_api_key(&app.key, None).await),
+        code(elsewhere.token(&Credentials::api_key(&app.key)).await),
         Some(ErrorCode::NotFound)
     );
     // The burst of 30 is spent by now or soon (the clock stands still): the address is limited.
     let mut limited = None;
     for _ in 0..40 {
-        if let Err(e) = c.token_with_api_key(&app.key, None).await {
+        if let Err(e) = c.token(&Credentials::api_key(&app.key)).await {
             limited = Some(e);
             break;
         }

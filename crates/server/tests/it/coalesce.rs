@@ -5,6 +5,7 @@
 //! because the test holds every connection of the pool; on SQLite the commit thread runs a job that waits for
 //! the test), so they are taken as one batch when it is let go. The batch-size metric shows that they were.
 
+use crm_auth_client::Credentials;
 use crm_auth_server::service::admin::Actor;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -108,7 +109,7 @@ async fn hold_pool<F: Future>(app: &TestApp, requests: Vec<F>) -> anyhow::Result
 
 /// A stored session of alice's, opened by a key login.
 async fn stored_session(app: &TestApp) -> anyhow::Result<Session> {
-    let token = app.client.token_with_api_key(&app.key, None).await?;
+    let token = app.client.token(&Credentials::api_key(&app.key)).await?;
     session::find_by_id(&mut *app.conn()?, token.session_id())?.ok_or_else(|| anyhow::anyhow!("session row"))
 }
 

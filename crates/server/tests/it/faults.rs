@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::server::{ServerProcess, crm_auth, free_port};
 use crate::common::{Backend, ORG, PASSWORD, TestApp, TestDb, USER, code};
-use crm_auth_client::{Client, Error};
+use crm_auth_client::{Client, Credentials, Error};
 use crm_auth_core::ErrorCode;
 use crm_auth_server::db::{self, ConnectionManager};
 use crm_auth_server::password::PasswordHasher;
@@ -348,12 +348,15 @@ async fn database_outage_under_load_answers_unavailable_and_recovers() -> anyhow
     };
     let load = Arc::new(Load::default());
     let first = app.login().await?;
-    let second = app.client.token_with_api_key(&app.key, Some("SC")).await?;
+    let second = app
+        .client
+        .token(&Credentials::api_key(&app.key).unit("SC"))
+        .await?;
     let mut to_release = Vec::new();
     for _ in 0..36 {
         to_release.push(
             app.client
-                .token_with_api_key(&app.key, None)
+                .token(&Credentials::api_key(&app.key))
                 .await?
                 .as_str()
                 .to_owned(),
@@ -384,7 +387,7 @@ async fn database_outage_under_load_answers_unavailable_and_recovers() -> anyhow
         others.push(tokio::spawn(async move {
             while load.running() {
                 if let Ok(token) = load
-                    .call(2, "key login", client.token_with_api_key(&key, None))
+                    .call(2, "key login", client.token(&Credentials::api_key(&key)))
                     .await
                 {
                     Load::push(&load.issued, token.as_str().to_owned());
@@ -440,8 +443,9 @@ async fn database_outage_under_load_answers_unavailable_and_recovers() -> anyhow
         tokio::task::block_in_place(|| pg.start_server())?;
         // The service recovers by itself, without a restart.
         let probe = new_client()?;
+        let key = Credentials::api_key(&app.key);
         poll_until_ok("a key login after the restart", Duration::from_secs(20), || {
-            probe.token_with_api_key(&app.key, None)
+            probe.token(&key)
         })
         .await?;
         wait_until(
@@ -553,7 +557,7 @@ async fn sigkill_under_load(backend: &Backend) -> anyhow::Result<()> {
     let signing_key = std::fs::read(&key_file)?;
 
     // One session refreshed once before the kill: generation 1 is its newest token.
-    let c0 = api.token_with_password(USER, PASSWORD, ORG, None).await?;
+    let c0 = api.token(&Credentials::password(USER, PASSWORD, ORG)).await?;
     let c1 = api.refresh(c0.as_str()).await?;
 
     // Load: key logins, password logins, and a refresh chain, until the kill cuts them off.
@@ -566,9 +570,9 @@ async fn sigkill_under_load(backend: &Backend) -> anyhow::Result<()> {
             while load.running() {
                 let login = async {
                     if worker == 0 {
-                        client.token_with_api_key(&key, None).await
+                        client.token(&Credentials::api_key(&key)).await
                     } else {
-                        client.token_with_password(USER, PASSWORD, ORG, None).await
+                        client.token(&Credentials::password(USER, PASSWORD, ORG)).await
                     }
                 };
                 if let Ok(token) = load.call(worker, "login", login).await {
@@ -580,7 +584,7 @@ async fn sigkill_under_load(backend: &Backend) -> anyhow::Result<()> {
     }
     {
         let (load, client) = (Arc::clone(&load), client(&url)?);
-        let mut token = api.token_with_api_key(&key, None).await?.as_str().to_owned();
+        let mut token = api.token(&Credentials::api_key(&key)).await?.as_str().to_owned();
         workers.push(tokio::spawn(async move {
             while load.running() {
                 if let Ok(next) = load.call(2, "refresh", client.refresh(&token)).await {

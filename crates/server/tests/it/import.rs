@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use argon2::password_hash::{PasswordHasher as _, SaltString};
-use crm_auth_client::Client;
+use crm_auth_client::{Client, Credentials};
 use crm_auth_core::admin::ImportReport;
 use crm_auth_core::{ErrorCode, Role};
 use crm_auth_server::clock::{Clock as _, ManualClock};
@@ -177,8 +177,10 @@ async fn callers(app: &TestApp) -> anyhow::Result<(crm_auth_client::Admin, crm_a
         .base_path(app.state.settings.http.base_path.clone())
         .timeout(Duration::from_secs(300))
         .build()?;
-    let operator = client.token_with_password("olga", PASSWORD, ORG, None).await?;
-    let admin = client.token_with_password("ann", PASSWORD, ORG, None).await?;
+    let operator = client
+        .token(&Credentials::password("olga", PASSWORD, ORG))
+        .await?;
+    let admin = client.token(&Credentials::password("ann", PASSWORD, ORG)).await?;
     Ok((client.admin(operator.as_str())?, client.admin(admin.as_str())?))
 }
 
@@ -270,7 +272,7 @@ async fn ten_thousand_users_of_every_hash_kind_import_and_log_in(backend: Backen
         let before = stored_hash(&app, "Imported", username)?.unwrap_or_default();
         let token = app
             .client
-            .token_with_password(username, password, "Imported", None)
+            .token(&Credentials::password(username, password, "Imported"))
             .await?;
         assert_eq!(
             token.claims().oun,
@@ -282,7 +284,7 @@ async fn ten_thousand_users_of_every_hash_kind_import_and_log_in(backend: Backen
         // A clear password was hashed at import, at the server's parameters already.
         assert_eq!(before == after, *kind == "clear", "{username} ({kind})");
         app.client
-            .token_with_password(username, password, "Imported", Some("U1"))
+            .token(&Credentials::password(username, password, "Imported").unit("U1"))
             .await
             .or_else(|e| match e.code() {
                 Some(ErrorCode::InvalidUnit) if i % 10 != 1 && (i + 1) % 10 != 1 => Ok(token),
@@ -299,14 +301,14 @@ async fn ten_thousand_users_of_every_hash_kind_import_and_log_in(backend: Backen
     assert_eq!(
         code(
             app.client
-                .token_with_password(keyless, "password 0", "Imported", None)
+                .token(&Credentials::password(keyless, "password 0", "Imported"))
                 .await
         ),
         Some(ErrorCode::InvalidCredentials)
     );
     // Old CRM.COM keys log in as they are, as their users, in their default units.
     for i in [0, 50, 9_950] {
-        let token = app.client.token_with_api_key(&key(i), None).await?;
+        let token = app.client.token(&Credentials::api_key(key(i))).await?;
         assert_eq!(token.claims().usr, format!("user{i:05}"));
         assert_eq!(token.claims().oun, format!("Unit {}", i % 10));
     }
@@ -337,7 +339,7 @@ async fn a_foreign_hash_is_replaced_at_the_first_login_only(backend: Backend) ->
         assert_eq!(
             code(
                 app.client
-                    .token_with_password(kind, "wrong secret", ORG, None)
+                    .token(&Credentials::password(kind, "wrong secret", ORG))
                     .await
             ),
             Some(ErrorCode::InvalidCredentials)
@@ -348,7 +350,7 @@ async fn a_foreign_hash_is_replaced_at_the_first_login_only(backend: Backend) ->
             "{kind}: a failed login changed the hash"
         );
         app.client
-            .token_with_password(kind, "old secret", ORG, None)
+            .token(&Credentials::password(kind, "old secret", ORG))
             .await?;
         let replaced = stored_hash(&app, ORG, kind)?.unwrap_or_default();
         assert!(
@@ -356,7 +358,7 @@ async fn a_foreign_hash_is_replaced_at_the_first_login_only(backend: Backend) ->
             "{kind}: {replaced}"
         );
         app.client
-            .token_with_password(kind, "old secret", ORG, None)
+            .token(&Credentials::password(kind, "old secret", ORG))
             .await?;
         assert_eq!(
             stored_hash(&app, ORG, kind)?.unwrap_or_default(),
@@ -366,7 +368,7 @@ async fn a_foreign_hash_is_replaced_at_the_first_login_only(backend: Backend) ->
         assert_eq!(
             code(
                 app.client
-                    .token_with_password(kind, "wrong secret", ORG, None)
+                    .token(&Credentials::password(kind, "wrong secret", ORG))
                     .await
             ),
             Some(ErrorCode::InvalidCredentials)
@@ -440,7 +442,7 @@ async fn the_same_file_again_changes_nothing(backend: Backend) -> anyhow::Result
     // The imported key logs in; the imported user is disabled, its clear password hashed as Argon2id.
     let token = app
         .client
-        .token_with_api_key("20B3EF1D0EDB4E7C9CE85059B1356AF5", None)
+        .token(&Credentials::api_key("20B3EF1D0EDB4E7C9CE85059B1356AF5"))
         .await?;
     assert_eq!(
         (token.claims().usr.as_str(), token.claims().oun.as_str()),
@@ -451,7 +453,7 @@ async fn the_same_file_again_changes_nothing(backend: Backend) -> anyhow::Result
     assert_eq!(
         code(
             app.client
-                .token_with_password("carol", "carol's secret", ORG, None)
+                .token(&Credentials::password("carol", "carol's secret", ORG))
                 .await
         ),
         Some(ErrorCode::InvalidCredentials)
@@ -806,7 +808,7 @@ async fn the_endpoint_is_for_operators_within_its_limits(backend: Backend) -> an
     };
     let operator_token = app
         .client
-        .token_with_password("olga", PASSWORD, ORG, None)
+        .token(&Credentials::password("olga", PASSWORD, ORG))
         .await?
         .as_str()
         .to_owned();
@@ -947,7 +949,7 @@ async fn the_readme_example_imports_as_documented(backend: Backend) -> anyhow::R
     let node = Node::start(state)?;
     let token = node
         .client()?
-        .token_with_api_key("20B3EF1D0EDB4E7C9CE85059B1356AF5", None)
+        .token(&Credentials::api_key("20B3EF1D0EDB4E7C9CE85059B1356AF5"))
         .await?;
     assert_eq!(token.claims().usr, "billing-robot");
     Ok(())

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use crm_auth_client::Credentials;
 use crm_auth_core::{Claims, DateFormat, ErrorCode, issue};
 use crm_auth_server::clock::Clock as _;
 use crm_auth_server::db::login_check::{self, LoginCheck};
@@ -318,7 +319,7 @@ async fn the_client_reads_errors_sent_with_200(backend: Backend) -> anyhow::Resu
             .and_then(|e| e.message())
             .is_some_and(|m| !m.is_empty())
     );
-    let wrong = app.client.token_with_password(USER, "wrong", ORG, None).await;
+    let wrong = app.client.token(&Credentials::password(USER, "wrong", ORG)).await;
     assert_eq!(code(wrong), Some(ErrorCode::InvalidCredentials));
     let token = app.login().await?;
     app.client.release(token.as_str()).await?;
@@ -367,7 +368,10 @@ async fn unit_claim_chooses_what_oun_holds(backend: Backend) -> anyhow::Result<(
         // Validate names the unit whatever the claim holds.
         assert_eq!(app.client.validate(refreshed.as_str()).await?.unit, "Main");
 
-        let keyed = app.client.token_with_api_key(&app.key, Some("Second")).await?;
+        let keyed = app
+            .client
+            .token(&Credentials::api_key(&app.key).unit("Second"))
+            .await?;
         assert_eq!(oun(&keyed), second, "{claim:?}: key login");
         app.clock.advance(1);
         assert_eq!(
@@ -376,7 +380,10 @@ async fn unit_claim_chooses_what_oun_holds(backend: Backend) -> anyhow::Result<(
             "{claim:?}: key refresh"
         );
 
-        let bob = app.client.token_with_password("bob", PASSWORD, ORG, None).await?;
+        let bob = app
+            .client
+            .token(&Credentials::password("bob", PASSWORD, ORG))
+            .await?;
         assert_eq!(oun(&bob), other, "{claim:?}: a unit without a code");
         app.clock.advance(1);
         assert_eq!(

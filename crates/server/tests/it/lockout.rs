@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::common::{Backend, ORG, PASSWORD, TestApp, USER, header, post};
-use crm_auth_client::{Client, Error, Token};
+use crm_auth_client::{Client, Credentials, Error, Token};
 use crm_auth_core::ErrorCode;
 use crm_auth_server::clock::Clock as _;
 use crm_auth_server::db::login_check::{self, LoginCheck};
@@ -59,7 +59,7 @@ async fn burst(clients: &[&Client], passwords: &[&str]) -> anyhow::Result<Vec<(S
         let client = clients[i % clients.len()].clone();
         let password = (*password).to_owned();
         tokio::spawn(async move {
-            let result = client.token_with_password(USER, &password, ORG, None).await;
+            let result = client.token(&Credentials::password(USER, &password, ORG)).await;
             (password, result)
         })
     });
@@ -230,7 +230,7 @@ async fn a_full_account_waits_then_answers_unavailable(backend: Backend) -> anyh
     // A login that is waiting gets the first slot freed within its wait.
     let waiting = {
         let client = app.client.clone();
-        tokio::spawn(async move { client.token_with_password(USER, PASSWORD, ORG, None).await })
+        tokio::spawn(async move { client.token(&Credentials::password(USER, PASSWORD, ORG)).await })
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
     {

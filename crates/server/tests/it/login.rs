@@ -4,6 +4,7 @@
 use crate::common::{Backend, ORG, PASSWORD, TestApp, USER, header, post, test_keyring};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use crm_auth_client::Credentials;
 use crm_auth_core::{ErrorCode, VerifyOptions, verify};
 use crm_auth_server::clock::Clock as _;
 use crm_auth_server::service::admin::Actor;
@@ -95,7 +96,7 @@ async fn names_match_case_insensitively_and_units_by_id_name_or_code(backend: Ba
     let app = TestApp::start(&backend).await?;
     let token = app
         .client
-        .token_with_password("ALICE", PASSWORD, "aCmE", None)
+        .token(&Credentials::password("ALICE", PASSWORD, "aCmE"))
         .await?;
     // The claims carry the names as stored, not as typed.
     assert_eq!(
@@ -105,13 +106,13 @@ async fn names_match_case_insensitively_and_units_by_id_name_or_code(backend: Ba
     for unit in [app.main_unit_id.as_str(), "main", "MAIN", "mn"] {
         let token = app
             .client
-            .token_with_password(USER, PASSWORD, ORG, Some(unit))
+            .token(&Credentials::password(USER, PASSWORD, ORG).unit(unit))
             .await?;
         assert_eq!(token.claims().oun, "Main", "unit {unit}");
     }
     let token = app
         .client
-        .token_with_password(USER, PASSWORD, ORG, Some("sc"))
+        .token(&Credentials::password(USER, PASSWORD, ORG).unit("sc"))
         .await?;
     assert_eq!(token.claims().oun, "Second");
     // Empty and null units mean the default.
@@ -145,7 +146,7 @@ async fn look_alike_spellings_log_into_one_account(backend: Backend) -> anyhow::
         for org in ["ACME", "ａｃｍｅ"] {
             let token = app
                 .client
-                .token_with_password(typed, PASSWORD, org, Some("ＭＡＩＮ"))
+                .token(&Credentials::password(typed, PASSWORD, org).unit("ＭＡＩＮ"))
                 .await?;
             assert_eq!(token.claims().usr, stored, "{typed} in {org}");
             assert_eq!(
@@ -156,13 +157,17 @@ async fn look_alike_spellings_log_into_one_account(backend: Backend) -> anyhow::
     }
     let err = app
         .client
-        .token_with_password("\u{430}dmin", PASSWORD, ORG, None)
+        .token(&Credentials::password("\u{430}dmin", PASSWORD, ORG))
         .await
         .err();
     assert_eq!(err.and_then(|e| e.code()), Some(ErrorCode::InvalidCredentials));
     let cyrillic = app
         .client
-        .token_with_password("\u{430}DMIN", "another password entirely", ORG, None)
+        .token(&Credentials::password(
+            "\u{430}DMIN",
+            "another password entirely",
+            ORG,
+        ))
         .await?;
     assert_eq!(cyrillic.claims().usr, "\u{430}dmin");
     Ok(())
@@ -173,7 +178,7 @@ async fn unit_rules_answer_invalid_unit(backend: Backend) -> anyhow::Result<()> 
     for unit in ["Other", "Nowhere", "00000000000000000000000000000000"] {
         let err = app
             .client
-            .token_with_password(USER, PASSWORD, ORG, Some(unit))
+            .token(&Credentials::password(USER, PASSWORD, ORG).unit(unit))
             .await
             .err();
         assert_eq!(
@@ -182,7 +187,11 @@ async fn unit_rules_answer_invalid_unit(backend: Backend) -> anyhow::Result<()> 
             "unit {unit}"
         );
     }
-    let err = app.client.token_with_api_key(&app.key, Some("Other")).await.err();
+    let err = app
+        .client
+        .token(&Credentials::api_key(&app.key).unit("Other"))
+        .await
+        .err();
     assert_eq!(err.and_then(|e| e.code()), Some(ErrorCode::InvalidUnit));
     let (status, _, env) = envelope_of_post(
         &app.api("/authentication/token"),
@@ -228,14 +237,14 @@ async fn every_credential_failure_looks_the_same(backend: Backend) -> anyhow::Re
     }
     let err = app.login().await.err();
     assert_eq!(err.and_then(|e| e.code()), Some(ErrorCode::InvalidCredentials));
-    let err = app.client.token_with_api_key(&app.key, None).await.err();
+    let err = app.client.token(&Credentials::api_key(&app.key)).await.err();
     assert_eq!(err.and_then(|e| e.code()), Some(ErrorCode::InvalidCredentials));
     Ok(())
 }
 
 async fn key_login_accepts_what_clients_send(backend: Backend) -> anyhow::Result<()> {
     let app = TestApp::start(&backend).await?;
-    let token = app.client.token_with_api_key(&app.key, None).await?;
+    let token = app.client.token(&Credentials::api_key(&app.key)).await?;
     assert_eq!(
         (token.claims().usr.as_str(), token.claims().oun.as_str()),
         (USER, "Main")
@@ -286,7 +295,10 @@ async fn key_login_accepts_what_clients_send(backend: Backend) -> anyhow::Result
     .await?;
     let token = crm_auth_client::Token::parse(env["data"]["token"].as_str().unwrap_or_default())?;
     assert_eq!(token.claims().oun, "Second");
-    let token = app.client.token_with_api_key(&app.key, Some("Second")).await?;
+    let token = app
+        .client
+        .token(&Credentials::api_key(&app.key).unit("Second"))
+        .await?;
     assert_eq!(token.claims().oun, "Second");
     Ok(())
 }
@@ -317,7 +329,7 @@ async fn key_login_rejects_bad_and_revoked_keys(backend: Backend) -> anyhow::Res
         assert_eq!(env["data"], json!({}));
     }
     // Revoking the key ends its sessions and refuses it from then on.
-    let token = app.client.token_with_api_key(&app.key, None).await?;
+    let token = app.client.token(&Credentials::api_key(&app.key)).await?;
     {
         let conn = &mut *app.conn()?;
         let org = crm_auth_server::service::admin::find_organisation(conn, ORG)?;
@@ -329,7 +341,7 @@ async fn key_login_rejects_bad_and_revoked_keys(backend: Backend) -> anyhow::Res
             1
         );
     }
-    let err = app.client.token_with_api_key(&app.key, None).await.err();
+    let err = app.client.token(&Credentials::api_key(&app.key)).await.err();
     assert_eq!(err.and_then(|e| e.code()), Some(ErrorCode::InvalidCredentials));
     let err = app.client.validate(token.as_str()).await.err();
     assert_eq!(err.and_then(|e| e.code()), Some(ErrorCode::SessionEnded));
@@ -606,9 +618,9 @@ async fn an_expired_key_logs_in_as_an_unknown_key(backend: Backend) -> anyhow::R
         let details = (Some("expiring"), Some(now + 60));
         admin::create_key(conn, &Actor::Cli, &org, &user, details, now)?.1
     };
-    app.client.token_with_api_key(key.expose(), None).await?;
+    app.client.token(&Credentials::api_key(key.expose())).await?;
     app.clock.advance(59);
-    app.client.token_with_api_key(key.expose(), None).await?;
+    app.client.token(&Credentials::api_key(key.expose())).await?;
     app.clock.advance(1);
     let unknown = crm_auth_core::ApiKey::generate()?;
     let mut answers = Vec::new();
@@ -625,7 +637,7 @@ async fn an_expired_key_logs_in_as_an_unknown_key(backend: Backend) -> anyhow::R
     assert_eq!(answers[0].0, 401);
     assert_eq!(code(&answers[0].1), "INVALID_CREDENTIALS");
     assert_eq!(answers[0], answers[1], "an expired key answers as an unknown key");
-    let err = app.client.token_with_api_key(key.expose(), None).await.err();
+    let err = app.client.token(&Credentials::api_key(key.expose())).await.err();
     assert_eq!(err.and_then(|e| e.code()), Some(ErrorCode::InvalidCredentials));
     Ok(())
 }

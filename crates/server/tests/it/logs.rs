@@ -8,7 +8,7 @@ use std::io::Read as _;
 use std::process::{Output, Stdio};
 
 use base64::Engine as _;
-use crm_auth_client::Client;
+use crm_auth_client::{Client, Credentials};
 use crm_auth_server::logging::Event;
 use serde_json::{Map, Value};
 
@@ -97,17 +97,17 @@ struct Driven {
 async fn drive(demo: &Demo) -> anyhow::Result<Driven> {
     let client = &demo.client;
     let by_password = client
-        .token_with_password("admin", &demo.password, "demo", None)
+        .token(&Credentials::password("admin", &demo.password, "demo"))
         .await?;
-    let by_key = client.token_with_api_key(&demo.key, Some("HQ")).await?;
+    let by_key = client.token(&Credentials::api_key(&demo.key).unit("HQ")).await?;
     let refreshed = client.refresh(by_key.as_str()).await?;
     client.validate(refreshed.as_str()).await?;
     client.validate(by_password.as_str()).await?;
     let _ = client
-        .token_with_password("admin", "wrong-password-value", "demo", None)
+        .token(&Credentials::password("admin", "wrong-password-value", "demo"))
         .await;
     let _ = client
-        .token_with_api_key("0123456789ABCDEF0123456789ABCDEF", None)
+        .token(&Credentials::api_key("0123456789ABCDEF0123456789ABCDEF"))
         .await;
     client.release(by_password.as_str()).await?;
     let _ = client.refresh(by_password.as_str()).await;

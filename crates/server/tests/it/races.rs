@@ -2,6 +2,7 @@
 //! logins against revocation, and two servers sharing one database.
 
 use crate::common::{Backend, ORG, PASSWORD, TestApp, USER, code};
+use crm_auth_client::Credentials;
 use crm_auth_core::ErrorCode;
 
 backend_tests!(
@@ -73,12 +74,12 @@ async fn two_nodes_share_sessions_and_lockout(backend: Backend) -> anyhow::Resul
     // Failed logins count across nodes.
     for node in [&app.client, &other, &app.client, &other, &app.client] {
         assert_eq!(
-            code(node.token_with_password(USER, "wrong", ORG, None).await),
+            code(node.token(&Credentials::password(USER, "wrong", ORG)).await),
             Some(ErrorCode::InvalidCredentials)
         );
     }
     assert_eq!(
-        code(other.token_with_password(USER, PASSWORD, ORG, None).await),
+        code(other.token(&Credentials::password(USER, PASSWORD, ORG)).await),
         Some(ErrorCode::TooManyAttempts)
     );
     Ok(())

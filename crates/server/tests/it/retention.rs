@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use crm_auth_client::Credentials;
 use crm_auth_core::AuthMethod;
 use crm_auth_server::clock::Clock as _;
 use crm_auth_server::db::login_failure::{self, LoginFailure};
@@ -247,7 +248,7 @@ async fn the_server_purges_in_the_background(backend: Backend) -> anyhow::Result
     let live = app.login().await?;
     assert!(
         app.client
-            .token_with_password(USER, "wrong", ORG, None)
+            .token(&Credentials::password(USER, "wrong", ORG))
             .await
             .is_err()
     );

@@ -3,6 +3,7 @@
 //! runs in their midst. Once the revocation has answered, no session it covers may be live, whatever the
 //! interleaving. Also: sessions of a disabled organisation or unit end on every path.
 
+use crm_auth_client::Credentials;
 use crm_auth_server::service::admin::Actor;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -63,7 +64,7 @@ async fn round(app: &TestApp, what: Revocation, n: usize) -> anyhow::Result<i64>
             let (client, key, answered) = (app.client.clone(), key.clone(), Arc::clone(&answered));
             tokio::spawn(async move {
                 for _ in 0..LOGINS_PER_CLIENT {
-                    match client.token_with_api_key(&key, None).await {
+                    match client.token(&Credentials::api_key(&key)).await {
                         Ok(_) => {}
                         Err(e)
                             if matches!(
@@ -201,7 +202,7 @@ async fn disabled_organisations_and_units_end_sessions_and_refuse_logins(
         };
         assert_eq!(code(app.login().await), refused, "{what:?}");
         assert_eq!(
-            code(app.client.token_with_api_key(&app.key, None).await),
+            code(app.client.token(&Credentials::api_key(&app.key)).await),
             refused,
             "{what:?}"
         );

@@ -5,6 +5,7 @@
 use crate::common::{Backend, ORG, PASSWORD, TestApp, USER};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use crm_auth_client::Credentials;
 use crm_auth_server::db::DbConnection;
 use crm_auth_server::service::admin;
 use crm_auth_server::service::admin::Actor;
@@ -110,10 +111,13 @@ async fn no_secret_is_stored_in_clear(backend: Backend) -> anyhow::Result<()> {
     let alice = app.login().await?;
     let bob = app
         .client
-        .token_with_password("bob", BOB_PASSWORD, ORG, Some("MN"))
+        .token(&Credentials::password("bob", BOB_PASSWORD, ORG).unit("MN"))
         .await?;
-    let by_key = app.client.token_with_api_key(&app.key, Some("Second")).await?;
-    let bob_by_key = app.client.token_with_api_key(&bob_key, None).await?;
+    let by_key = app
+        .client
+        .token(&Credentials::api_key(&app.key).unit("Second"))
+        .await?;
+    let bob_by_key = app.client.token(&Credentials::api_key(&bob_key)).await?;
     let refreshed = app.client.refresh(alice.as_str()).await?;
     let again = app.client.refresh(refreshed.as_str()).await?;
     let key_refreshed = app.client.refresh(by_key.as_str()).await?;
@@ -122,13 +126,13 @@ async fn no_secret_is_stored_in_clear(backend: Backend) -> anyhow::Result<()> {
     app.client.release(key_refreshed.as_str()).await?;
     let _ = app
         .client
-        .token_with_password(USER, WRONG_PASSWORD, ORG, None)
+        .token(&Credentials::password(USER, WRONG_PASSWORD, ORG))
         .await;
     let _ = app
         .client
-        .token_with_password("nobody", WRONG_PASSWORD, ORG, None)
+        .token(&Credentials::password("nobody", WRONG_PASSWORD, ORG))
         .await;
-    let _ = app.client.token_with_api_key(UNKNOWN_KEY, None).await;
+    let _ = app.client.token(&Credentials::api_key(UNKNOWN_KEY)).await;
     for token in [
         &alice,
         &bob,

@@ -2,6 +2,7 @@
 //! the reuse interval, theft detection, grace, maximum lifetime and the liveness re-checks.
 
 use crate::common::{Backend, ENDED, ORG, TestApp, USER, code, refresh_then_validate, test_keyring};
+use crm_auth_client::Credentials;
 use crm_auth_core::ErrorCode;
 use crm_auth_server::clock::Clock as _;
 use crm_auth_server::service::admin;
@@ -169,7 +170,7 @@ async fn maximum_lifetime_caps_exp_and_ends_the_session(backend: Backend) -> any
 async fn disabled_user_and_revoked_key_end_sessions(backend: Backend) -> anyhow::Result<()> {
     let app = TestApp::start(&backend).await?;
     let by_password = app.login().await?;
-    let by_key = app.client.token_with_api_key(&app.key, None).await?;
+    let by_key = app.client.token(&Credentials::api_key(&app.key)).await?;
     let conn = &mut *app.conn()?;
     let org = admin::find_organisation(conn, ORG)?;
     let user = admin::find_user(conn, &org, USER)?;
@@ -186,7 +187,7 @@ async fn disabled_user_and_revoked_key_end_sessions(backend: Backend) -> anyhow:
     }
     admin::set_user_active(conn, &Actor::Cli, &org, &user, true, app.clock.now())?;
     // A key revoked behind the service's back (no session sweep) is still caught by refresh's re-check.
-    let by_key = app.client.token_with_api_key(&app.key, None).await?;
+    let by_key = app.client.token(&Credentials::api_key(&app.key)).await?;
     let key =
         crm_auth_server::db::api_key::find_active_by_digest(conn, &crm_auth_core::digest_key(&app.key))?
             .ok_or_else(|| anyhow::anyhow!("key"))?;
@@ -231,7 +232,10 @@ async fn validate_reports_the_session_and_sees_superseded_tokens_until_exp(
     backend: Backend,
 ) -> anyhow::Result<()> {
     let app = TestApp::start(&backend).await?;
-    let first = app.client.token_with_api_key(&app.key, Some("SC")).await?;
+    let first = app
+        .client
+        .token(&Credentials::api_key(&app.key).unit("SC"))
+        .await?;
     let info = app.client.validate(first.as_str()).await?;
     assert_eq!(info.id, first.claims().jti);
     assert_eq!(
@@ -382,7 +386,7 @@ async fn leaving_a_unit_ends_the_sessions_in_it(backend: Backend) -> anyhow::Res
     let in_main = app.login().await?;
     let in_second = app
         .client
-        .token_with_password(USER, crate::common::PASSWORD, ORG, Some("Second"))
+        .token(&Credentials::password(USER, crate::common::PASSWORD, ORG).unit("Second"))
         .await?;
     let conn = &mut *app.conn()?;
     let org = admin::find_organisation(conn, ORG)?;
@@ -401,7 +405,7 @@ async fn leaving_a_unit_ends_the_sessions_in_it(backend: Backend) -> anyhow::Res
     app.client.validate(in_main.as_str()).await?;
     let refused = app
         .client
-        .token_with_password(USER, crate::common::PASSWORD, ORG, Some("Second"))
+        .token(&Credentials::password(USER, crate::common::PASSWORD, ORG).unit("Second"))
         .await;
     assert_eq!(code(refused), Some(ErrorCode::InvalidUnit));
     let default = app.login().await?;

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use crm_auth_client::{Client, JwksVerifier};
+use crm_auth_client::{Client, Credentials, JwksVerifier};
 use crm_auth_core::{Algorithm, ErrorCode, Jwks, SigningKey, Verifier, routes};
 use crm_auth_server::clock::{Clock as _, SystemClock};
 use crm_auth_server::settings::{KeySettings, Settings};
@@ -334,7 +334,7 @@ async fn a_migration_from_hs256_keeps_old_tokens_valid(backend: Backend) -> anyh
     })?;
     let client = migrated.client()?;
     assert_eq!(client.validate(old.as_str()).await?.username, USER);
-    let new = client.token_with_password(USER, PASSWORD, ORG, None).await?;
+    let new = client.token(&Credentials::password(USER, PASSWORD, ORG)).await?;
     assert_eq!(decode_part(new.as_str(), 0)?["alg"], "EdDSA");
     let refreshed = client.refresh(old.as_str()).await?;
     assert_eq!(decode_part(refreshed.as_str(), 0)?["kid"], "ed");
@@ -735,7 +735,7 @@ async fn pyjwt_verifies_tokens_from_the_jwks_alone(backend: Backend) -> anyhow::
     let es_node = app.node_with(|s| s.token.keys.reverse())?;
     let es_token = es_node
         .client()?
-        .token_with_password(USER, PASSWORD, ORG, None)
+        .token(&Credentials::password(USER, PASSWORD, ORG))
         .await?;
     // PyJWT checks `exp` and `iat` against the real clock.
     let (ed_token, es_token) = (ed_token.as_str().to_owned(), es_token.as_str().to_owned());

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crm_auth_client::Client;
+use crm_auth_client::{Client, Credentials};
 use crm_auth_core::{ErrorCode, Keyring, SigningKey};
 use crm_auth_server::clock::{Clock, ManualClock, SystemClock};
 use crm_auth_server::db::user::User;
@@ -297,7 +297,9 @@ impl TestApp {
 
     /// A password token for alice.
     pub async fn login(&self) -> Result<crm_auth_client::Token, crm_auth_client::Error> {
-        self.client.token_with_password(USER, PASSWORD, ORG, None).await
+        self.client
+            .token(&Credentials::password(USER, PASSWORD, ORG))
+            .await
     }
 }
 
