@@ -615,7 +615,7 @@ pub fn seed(settings: &Settings, wanted: &Seed<'_>) -> Result<String> {
         })?;
         inserted_keys += n;
     }
-    if wanted.sessions + wanted.keys > 0 {
+    if users_inserted + wanted.sessions + wanted.keys > 0 {
         // Fresh statistics, as a database that grew over time would have,
         // and its write-ahead log checkpointed, as it would be after steady traffic rather than one burst.
         conn.batch_execute(match conn {

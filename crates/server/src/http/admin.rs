@@ -75,12 +75,14 @@ async fn caller(req: &HttpRequest, state: &AppState) -> Result<Actor, ApiError> 
         .and_then(parse_bearer_authorization)
         .ok_or(ApiError::Token(TokenError::Malformed))?;
     let live = validate(state, token).await?;
-    let (user, organisation_id) = state
+    let (user, organisation_id, organisation) = state
         .store
         .read(move |conn| {
             let found = db::session::find_by_id(conn, &live.id)?.ok_or(ApiError::SessionEnded)?;
             let user = db::user::find_by_id(conn, &found.user_id)?.ok_or(ApiError::SessionEnded)?;
-            Ok((user, found.organisation_id))
+            let organisation = db::organisation::find_by_id(conn, &found.organisation_id)?
+                .ok_or(ApiError::SessionEnded)?;
+            Ok((user, found.organisation_id, organisation.name))
         })
         .await?;
     if user.role == Role::Member {
@@ -88,14 +90,6 @@ async fn caller(req: &HttpRequest, state: &AppState) -> Result<Actor, ApiError> 
             "a member may not use the administration API".into(),
         ));
     }
-    let organisation = state
-        .store
-        .read({
-            let id = organisation_id.clone();
-            move |conn| Ok(db::organisation::find_by_id(conn, &id)?.map(|o| o.name))
-        })
-        .await?
-        .ok_or(ApiError::SessionEnded)?;
     Ok(Actor::User {
         username: user.username,
         organisation,
