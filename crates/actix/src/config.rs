@@ -88,10 +88,7 @@ impl AuthConfig {
     #[cfg(feature = "validate")]
     pub fn online(client: crm_auth_client::Client) -> AuthConfig {
         AuthConfig {
-            mode: Arc::new(Mode::Online {
-                client,
-                cache: None,
-            }),
+            mode: Arc::new(Mode::Online { client, cache: None }),
         }
     }
 

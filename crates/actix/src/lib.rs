@@ -32,7 +32,8 @@
 //! /// `{data_dir}/signing-key` has the key id `generated`, a `token.keys` entry the `id` it is given there.
 //! fn auth_config(key_file: &str) -> Result<AuthConfig, KeyFileError> {
 //!     let keyring = Keyring::from_key_file("generated", key_file)?;
-//!     Ok(AuthConfig::offline(Verifier::new(keyring, "crm-auth").with_leeway(30)))
+//!     let verifier = Verifier::new(keyring, "crm-auth").with_leeway(30);
+//!     Ok(AuthConfig::offline(verifier))
 //! }
 //!
 //! /// The service, listening at `addr`; `main` awaits `server(auth_config("signing-key")?, "127.0.0.1:8081")?`.

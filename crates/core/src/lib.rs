@@ -22,8 +22,8 @@ pub use limits::{MAX_NAME_CHARS, MAX_PASSWORD_BYTES, MAX_TOKEN_BYTES};
 pub use request::RequestError;
 pub use token::{
     Algorithm, Claims, DateFormat, Jwk, Jwks, KeyFileError, Keyring, KeyringError, SECRET_FILE_BASE64_PREFIX,
-    SigningKey, TokenError, Verifier,
-    VerifyOptions, decode_unverified, header_kid, issue, verify, verify_ignoring_expiry,
+    SigningKey, TokenError, Verifier, VerifyOptions, decode_unverified, header_kid, issue, verify,
+    verify_ignoring_expiry,
 };
 pub use wire::{
     ApiKeyTokenRequest, AuthMethod, PasswordTokenRequest, Role, SessionInfo, TokenRequest, TokenResponse,

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
-use crm_auth_core::{Algorithm, Role};
 use crm_auth_core::limits::MAX_PASSWORD_BYTES;
+use crm_auth_core::{Algorithm, Role};
 
 use crate::clock::{Clock as _, SystemClock};
 use crate::db::{self, Backend, DbConnection};
@@ -693,7 +693,10 @@ fn verifying_hint(settings: &Settings, root: &str) -> Vec<String> {
     let jwks = format!("{root}{}", crm_auth_core::routes::JWKS);
     let share = |id: &str, file: &std::path::Path| {
         vec![
-            format!("# verifying tokens offline: HS256, key id \"{id}\", secret in {}", file.display()),
+            format!(
+                "# verifying tokens offline: HS256, key id \"{id}\", secret in {}",
+                file.display()
+            ),
             format!(
                 "#   copy that file to the service (keep it secret) and read it with \
                  Keyring::from_key_file(\"{id}\", PATH)"
@@ -703,7 +706,8 @@ fn verifying_hint(settings: &Settings, root: &str) -> Vec<String> {
     let public = |id: &str| {
         vec![
             format!("# verifying tokens offline: key id \"{id}\", public keys at {jwks}"),
-            "#   no secret to share: AuthConfig::jwks(URL) (crm-auth-actix) or any JWT library with a JWKS".to_owned(),
+            "#   no secret to share: AuthConfig::jwks(URL) (crm-auth-actix) or any JWT library with a JWKS"
+                .to_owned(),
         ]
     };
     match settings.token.keys.first() {

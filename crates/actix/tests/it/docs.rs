@@ -21,7 +21,8 @@ async fn whoami(user: Authenticated) -> impl Responder {
 /// `{data_dir}/signing-key` has the key id `generated`, a `token.keys` entry the `id` it is given there.
 fn auth_config(key_file: &str) -> Result<AuthConfig, KeyFileError> {
     let keyring = Keyring::from_key_file("generated", key_file)?;
-    Ok(AuthConfig::offline(Verifier::new(keyring, "crm-auth").with_leeway(30)))
+    let verifier = Verifier::new(keyring, "crm-auth").with_leeway(30);
+    Ok(AuthConfig::offline(verifier))
 }
 
 /// The service, listening at `addr`; `main` awaits `server(auth_config("signing-key")?, "127.0.0.1:8081")?`.
@@ -68,10 +69,7 @@ async fn the_documented_example_accepts_the_real_servers_tokens() -> anyhow::Res
     let copy = dir.path().join("copy-of-signing-key");
     std::fs::copy(dir.path().join("signing-key"), &copy)?;
     let addr = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-    let service = server(
-        auth_config(copy.to_str().unwrap_or_default())?,
-        &addr.to_string(),
-    )?;
+    let service = server(auth_config(copy.to_str().unwrap_or_default())?, &addr.to_string())?;
     let handle = service.handle();
     rt::spawn(service);
     let http = reqwest::Client::new();
@@ -115,7 +113,12 @@ fn block_after(text: &str, heading: &str, prefix: &str) -> Option<String> {
     let at = lines.iter().position(|line| line.starts_with(heading))?;
     let open = at + lines[at..].iter().position(|line| line.starts_with("```rust"))?;
     let close = open + 1 + lines[open + 1..].iter().position(|line| *line == "```")?;
-    Some(lines[open + 1..close].iter().map(|line| format!("{line}\n")).collect())
+    Some(
+        lines[open + 1..close]
+            .iter()
+            .map(|line| format!("{line}\n"))
+            .collect(),
+    )
 }
 
 #[test]

@@ -263,7 +263,10 @@ async fn missing_token_is_answered_with_the_envelope() -> anyhow::Result<()> {
     }
     // RFC 6750 section 3.1: no error code when the request carried no token.
     let req = test::TestRequest::get().uri("/whoami").to_request();
-    assert_eq!(challenge!(app, req), (StatusCode::UNAUTHORIZED, "Bearer".to_owned()));
+    assert_eq!(
+        challenge!(app, req),
+        (StatusCode::UNAUTHORIZED, "Bearer".to_owned())
+    );
     Ok(())
 }
 

@@ -365,8 +365,14 @@ fn key_file_text_is_pem_or_a_base64_prefixed_or_raw_secret() -> Result<()> {
             .is_ok())
     };
     let encoded = base64::engine::general_purpose::STANDARD.encode(SECRET);
-    assert!(verifies(SigningKey::from_key_file_text("k", &format!("base64:{encoded}\n"))?)?);
-    assert!(verifies(SigningKey::from_key_file_text("k", &format!(" base64: {encoded} \r\n"))?)?);
+    assert!(verifies(SigningKey::from_key_file_text(
+        "k",
+        &format!("base64:{encoded}\n")
+    )?)?);
+    assert!(verifies(SigningKey::from_key_file_text(
+        "k",
+        &format!(" base64: {encoded} \r\n")
+    )?)?);
     let raw = format!("{}\r\n", String::from_utf8_lossy(SECRET));
     assert!(verifies(SigningKey::from_key_file_text("k", &raw)?)?);
     // Without the prefix, base64 text is the secret itself, not what it encodes.
@@ -377,7 +383,10 @@ fn key_file_text_is_pem_or_a_base64_prefixed_or_raw_secret() -> Result<()> {
     );
     assert_eq!(
         SigningKey::from_key_file_text("k", "base64:c2hvcnQ=").err(),
-        Some(KeyringError::SecretTooShort { id: "k".into(), len: 5 })
+        Some(KeyringError::SecretTooShort {
+            id: "k".into(),
+            len: 5
+        })
     );
     let pem = SigningKey::generate_pkcs8_pem(Algorithm::EdDsa)?;
     let key = SigningKey::from_key_file_text("ed", &pem)?;

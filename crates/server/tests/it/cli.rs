@@ -240,7 +240,10 @@ async fn demo_is_idempotent(backend: Backend) -> anyhow::Result<()> {
         )),
         "{second}"
     );
-    assert!(second.contains("Keyring::from_key_file(\"generated\", PATH)"), "{second}");
+    assert!(
+        second.contains("Keyring::from_key_file(\"generated\", PATH)"),
+        "{second}"
+    );
     // For an EdDSA key, the JWKS URL and no file to share.
     let other = TestDb::new(&backend)?;
     let mut command = crm_auth(other.dir.path(), &other.url);
@@ -249,7 +252,8 @@ async fn demo_is_idempotent(backend: Backend) -> anyhow::Result<()> {
     let stdout = String::from_utf8(out.stdout)?;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(
-        stdout.contains("key id \"generated\", public keys at http://") && stdout.contains("/.well-known/jwks.json"),
+        stdout.contains("key id \"generated\", public keys at http://")
+            && stdout.contains("/.well-known/jwks.json"),
         "{stdout}"
     );
     assert!(!stdout.contains("Keyring::from_key_file"), "{stdout}");

@@ -198,7 +198,10 @@ fn hs256_key_files_have_one_encoding_shared_with_downstream_services() -> anyhow
     let (configured, generated_used) = signing::load_keyring(&settings, 0)?;
     assert!(!generated_used);
     assert!(verifies(&configured, &token), "the moved file is the same key");
-    assert!(verifies(&crm_auth_core::Keyring::from_key_file("generated", &moved)?, &token));
+    assert!(verifies(
+        &crm_auth_core::Keyring::from_key_file("generated", &moved)?,
+        &token
+    ));
 
     // A file of an earlier version (bare base64) still serves as the generated key.
     let old = tempfile::tempdir()?;
@@ -223,12 +226,19 @@ fn hs256_key_files_have_one_encoding_shared_with_downstream_services() -> anyhow
     let raw = crm_auth_core::Keyring::new(vec![SigningKey::new("raw", text.into_bytes())?])?;
     let raw_token = crm_auth_core::issue(&raw, &claims, crm_auth_core::DateFormat::Numeric);
     assert!(verifies(&configured, &raw_token));
-    assert!(verifies(&crm_auth_core::Keyring::from_key_file("raw", &raw_file)?, &raw_token));
+    assert!(verifies(
+        &crm_auth_core::Keyring::from_key_file("raw", &raw_file)?,
+        &raw_token
+    ));
 
     // A prefixed file that is not base64 is refused, naming the key.
     std::fs::write(&raw_file, "base64:not base64!\n")?;
     let err = signing::load_keyring(&settings, 0).err().map(|e| e.to_string());
-    assert!(err.as_deref().is_some_and(|e| e.contains("\"raw\"") && e.contains("base64")), "{err:?}");
+    assert!(
+        err.as_deref()
+            .is_some_and(|e| e.contains("\"raw\"") && e.contains("base64")),
+        "{err:?}"
+    );
     Ok(())
 }
 
