@@ -98,7 +98,8 @@ impl AuthConfig {
     ///
     /// The trade-off: a session released, revoked or disabled at the server is still accepted by this service
     /// for up to `ttl` after the last answer that accepted it. Refusals are never cached. The cache holds at
-    /// most 10,000 tokens per configuration; when full, expired entries go first, then all of them.
+    /// most 10,000 tokens per configuration; when full, expired entries go first, then all of them. Call it on
+    /// the configuration `online` returns, before cloning it: a clone's copies share their mode.
     #[cfg(feature = "validate")]
     pub fn cache(mut self, ttl: std::time::Duration) -> AuthConfig {
         if let Some(Mode::Online { cache, .. }) = Arc::get_mut(&mut self.mode) {

@@ -5,13 +5,15 @@
 //! contract's envelope, `{"data": {}, "status": {"code": "INVALID_TOKEN", ...}}`, without the handler running
 //! (see [`AuthError`]).
 //!
-//! How tokens are checked is set once per application with an [`AuthConfig`] registered as app data:
+//! How tokens are checked is set once per application with an [`AuthConfig`] registered as app data, in one
+//! line with [`configure`]:
 //!
 //! - [`AuthConfig::offline`]: signature, `alg`, `exp`, `iat` and `iss`, checked locally with a [`Verifier`]
 //!   holding the server's signing keys. Fast and independent of the server, but a released session's tokens
 //!   pass until their `exp` (two hours by default).
 //! - `AuthConfig::online` (feature `validate`): the server's validate endpoint is asked on every request, so a
-//!   logout bites at once, at the cost of a round trip.
+//!   logout bites at once, at the cost of a round trip (`.cache(ttl)` saves repeated ones, at the cost of
+//!   accepting a logged-out session for up to `ttl`).
 //! - `AuthConfig::jwks` (feature `jwks`): as offline, against the EdDSA/ES256 public keys the server publishes
 //!   at `/.well-known/jwks.json`, fetched and cached; no secret is shared.
 //!
