@@ -13,6 +13,7 @@ mod db;
 mod deps;
 mod dev;
 mod fuzz;
+mod quickstart;
 mod schemathesis;
 mod server;
 mod test;
@@ -29,7 +30,12 @@ use anyhow::{Context as _, Result, bail};
 const TASKS: &[(&str, &str)] = &[
     (
         "test [ARGS...]",
-        "run every test on SQLite, and on PostgreSQL when it answers; ARGS go to cargo nextest run",
+        "run every test on SQLite, and on PostgreSQL when it answers (ARGS go to cargo nextest run), and build \
+         the README's quick start as a new project",
+    ),
+    (
+        "quickstart",
+        "build the README's quick start (Backend teams) as a new project in target/quickstart",
     ),
     (
         "ci",
@@ -103,6 +109,10 @@ fn run() -> Result<()> {
         "deps" => {
             no_arguments(task, rest)?;
             deps::run()
+        }
+        "quickstart" => {
+            no_arguments(task, rest)?;
+            quickstart::run(&project_root()?)
         }
         "codegen" => codegen::run(rest),
         "dev" => {

@@ -28,7 +28,8 @@ pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postg
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Runs doctests, then every other test target under nextest (or `cargo test` when nextest is missing), with
-/// `extra` passed to the latter. Both always run; the task fails if either did.
+/// `extra` passed to the latter, then builds the README's quick start as a new project. All always run; the
+/// task fails if any did.
 pub fn run(extra: &[String]) -> Result<()> {
     let url = env::var(POSTGRES_URL_VAR).ok().filter(|url| !url.is_empty());
     let url = url.unwrap_or_else(|| DEFAULT_POSTGRES_URL.to_owned());
@@ -91,9 +92,15 @@ pub fn run(extra: &[String]) -> Result<()> {
         .env(POSTGRES_URL_VAR, &url)
         .run();
 
+    let quickstart = crate::project_root().and_then(|root| crate::quickstart::run(&root));
+
     let mut failed = Vec::new();
     println!();
-    for (name, outcome) in [("doctests", &doctests), (runner, &tests)] {
+    for (name, outcome) in [
+        ("doctests", &doctests),
+        (runner, &tests),
+        ("README quick start build", &quickstart),
+    ] {
         match outcome {
             Ok(()) => println!("{name}: ok"),
             Err(_) => {

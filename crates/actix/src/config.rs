@@ -13,8 +13,9 @@ use crate::{AuthError, Authenticated};
 /// The current time in unix seconds.
 type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
-/// How [`Authenticated`](crate::Authenticated) checks tokens. Register one per application, as
-/// `web::Data<AuthConfig>` or as plain app data (`App::app_data(config)`); cloning is cheap.
+/// How [`Authenticated`](crate::Authenticated) checks tokens. Register one per application, with
+/// `App::configure(crm_auth_actix::configure(config))` ([`configure`]), as `web::Data<AuthConfig>` or as plain
+/// app data (`App::app_data(config)`); cloning is cheap.
 ///
 /// - [`AuthConfig::offline`] checks signature, `alg`, `exp`, `iat` and `iss` locally with a [`Verifier`]. No
 ///   request leaves the service, but a released session's tokens pass until their `exp`.
@@ -33,6 +34,7 @@ enum Mode {
     #[cfg(feature = "validate")]
     Online {
         client: crm_auth_client::Client,
+        cache: Option<online::OkCache>,
     },
     #[cfg(feature = "jwks")]
     Jwks {
@@ -68,22 +70,42 @@ impl AuthConfig {
     /// cannot be asked (no connection, time-out, an answer other than a verdict on the token) the request is
     /// refused with `503 UNAVAILABLE`; the client's own retries apply first (`ClientBuilder::retries`).
     ///
-    /// ```no_run
-    /// use actix_web::web;
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// use actix_web::App;
     /// use crm_auth_actix::{AuthConfig, Client};
     ///
     /// # fn run() -> Result<(), crm_auth_actix::ClientError> {
     /// let client = Client::builder().base_url("http://127.0.0.1:8080").build()?;
-    /// let auth = web::Data::new(AuthConfig::online(client));
-    /// # let _ = auth;
+    /// let auth = AuthConfig::online(client).cache(Duration::from_secs(10));
+    /// let app = App::new().configure(crm_auth_actix::configure(auth));
+    /// # let _ = app;
     /// # Ok(())
     /// # }
+    /// # run().unwrap();
     /// ```
     #[cfg(feature = "validate")]
     pub fn online(client: crm_auth_client::Client) -> AuthConfig {
         AuthConfig {
-            mode: Arc::new(Mode::Online { client }),
+            mode: Arc::new(Mode::Online { client, cache: None }),
         }
+    }
+
+    /// Remembers the server's OK answers for `ttl` (never beyond the token's `exp`), so that a token used again
+    /// within `ttl` costs no round trip. Off by default; only `AuthConfig::online` caches, other
+    /// configurations are returned unchanged.
+    ///
+    /// The trade-off: a session released, revoked or disabled at the server is still accepted by this service
+    /// for up to `ttl` after the last answer that accepted it. Refusals are never cached. The cache holds at
+    /// most 10,000 tokens per configuration; when full, expired entries go first, then all of them. Call it on
+    /// the configuration `online` returns, before cloning it: a clone's copies share their mode.
+    #[cfg(feature = "validate")]
+    pub fn cache(mut self, ttl: std::time::Duration) -> AuthConfig {
+        if let Some(Mode::Online { cache, .. }) = Arc::get_mut(&mut self.mode) {
+            *cache = (!ttl.is_zero()).then(|| online::OkCache::new(ttl));
+        }
+        self
     }
 
     /// Verifies tokens locally against the public keys the server publishes at `url`
@@ -92,15 +114,17 @@ impl AuthConfig {
     /// token names an unknown key, at most once per 30 s; the last good set is kept while the server is down).
     /// For another issuer or a leeway, build the verifier and use [`AuthConfig::with_jwks_verifier`].
     ///
-    /// ```no_run
-    /// use actix_web::web;
+    /// ```
+    /// use actix_web::App;
     /// use crm_auth_actix::AuthConfig;
     ///
     /// # fn run() -> Result<(), crm_auth_actix::ClientError> {
-    /// let auth = web::Data::new(AuthConfig::jwks("http://127.0.0.1:8080/.well-known/jwks.json")?);
-    /// # let _ = auth;
+    /// let auth = AuthConfig::jwks("http://127.0.0.1:8080/.well-known/jwks.json")?;
+    /// let app = App::new().configure(crm_auth_actix::configure(auth));
+    /// # let _ = app;
     /// # Ok(())
     /// # }
+    /// # run().unwrap();
     /// ```
     #[cfg(feature = "jwks")]
     pub fn jwks(url: impl Into<String>) -> Result<AuthConfig, crm_auth_client::Error> {
@@ -125,14 +149,17 @@ impl AuthConfig {
     }
 
     /// Checks `token` and describes its session.
-    pub(crate) async fn authenticate(&self, token: &str) -> Result<Authenticated, AuthError> {
+    pub(crate) async fn authenticate(&self, token: String) -> Result<Authenticated, AuthError> {
         match &*self.mode {
-            Mode::Offline { verifier, clock } => Ok(verifier.verify(token, clock())?.into()),
+            Mode::Offline { verifier, clock } => {
+                let claims = verifier.verify(&token, clock())?;
+                Ok(Authenticated::from_claims(claims, token))
+            }
             #[cfg(feature = "validate")]
-            Mode::Online { client } => online::validate(client, token).await,
+            Mode::Online { client, cache } => online::validate(client, cache.as_ref(), token).await,
             #[cfg(feature = "jwks")]
-            Mode::Jwks { verifier } => match verifier.verify(token).await {
-                Ok(claims) => Ok(claims.into()),
+            Mode::Jwks { verifier } => match verifier.verify(&token).await {
+                Ok(claims) => Ok(Authenticated::from_claims(claims, token)),
                 Err(crm_auth_client::JwksError::Token(err)) => Err(AuthError::Token(err)),
                 Err(err) => Err(AuthError::Unavailable(err.to_string())),
             },
@@ -148,9 +175,10 @@ impl fmt::Debug for AuthConfig {
                 .field("verifier", verifier)
                 .finish_non_exhaustive(),
             #[cfg(feature = "validate")]
-            Mode::Online { client } => f
+            Mode::Online { client, cache } => f
                 .debug_struct("AuthConfig::Online")
                 .field("client", client)
+                .field("cache", &cache.as_ref().map(|cache| cache.ttl))
                 .finish(),
             #[cfg(feature = "jwks")]
             Mode::Jwks { verifier } => f
@@ -177,17 +205,80 @@ fn system_now() -> i64 {
 mod online {
     //! The online check: the server's verdict on a token, mapped onto the extractor's refusals.
 
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+
     use crm_auth_client::{Client, Error};
     use crm_auth_core::{ErrorCode, decode_unverified};
 
     use crate::{AuthError, Authenticated};
 
-    /// Asks the server about `token`. What is not even shaped like a token is refused without a round trip,
-    /// with the answer the server would give.
-    pub(super) async fn validate(client: &Client, token: &str) -> Result<Authenticated, AuthError> {
-        decode_unverified(token)?;
-        match client.validate(token).await {
-            Ok(session) => Ok(session.into()),
+    /// The most tokens an [`OkCache`] holds.
+    const CACHE_CAPACITY: usize = 10_000;
+
+    /// The server's OK answers, by token, until a deadline.
+    pub(super) struct OkCache {
+        pub(super) ttl: Duration,
+        entries: Mutex<HashMap<String, (Instant, Authenticated)>>,
+    }
+
+    impl OkCache {
+        pub(super) fn new(ttl: Duration) -> OkCache {
+            OkCache {
+                ttl,
+                entries: Mutex::new(HashMap::new()),
+            }
+        }
+
+        /// The remembered answer for `token`, if still fresh and the token not expired.
+        fn get(&self, token: &str, now: Instant) -> Option<Authenticated> {
+            let entries = self.entries.lock().ok()?;
+            let (until, user) = entries.get(token)?;
+            (now < *until && user.expires_at > super::system_now()).then(|| user.clone())
+        }
+
+        fn put(&self, user: &Authenticated, now: Instant) {
+            let Ok(mut entries) = self.entries.lock() else {
+                return;
+            };
+            if entries.len() >= CACHE_CAPACITY {
+                entries.retain(|_, (until, _)| now < *until);
+                if entries.len() >= CACHE_CAPACITY {
+                    entries.clear();
+                }
+            }
+            entries.insert(user.token().to_owned(), (now + self.ttl, user.clone()));
+        }
+    }
+
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the cache's deadlines are wall-clock durations of the running process"
+    )]
+    fn instant_now() -> Instant {
+        Instant::now()
+    }
+
+    /// Asks the server about `token`, or the cache first. What is not even shaped like a token is refused
+    /// without a round trip, with the answer the server would give.
+    pub(super) async fn validate(
+        client: &Client,
+        cache: Option<&OkCache>,
+        token: String,
+    ) -> Result<Authenticated, AuthError> {
+        decode_unverified(&token)?;
+        if let Some(user) = cache.and_then(|cache| cache.get(&token, instant_now())) {
+            return Ok(user);
+        }
+        match client.validate(&token).await {
+            Ok(session) => {
+                let user = Authenticated::from_session(session, token);
+                if let Some(cache) = cache {
+                    cache.put(&user, instant_now());
+                }
+                Ok(user)
+            }
             Err(err) => Err(refusal(&err)),
         }
     }
@@ -213,5 +304,13 @@ mod online {
             // `Display` of the client's errors never holds the token.
             _ => AuthError::Unavailable(err.to_string()),
         }
+    }
+}
+
+/// Registers `config` with an application in one line: `App::new().configure(crm_auth_actix::configure(config))`
+/// (as `web::Data<AuthConfig>`, which [`Authenticated`](crate::Authenticated) reads).
+pub fn configure(config: AuthConfig) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        cfg.app_data(web::Data::new(config));
     }
 }

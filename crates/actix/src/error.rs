@@ -1,6 +1,6 @@
 //! Why a request was refused, and the contract's envelope it is answered with.
 
-use actix_web::http::StatusCode;
+use actix_web::http::{StatusCode, header};
 use actix_web::{HttpResponse, ResponseError};
 use crm_auth_core::{Envelope, ErrorCode, TokenError};
 
@@ -9,7 +9,9 @@ use crm_auth_core::{Envelope, ErrorCode, TokenError};
 /// As an actix error it answers the contract's envelope, `{"data": {}, "status": {"code", "description",
 /// "message"}}` with `Content-Type: application/json`, and the HTTP status of its [`ErrorCode`]: 401 for
 /// `INVALID_TOKEN`, `TOKEN_EXPIRED` and `SESSION_ENDED`, 503 for `UNAVAILABLE`, 500 for `INTERNAL_ERROR`.
-/// Neither the message, the description nor `Display` ever holds the token.
+/// A 401 carries `WWW-Authenticate` as RFC 6750 has it: `Bearer` alone when no token was sent (section 3.1),
+/// `Bearer error="invalid_token"` when the token was refused. Neither the message, the description nor
+/// `Display` ever holds the token.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum AuthError {
@@ -30,8 +32,10 @@ pub enum AuthError {
     /// The server's validate endpoint could not be asked or gave no verdict (online).
     #[error("token validation unavailable: {0}")]
     Unavailable(String),
-    /// The application registered no [`AuthConfig`](crate::AuthConfig).
-    #[error("no auth config registered as app data")]
+    /// The application registered no [`AuthConfig`](crate::AuthConfig); the envelope's message says so.
+    #[error(
+        "no crm_auth_actix::AuthConfig registered: add `App::configure(crm_auth_actix::configure(config))`"
+    )]
     NotConfigured,
 }
 
@@ -66,10 +70,19 @@ impl ResponseError for AuthError {
 
     fn error_response(&self) -> HttpResponse {
         let code = self.code();
-        HttpResponse::build(self.status_code()).json(Envelope::error(
-            code,
-            code.default_message(),
-            self.description(),
-        ))
+        let message = match self {
+            // The operator reads the envelope first: name what is missing.
+            AuthError::NotConfigured => self.to_string(),
+            _ => code.default_message().to_owned(),
+        };
+        let mut response = HttpResponse::build(self.status_code());
+        if self.status_code() == StatusCode::UNAUTHORIZED {
+            let challenge = match self {
+                AuthError::Missing => "Bearer",
+                _ => r#"Bearer error="invalid_token""#,
+            };
+            response.insert_header((header::WWW_AUTHENTICATE, challenge));
+        }
+        response.json(Envelope::error(code, message, self.description()))
     }
 }

@@ -5,39 +5,47 @@
 //! contract's envelope, `{"data": {}, "status": {"code": "INVALID_TOKEN", ...}}`, without the handler running
 //! (see [`AuthError`]).
 //!
-//! How tokens are checked is set once per application with an [`AuthConfig`] registered as app data:
+//! How tokens are checked is set once per application with an [`AuthConfig`] registered as app data, in one
+//! line with [`configure`]:
 //!
 //! - [`AuthConfig::offline`]: signature, `alg`, `exp`, `iat` and `iss`, checked locally with a [`Verifier`]
 //!   holding the server's signing keys. Fast and independent of the server, but a released session's tokens
 //!   pass until their `exp` (two hours by default).
 //! - `AuthConfig::online` (feature `validate`): the server's validate endpoint is asked on every request, so a
-//!   logout bites at once, at the cost of a round trip.
+//!   logout bites at once, at the cost of a round trip (`.cache(ttl)` saves repeated ones, at the cost of
+//!   accepting a logged-out session for up to `ttl`).
 //! - `AuthConfig::jwks` (feature `jwks`): as offline, against the EdDSA/ES256 public keys the server publishes
 //!   at `/.well-known/jwks.json`, fetched and cached; no secret is shared.
 //!
 //! # Protect a route
 //!
-//! ```no_run
-//! use actix_web::{App, HttpServer, Responder, get, web};
-//! use crm_auth_actix::{AuthConfig, Authenticated, Keyring, SigningKey, Verifier};
+//! With the server's HS256 key (for EdDSA and ES256 keys, `AuthConfig::jwks` needs no key file):
+//!
+//! ```rust
+//! use actix_web::{App, HttpServer, Responder, get};
+//! use crm_auth_actix::{AuthConfig, Authenticated, KeyFileError, Keyring, Verifier};
 //!
 //! #[get("/whoami")]
 //! async fn whoami(user: Authenticated) -> impl Responder {
 //!     format!("{} of {} in {}", user.username, user.organisation, user.unit)
 //! }
 //!
-//! #[actix_web::main]
-//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//!     // The server's signing key (`token.keys`, or its generated `{data_dir}/signing-key`).
-//!     let secret = std::fs::read("data/signing-key")?;
-//!     let keyring = Keyring::new(vec![SigningKey::new("default", secret)?])?;
+//! /// Tokens checked offline with the server's HS256 key, read from a copy of its key file: the generated
+//! /// `{data_dir}/signing-key` has the key id `generated`, a `token.keys` entry the `id` it is given there.
+//! fn auth_config(key_file: &str) -> Result<AuthConfig, KeyFileError> {
+//!     let keyring = Keyring::from_key_file("generated", key_file)?;
 //!     let verifier = Verifier::new(keyring, "crm-auth").with_leeway(30);
-//!     let auth = web::Data::new(AuthConfig::offline(verifier));
-//!     HttpServer::new(move || App::new().app_data(auth.clone()).service(whoami))
-//!         .bind(("127.0.0.1", 8081))?
-//!         .run()
-//!         .await?;
-//!     Ok(())
+//!     Ok(AuthConfig::offline(verifier))
+//! }
+//!
+//! /// The service, listening at `addr`; `main` awaits `server(auth_config("signing-key")?, "127.0.0.1:8081")?`.
+//! fn server(auth: AuthConfig, addr: &str) -> std::io::Result<actix_web::dev::Server> {
+//!     let app = move || {
+//!         App::new()
+//!             .configure(crm_auth_actix::configure(auth.clone()))
+//!             .service(whoami)
+//!     };
+//!     Ok(HttpServer::new(app).bind(addr)?.run())
 //! }
 //! ```
 //!
@@ -59,8 +67,8 @@ mod error;
 mod extractor;
 mod lookup;
 
-pub use config::AuthConfig;
-pub use crm_auth_core::{ErrorCode, Keyring, SigningKey, TokenError, Verifier};
+pub use config::{AuthConfig, configure};
+pub use crm_auth_core::{AuthMethod, ErrorCode, KeyFileError, Keyring, SigningKey, TokenError, Verifier};
 pub use error::AuthError;
 pub use extractor::Authenticated;
 pub use lookup::BODY_TOKEN_LIMIT;

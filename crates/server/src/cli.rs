@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
-use crm_auth_core::Role;
 use crm_auth_core::limits::MAX_PASSWORD_BYTES;
+use crm_auth_core::{Algorithm, Role};
 
 use crate::clock::{Clock as _, SystemClock};
 use crate::db::{self, Backend, DbConnection};
@@ -658,7 +658,8 @@ fn print_demo(
     } else {
         host
     };
-    let base = format!("http://{host}:{}{}", addr.port(), settings.http.base_path);
+    let root = format!("http://{host}:{}", addr.port());
+    let base = format!("{root}{}", settings.http.base_path);
     say!("demo organisation: {}", demo.organisation);
     say!("demo unit:         {}", demo.unit);
     say!("demo user:         {}", demo.username);
@@ -679,8 +680,51 @@ fn print_demo(
     );
     say!("# is a token's session live? (paste the token)");
     say!("curl -s {base}/authentication/token/validate -H 'Authorization: Bearer TOKEN'");
+    for line in verifying_hint(settings, &root) {
+        say!("{line}");
+    }
     say!();
     Ok(())
+}
+
+/// How a service verifies this server's tokens offline: the signing key's id, and the file to share with it
+/// (HS256) or the JWKS URL (EdDSA, ES256).
+fn verifying_hint(settings: &Settings, root: &str) -> Vec<String> {
+    let jwks = format!("{root}{}", crm_auth_core::routes::JWKS);
+    let share = |id: &str, file: &std::path::Path| {
+        vec![
+            format!(
+                "# verifying tokens offline: HS256, key id \"{id}\", secret in {}",
+                file.display()
+            ),
+            format!(
+                "#   copy that file to the service (keep it secret) and read it with \
+                 Keyring::from_key_file(\"{id}\", PATH)"
+            ),
+        ]
+    };
+    let public = |id: &str| {
+        vec![
+            format!("# verifying tokens offline: key id \"{id}\", public keys at {jwks}"),
+            "#   no secret to share: AuthConfig::jwks(URL) (crm-auth-actix) or any JWT library with a JWKS"
+                .to_owned(),
+        ]
+    };
+    match settings.token.keys.first() {
+        None if settings.token.algorithm.unwrap_or_default() == Algorithm::Hs256 => share(
+            crate::signing::GENERATED_KEY_ID,
+            &settings.data_dir.join("signing-key"),
+        ),
+        None => public(crate::signing::GENERATED_KEY_ID),
+        Some(key) => match (&key.secret_file, &key.private_key_file) {
+            (_, Some(_)) => public(&key.id),
+            (Some(file), None) => share(&key.id, file),
+            (None, None) => vec![format!(
+                "# verifying tokens offline: HS256, key id \"{}\", its secret as configured in token.keys",
+                key.id
+            )],
+        },
+    }
 }
 
 fn serve(settings: Settings, config: Option<PathBuf>, demo: bool) -> anyhow::Result<()> {

@@ -157,7 +157,8 @@ pub struct KeySettings {
     pub id: String,
     /// An HS256 secret itself (at least 32 bytes).
     pub secret: Option<Secret>,
-    /// A file holding an HS256 secret (trailing newline ignored).
+    /// A file holding an HS256 secret: `base64:` followed by standard base64 (as the generated
+    /// `{data_dir}/signing-key` is written), or else the raw bytes, trailing line breaks ignored.
     pub secret_file: Option<PathBuf>,
     /// A PKCS#8 PEM file holding an EdDSA (Ed25519) or ES256 (P-256) private key.
     pub private_key_file: Option<PathBuf>,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use crm_auth_core::{Algorithm, Keyring, SigningKey};
+use crm_auth_core::{Algorithm, Keyring, SECRET_FILE_BASE64_PREFIX, SigningKey};
 
 use crate::settings::{Settings, SettingsError};
 
@@ -37,7 +37,7 @@ pub enum SigningError {
         source: std::io::Error,
     },
     /// The generated key file holds something else than a key.
-    #[error("signing key file {0} is not a base64 key of 32 bytes or more")]
+    #[error("signing key file {0} is not a base64 key of 32 bytes or more, nor a PKCS#8 PEM key")]
     BadFile(PathBuf),
     /// The generated key file holds a key of another algorithm than `token.algorithm`.
     #[error(
@@ -189,7 +189,7 @@ pub fn load_keyring(settings: &Settings, now: i64) -> Result<(Keyring, bool), Si
             (secret, file, None) => {
                 let secret = match (secret, file) {
                     (Some(secret), _) => secret.expose().as_bytes().to_vec(),
-                    (None, Some(path)) => read(path)?.trim_end_matches(['\r', '\n']).as_bytes().to_vec(),
+                    (None, Some(path)) => SigningKey::secret_from_file_text(&key.id, &read(path)?)?,
                     (None, None) => Vec::new(),
                 };
                 let distinct = secret.iter().collect::<std::collections::HashSet<_>>().len();
@@ -222,8 +222,11 @@ pub fn load_keyring(settings: &Settings, now: i64) -> Result<(Keyring, bool), Si
     Ok((keyring, false))
 }
 
-/// The key in `{data_dir}/signing-key`, created (0600) when missing: a base64 secret for HS256, a PKCS#8 PEM
-/// private key for EdDSA and ES256.
+/// The key in `{data_dir}/signing-key`, created (0600) when missing: for HS256 a secret written as
+/// `base64:<standard base64>`, the encoding [`SigningKey::secret_from_file_text`] reads, so that the file may be
+/// moved into `token.keys[].secret_file` or read by [`Keyring::from_key_file`] as it is; for EdDSA and ES256 a
+/// PKCS#8 PEM private key. A file written by earlier versions holds the base64 without the prefix, and is read
+/// as such here, and only here: configured secret files without the prefix are raw bytes.
 fn generated_key(data_dir: &Path, algorithm: Algorithm) -> Result<SigningKey, SigningError> {
     let path = data_dir.join("signing-key");
     let io = |source| SigningError::Io {
@@ -248,9 +251,18 @@ fn generated_key(data_dir: &Path, algorithm: Algorithm) -> Result<SigningKey, Si
             if algorithm != Algorithm::Hs256 {
                 return Err(other(Algorithm::Hs256));
             }
-            let secret = STANDARD
-                .decode(text.trim())
-                .map_err(|_| SigningError::BadFile(path.clone()))?;
+            let secret = match text.trim_start().strip_prefix(SECRET_FILE_BASE64_PREFIX) {
+                Some(encoded) => STANDARD.decode(encoded.trim()),
+                None => {
+                    log::warn!(
+                        file:% = path.display();
+                        "the generated signing key file has no \"{SECRET_FILE_BASE64_PREFIX}\" prefix (an earlier \
+                         version wrote it); add the prefix before using it in token.keys or Keyring::from_key_file"
+                    );
+                    STANDARD.decode(text.trim())
+                }
+            }
+            .map_err(|_| SigningError::BadFile(path.clone()))?;
             if secret.len() < 32 {
                 return Err(SigningError::BadFile(path));
             }
@@ -261,7 +273,7 @@ fn generated_key(data_dir: &Path, algorithm: Algorithm) -> Result<SigningKey, Si
             let (contents, key) = if algorithm == Algorithm::Hs256 {
                 let mut secret = vec![0u8; 32];
                 getrandom::fill(&mut secret).map_err(|_| SigningError::Random)?;
-                let contents = format!("{}\n", STANDARD.encode(&secret));
+                let contents = format!("{SECRET_FILE_BASE64_PREFIX}{}\n", STANDARD.encode(&secret));
                 (contents, SigningKey::new(GENERATED_KEY_ID, secret)?)
             } else {
                 let pem = SigningKey::generate_pkcs8_pem(algorithm)?;

@@ -41,6 +41,8 @@ pub async fn whoami(user: Authenticated) -> HttpResponse {
         "organisation": user.organisation,
         "unit": user.unit,
         "expires_at": user.expires_at,
+        "method": user.method.map(|method| method.as_str()),
+        "token": user.token(),
     }))
 }
 
@@ -87,6 +89,20 @@ macro_rules! call {
         let body = actix_web::test::read_body(resp).await;
         let json: serde_json::Value = serde_json::from_slice(&body)?;
         (status, content_type, json)
+    }};
+}
+
+/// The status and the `WWW-Authenticate` header of a response (empty when absent).
+macro_rules! challenge {
+    ($app:expr, $req:expr) => {{
+        let resp = actix_web::test::call_service(&$app, $req).await;
+        let value = resp
+            .headers()
+            .get(actix_web::http::header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        (resp.status(), value)
     }};
 }
 

@@ -75,9 +75,10 @@ impl Stream for Trickle {
 #[actix_web::test]
 async fn handler_sees_the_session_of_the_token() -> anyhow::Result<()> {
     let app = app!(config()?);
+    let alice = token("alice")?;
     let req = test::TestRequest::get()
         .uri("/whoami")
-        .insert_header(bearer(&token("alice")?))
+        .insert_header(bearer(&alice))
         .to_request();
     let (status, _, body) = call!(app, req);
     assert_eq!(status, StatusCode::OK);
@@ -89,6 +90,8 @@ async fn handler_sees_the_session_of_the_token() -> anyhow::Result<()> {
             "organisation": "Acme",
             "unit": "HQ",
             "expires_at": NOW + 7140,
+            "method": null,
+            "token": alice,
         })
     );
     Ok(())
@@ -258,6 +261,55 @@ async fn missing_token_is_answered_with_the_envelope() -> anyhow::Result<()> {
             })
         );
     }
+    // RFC 6750 section 3.1: no error code when the request carried no token.
+    let req = test::TestRequest::get().uri("/whoami").to_request();
+    assert_eq!(
+        challenge!(app, req),
+        (StatusCode::UNAUTHORIZED, "Bearer".to_owned())
+    );
+    Ok(())
+}
+
+#[actix_web::test]
+async fn refused_tokens_are_challenged_as_invalid_token() -> anyhow::Result<()> {
+    let app = app!(config()?);
+    let expired = sign(&claims_at("alice", NOW - 7200, 60))?;
+    let foreign = issue(&keyring("k1", 0x33)?, &claims("alice"), DateFormat::Numeric);
+    for bad in [expired, foreign, "not-a-token".to_owned()] {
+        let req = test::TestRequest::get()
+            .uri("/whoami")
+            .insert_header(bearer(&bad))
+            .to_request();
+        assert_eq!(
+            challenge!(app, req),
+            (
+                StatusCode::UNAUTHORIZED,
+                r#"Bearer error="invalid_token""#.to_owned()
+            )
+        );
+    }
+    // A pass carries no challenge.
+    let req = test::TestRequest::get()
+        .uri("/whoami")
+        .insert_header(bearer(&token("alice")?))
+        .to_request();
+    assert_eq!(challenge!(app, req), (StatusCode::OK, String::new()));
+    Ok(())
+}
+
+#[actix_web::test]
+async fn configure_registers_the_config_in_one_line() -> anyhow::Result<()> {
+    let app = test::init_service(
+        App::new()
+            .configure(crm_auth_actix::configure(config()?))
+            .route("/whoami", web::get().to(whoami)),
+    )
+    .await;
+    let req = test::TestRequest::get()
+        .uri("/whoami")
+        .insert_header(bearer(&token("alice")?))
+        .to_request();
+    assert_eq!(call!(app, req).2["username"], "alice");
     Ok(())
 }
 
@@ -417,6 +469,9 @@ async fn missing_config_is_an_internal_error_not_a_pass() -> anyhow::Result<()> 
     assert_eq!(content_type, "application/json");
     assert_eq!(body["data"], json!({}));
     assert_eq!(body["status"]["code"], "INTERNAL_ERROR");
+    let message = body["status"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("AuthConfig"), "{message}");
+    assert!(message.contains("crm_auth_actix::configure"), "{message}");
     Ok(())
 }
 

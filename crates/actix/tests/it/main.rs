@@ -5,6 +5,7 @@
 #[macro_use]
 mod common;
 
+mod docs;
 mod extractor;
 #[cfg(feature = "jwks")]
 mod jwks;

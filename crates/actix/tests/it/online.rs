@@ -3,6 +3,7 @@
 
 use crm_auth_server::service::admin::Actor;
 use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
 use actix_web::http::{StatusCode, header};
@@ -78,6 +79,8 @@ async fn the_real_servers_verdict_decides() -> anyhow::Result<()> {
     assert_eq!(body["username"], "alice");
     assert_eq!(body["unit"], "HQ");
     assert_eq!(body["session_id"], token.session_id());
+    assert_eq!(body["method"], "web_api_key");
+    assert_eq!(body["token"], token.as_str());
 
     // A logout at the server bites at once, although the token itself is still valid.
     client.release(token.as_str()).await?;
@@ -91,6 +94,61 @@ async fn the_real_servers_verdict_decides() -> anyhow::Result<()> {
     let (status, _, body) = call!(app, ask(&foreign_token("alice")?));
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(body["status"]["code"], "INVALID_TOKEN");
+    Ok(())
+}
+
+#[actix_web::test]
+async fn cached_answers_outlive_a_logout_for_the_cache_time_only() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let state = crm_auth_server::state::AppState::from_settings(
+        crm_auth_server::settings::Settings::for_test(dir.path()),
+    )?;
+    let key = {
+        let conn = &mut *state.store.pool().get()?;
+        let org = admin::add_organisation(conn, &Actor::Cli, "Acme", 1)?;
+        admin::add_unit(conn, &Actor::Cli, &org, "HQ", None, 1)?;
+        let new = admin::NewUser {
+            username: "alice",
+            units: &["HQ".into()],
+            ..admin::NewUser::default()
+        };
+        let user = admin::add_user(conn, &Actor::Cli, &org, new, 1)?;
+        admin::create_key(conn, &Actor::Cli, &org, &user, (None, None), 1)?.1
+    };
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let server = crm_auth_server::http::serve(listener, state)?;
+    let _stop = StopOnDrop(server.handle());
+    std::thread::spawn(move || rt::System::new().block_on(server));
+    let client = client(addr)?;
+    let ttl = Duration::from_millis(1500);
+    let cached = app!(AuthConfig::online(client.clone()).cache(ttl));
+    let uncached = app!(AuthConfig::online(client.clone()));
+    let ask = |token: &str| {
+        test::TestRequest::get()
+            .uri("/whoami")
+            .insert_header((header::AUTHORIZATION, format!("Bearer {token}")))
+            .to_request()
+    };
+    let token = client.token_with_api_key(key.expose(), None).await?;
+    let (status, _, body) = call!(cached, ask(token.as_str()));
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["method"], "web_api_key");
+
+    client.release(token.as_str()).await?;
+    // Within the cache time the remembered answer stands; without a cache the logout bites at once.
+    let (status, _, body) = call!(cached, ask(token.as_str()));
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["username"], "alice");
+    assert_eq!(call!(uncached, ask(token.as_str())).0, StatusCode::UNAUTHORIZED);
+    // Past it the server is asked again.
+    rt::time::sleep(ttl + Duration::from_millis(200)).await;
+    let (status, _, body) = call!(cached, ask(token.as_str()));
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["status"]["code"], "SESSION_ENDED");
+    // Refusals are not remembered: a fresh token of a fresh session passes.
+    let fresh = client.token_with_api_key(key.expose(), None).await?;
+    assert_eq!(call!(cached, ask(fresh.as_str())).0, StatusCode::OK);
     Ok(())
 }
 

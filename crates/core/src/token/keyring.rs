@@ -9,7 +9,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use ring::hmac;
 use ring::rand::SystemRandom;
 use ring::signature::{
@@ -110,6 +110,33 @@ impl fmt::Display for Algorithm {
     }
 }
 
+/// The prefix of an HS256 key file holding its secret in standard base64 (RFC 4648 section 4).
+pub const SECRET_FILE_BASE64_PREFIX: &str = "base64:";
+
+/// How a PKCS#8 PEM key file starts.
+const PEM_START: &str = "-----BEGIN";
+
+/// A key file could not be read, or holds no usable key.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    /// The file could not be read.
+    #[error("signing key file {path}: {source}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file holds no usable key.
+    #[error("signing key file {path}: {source}")]
+    Key {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: KeyringError,
+    },
+}
+
 /// A signing key is unusable or a keyring is inconsistent. Messages name key ids, never secrets.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum KeyringError {
@@ -149,6 +176,12 @@ pub enum KeyringError {
         kid: String,
         /// The algorithm its type names.
         alg: Algorithm,
+    },
+    /// An HS256 key file starts with `base64:` but the rest is not standard base64.
+    #[error("signing key {id:?}: the text after \"base64:\" is not standard base64")]
+    BadSecretEncoding {
+        /// The key's id.
+        id: String,
     },
     /// Keys are generated only for EdDSA and ES256 here; an HS256 secret is plain random bytes.
     #[error("no key pair to generate for {0}")]
@@ -220,6 +253,36 @@ impl SigningKey {
             material,
             not_before: None,
         })
+    }
+
+    /// The HS256 secret in the text of a secret file. One rule, for the server's `token.keys[].secret_file`,
+    /// its generated `{data_dir}/signing-key` and [`Keyring::from_key_file`]:
+    ///
+    /// - `base64:` followed by standard base64 (padded, surrounding whitespace ignored): the decoded bytes.
+    ///   The server writes its generated key this way, and this is the encoding to use for new files
+    ///   (`printf 'base64:%s\n' "$(openssl rand -base64 32)" > secret`).
+    /// - anything else: the file's bytes as they are, less trailing line breaks (`\r`, `\n`). A file written
+    ///   without the prefix, `openssl rand -base64 32` output included, is therefore a secret of 44 text bytes,
+    ///   not of the 32 bytes it encodes; this keeps every existing raw secret file verifying as before.
+    pub fn secret_from_file_text(id: &str, text: &str) -> Result<Vec<u8>, KeyringError> {
+        match text.trim_start().strip_prefix(SECRET_FILE_BASE64_PREFIX) {
+            Some(encoded) => STANDARD
+                .decode(encoded.trim())
+                .map_err(|_| KeyringError::BadSecretEncoding { id: id.to_owned() }),
+            None => Ok(text.trim_end_matches(['\r', '\n']).as_bytes().to_vec()),
+        }
+    }
+
+    /// The key in the text of a key file: a PKCS#8 PEM private key (EdDSA or ES256) when the text starts
+    /// with `-----BEGIN`, else an HS256 secret read as [`SigningKey::secret_from_file_text`] says.
+    pub fn from_key_file_text(id: impl Into<String>, text: &str) -> Result<SigningKey, KeyringError> {
+        let id = checked_id(id.into())?;
+        if text.trim_start().starts_with(PEM_START) {
+            SigningKey::from_pkcs8_pem(id, text)
+        } else {
+            let secret = SigningKey::secret_from_file_text(&id, text)?;
+            SigningKey::new(id, secret)
+        }
     }
 
     /// A new random EdDSA or ES256 private key as a PKCS#8 PEM document, for [`SigningKey::from_pkcs8_pem`].
@@ -480,6 +543,30 @@ impl Keyring {
     /// The id of the first key, which signs unless it waits for its `not_before`.
     pub fn signing_key_id(&self) -> &str {
         self.entries.first().map_or("", |e| e.id.as_str())
+    }
+
+    /// A keyring of the one key in the file at `path`, named `id`: the key id the server gives it, `generated`
+    /// for its generated `{data_dir}/signing-key`, else the `id` of its `token.keys` entry. The file is read as
+    /// [`SigningKey::from_key_file_text`] says: PKCS#8 PEM for EdDSA and ES256, else an HS256 secret,
+    /// `base64:`-prefixed or raw. For EdDSA and ES256, a verifier needs no private key: prefer
+    /// [`Verifier::from_jwks`](super::Verifier::from_jwks) on the server's JWKS.
+    ///
+    /// This is the one function of the crate that does I/O.
+    pub fn from_key_file(
+        id: impl Into<String>,
+        path: impl AsRef<std::path::Path>,
+    ) -> Result<Keyring, KeyFileError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| KeyFileError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        SigningKey::from_key_file_text(id, &text)
+            .and_then(|key| Keyring::new(vec![key]))
+            .map_err(|source| KeyFileError::Key {
+                path: path.to_owned(),
+                source,
+            })
     }
 
     /// The id of the key that signs tokens issued at `at` (unix seconds), if any may.

@@ -21,7 +21,9 @@ use crate::limits::MAX_TOKEN_BYTES;
 
 pub use claims::{Claims, DateFormat};
 pub use jwks::{Jwk, Jwks};
-pub use keyring::{Algorithm, Keyring, KeyringError, MIN_SECRET_BYTES, SigningKey};
+pub use keyring::{
+    Algorithm, KeyFileError, Keyring, KeyringError, MIN_SECRET_BYTES, SECRET_FILE_BASE64_PREFIX, SigningKey,
+};
 
 use keyring::{KeyEntry, MAX_SIGNATURE_LEN};
 

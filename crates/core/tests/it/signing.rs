@@ -351,3 +351,49 @@ fn forged_headers_never_reach_a_key_of_another_algorithm() -> Result<()> {
     assert_eq!(verifier.verify(&stranger, NOW), Err(TokenError::UnknownKey));
     Ok(())
 }
+
+#[test]
+fn key_file_text_is_pem_or_a_base64_prefixed_or_raw_secret() -> Result<()> {
+    let token = issue(
+        &Keyring::new(vec![SigningKey::new("k", SECRET.to_vec())?])?,
+        &claims(),
+        DateFormat::Numeric,
+    );
+    let verifies = |key: SigningKey| -> Result<bool> {
+        Ok(Verifier::new(Keyring::new(vec![key])?, ISSUER)
+            .verify(&token, NOW)
+            .is_ok())
+    };
+    let encoded = base64::engine::general_purpose::STANDARD.encode(SECRET);
+    assert!(verifies(SigningKey::from_key_file_text(
+        "k",
+        &format!("base64:{encoded}\n")
+    )?)?);
+    assert!(verifies(SigningKey::from_key_file_text(
+        "k",
+        &format!(" base64: {encoded} \r\n")
+    )?)?);
+    let raw = format!("{}\r\n", String::from_utf8_lossy(SECRET));
+    assert!(verifies(SigningKey::from_key_file_text("k", &raw)?)?);
+    // Without the prefix, base64 text is the secret itself, not what it encodes.
+    assert!(!verifies(SigningKey::from_key_file_text("k", &encoded)?)?);
+    assert_eq!(
+        SigningKey::from_key_file_text("k", "base64:***").err(),
+        Some(KeyringError::BadSecretEncoding { id: "k".into() })
+    );
+    assert_eq!(
+        SigningKey::from_key_file_text("k", "base64:c2hvcnQ=").err(),
+        Some(KeyringError::SecretTooShort {
+            id: "k".into(),
+            len: 5
+        })
+    );
+    let pem = SigningKey::generate_pkcs8_pem(Algorithm::EdDsa)?;
+    let key = SigningKey::from_key_file_text("ed", &pem)?;
+    assert_eq!(key.algorithm(), Algorithm::EdDsa);
+    assert_eq!(
+        SigningKey::from_key_file_text("ed", "-----BEGIN PRIVATE KEY-----\nnope\n").err(),
+        Some(KeyringError::BadPrivateKey { id: "ed".into() })
+    );
+    Ok(())
+}

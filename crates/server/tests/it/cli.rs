@@ -232,6 +232,32 @@ async fn demo_is_idempotent(backend: Backend) -> anyhow::Result<()> {
     let first = cli.ok(&["demo"], None)?;
     let second = cli.ok(&["demo"], None)?;
     assert!(second.contains("curl -s -X POST"));
+    // How a service verifies the tokens: the generated key's id and file.
+    let key_file = db.dir.path().join("signing-key");
+    assert!(
+        second.contains(&format!(
+            "HS256, key id \"generated\", secret in {}",
+            key_file.display()
+        )),
+        "{second}"
+    );
+    assert!(
+        second.contains("Keyring::from_key_file(\"generated\", PATH)"),
+        "{second}"
+    );
+    // For an EdDSA key, the JWKS URL and no file to share.
+    let other = TestDb::new(&backend)?;
+    let mut command = crm_auth(other.dir.path(), &other.url);
+    command.args(["demo"]).env("CRM_AUTH__TOKEN__ALGORITHM", "EdDSA");
+    let out = run_with_stdin(command, "")?;
+    let stdout = String::from_utf8(out.stdout)?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains("key id \"generated\", public keys at http://")
+            && stdout.contains("/.well-known/jwks.json"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("Keyring::from_key_file"), "{stdout}");
     assert_ne!(
         demo_field(&first, "demo password:"),
         demo_field(&second, "demo password:")

@@ -155,6 +155,93 @@ fn a_key_of_the_chosen_algorithm_is_generated_and_kept() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A key of `token.keys` read from `file`.
+fn secret_file_key(id: &str, file: &Path) -> KeySettings {
+    KeySettings {
+        id: id.to_owned(),
+        secret: None,
+        secret_file: Some(file.to_owned()),
+        private_key_file: None,
+        not_before: None,
+    }
+}
+
+#[test]
+fn hs256_key_files_have_one_encoding_shared_with_downstream_services() -> anyhow::Result<()> {
+    let claims = crm_auth_core::Claims {
+        jti: "EE63A82C4FEBE02FF34E90DD1EBA5ABE".to_owned(),
+        usr: "alice".to_owned(),
+        org: "Acme".to_owned(),
+        oun: "HQ".to_owned(),
+        iat: 1_700_000_000,
+        exp: 1_700_007_200,
+        iss: Some("crm-auth".to_owned()),
+        r#gen: 0,
+    };
+    let verifies = |keyring: &crm_auth_core::Keyring, token: &str| {
+        Verifier::new(keyring.clone(), "crm-auth")
+            .verify(token, 1_700_000_100)
+            .is_ok()
+    };
+    // The generated key is written with the prefix, and its token verifies with the file moved into
+    // token.keys, and with the file read by a downstream service.
+    let dir = tempfile::tempdir()?;
+    let mut settings = Settings::for_test(dir.path());
+    settings.token.keys.clear();
+    let (generated, _) = signing::load_keyring(&settings, 0)?;
+    let token = crm_auth_core::issue(&generated, &claims, crm_auth_core::DateFormat::Numeric);
+    let file = dir.path().join("signing-key");
+    assert!(std::fs::read_to_string(&file)?.starts_with("base64:"));
+    let moved = dir.path().join("moved-key");
+    std::fs::rename(&file, &moved)?;
+    settings.token.keys = vec![secret_file_key("generated", &moved)];
+    let (configured, generated_used) = signing::load_keyring(&settings, 0)?;
+    assert!(!generated_used);
+    assert!(verifies(&configured, &token), "the moved file is the same key");
+    assert!(verifies(
+        &crm_auth_core::Keyring::from_key_file("generated", &moved)?,
+        &token
+    ));
+
+    // A file of an earlier version (bare base64) still serves as the generated key.
+    let old = tempfile::tempdir()?;
+    let secret: Vec<u8> = (0u8..32).map(|b| b.wrapping_mul(37).wrapping_add(11)).collect();
+    std::fs::write(
+        old.path().join("signing-key"),
+        format!("{}\n", base64::engine::general_purpose::STANDARD.encode(&secret)),
+    )?;
+    let mut settings = Settings::for_test(old.path());
+    settings.token.keys.clear();
+    let (from_old, _) = signing::load_keyring(&settings, 0)?;
+    let raw = crm_auth_core::Keyring::new(vec![SigningKey::new("generated", secret.clone())?])?;
+    let old_token = crm_auth_core::issue(&raw, &claims, crm_auth_core::DateFormat::Numeric);
+    assert!(verifies(&from_old, &old_token));
+
+    // A configured file without the prefix is its raw bytes, as it always was, base64-looking or not.
+    let raw_file = old.path().join("raw-secret");
+    let text = base64::engine::general_purpose::STANDARD.encode(&secret);
+    std::fs::write(&raw_file, format!("{text}\r\n"))?;
+    settings.token.keys = vec![secret_file_key("raw", &raw_file)];
+    let (configured, _) = signing::load_keyring(&settings, 0)?;
+    let raw = crm_auth_core::Keyring::new(vec![SigningKey::new("raw", text.into_bytes())?])?;
+    let raw_token = crm_auth_core::issue(&raw, &claims, crm_auth_core::DateFormat::Numeric);
+    assert!(verifies(&configured, &raw_token));
+    assert!(verifies(
+        &crm_auth_core::Keyring::from_key_file("raw", &raw_file)?,
+        &raw_token
+    ));
+
+    // A prefixed file that is not base64 is refused, naming the key.
+    std::fs::write(&raw_file, "base64:not base64!\n")?;
+    let err = signing::load_keyring(&settings, 0).err().map(|e| e.to_string());
+    assert!(
+        err.as_deref()
+            .is_some_and(|e| e.contains("\"raw\"") && e.contains("base64")),
+        "{err:?}"
+    );
+    Ok(())
+}
+
 #[test]
 fn bad_key_settings_are_refused_naming_the_key() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
