@@ -80,8 +80,8 @@ async fn caller(req: &HttpRequest, state: &AppState) -> Result<Actor, ApiError> 
         .read(move |conn| {
             let found = db::session::find_by_id(conn, &live.id)?.ok_or(ApiError::SessionEnded)?;
             let user = db::user::find_by_id(conn, &found.user_id)?.ok_or(ApiError::SessionEnded)?;
-            let organisation = db::organisation::find_by_id(conn, &found.organisation_id)?
-                .ok_or(ApiError::SessionEnded)?;
+            let organisation =
+                db::organisation::find_by_id(conn, &found.organisation_id)?.ok_or(ApiError::SessionEnded)?;
             Ok((user, found.organisation_id, organisation.name))
         })
         .await?;
