@@ -87,7 +87,7 @@ async fn main() -> anyhow::Result<()> {
     println!("web api key:  {}", created.key);
     println!("              shown once: store it now, the server keeps only its digest");
 
-    let key_token = client.token_with_api_key(&created.key, None).await?;
+    let key_token = client.token(&Credentials::api_key(&created.key)).await?;
     let claims = key_token.claims();
     println!("key login:    {} in {} / {}", claims.usr, claims.org, claims.oun);
     client.release(key_token.as_str()).await?;

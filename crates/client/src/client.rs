@@ -300,6 +300,7 @@ impl Client {
     /// Logs in with a Web API key; `unit` is a unit id, name or code, `None` the user's default unit.
     ///
     /// Superseded by [`Client::token`] with [`Credentials::api_key`], which this calls.
+    #[deprecated(note = "use `Client::token(&Credentials::api_key(key))`")]
     pub async fn token_with_api_key(&self, key: &str, unit: Option<&str>) -> Result<Token, Error> {
         self.token(&with_unit(Credentials::api_key(key), unit)).await
     }

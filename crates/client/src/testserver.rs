@@ -204,16 +204,9 @@ fn read_request(stream: &TcpStream) -> Option<Recorded> {
 
 /// Claims of a test token of session `jti`.
 pub(crate) fn claims(jti: &str, iat: i64, exp: i64, r#gen: u64) -> Claims {
-    Claims {
-        jti: jti.to_owned(),
-        usr: "alice".to_owned(),
-        org: "Acme".to_owned(),
-        oun: "Main".to_owned(),
-        iat,
-        exp,
-        iss: Some("crm-auth".to_owned()),
-        r#gen,
-    }
+    Claims::new(jti, "alice", "Acme", "Main", iat, exp)
+        .issued_by("crm-auth")
+        .at_generation(r#gen)
 }
 
 /// A signed token of session `jti`, generation 0.

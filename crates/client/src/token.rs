@@ -135,16 +135,9 @@ mod tests {
     const JTI: &str = "EE63A82C4FEBE02FF34E90DD1EBA5ABE";
 
     fn claims() -> Claims {
-        Claims {
-            jti: JTI.to_owned(),
-            usr: "alice".to_owned(),
-            org: "Acme".to_owned(),
-            oun: "Main".to_owned(),
-            iat: 1_495_713_382,
-            exp: 1_495_720_582,
-            iss: Some("crm-auth".to_owned()),
-            r#gen: 3,
-        }
+        Claims::new(JTI, "alice", "Acme", "Main", 1_495_713_382, 1_495_720_582)
+            .issued_by("crm-auth")
+            .at_generation(3)
     }
 
     fn mint(format: DateFormat) -> anyhow::Result<String> {
@@ -209,10 +202,11 @@ mod tests {
         let now = system_time();
         let live = Token::parse(issue(
             &Keyring::new(vec![SigningKey::new("k1", vec![42; 32])?])?,
-            &Claims {
-                iat: now,
-                exp: now + 3600,
-                ..claims()
+            &{
+                let mut live = claims();
+                live.iat = now;
+                live.exp = now + 3600;
+                live
             },
             DateFormat::Numeric,
         ))?;

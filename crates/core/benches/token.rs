@@ -47,16 +47,16 @@ fn fixture() -> Fixture {
         Ok(keyring) => keyring,
         Err(e) => panic!("bench keyring: {e}"),
     };
-    let claims = Claims {
-        jti: "EE63A82C4FEBE02FF34E90DD1EBA5ABE".into(),
-        usr: "integration.user@example.com".into(),
-        org: "Acme Telecommunications".into(),
-        oun: "Head Office".into(),
-        iat: NOW,
-        exp: NOW + 7200,
-        iss: Some("crm-auth".into()),
-        r#gen: 3,
-    };
+    let claims = Claims::new(
+        "EE63A82C4FEBE02FF34E90DD1EBA5ABE",
+        "integration.user@example.com",
+        "Acme Telecommunications",
+        "Head Office",
+        NOW,
+        NOW + 7200,
+    )
+    .issued_by("crm-auth")
+    .at_generation(3);
     let opts = VerifyOptions {
         now: NOW + 60,
         leeway: 30,

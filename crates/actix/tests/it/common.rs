@@ -21,16 +21,7 @@ pub fn keyring(id: &str, byte: u8) -> anyhow::Result<Keyring> {
 
 /// Claims for `username` in Acme / HQ, issued at `iat`, valid for `ttl` seconds.
 pub fn claims_at(username: &str, iat: i64, ttl: i64) -> Claims {
-    Claims {
-        jti: SESSION.to_owned(),
-        usr: username.to_owned(),
-        org: "Acme".to_owned(),
-        oun: "HQ".to_owned(),
-        iat,
-        exp: iat + ttl,
-        iss: Some(ISSUER.to_owned()),
-        r#gen: 0,
-    }
+    Claims::new(SESSION, username, "Acme", "HQ", iat, iat + ttl).issued_by(ISSUER)
 }
 
 /// Answers with the session the extractor found.

@@ -63,7 +63,9 @@ async fn the_documented_example_accepts_the_real_servers_tokens() -> anyhow::Res
     let client = crm_auth_client::Client::builder()
         .base_url(format!("http://{auth_addr}"))
         .build()?;
-    let token = client.token_with_api_key(key.expose(), None).await?;
+    let token = client
+        .token(&crm_auth_client::Credentials::api_key(key.expose()))
+        .await?;
 
     // The service, as documented, on the copy of the server's key file.
     let copy = dir.path().join("copy-of-signing-key");

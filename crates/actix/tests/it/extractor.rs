@@ -34,6 +34,12 @@ fn claims(username: &str) -> Claims {
     claims_at(username, NOW - 60, 7200)
 }
 
+/// `claims` changed by `change`.
+fn with(mut claims: Claims, change: impl FnOnce(&mut Claims)) -> Claims {
+    change(&mut claims);
+    claims
+}
+
 fn sign(claims: &Claims) -> anyhow::Result<String> {
     Ok(issue(&keyring("k1", 0x5a)?, claims, DateFormat::Numeric))
 }
@@ -324,19 +330,14 @@ async fn bad_tokens_are_refused_without_being_echoed() -> anyhow::Result<()> {
     let (header_b64, _, signature) = split(&good)?;
     let tampered = format!("{header_b64}.{forged_payload}.{signature}");
 
-    let expired = sign(&Claims {
-        iat: NOW - 7300,
-        exp: NOW - i64::try_from(LEEWAY)? - 1,
-        ..claims("alice")
-    })?;
-    let other_issuer = sign(&Claims {
-        iss: Some("someone-else".to_owned()),
-        ..claims("alice")
-    })?;
-    let no_issuer = sign(&Claims {
-        iss: None,
-        ..claims("alice")
-    })?;
+    let expired = sign(&with(claims("alice"), |c| {
+        c.iat = NOW - 7300;
+        c.exp = NOW - i64::try_from(LEEWAY).unwrap_or(i64::MAX) - 1;
+    }))?;
+    let other_issuer = sign(&with(claims("alice"), |c| {
+        c.iss = Some("someone-else".to_owned())
+    }))?;
+    let no_issuer = sign(&with(claims("alice"), |c| c.iss = None))?;
     let alg_none = format!(
         "{}.{}.",
         URL_SAFE_NO_PAD.encode(r#"{"typ":"JWT","alg":"none"}"#),
@@ -394,10 +395,8 @@ fn split(token: &str) -> anyhow::Result<(&str, &str, &str)> {
 async fn leeway_and_string_dates_are_honoured() -> anyhow::Result<()> {
     let app = app!(config()?);
     // Expired by less than the leeway: clocks drift, and the server allows for it too.
-    let barely = sign(&Claims {
-        exp: NOW - i64::try_from(LEEWAY)?,
-        ..claims("alice")
-    })?;
+    let leeway = i64::try_from(LEEWAY)?;
+    let barely = sign(&with(claims("alice"), |c| c.exp = NOW - leeway))?;
     // CRM.COM's own samples write `iat`/`exp` as strings.
     let strings = issue(&keyring("k1", 0x5a)?, &claims("bob"), DateFormat::String);
     for (token, username) in [(barely, "alice"), (strings, "bob")] {
@@ -421,16 +420,14 @@ async fn offline_uses_the_system_clock() -> anyhow::Result<()> {
     let now = i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs())?;
     let verifier = Verifier::new(keyring("k1", 0x5a)?, ISSUER);
     let app = app!(AuthConfig::offline(verifier));
-    let live = sign(&Claims {
-        iat: now - 10,
-        exp: now + 7200,
-        ..claims("alice")
-    })?;
-    let expired = sign(&Claims {
-        iat: now - 7300,
-        exp: now - 100,
-        ..claims("alice")
-    })?;
+    let live = sign(&with(claims("alice"), |c| {
+        c.iat = now - 10;
+        c.exp = now + 7200;
+    }))?;
+    let expired = sign(&with(claims("alice"), |c| {
+        c.iat = now - 7300;
+        c.exp = now - 100;
+    }))?;
     for (token, status) in [(live, StatusCode::OK), (expired, StatusCode::UNAUTHORIZED)] {
         let req = test::TestRequest::get()
             .uri("/whoami")

@@ -40,7 +40,9 @@ async fn tokens_are_verified_against_the_published_keys() -> anyhow::Result<()> 
     let client = crm_auth_client::Client::builder()
         .base_url(format!("http://{addr}"))
         .build()?;
-    let token = client.token_with_api_key(key.expose(), None).await?;
+    let token = client
+        .token(&crm_auth_client::Credentials::api_key(key.expose()))
+        .await?;
     let app = app!(AuthConfig::jwks(format!("http://{addr}{}", routes::JWKS))?);
     let ask = |token: &str| {
         test::TestRequest::get()

@@ -65,7 +65,9 @@ async fn the_real_servers_verdict_decides() -> anyhow::Result<()> {
     let _stop = StopOnDrop(server.handle());
     std::thread::spawn(move || rt::System::new().block_on(server));
     let client = client(addr)?;
-    let token = client.token_with_api_key(key.expose(), None).await?;
+    let token = client
+        .token(&crm_auth_client::Credentials::api_key(key.expose()))
+        .await?;
     let app = app!(AuthConfig::online(client.clone()));
     let ask = |token: &str| {
         test::TestRequest::get()
@@ -130,7 +132,9 @@ async fn cached_answers_outlive_a_logout_for_the_cache_time_only() -> anyhow::Re
             .insert_header((header::AUTHORIZATION, format!("Bearer {token}")))
             .to_request()
     };
-    let token = client.token_with_api_key(key.expose(), None).await?;
+    let token = client
+        .token(&crm_auth_client::Credentials::api_key(key.expose()))
+        .await?;
     let (status, _, body) = call!(cached, ask(token.as_str()));
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["method"], "web_api_key");
@@ -147,7 +151,9 @@ async fn cached_answers_outlive_a_logout_for_the_cache_time_only() -> anyhow::Re
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(body["status"]["code"], "SESSION_ENDED");
     // Refusals are not remembered: a fresh token of a fresh session passes.
-    let fresh = client.token_with_api_key(key.expose(), None).await?;
+    let fresh = client
+        .token(&crm_auth_client::Credentials::api_key(key.expose()))
+        .await?;
     assert_eq!(call!(cached, ask(fresh.as_str())).0, StatusCode::OK);
     Ok(())
 }

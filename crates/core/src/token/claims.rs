@@ -23,7 +23,12 @@ pub enum DateFormat {
 /// required. `gen` defaults to 0 and `iss` to `None`, so tokens minted by CRM.COM itself parse. Unknown claims
 /// are ignored; a repeated claim is an error. Serialising (with [`Serialize`] or [`Claims::to_json`]) writes
 /// `jti, usr, org, oun, iat, exp, iss, gen` in that order, leaving out `iss` when it is `None`.
+///
+/// More claims may be added later, so the struct is `#[non_exhaustive]`: outside this crate it is built with
+/// [`Claims::new`] (and [`Claims::issued_by`], [`Claims::at_generation`]) and its fields are read or set one by
+/// one.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Claims {
     /// The session id: 32 upper-case hex digits, the same across refreshes.
     pub jti: String,
@@ -45,6 +50,42 @@ pub struct Claims {
 }
 
 impl Claims {
+    /// The claims of a session's first token (generation 0) without an issuer: session id `jti`, username
+    /// `usr`, organisation `org`, unit `oun`, issued at `iat` and expiring at `exp` (unix seconds).
+    pub fn new(
+        jti: impl Into<String>,
+        usr: impl Into<String>,
+        org: impl Into<String>,
+        oun: impl Into<String>,
+        iat: i64,
+        exp: i64,
+    ) -> Claims {
+        Claims {
+            jti: jti.into(),
+            usr: usr.into(),
+            org: org.into(),
+            oun: oun.into(),
+            iat,
+            exp,
+            iss: None,
+            r#gen: 0,
+        }
+    }
+
+    /// The same claims with issuer `iss`.
+    #[must_use]
+    pub fn issued_by(mut self, iss: impl Into<String>) -> Claims {
+        self.iss = Some(iss.into());
+        self
+    }
+
+    /// The same claims at refresh generation `generation`.
+    #[must_use]
+    pub fn at_generation(mut self, generation: u64) -> Claims {
+        self.r#gen = generation;
+        self
+    }
+
     /// The claims as compact JSON, `iat`/`exp` written per `format`. This is the token's payload.
     pub fn to_json(&self, format: DateFormat) -> String {
         let mut out = String::with_capacity(self.json_capacity());

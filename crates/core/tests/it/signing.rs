@@ -17,16 +17,15 @@ const NOW: i64 = 1_750_000_000;
 const ISSUER: &str = "crm-auth";
 
 fn claims() -> Claims {
-    Claims {
-        jti: "EE63A82C4FEBE02FF34E90DD1EBA5ABE".into(),
-        usr: "admin".into(),
-        org: "demo".into(),
-        oun: "HQ".into(),
-        iat: NOW,
-        exp: NOW + 7200,
-        iss: Some(ISSUER.into()),
-        r#gen: 0,
-    }
+    Claims::new(
+        "EE63A82C4FEBE02FF34E90DD1EBA5ABE",
+        "admin",
+        "demo",
+        "HQ",
+        NOW,
+        NOW + 7200,
+    )
+    .issued_by(ISSUER)
 }
 
 fn opts() -> VerifyOptions {
@@ -187,10 +186,11 @@ fn a_staged_key_signs_from_its_not_before_on() -> Result<()> {
     ])?;
     let before = issue(&ring, &claims(), DateFormat::Numeric);
     assert_eq!(header_of(&before)?["kid"], "old");
-    let later = Claims {
-        iat: NOW + 100,
-        exp: NOW + 7300,
-        ..claims()
+    let later = {
+        let mut c = claims();
+        c.iat = NOW + 100;
+        c.exp = NOW + 7300;
+        c
     };
     let after = issue(&ring, &later, DateFormat::Numeric);
     assert_eq!(header_of(&after)?["kid"], "new");

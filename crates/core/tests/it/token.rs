@@ -31,16 +31,15 @@ fn keyring() -> Result<Keyring> {
 }
 
 fn claims() -> Claims {
-    Claims {
-        jti: "EE63A82C4FEBE02FF34E90DD1EBA5ABE".into(),
-        usr: "admin".into(),
-        org: "demo".into(),
-        oun: "HQ".into(),
-        iat: NOW,
-        exp: NOW + 7200,
-        iss: Some(ISSUER.into()),
-        r#gen: 0,
-    }
+    Claims::new(
+        "EE63A82C4FEBE02FF34E90DD1EBA5ABE",
+        "admin",
+        "demo",
+        "HQ",
+        NOW,
+        NOW + 7200,
+    )
+    .issued_by(ISSUER)
 }
 
 fn opts(now: i64) -> VerifyOptions {
@@ -128,7 +127,11 @@ fn issue_is_deterministic_and_gen_makes_tokens_distinct() -> Result<()> {
     let ring = keyring()?;
     let a = issue(&ring, &claims(), DateFormat::Numeric);
     assert_eq!(a, issue(&ring, &claims(), DateFormat::Numeric));
-    let next = Claims { r#gen: 1, ..claims() };
+    let next = {
+        let mut c = claims();
+        c.r#gen = 1;
+        c
+    };
     assert_ne!(a, issue(&ring, &next, DateFormat::Numeric));
     Ok(())
 }
@@ -196,9 +199,10 @@ fn rejects_tampering() -> Result<()> {
     let token = issue(&ring, &claims(), DateFormat::Numeric);
     let parts: Vec<&str> = token.split('.').collect();
 
-    let admin = Claims {
-        usr: "root".into(),
-        ..claims()
+    let admin = {
+        let mut c = claims();
+        c.usr = "root".into();
+        c
     };
     let payload = URL_SAFE_NO_PAD.encode(admin.to_json(DateFormat::Numeric));
     let header = URL_SAFE_NO_PAD.encode(r#"{"typ":"JWT","alg":"HS256","kid":"k1","x":1}"#);
@@ -305,9 +309,10 @@ fn expiry_honours_the_leeway() -> Result<()> {
 #[test]
 fn expired_is_reported_before_the_issuer() -> Result<()> {
     let ring = keyring()?;
-    let c = Claims {
-        iss: Some("other".into()),
-        ..claims()
+    let c = {
+        let mut c = claims();
+        c.iss = Some("other".into());
+        c
     };
     let token = issue(&ring, &c, DateFormat::Numeric);
     assert_eq!(verify(&ring, &token, &opts(c.exp + 31)), Err(TokenError::Expired));
@@ -337,10 +342,11 @@ fn iat_may_not_lie_in_the_future() -> Result<()> {
 #[test]
 fn extreme_times_do_not_overflow() -> Result<()> {
     let ring = keyring()?;
-    let c = Claims {
-        iat: 0,
-        exp: i64::MAX,
-        ..claims()
+    let c = {
+        let mut c = claims();
+        c.iat = 0;
+        c.exp = i64::MAX;
+        c
     };
     let token = issue(&ring, &c, DateFormat::String);
     let far = VerifyOptions {
@@ -355,9 +361,10 @@ fn extreme_times_do_not_overflow() -> Result<()> {
 #[test]
 fn issuer_must_match() -> Result<()> {
     let ring = keyring()?;
-    let other = Claims {
-        iss: Some("someone-else".into()),
-        ..claims()
+    let other = {
+        let mut c = claims();
+        c.iss = Some("someone-else".into());
+        c
     };
     let token = issue(&ring, &other, DateFormat::Numeric);
     assert_eq!(verify(&ring, &token, &opts(NOW)), Err(TokenError::WrongIssuer));
@@ -372,9 +379,10 @@ fn issuer_must_match() -> Result<()> {
 #[test]
 fn missing_issuer_passes_only_as_legacy() -> Result<()> {
     let ring = keyring()?;
-    let legacy = Claims {
-        iss: None,
-        ..claims()
+    let legacy = {
+        let mut c = claims();
+        c.iss = None;
+        c
     };
     let token = issue(&ring, &legacy, DateFormat::String);
     assert_eq!(verify(&ring, &token, &opts(NOW)), Err(TokenError::WrongIssuer));
@@ -443,16 +451,14 @@ fn decodes_crm_com_sample_token() -> Result<()> {
     let c = decode_unverified(CRM_SAMPLE)?;
     assert_eq!(
         c,
-        Claims {
-            jti: "C972949E8FF14E229F58291ABE3C2663".into(),
-            usr: "MPAdministrator".into(),
-            org: "ps_r13qa".into(),
-            oun: "1".into(),
-            iat: 1495713382,
-            exp: 1495720582,
-            iss: None,
-            r#gen: 0,
-        }
+        Claims::new(
+            "C972949E8FF14E229F58291ABE3C2663",
+            "MPAdministrator",
+            "ps_r13qa",
+            "1",
+            1495713382,
+            1495720582
+        )
     );
     Ok(())
 }
@@ -507,18 +513,20 @@ fn rejects_malformed_shapes() -> Result<()> {
 #[test]
 fn caps_token_length_before_any_work() -> Result<()> {
     let ring = keyring()?;
-    let big = Claims {
-        usr: "u".repeat(MAX_TOKEN_BYTES),
-        ..claims()
+    let big = {
+        let mut c = claims();
+        c.usr = "u".repeat(MAX_TOKEN_BYTES);
+        c
     };
     let token = issue(&ring, &big, DateFormat::Numeric);
     assert!(token.len() > MAX_TOKEN_BYTES);
     assert_eq!(verify(&ring, &token, &opts(NOW)), Err(TokenError::Malformed));
     assert_eq!(decode_unverified(&token), Err(TokenError::Malformed));
     // Just under the cap still verifies.
-    let fits = Claims {
-        usr: "u".repeat(5000),
-        ..claims()
+    let fits = {
+        let mut c = claims();
+        c.usr = "u".repeat(5000);
+        c
     };
     let token = issue(&ring, &fits, DateFormat::Numeric);
     assert!(token.len() <= MAX_TOKEN_BYTES);
@@ -568,9 +576,10 @@ fn verifier_applies_its_settings() -> Result<()> {
 
     let legacy = issue(
         &ring,
-        &Claims {
-            iss: None,
-            ..claims()
+        &{
+            let mut c = claims();
+            c.iss = None;
+            c
         },
         DateFormat::String,
     );

@@ -655,16 +655,15 @@ fn json(value: impl Serialize) -> Value {
 
 /// A token really issued for the example session, under an example key.
 fn example_token() -> String {
-    let claims = Claims {
-        jti: EXAMPLE_ID.to_owned(),
-        usr: "admin".to_owned(),
-        org: "demo".to_owned(),
-        oun: "HQ".to_owned(),
-        iat: EXAMPLE_IAT,
-        exp: EXAMPLE_IAT + EXAMPLE_TTL,
-        iss: Some("crm-auth".to_owned()),
-        r#gen: 0,
-    };
+    let claims = Claims::new(
+        EXAMPLE_ID,
+        "admin",
+        "demo",
+        "HQ",
+        EXAMPLE_IAT,
+        EXAMPLE_IAT + EXAMPLE_TTL,
+    )
+    .issued_by("crm-auth");
     SigningKey::new("example", b"an example secret, 32 bytes or more".to_vec())
         .and_then(|key| Keyring::new(vec![key]))
         .map(|keyring| issue(&keyring, &claims, DateFormat::Numeric))

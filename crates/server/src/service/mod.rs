@@ -18,16 +18,16 @@ use crate::state::AppState;
 /// every caller that asks for the same generation gets the same string; ES256 signatures are randomised, so
 /// there the claims are the same and the string differs.
 pub fn token_for(state: &AppState, session: &Session) -> String {
-    let claims = Claims {
-        jti: session.id.clone(),
-        usr: session.username.clone(),
-        org: session.organisation_name.clone(),
-        oun: unit_claim(state.settings.token.unit_claim, session).to_owned(),
-        iat: session.rotated_at,
-        exp: session.expires_at,
-        iss: Some(state.settings.token.issuer.clone()),
-        r#gen: u64::try_from(session.generation).unwrap_or(0),
-    };
+    let claims = Claims::new(
+        session.id.as_str(),
+        session.username.as_str(),
+        session.organisation_name.as_str(),
+        unit_claim(state.settings.token.unit_claim, session),
+        session.rotated_at,
+        session.expires_at,
+    )
+    .issued_by(state.settings.token.issuer.as_str())
+    .at_generation(u64::try_from(session.generation).unwrap_or(0));
     issue(
         &state.keys.current().keyring,
         &claims,

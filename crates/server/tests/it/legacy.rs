@@ -107,16 +107,15 @@ async fn every_error(app: &TestApp) -> anyhow::Result<Vec<Answer>> {
 
     answers.push(Answer::of(InvalidToken, validate("not.a.token").await?).await?);
     let now = app.clock.now();
-    let expired = Claims {
-        jti: crm_auth_core::new_session_id(),
-        usr: USER.into(),
-        org: ORG.into(),
-        oun: "Main".into(),
-        iat: now - 7_200,
-        exp: now - 3_600,
-        iss: Some("crm-auth".into()),
-        r#gen: 0,
-    };
+    let expired = Claims::new(
+        crm_auth_core::new_session_id(),
+        USER,
+        ORG,
+        "Main",
+        now - 7_200,
+        now - 3_600,
+    )
+    .issued_by("crm-auth");
     let expired = issue(&test_keyring()?, &expired, DateFormat::Numeric);
     answers.push(Answer::of(TokenExpired, validate(&expired).await?).await?);
     let released = app.login().await?;

@@ -78,7 +78,7 @@ async fn each_algorithm_works_end_to_end(backend: Backend) -> anyhow::Result<()>
 
         for token in [
             app.login().await?,
-            app.client.token_with_api_key(&app.key, None).await?,
+            app.client.token(&Credentials::api_key(&app.key)).await?,
         ] {
             let header = decode_part(token.as_str(), 0)?;
             assert_eq!(header["alg"], alg.name(), "{alg}");
@@ -168,16 +168,15 @@ fn secret_file_key(id: &str, file: &Path) -> KeySettings {
 
 #[test]
 fn hs256_key_files_have_one_encoding_shared_with_downstream_services() -> anyhow::Result<()> {
-    let claims = crm_auth_core::Claims {
-        jti: "EE63A82C4FEBE02FF34E90DD1EBA5ABE".to_owned(),
-        usr: "alice".to_owned(),
-        org: "Acme".to_owned(),
-        oun: "HQ".to_owned(),
-        iat: 1_700_000_000,
-        exp: 1_700_007_200,
-        iss: Some("crm-auth".to_owned()),
-        r#gen: 0,
-    };
+    let claims = crm_auth_core::Claims::new(
+        "EE63A82C4FEBE02FF34E90DD1EBA5ABE",
+        "alice",
+        "Acme",
+        "HQ",
+        1_700_000_000,
+        1_700_007_200,
+    )
+    .issued_by("crm-auth");
     let verifies = |keyring: &crm_auth_core::Keyring, token: &str| {
         Verifier::new(keyring.clone(), "crm-auth")
             .verify(token, 1_700_000_100)
@@ -571,7 +570,7 @@ async fn a_bad_reload_keeps_the_old_keys_serving(backend: Backend) -> anyhow::Re
     let config = dir.join("crm-auth.toml");
     write_config(&config, &[("ed", &ed, None)], "")?;
     let server = Binary::start(&db, &config).await?;
-    let token = server.client.token_with_api_key(&key, None).await?;
+    let token = server.client.token(&Credentials::api_key(&key)).await?;
     let before = jwks_of(&server.url).await?.0;
 
     let garbage = dir.join("garbage.pem");
@@ -590,7 +589,7 @@ async fn a_bad_reload_keeps_the_old_keys_serving(backend: Backend) -> anyhow::Re
             assert_eq!(jwks_of(&server.url).await?.0, before);
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let fresh = server.client.token_with_api_key(&key, None).await?;
+        let fresh = server.client.token(&Credentials::api_key(&key)).await?;
         assert_eq!(decode_part(fresh.as_str(), 0)?["kid"], "ed");
     }
     let log = server.stop()?;
@@ -627,7 +626,7 @@ async fn rotation_client(
         turn += 1;
         let (a, b) = (&nodes[turn % 2], &nodes[(turn + 1) % 2]);
         let outcome: anyhow::Result<()> = async {
-            let token = a.token_with_api_key(&key, None).await?;
+            let token = a.token(&Credentials::api_key(&key)).await?;
             b.validate(token.as_str()).await?;
             verifier.verify(token.as_str()).await?;
             let next = b.refresh(token.as_str()).await?;
@@ -714,7 +713,7 @@ async fn a_rotation_on_two_nodes_fails_nothing(backend: Backend) -> anyhow::Resu
         task.await?;
     }
 
-    let fresh = nodes[1].client.token_with_api_key(&key, None).await?;
+    let fresh = nodes[1].client.token(&Credentials::api_key(&key)).await?;
     assert_eq!(decode_part(fresh.as_str(), 0)?["alg"], "EdDSA");
     let seen = tally
         .kids

@@ -596,16 +596,7 @@ fn the_generated_signing_key_is_private_and_reused() -> anyhow::Result<()> {
         assert_eq!(std::fs::metadata(&path)?.permissions().mode() & 0o777, 0o600);
     }
     let (second, _) = crm_auth_server::signing::load_keyring(&settings, 0)?;
-    let claims = crm_auth_core::Claims {
-        jti: crm_auth_core::new_id(),
-        usr: "u".into(),
-        org: "o".into(),
-        oun: "n".into(),
-        iat: 1,
-        exp: 2,
-        iss: None,
-        r#gen: 0,
-    };
+    let claims = crm_auth_core::Claims::new(crm_auth_core::new_id(), "u", "o", "n", 1, 2);
     let fmt = crm_auth_core::DateFormat::Numeric;
     assert_eq!(
         crm_auth_core::issue(&first, &claims, fmt),
