@@ -31,11 +31,11 @@ const TASKS: &[(&str, &str)] = &[
     (
         "test [ARGS...]",
         "run every test on SQLite, and on PostgreSQL when it answers (ARGS go to cargo nextest run), and build \
-         the README's quick start as a new project",
+         the README's quick starts as new projects",
     ),
     (
         "quickstart",
-        "build the README's quick start (Backend teams) as a new project in target/quickstart",
+        "build the README's quick starts (Application teams, Backend teams) as new projects in target/quickstart",
     ),
     (
         "ci",

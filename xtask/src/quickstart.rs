@@ -1,6 +1,6 @@
-//! The README's quick start for a new service, built: a scratch project in `target/quickstart` made of the
-//! `Cargo.toml` lines and the Rust blocks of the README's "Backend teams" section, with the crm-auth crates
-//! pointed at this workspace by path. It builds with the workspace's lock file (offline, so that it gets the
+//! The README's quick starts, built: for each of the "Application teams" and "Backend teams" sections a scratch
+//! project in `target/quickstart/<name>` made of the section's `Cargo.toml` lines and Rust blocks, with the
+//! crm-auth crates pointed at this workspace by path. It builds with the workspace's lock file (offline, so that it gets the
 //! versions the workspace was tested with) and target dir (so that it reuses what the workspace compiled).
 
 use std::fs;
@@ -10,8 +10,11 @@ use anyhow::{Context as _, Result};
 
 use crate::cmd::cmd;
 
-/// The README section that holds the quick start.
-const SECTION: &str = "## Backend teams";
+/// The README sections that hold a quick start, with the name of the project each is built as.
+const SECTIONS: &[(&str, &str)] = &[
+    ("## Application teams", "application"),
+    ("## Backend teams", "service"),
+];
 
 /// The workspace crates a quick start may name, with their folders.
 const CRATES: &[(&str, &str)] = &[
@@ -20,18 +23,27 @@ const CRATES: &[(&str, &str)] = &[
     ("crm-auth-core", "crates/core"),
 ];
 
-/// Writes the scratch project and builds it.
+/// Writes the scratch projects and builds them.
 pub fn run(root: &Path) -> Result<()> {
     let readme = fs::read_to_string(root.join("README.md")).context("reading README.md")?;
-    let section = section(&readme).context("README.md has no \"## Backend teams\" section")?;
+    for (heading, name) in SECTIONS {
+        build(root, &readme, heading, name)?;
+    }
+    Ok(())
+}
+
+/// Writes the quick start of the README's section `heading` as the project `name` and builds it.
+fn build(root: &Path, readme: &str, heading: &str, name: &str) -> Result<()> {
+    let section =
+        section(readme, heading).with_context(|| format!("README.md has no {heading:?} section"))?;
     let toml = blocks(section, "```toml")
         .into_iter()
         .next()
-        .context("the Backend teams section has no toml block")?;
+        .with_context(|| format!("the {heading:?} section has no toml block"))?;
     let code = blocks(section, "```rust").join("\n");
-    let dir = root.join("target/quickstart");
+    let dir = root.join("target/quickstart").join(name);
     fs::create_dir_all(dir.join("src"))?;
-    fs::write(dir.join("Cargo.toml"), manifest(&toml, root))?;
+    fs::write(dir.join("Cargo.toml"), manifest(&toml, name, root))?;
     fs::write(dir.join("src/main.rs"), code)?;
     fs::copy(root.join("Cargo.lock"), dir.join("Cargo.lock"))?;
     cmd("cargo", ["build", "--offline", "--quiet", "--manifest-path"])
@@ -41,9 +53,9 @@ pub fn run(root: &Path) -> Result<()> {
 }
 
 /// The text of the README's section, up to the next `## ` heading.
-fn section(readme: &str) -> Option<&str> {
-    let start = readme.find(SECTION)?;
-    let rest = &readme[start + SECTION.len()..];
+fn section<'a>(readme: &'a str, heading: &str) -> Option<&'a str> {
+    let start = readme.find(heading)?;
+    let rest = &readme[start + heading.len()..];
     Some(&rest[..rest.find("\n## ").unwrap_or(rest.len())])
 }
 
@@ -66,9 +78,9 @@ fn blocks(text: &str, fence: &str) -> Vec<String> {
 }
 
 /// The scratch project's manifest: the README's lines, a crm-auth crate's source replaced by its path here.
-fn manifest(toml: &str, root: &Path) -> String {
-    let mut out = String::from(
-        "[package]\nname = \"quickstart\"\nversion = \"0.0.0\"\nedition = \"2024\"\npublish = false\n\n\
+fn manifest(toml: &str, name: &str, root: &Path) -> String {
+    let mut out = format!(
+        "[package]\nname = \"quickstart-{name}\"\nversion = \"0.0.0\"\nedition = \"2024\"\npublish = false\n\n\
          # Not a member of the crm-auth workspace it sits in.\n[workspace]\n\n",
     );
     for line in toml.lines() {
@@ -100,7 +112,7 @@ mod tests {
     #[test]
     fn the_crm_auth_crates_are_pointed_at_the_workspace() {
         let toml = "[dependencies]\nactix-web = \"4\"\ncrm-auth-actix = { git = \"https://x\", features = [\"jwks\"] }\n";
-        let manifest = manifest(toml, Path::new("/w"));
+        let manifest = manifest(toml, "service", Path::new("/w"));
         assert!(manifest.contains("actix-web = \"4\"\n"), "{manifest}");
         assert!(
             manifest.contains("crm-auth-actix = { path = \"/w/crates/actix\", features = [\"jwks\"] }\n"),
