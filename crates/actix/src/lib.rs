@@ -32,13 +32,14 @@
 //!
 //! /// Tokens checked offline with the server's HS256 key, read from a copy of its key file: the generated
 //! /// `{data_dir}/signing-key` has the key id `generated`, a `token.keys` entry the `id` it is given there.
-//! fn auth_config(key_file: &str) -> Result<AuthConfig, KeyFileError> {
-//!     let keyring = Keyring::from_key_file("generated", key_file)?;
+//! fn auth_config(key_id: &str, key_file: &str) -> Result<AuthConfig, KeyFileError> {
+//!     let keyring = Keyring::from_key_file(key_id, key_file)?;
 //!     let verifier = Verifier::new(keyring, "crm-auth").with_leeway(30);
 //!     Ok(AuthConfig::offline(verifier))
 //! }
 //!
-//! /// The service, listening at `addr`; `main` awaits `server(auth_config("signing-key")?, "127.0.0.1:8081")?`.
+//! /// The service, listening at `addr`; `main` awaits
+//! /// `server(auth_config("generated", "signing-key")?, "127.0.0.1:8081")?`.
 //! fn server(auth: AuthConfig, addr: &str) -> std::io::Result<actix_web::dev::Server> {
 //!     let app = move || {
 //!         App::new()

@@ -1,12 +1,13 @@
 //! The crate's documented example, run: the code between the markers below is the example of the crate's
 //! documentation (`src/lib.rs`) and of the README's "Backend teams" section, character for character (the
-//! last test compares them), and the first test runs it against the real server's generated key.
+//! last test compares them), and the first test runs it against the real server, with its generated key and
+//! with a configured key file.
 
 use std::net::TcpListener;
 
 use actix_web::rt;
 use crm_auth_server::service::admin::{self, Actor};
-use crm_auth_server::settings::Settings;
+use crm_auth_server::settings::{KeySettings, Settings};
 
 // example:start
 use actix_web::{App, HttpServer, Responder, get};
@@ -19,13 +20,14 @@ async fn whoami(user: Authenticated) -> impl Responder {
 
 /// Tokens checked offline with the server's HS256 key, read from a copy of its key file: the generated
 /// `{data_dir}/signing-key` has the key id `generated`, a `token.keys` entry the `id` it is given there.
-fn auth_config(key_file: &str) -> Result<AuthConfig, KeyFileError> {
-    let keyring = Keyring::from_key_file("generated", key_file)?;
+fn auth_config(key_id: &str, key_file: &str) -> Result<AuthConfig, KeyFileError> {
+    let keyring = Keyring::from_key_file(key_id, key_file)?;
     let verifier = Verifier::new(keyring, "crm-auth").with_leeway(30);
     Ok(AuthConfig::offline(verifier))
 }
 
-/// The service, listening at `addr`; `main` awaits `server(auth_config("signing-key")?, "127.0.0.1:8081")?`.
+/// The service, listening at `addr`; `main` awaits
+/// `server(auth_config("generated", "signing-key")?, "127.0.0.1:8081")?`.
 fn server(auth: AuthConfig, addr: &str) -> std::io::Result<actix_web::dev::Server> {
     let app = move || {
         App::new()
@@ -38,10 +40,27 @@ fn server(auth: AuthConfig, addr: &str) -> std::io::Result<actix_web::dev::Serve
 
 #[actix_web::test]
 async fn the_documented_example_accepts_the_real_servers_tokens() -> anyhow::Result<()> {
+    // The generated key, as `crm-auth serve` writes it when no key is configured.
     let dir = tempfile::tempdir()?;
     let mut settings = Settings::for_test(dir.path());
-    // The generated key, as `crm-auth serve` writes it when no key is configured.
     settings.token.keys.clear();
+    run_example(settings, "generated", &dir.path().join("signing-key")).await?;
+    // A configured key file, as a deployment of several nodes has, its secret written as the README says.
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("shared-key");
+    std::fs::write(&file, "base64:2dGJDPIaX5Yx0ZxK3S2+ZBqCkz1YK4bIkAO1lMPnM/E=\n")?;
+    let mut settings = Settings::for_test(dir.path());
+    let mut key = KeySettings::hs256("2026-12", "unused");
+    key.secret = None;
+    key.secret_file = Some(file.clone());
+    settings.token.keys = vec![key];
+    run_example(settings, "2026-12", &file).await
+}
+
+/// Starts the server with `settings`, logs in with a key, and has the documented service, given a copy of
+/// `key_file` under `key_id`, accept the token and refuse no token and a bad one with their challenges.
+async fn run_example(settings: Settings, key_id: &str, key_file: &std::path::Path) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
     let state = crm_auth_server::state::AppState::from_settings(settings)?;
     let key = {
         let conn = &mut *state.store.pool().get()?;
@@ -69,9 +88,12 @@ async fn the_documented_example_accepts_the_real_servers_tokens() -> anyhow::Res
 
     // The service, as documented, on the copy of the server's key file.
     let copy = dir.path().join("copy-of-signing-key");
-    std::fs::copy(dir.path().join("signing-key"), &copy)?;
+    std::fs::copy(key_file, &copy)?;
     let addr = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-    let service = server(auth_config(copy.to_str().unwrap_or_default())?, &addr.to_string())?;
+    let service = server(
+        auth_config(key_id, copy.to_str().unwrap_or_default())?,
+        &addr.to_string(),
+    )?;
     let handle = service.handle();
     rt::spawn(service);
     let http = reqwest::Client::new();
