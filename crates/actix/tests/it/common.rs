@@ -1,11 +1,16 @@
 //! What the extractor's tests share: a test app whose handlers echo what the extractor found, a call that
 //! returns status, content type and JSON body, and the keys and claims of the tokens they send.
 
-use actix_web::HttpResponse;
+use std::net::{SocketAddr, TcpListener};
+
+use actix_web::dev::ServerHandle;
 use actix_web::http::header;
 use actix_web::web::{self, Bytes};
+use actix_web::{HttpResponse, rt};
 use crm_auth_actix::{Authenticated, Keyring, SigningKey};
 use crm_auth_core::Claims;
+use crm_auth_server::service::admin::{self, Actor};
+use crm_auth_server::settings::Settings;
 use serde_json::{Value, json};
 
 /// The issuer every test token names.
@@ -100,4 +105,75 @@ macro_rules! challenge {
 /// An `Authorization: Bearer` header carrying `token`.
 pub fn bearer(token: &str) -> (header::HeaderName, String) {
     (header::AUTHORIZATION, format!("Bearer {token}"))
+}
+
+/// A client of the server at `addr` that does not retry.
+pub fn client_at(addr: SocketAddr) -> anyhow::Result<crm_auth_client::Client> {
+    Ok(crm_auth_client::Client::builder()
+        .base_url(format!("http://{addr}"))
+        .retries(0)
+        .build()?)
+}
+
+/// A real crm-auth server with `settings` on a free port, on a thread of its own, holding organisation `Acme`,
+/// unit `HQ` and user `alice` with one Web API key; stopped when dropped.
+pub struct RealServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Alice's Web API key.
+    pub key: String,
+    /// Stops it.
+    handle: ServerHandle,
+}
+
+impl RealServer {
+    pub fn start(settings: Settings) -> anyhow::Result<RealServer> {
+        let state = crm_auth_server::state::AppState::from_settings(settings)?;
+        let key = {
+            let conn = &mut *state.store.pool().get()?;
+            let org = admin::add_organisation(conn, &Actor::Cli, "Acme", 1)?;
+            admin::add_unit(conn, &Actor::Cli, &org, "HQ", None, 1)?;
+            let new = admin::NewUser {
+                username: "alice",
+                units: &["HQ".into()],
+                ..admin::NewUser::default()
+            };
+            let user = admin::add_user(conn, &Actor::Cli, &org, new, 1)?;
+            admin::create_key(conn, &Actor::Cli, &org, &user, (None, None), 1)?
+                .1
+                .expose()
+                .to_owned()
+        };
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let server = crm_auth_server::http::serve(listener, state)?;
+        let handle = server.handle();
+        std::thread::spawn(move || rt::System::new().block_on(server));
+        Ok(RealServer { addr, key, handle })
+    }
+
+    /// A client of it that does not retry.
+    pub fn client(&self) -> anyhow::Result<crm_auth_client::Client> {
+        client_at(self.addr)
+    }
+
+    /// Stops it and waits until it has stopped.
+    pub async fn stop(&self) {
+        self.handle.stop(true).await;
+    }
+
+    /// A token of a key login as alice.
+    pub async fn token(&self) -> anyhow::Result<crm_auth_client::Token> {
+        Ok(self
+            .client()?
+            .token(&crm_auth_client::Credentials::api_key(&self.key))
+            .await?)
+    }
+}
+
+impl Drop for RealServer {
+    fn drop(&mut self) {
+        // `stop` sends its command when called; the future it returns only waits for the workers to end.
+        drop(self.handle.stop(false));
+    }
 }

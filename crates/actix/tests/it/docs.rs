@@ -6,8 +6,9 @@
 use std::net::TcpListener;
 
 use actix_web::rt;
-use crm_auth_server::service::admin::{self, Actor};
 use crm_auth_server::settings::{KeySettings, Settings};
+
+use crate::common::RealServer;
 
 // example:start
 use actix_web::{App, HttpServer, Responder, get};
@@ -61,30 +62,8 @@ async fn the_documented_example_accepts_the_real_servers_tokens() -> anyhow::Res
 /// `key_file` under `key_id`, accept the token and refuse no token and a bad one with their challenges.
 async fn run_example(settings: Settings, key_id: &str, key_file: &std::path::Path) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let state = crm_auth_server::state::AppState::from_settings(settings)?;
-    let key = {
-        let conn = &mut *state.store.pool().get()?;
-        let org = admin::add_organisation(conn, &Actor::Cli, "Acme", 1)?;
-        admin::add_unit(conn, &Actor::Cli, &org, "HQ", None, 1)?;
-        let new = admin::NewUser {
-            username: "alice",
-            units: &["HQ".into()],
-            ..admin::NewUser::default()
-        };
-        let user = admin::add_user(conn, &Actor::Cli, &org, new, 1)?;
-        admin::create_key(conn, &Actor::Cli, &org, &user, (None, None), 1)?.1
-    };
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    let auth_addr = listener.local_addr()?;
-    let auth_server = crm_auth_server::http::serve(listener, state)?;
-    let auth_handle = auth_server.handle();
-    std::thread::spawn(move || rt::System::new().block_on(auth_server));
-    let client = crm_auth_client::Client::builder()
-        .base_url(format!("http://{auth_addr}"))
-        .build()?;
-    let token = client
-        .token(&crm_auth_client::Credentials::api_key(key.expose()))
-        .await?;
+    let real = RealServer::start(settings)?;
+    let token = real.token().await?;
 
     // The service, as documented, on the copy of the server's key file.
     let copy = dir.path().join("copy-of-signing-key");
@@ -111,7 +90,7 @@ async fn run_example(settings: Settings, key_id: &str, key_file: &std::path::Pat
         r#"Bearer error="invalid_token""#
     );
     handle.stop(true).await;
-    auth_handle.stop(true).await;
+    real.stop().await;
     Ok(())
 }
 

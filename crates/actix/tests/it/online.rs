@@ -1,19 +1,16 @@
 //! The extractor with an online configuration, against the real server on a loopback port: the server's
 //! verdict, logouts included, is what the handler sees.
 
-use crm_auth_server::service::admin::Actor;
 use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
-use actix_web::dev::ServerHandle;
 use actix_web::http::{StatusCode, header};
 use actix_web::{rt, test};
-use crm_auth_actix::{AuthConfig, Client};
+use crm_auth_actix::AuthConfig;
 use crm_auth_core::{DateFormat, ErrorCode, issue};
-use crm_auth_server::service::admin;
 use serde_json::json;
 
-use crate::common::{claims_at, keyring};
+use crate::common::{RealServer, claims_at, client_at, keyring};
 
 /// A well-formed token for `username` signed by a key the server does not know.
 fn foreign_token(username: &str) -> anyhow::Result<String> {
@@ -24,49 +21,13 @@ fn foreign_token(username: &str) -> anyhow::Result<String> {
     ))
 }
 
-/// Stops the real server when the test ends, passed or failed.
-struct StopOnDrop(ServerHandle);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        // `stop` sends its command when called; the future it returns only waits for the workers to end.
-        drop(self.0.stop(false));
-    }
-}
-
-fn client(addr: SocketAddr) -> anyhow::Result<Client> {
-    Ok(Client::builder()
-        .base_url(format!("http://{addr}"))
-        .retries(0)
-        .build()?)
-}
-
 #[actix_web::test]
 async fn the_real_servers_verdict_decides() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let state = crm_auth_server::state::AppState::from_settings(
-        crm_auth_server::settings::Settings::for_test(dir.path()),
-    )?;
-    let key = {
-        let conn = &mut *state.store.pool().get()?;
-        let org = admin::add_organisation(conn, &Actor::Cli, "Acme", 1)?;
-        admin::add_unit(conn, &Actor::Cli, &org, "HQ", None, 1)?;
-        let new = admin::NewUser {
-            username: "alice",
-            units: &["HQ".into()],
-            ..admin::NewUser::default()
-        };
-        let user = admin::add_user(conn, &Actor::Cli, &org, new, 1)?;
-        admin::create_key(conn, &Actor::Cli, &org, &user, (None, None), 1)?.1
-    };
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    let addr = listener.local_addr()?;
-    let server = crm_auth_server::http::serve(listener, state)?;
-    let _stop = StopOnDrop(server.handle());
-    std::thread::spawn(move || rt::System::new().block_on(server));
-    let client = client(addr)?;
+    let real = RealServer::start(crm_auth_server::settings::Settings::for_test(dir.path()))?;
+    let client = real.client()?;
     let token = client
-        .token(&crm_auth_client::Credentials::api_key(key.expose()))
+        .token(&crm_auth_client::Credentials::api_key(&real.key))
         .await?;
     let app = app!(AuthConfig::online(client.clone()));
     let ask = |token: &str| {
@@ -102,27 +63,8 @@ async fn the_real_servers_verdict_decides() -> anyhow::Result<()> {
 #[actix_web::test]
 async fn cached_answers_outlive_a_logout_for_the_cache_time_only() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let state = crm_auth_server::state::AppState::from_settings(
-        crm_auth_server::settings::Settings::for_test(dir.path()),
-    )?;
-    let key = {
-        let conn = &mut *state.store.pool().get()?;
-        let org = admin::add_organisation(conn, &Actor::Cli, "Acme", 1)?;
-        admin::add_unit(conn, &Actor::Cli, &org, "HQ", None, 1)?;
-        let new = admin::NewUser {
-            username: "alice",
-            units: &["HQ".into()],
-            ..admin::NewUser::default()
-        };
-        let user = admin::add_user(conn, &Actor::Cli, &org, new, 1)?;
-        admin::create_key(conn, &Actor::Cli, &org, &user, (None, None), 1)?.1
-    };
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    let addr = listener.local_addr()?;
-    let server = crm_auth_server::http::serve(listener, state)?;
-    let _stop = StopOnDrop(server.handle());
-    std::thread::spawn(move || rt::System::new().block_on(server));
-    let client = client(addr)?;
+    let real = RealServer::start(crm_auth_server::settings::Settings::for_test(dir.path()))?;
+    let client = real.client()?;
     let ttl = Duration::from_millis(1500);
     let cached = app!(AuthConfig::online(client.clone()).cache(ttl));
     let uncached = app!(AuthConfig::online(client.clone()));
@@ -133,7 +75,7 @@ async fn cached_answers_outlive_a_logout_for_the_cache_time_only() -> anyhow::Re
             .to_request()
     };
     let token = client
-        .token(&crm_auth_client::Credentials::api_key(key.expose()))
+        .token(&crm_auth_client::Credentials::api_key(&real.key))
         .await?;
     let (status, _, body) = call!(cached, ask(token.as_str()));
     assert_eq!(status, StatusCode::OK);
@@ -152,7 +94,7 @@ async fn cached_answers_outlive_a_logout_for_the_cache_time_only() -> anyhow::Re
     assert_eq!(body["status"]["code"], "SESSION_ENDED");
     // Refusals are not remembered: a fresh token of a fresh session passes.
     let fresh = client
-        .token(&crm_auth_client::Credentials::api_key(key.expose()))
+        .token(&crm_auth_client::Credentials::api_key(&real.key))
         .await?;
     assert_eq!(call!(cached, ask(fresh.as_str())).0, StatusCode::OK);
     Ok(())
@@ -161,7 +103,7 @@ async fn cached_answers_outlive_a_logout_for_the_cache_time_only() -> anyhow::Re
 #[actix_web::test]
 async fn an_unreachable_server_is_unavailable_not_a_pass() -> anyhow::Result<()> {
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let app = app!(AuthConfig::online(client(SocketAddr::from((
+    let app = app!(AuthConfig::online(client_at(SocketAddr::from((
         [127, 0, 0, 1],
         port
     )))?));
