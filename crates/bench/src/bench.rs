@@ -1010,11 +1010,7 @@ fn password_logins(
             },
         )
     };
-    let hash_floor = || -> Result<(f64, f64)> {
-        let rate = floors::hash_rate(server_settings, plan.seconds as f64)?;
-        eprintln!("[{name}] H: {rate}");
-        Ok((rate.hashes_per_sec(), rate.ms_per_hash()))
-    };
+    let hash_floor = || hash_floor(name, server_settings, plan.seconds);
     let h_before = hash_floor()?;
     let narrow = run("password-login-8", &logins, LOGIN_CLIENTS[0], plan.login_seconds)?;
     // The logins still queued when wrk stopped would share the cores with the next run, and their connections
@@ -1044,6 +1040,13 @@ fn password_logins(
         one_user,
         after,
     })
+}
+
+/// H on `backend`'s settings for `seconds`, printed: hashes per second and ms per hash per core.
+fn hash_floor(backend: &str, settings: &Settings, seconds: u64) -> Result<(f64, f64)> {
+    let rate = floors::hash_rate(settings, seconds as f64)?;
+    eprintln!("[{backend}] H: {rate}");
+    Ok((rate.hashes_per_sec(), rate.ms_per_hash()))
 }
 
 /// Runs one part of the bench alone on each backend and prints its checks; no report is written.
@@ -1200,11 +1203,7 @@ fn admin_run(ctx: &Context, backend: Backend) -> Result<AdminFigures> {
     let d_list = floors::db_rate(&server_settings, DbOp::ListUsers, CLIENTS, plan.seconds as f64)?;
     eprintln!("[{name}] D_list_users: {d_list}");
 
-    let hash_floor = || -> Result<f64> {
-        let rate = floors::hash_rate(&server_settings, plan.seconds as f64)?;
-        eprintln!("[{name}] H: {rate}");
-        Ok(rate.hashes_per_sec())
-    };
+    let hash_floor = || hash_floor(name, &server_settings, plan.seconds).map(|(rate, _)| rate);
     let h_before = hash_floor()?;
     let create = drive(
         ctx,
