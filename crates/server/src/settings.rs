@@ -147,6 +147,10 @@ pub struct RateLimitSettings {
     pub per_second: u32,
     /// Requests an address may send at once before the rate applies.
     pub burst: u32,
+    /// Count each address's requests in the database, so that the nodes sharing it allow the rate in total
+    /// (at most `max(burst, per_second × window)` requests in any window of `max(1, ⌈burst ÷ per_second⌉)`
+    /// seconds) instead of each node allowing it.
+    pub shared: bool,
 }
 
 /// One `[[token.keys]]` entry.
@@ -381,6 +385,7 @@ impl Default for RateLimitSettings {
         RateLimitSettings {
             per_second: 0,
             burst: 20,
+            shared: false,
         }
     }
 }
@@ -555,6 +560,12 @@ impl Settings {
             return Err(invalid(
                 "http.rate_limit.burst",
                 "must be at least 1 when the limit is on",
+            ));
+        }
+        if self.http.rate_limit.shared && self.http.rate_limit.per_second == 0 {
+            return Err(invalid(
+                "http.rate_limit.shared",
+                "needs http.rate_limit.per_second above 0 (the limit is off)",
             ));
         }
         if self.token.ttl_seconds == 0 {

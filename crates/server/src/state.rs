@@ -53,7 +53,7 @@ impl AppState {
         let metrics = Arc::new(Metrics::new()?);
         let store = Store::open(backend, settings.database.pool_size, Arc::clone(&metrics))?;
         let hasher = PasswordHasher::start(&settings.auth.argon2, settings.hash_threads(), metrics.clone())?;
-        let rate_limiter = RateLimiter::new(&settings.http.rate_limit);
+        let rate_limiter = RateLimiter::new(&settings.http.rate_limit, Arc::clone(&clock));
         let lockout = Lockout::new(&settings.auth.lockout);
         Ok(AppState {
             settings: Arc::new(settings),

@@ -54,6 +54,7 @@ pub mod coalesce;
 pub mod group_commit;
 pub mod login_check;
 pub mod login_failure;
+pub mod rate_limit;
 pub mod organisation;
 pub mod rekey;
 pub mod schema;

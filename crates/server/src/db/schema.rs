@@ -118,6 +118,14 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    rate_limit_hits (client, slot) {
+        client -> Text,
+        slot -> BigInt,
+        hits -> BigInt,
+    }
+}
+
 diesel::joinable!(units -> organisations (organisation_id));
 diesel::joinable!(users -> organisations (organisation_id));
 diesel::joinable!(user_units -> units (unit_id));

@@ -31,6 +31,7 @@ use crate::http::listeners::{Listeners, Split};
 use crate::http::shutdown::Drain;
 use crate::logging;
 use crate::metrics::{Metrics, UNMATCHED_ROUTE};
+use crate::ratelimit::FlushJob;
 use crate::service::retention::PurgeJob;
 use crate::settings::{ErrorStatus, HttpSettings};
 use crate::state::AppState;
@@ -96,8 +97,9 @@ pub fn serve(listeners: impl Into<Listeners>, state: AppState) -> std::io::Resul
     // The app factory is the one value the server keeps until it has stopped, and every worker's copy is
     // dropped when its worker ends; the job, shared by the copies, stops when the last one goes.
     let purge = Arc::new(PurgeJob::start(state.clone())?);
+    let shared_limit = Arc::new(FlushJob::start(&state)?);
     let server = HttpServer::new(move || {
-        let _running = &purge;
+        let _running = (&purge, &shared_limit);
         let observer = observer.clone();
         App::new()
             .wrap_fn(move |mut req, srv| {

@@ -47,10 +47,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 fn rate_limit(req: &HttpRequest, state: &AppState) -> Result<std::net::IpAddr, ApiError> {
     let client = client_addr(req, state);
-    let now = state.clock.now_precise();
     state
         .rate_limiter
-        .check(client, now)
+        .check(client)
         .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
     Ok(client)
 }

@@ -18,6 +18,7 @@ mod login;
 mod logs;
 mod ops;
 mod races;
+mod rate_limit;
 mod readme;
 mod retention;
 mod revocations;
