@@ -84,7 +84,8 @@ impl RateLimiter {
         });
         RateLimiter {
             buckets: quota.map(|quota| Gcra::dashmap_with_clock(quota, GovernorTime(Arc::clone(&clock)))),
-            shared: (settings.shared && settings.per_second > 0).then(|| Arc::new(SharedCounts::new(settings))),
+            shared: (settings.shared && settings.per_second > 0)
+                .then(|| Arc::new(SharedCounts::new(settings))),
             clock,
             checks: AtomicU64::new(0),
         }
@@ -96,7 +97,7 @@ impl RateLimiter {
             return Ok(());
         };
         let key = client_key(addr);
-        if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1
+        if (self.checks.fetch_add(1, Ordering::Relaxed) + 1).is_multiple_of(SWEEP_EVERY)
             && buckets.len() >= SWEEP_AT
         {
             buckets.retain_recent();
@@ -170,7 +171,12 @@ impl SharedCounts {
         tally.touched = true;
         tally.last_seen = now;
         let oldest = now - self.window;
-        let pending: u64 = tally.pending.iter().filter(|(slot, _)| *slot > oldest).map(|(_, n)| n).sum();
+        let pending: u64 = tally
+            .pending
+            .iter()
+            .filter(|(slot, _)| *slot > oldest)
+            .map(|(_, n)| n)
+            .sum();
         if tally.known + tally.in_flight + pending >= self.limit {
             // A second leaves the window every second.
             return Err(1);
@@ -261,9 +267,7 @@ impl SharedCounts {
                 db::rate_limit::totals(conn, &clients, after)
             };
             Ok(match conn {
-                db::DbConnection::Postgres(_) => {
-                    diesel::Connection::transaction(conn, |conn| work(conn))?
-                }
+                db::DbConnection::Postgres(_) => diesel::Connection::transaction(conn, |conn| work(conn))?,
                 db::DbConnection::Sqlite(_) => work(conn)?,
             })
         });
@@ -313,10 +317,10 @@ impl FlushJob {
                     }
                     flushes += 1;
                     // Every ten seconds or so.
-                    if flushes % 100 == 0 {
-                        if let Err(e) = shared.forget_old(&store, now) {
-                            log::warn!(error:% = e; "rate limit: old counts not deleted");
-                        }
+                    if flushes.is_multiple_of(100)
+                        && let Err(e) = shared.forget_old(&store, now)
+                    {
+                        log::warn!(error:% = e; "rate limit: old counts not deleted");
                     }
                 }
             })?;
@@ -370,7 +374,11 @@ mod tests {
         assert_eq!(limiter.check(ip), Err(1));
         let (slow, _clock) = limiter_per_minute();
         assert_eq!(slow.check(ip), Ok(()));
-        assert!(matches!(slow.check(ip), Err(wait) if wait > 1), "{:?}", slow.check(ip));
+        assert!(
+            matches!(slow.check(ip), Err(wait) if wait > 1),
+            "{:?}",
+            slow.check(ip)
+        );
     }
 
     /// A limit slower than one per second: `per_second` is whole, so a burst of 1 at 1/s then a bucket that

@@ -29,7 +29,10 @@ fn limited(shared: bool) -> impl Fn(&mut Settings) {
 async fn allowed(app: &TestApp, clients: &[&Client], requests: usize) -> anyhow::Result<usize> {
     let mut allowed = 0;
     for i in 0..requests {
-        match clients[i % clients.len()].token(&Credentials::api_key(&app.key)).await {
+        match clients[i % clients.len()]
+            .token(&Credentials::api_key(&app.key))
+            .await
+        {
             Ok(_) => allowed += 1,
             Err(e) if e.code() == Some(ErrorCode::RateLimited) => {}
             Err(e) => anyhow::bail!("request {i}: {e}"),
@@ -53,7 +56,11 @@ async fn two_nodes_allow_the_shared_rate_in_total(backend: Backend) -> anyhow::R
     let other = other_node.client()?;
     // The test's clock stands still, so nothing refills: four in all, whichever node answers.
     assert_eq!(allowed(&app, &[&app.client, &other], 12).await?, 4);
-    assert_eq!(stored(&app)?.1, 4, "the allowed requests are counted in the database");
+    assert_eq!(
+        stored(&app)?.1,
+        4,
+        "the allowed requests are counted in the database"
+    );
     // Once the window has passed, both nodes allow requests again, four in all.
     app.clock.advance(4);
     assert_eq!(allowed(&app, &[&other, &app.client], 12).await?, 4);

@@ -450,6 +450,7 @@ fn the_example_configuration_loads_and_matches_the_defaults() -> anyhow::Result<
     assert_eq!(settings.log.format, defaults.log.format);
     assert_eq!(settings.log.level, defaults.log.level);
     assert_eq!(settings.http.management_bind, defaults.http.management_bind);
+    assert_eq!(settings.http.rate_limit.shared, defaults.http.rate_limit.shared);
     assert_eq!(
         (
             settings.http.shutdown_drain_seconds,
@@ -528,6 +529,11 @@ fn unknown_keys_and_bad_values_stop_start_up_naming_the_key() -> anyhow::Result<
             "CRM_AUTH__AUTH__LOCKOUT__MAX_WAIT_MS",
             "60001",
             "auth.lockout.max_wait_ms",
+        ),
+        (
+            "CRM_AUTH__HTTP__RATE_LIMIT__SHARED",
+            "true",
+            "http.rate_limit.shared",
         ),
         ("CRM_AUTH__NOPE", "1", "nope"),
     ] {
