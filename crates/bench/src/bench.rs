@@ -519,29 +519,34 @@ fn key_tokens(base: &str, key: &str, n: usize) -> Result<Vec<String>> {
     })
 }
 
-/// Waits until the server at `base` has hashed every password still queued (its
-/// `crm_auth_password_hashes_in_flight` gauge reads 0 twice, 200 ms apart), for at most `limit`. Requests that
-/// the load generator stopped waiting for are still hashed; a figure taken meanwhile would share the cores
-/// with them.
+/// Waits until the server at `base` has hashed every password still queued and closed every connection of the
+/// runs before (its `crm_auth_password_hashes_in_flight` gauge reads 0 and `crm_auth_http_connections_open` at
+/// most 1, this wait's own, twice 200 ms apart), for at most `limit`. Requests that the load generator stopped
+/// waiting for are still answered: a figure taken meanwhile would share the cores with them, and their
+/// connections would count against the next run's at the per-address limit.
 fn wait_hashing_idle(base: &str, limit: Duration) -> Result<()> {
     let client = Client::builder().timeout(Duration::from_secs(10)).build()?;
     let deadline = Instant::now() + limit;
     let mut idle_reads = 0;
     while idle_reads < 2 {
         if Instant::now() > deadline {
-            bail!("the server at {base} was still hashing after {limit:?}");
+            bail!("the server at {base} was still answering earlier requests after {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(200));
         let metrics = client.get(format!("{base}/metrics")).send()?.text()?;
-        let in_flight = metrics
-            .lines()
-            .find_map(|line| line.strip_prefix("crm_auth_password_hashes_in_flight "))
-            .context("no crm_auth_password_hashes_in_flight in /metrics")?;
-        idle_reads = if in_flight.trim() == "0" {
-            idle_reads + 1
-        } else {
-            0
+        let gauge = |name: &str| -> Result<i64> {
+            let value = metrics
+                .lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+                .with_context(|| format!("no {name} in /metrics"))?;
+            value
+                .trim()
+                .parse()
+                .with_context(|| format!("{name} reads {value:?}"))
         };
+        let idle = gauge("crm_auth_password_hashes_in_flight")? == 0
+            && gauge("crm_auth_http_connections_open")? <= 1;
+        idle_reads = if idle { idle_reads + 1 } else { 0 };
     }
     Ok(())
 }

@@ -150,6 +150,7 @@ pub struct Metrics {
     registry: Registry,
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
+    http_connections: IntGauge,
     token_grants: IntCounterVec,
     refreshes: IntCounterVec,
     reuse_detections: IntCounter,
@@ -186,6 +187,10 @@ impl Metrics {
                 "Time to answer an HTTP request, by route",
             ),
             &["route"],
+        )?;
+        let http_connections = IntGauge::new(
+            "crm_auth_http_connections_open",
+            "Client connections open on the main listener",
         )?;
         let token_grants = IntCounterVec::new(
             Opts::new(
@@ -250,6 +255,7 @@ impl Metrics {
 
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
+        registry.register(Box::new(http_connections.clone()))?;
         registry.register(Box::new(token_grants.clone()))?;
         registry.register(Box::new(refreshes.clone()))?;
         registry.register(Box::new(reuse_detections.clone()))?;
@@ -281,6 +287,7 @@ impl Metrics {
             registry,
             http_requests,
             http_duration,
+            http_connections,
             token_grants,
             refreshes,
             reuse_detections,
@@ -293,6 +300,11 @@ impl Metrics {
             db_batch_size,
             sessions_purged,
         })
+    }
+
+    /// The gauge of open client connections, which each counted connection moves.
+    pub fn http_connections(&self) -> IntGauge {
+        self.http_connections.clone()
     }
 
     /// Counts one answered HTTP request. `route` is the matched pattern or [`UNMATCHED_ROUTE`], never the raw

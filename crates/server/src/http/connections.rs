@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use actix_web::dev::Extensions;
 use actix_web::rt::net::TcpStream;
+use prometheus::IntGauge;
 
 use crate::ratelimit::client_key;
 
@@ -19,6 +20,8 @@ pub struct ConnectionLimit {
     max: usize,
     exempt: Arc<[IpAddr]>,
     open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    /// Every connection served, exempt ones included.
+    gauge: IntGauge,
 }
 
 /// One counted connection; dropping it (when its connection ends) frees the place.
@@ -27,16 +30,18 @@ pub struct ConnectionSlot {
     /// `None` for an exempt address, whose connections are not counted.
     key: Option<IpAddr>,
     open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    gauge: IntGauge,
 }
 
 impl ConnectionLimit {
     /// A limit of `max` connections per address; addresses in `exempt` (trusted proxies, which carry many
-    /// clients' connections) are not limited.
-    pub fn new(max: usize, exempt: &[IpAddr]) -> ConnectionLimit {
+    /// clients' connections) are not limited. `gauge` counts every connection served.
+    pub fn new(max: usize, exempt: &[IpAddr], gauge: IntGauge) -> ConnectionLimit {
         ConnectionLimit {
             max,
             exempt: exempt.iter().map(|ip| ip.to_canonical()).collect(),
             open: Arc::default(),
+            gauge,
         }
     }
 
@@ -45,10 +50,7 @@ impl ConnectionLimit {
     pub fn acquire(&self, peer: IpAddr) -> Option<ConnectionSlot> {
         let peer = peer.to_canonical();
         if self.exempt.contains(&peer) {
-            return Some(ConnectionSlot {
-                key: None,
-                open: Arc::clone(&self.open),
-            });
+            return Some(self.slot(None));
         }
         let key = client_key(peer);
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
@@ -57,10 +59,16 @@ impl ConnectionLimit {
             return None;
         }
         *count += 1;
-        Some(ConnectionSlot {
-            key: Some(key),
+        Some(self.slot(Some(key)))
+    }
+
+    fn slot(&self, key: Option<IpAddr>) -> ConnectionSlot {
+        self.gauge.inc();
+        ConnectionSlot {
+            key,
             open: Arc::clone(&self.open),
-        })
+            gauge: self.gauge.clone(),
+        }
     }
 
     /// The connect hook: counts the connection in its extensions (dropped with the connection) or, over the
@@ -94,6 +102,7 @@ impl ConnectionLimit {
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
+        self.gauge.dec();
         let Some(key) = self.key else { return };
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(count) = open.get_mut(&key) {
@@ -110,9 +119,14 @@ impl Drop for ConnectionSlot {
 mod tests {
     use super::*;
 
+    fn gauge() -> IntGauge {
+        IntGauge::new("open", "open").unwrap_or_else(|e| panic!("{e}"))
+    }
+
     #[test]
     fn an_address_gets_max_places_and_gets_them_back() {
-        let limit = ConnectionLimit::new(2, &[]);
+        let gauge = gauge();
+        let limit = ConnectionLimit::new(2, &[], gauge.clone());
         let ip: IpAddr = [10, 0, 0, 1].into();
         let a = limit.acquire(ip);
         let b = limit.acquire(ip);
@@ -120,14 +134,18 @@ mod tests {
         assert!(limit.acquire(ip).is_none());
         // Another address is not affected.
         assert!(limit.acquire([10, 0, 0, 2].into()).is_some());
+        assert_eq!(gauge.get(), 2, "refused and closed connections are not open");
         drop(a);
         assert_eq!(limit.open(ip), 1);
-        assert!(limit.acquire(ip).is_some());
+        assert_eq!(gauge.get(), 1);
+        let c = limit.acquire(ip);
+        assert!(c.is_some());
+        assert_eq!(gauge.get(), 2);
     }
 
     #[test]
     fn ipv6_counts_per_64_and_mapped_ipv4_as_ipv4() -> anyhow::Result<()> {
-        let limit = ConnectionLimit::new(1, &[]);
+        let limit = ConnectionLimit::new(1, &[], gauge());
         let first = limit.acquire("2001:db8::1".parse()?);
         assert!(first.is_some());
         assert!(limit.acquire("2001:db8::2:3".parse()?).is_none());
@@ -141,10 +159,12 @@ mod tests {
     #[test]
     fn trusted_proxies_are_not_limited() -> anyhow::Result<()> {
         let proxy: IpAddr = "10.0.0.5".parse()?;
-        let limit = ConnectionLimit::new(1, &[proxy]);
+        let gauge = gauge();
+        let limit = ConnectionLimit::new(1, &[proxy], gauge.clone());
         let slots: Vec<_> = (0..10).map(|_| limit.acquire(proxy)).collect();
         assert!(slots.iter().all(Option::is_some));
         assert_eq!(limit.open(proxy), 0);
+        assert_eq!(gauge.get(), 10, "but their connections are open");
         Ok(())
     }
 }

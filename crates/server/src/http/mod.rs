@@ -86,6 +86,7 @@ pub fn serve(listeners: impl Into<Listeners>, state: AppState) -> std::io::Resul
     let limit = ConnectionLimit::new(
         state.settings.http.max_connections_per_address,
         &state.settings.http.trusted_proxies,
+        state.metrics.http_connections(),
     );
     let observer = Observer {
         metrics: Arc::clone(&state.metrics),
