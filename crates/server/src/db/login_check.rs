@@ -65,25 +65,30 @@ pub fn take_if_room(
         .map(|inserted| inserted == 1)
 }
 
-/// Frees the slot `id` and forgets the account's failure count, in one statement (PostgreSQL only: SQLite
-/// has no DELETE in a WITH clause). Both rows are the account's own and no other statement locks them in
-/// the other order, so it needs no lock of the counter first.
-pub fn delete_with_failures(
+/// Frees the slot `id` and resets the account's failure count, in one statement (PostgreSQL only: SQLite has
+/// no DELETE in a WITH clause). The counter row stays for the next login to lock (a row with no failures, as
+/// [`super::login_failure::lock`] creates it) and is written only if it counted failures. Both rows are the
+/// account's own and no other statement locks them in the other order, so it needs no lock of the counter
+/// first.
+pub fn delete_and_reset(
     conn: &mut diesel::PgConnection,
     organisation_key: &str,
     username_key: &str,
     id: &str,
+    now: i64,
 ) -> QueryResult<usize> {
-    use diesel::sql_types::Text;
+    use diesel::sql_types::{BigInt, Text};
 
     diesel::sql_query(
         "WITH freed AS (DELETE FROM login_checks \
          WHERE organisation_key = $1 AND username_key = $2 AND id = $3) \
-         DELETE FROM login_failures WHERE organisation_key = $1 AND username_key = $2",
+         UPDATE login_failures SET failures = 0, locked_until = 0, updated_at = $4 \
+         WHERE organisation_key = $1 AND username_key = $2 AND (failures <> 0 OR locked_until <> 0)",
     )
     .bind::<Text, _>(organisation_key)
     .bind::<Text, _>(username_key)
     .bind::<Text, _>(id)
+    .bind::<BigInt, _>(now)
     .execute(conn)
 }
 

@@ -44,9 +44,10 @@ pub fn create(conn: &mut DbConnection, row: &LoginFailure) -> QueryResult<()> {
 
 /// The counter for this organisation + username, created at zero failures if there is none, and locked until
 /// the end of the transaction: concurrent logins of one account, on any node, take their turns here. On
-/// PostgreSQL one upsert creates or locks the row (an `ON CONFLICT DO UPDATE` waits for a concurrent holder and,
-/// should that holder delete the row, inserts it again); on SQLite the write transaction already holds the
-/// database's only write lock, so finding or inserting the row is enough.
+/// PostgreSQL an existing row is locked with `SELECT ... FOR UPDATE`, which writes no new row version (a passed
+/// check leaves the row in place for the next login); a missing one is created by an upsert (an `ON CONFLICT DO
+/// UPDATE` waits for a concurrent creator and then locks its row). On SQLite the write transaction already
+/// holds the database's only write lock, so finding or inserting the row is enough.
 pub fn lock(
     conn: &mut DbConnection,
     organisation_key: &str,
@@ -61,13 +62,24 @@ pub fn lock(
         updated_at: now,
     };
     match conn {
-        DbConnection::Postgres(pg) => diesel::insert_into(login_failures::table)
-            .values(&fresh)
-            .on_conflict((login_failures::organisation_key, login_failures::username_key))
-            .do_update()
-            .set(login_failures::failures.eq(login_failures::failures))
-            .returning(LoginFailure::as_returning())
-            .get_result(pg),
+        DbConnection::Postgres(pg) => {
+            let existing = login_failures::table
+                .find((organisation_key, username_key))
+                .select(LoginFailure::as_select())
+                .for_update()
+                .get_result(pg)
+                .optional()?;
+            match existing {
+                Some(row) => Ok(row),
+                None => diesel::insert_into(login_failures::table)
+                    .values(&fresh)
+                    .on_conflict((login_failures::organisation_key, login_failures::username_key))
+                    .do_update()
+                    .set(login_failures::failures.eq(login_failures::failures))
+                    .returning(LoginFailure::as_returning())
+                    .get_result(pg),
+            }
+        }
         DbConnection::Sqlite(_) => match find(conn, organisation_key, username_key)? {
             Some(row) => Ok(row),
             None => create(conn, &fresh).map(|()| fresh),

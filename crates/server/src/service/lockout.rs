@@ -9,8 +9,9 @@
 //! write transaction that first locks the account's counter row, then counts the live slots and inserts its
 //! own in one statement, so takers are serialised per account across nodes. Ending a check frees the slot and
 //! records the failure (a transaction that locks the counter first) or resets the count (one statement on
-//! PostgreSQL). A slot older than [`ABANDONED_AFTER_SECONDS`] was left by a node that stopped and no longer
-//! counts; the retention purge deletes it.
+//! PostgreSQL, which keeps the counter row for the next login to lock). A slot older than
+//! [`ABANDONED_AFTER_SECONDS`] was left by a node that stopped and no longer counts; the retention purge
+//! deletes it.
 //!
 //! Logins that find every slot taken wait, up to `auth.lockout.max_wait_ms`, then get `UNAVAILABLE`. On each
 //! node they wait in a fair queue per account (a semaphore of `threshold` permits), so only the few at its head
@@ -318,7 +319,7 @@ impl Check<'_> {
             store
                 .write(move |conn| match conn {
                     DbConnection::Postgres(pg) => {
-                        login_check::delete_with_failures(pg, &org, &user, &id)?;
+                        login_check::delete_and_reset(pg, &org, &user, &id, now)?;
                         Ok(0)
                     }
                     DbConnection::Sqlite(_) => end_check(conn, &org, &user, &id, passed, now, &settings),
