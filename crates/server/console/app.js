@@ -30,7 +30,13 @@ function link(screen, org) {
   return screen === 'organisations' ? '#/organisations' : `#/${screen}/${seg(org)}`;
 }
 
+/** Lays out what was held back while the page loaded (see the style sheet). */
+function ready() {
+  document.body.dataset.state = 'ready';
+}
+
 function showSignIn() {
+  ready();
   ctx = null;
   byId('who').hidden = true;
   byId('nav').hidden = true;
@@ -85,6 +91,7 @@ async function start(claims) {
     history.replaceState(null, '', link(ctx.role === 'operator' ? 'organisations' : 'users', ctx.org));
   }
   route();
+  ready();
 }
 
 function renderNav() {

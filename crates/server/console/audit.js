@@ -10,7 +10,7 @@ export function render(ctx) {
     empty: 'Nothing has been changed yet.',
     load: (cursor) => get(`/organisations/${seg(ctx.org)}/audit`, { cursor }),
     columns: [
-      { title: 'When', cell: (e) => time(e.at) },
+      { title: 'When', class: 'time', cell: (e) => time(e.at) },
       { title: 'Actor', cell: (e) => e.actor },
       { title: 'Action', cell: (e) => e.action },
       { title: 'Target', cell: (e) => e.target },

@@ -37,8 +37,8 @@ export function render(ctx) {
       { title: 'Name', cell: (k) => k.name ?? '' },
       { title: 'User', cell: (k) => k.username },
       { title: 'State', cell: state },
-      { title: 'Expires', cell: (k) => time(k.expires_at) },
-      { title: 'Last used', cell: (k) => time(k.last_used_at) },
+      { title: 'Expires', class: 'time', cell: (k) => time(k.expires_at) },
+      { title: 'Last used', class: 'time', cell: (k) => time(k.last_used_at) },
       {
         title: 'Actions',
         class: 'actions-cell',

@@ -12,7 +12,7 @@ export function render(ctx) {
     columns: [
       { title: 'Name', cell: (o) => h('a', { href: ctx.link('users', o.name) }, o.name) },
       { title: 'Id', class: 'id', cell: (o) => o.id },
-      { title: 'Created', cell: (o) => time(o.created_at) },
+      { title: 'Created', class: 'time', cell: (o) => time(o.created_at) },
     ],
   });
   const create = ctx.role === 'operator'

@@ -15,9 +15,9 @@ export function render(ctx) {
       { title: 'User', cell: (s) => s.username },
       { title: 'Unit', cell: (s) => s.unit },
       { title: 'Method', cell: (s) => s.method },
-      { title: 'Started', cell: (s) => time(s.created_at) },
-      { title: 'Refreshed', cell: (s) => time(s.refreshed_at) },
-      { title: 'Ends', cell: (s) => time(s.expires_at) },
+      { title: 'Started', class: 'time', cell: (s) => time(s.created_at) },
+      { title: 'Refreshed', class: 'time', cell: (s) => time(s.refreshed_at) },
+      { title: 'Ends', class: 'time', cell: (s) => time(s.expires_at) },
       { title: 'Client', cell: (s) => s.client ?? '' },
       { title: 'Id', class: 'id', cell: (s) => s.id },
       {

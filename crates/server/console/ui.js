@@ -146,6 +146,10 @@ export function action(text, label, run, props = {}) {
 
 const SKELETON_ROWS = 5;
 
+/** Column widths in rem by class; others get DEFAULT_WIDTH. The table is never narrower than their sum. */
+const WIDTHS = { time: 11.5, id: 15, 'actions-cell': 14 };
+const DEFAULT_WIDTH = 8;
+
 /**
  * A table of a list's pages. `load(cursor)` resolves to `{items, next_cursor}`; `columns` are
  * `{ title, cell(item) }`. The table keeps its height while a page loads (skeleton rows, fixed layout), and
@@ -161,6 +165,10 @@ export function pagedTable({ testid, caption, columns, load, empty }) {
     h('thead', {}, h('tr', {}, columns.map((c) => h('th', { scope: 'col', class: c.class }, c.title)))),
     tbody,
   );
+  // Fixed layout keeps the columns still while pages load; on a narrow screen the frame scrolls instead of
+  // squeezing them (CSSOM, which the policy allows, unlike a style attribute).
+  const minimum = columns.reduce((sum, c) => sum + (WIDTHS[c.class] ?? DEFAULT_WIDTH), 0);
+  table.style.setProperty('min-width', `${minimum}rem`);
   const cursors = [null];
   const previous = h('button', { type: 'button', disabled: true }, 'Previous');
   const next = h('button', { type: 'button', disabled: true }, 'Next');
@@ -210,8 +218,9 @@ export function pagedTable({ testid, caption, columns, load, empty }) {
   const element = h(
     'div',
     { class: 'list' },
-    h('div', { class: 'table-frame', tabindex: '0', role: 'region', 'aria-label': caption }, table),
+    // The pager above the table: a page longer than the last pushes nothing down.
     h('nav', { class: 'pager', 'aria-label': `${caption} pages` }, previous, where, next),
+    h('div', { class: 'table-frame', tabindex: '0', role: 'region', 'aria-label': caption }, table),
   );
   function reload() {
     cursors.length = 1;

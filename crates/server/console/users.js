@@ -35,7 +35,7 @@ export function render(ctx) {
       { title: 'Role', cell: (u) => u.role },
       { title: 'Status', cell: (u) => (u.disabled ? 'disabled' : 'active') },
       { title: 'Units', cell: (u) => u.units.map((unit) => unit.name).join(', ') },
-      { title: 'Created', cell: (u) => time(u.created_at) },
+      { title: 'Created', class: 'time', cell: (u) => time(u.created_at) },
       {
         title: 'Actions',
         class: 'actions-cell',
