@@ -547,6 +547,21 @@ impl Browser {
             .ok_or_else(|| anyhow::anyhow!("no layout shift total: {total}"))
     }
 
+    /// The first column of the users table as loaded.
+    async fn usernames(&self) -> anyhow::Result<Vec<String>> {
+        let cells = self
+            .client
+            .find_all(Locator::Css(
+                "table[data-testid='users-table']:not([aria-busy]) tbody tr td:first-child",
+            ))
+            .await?;
+        let mut names = Vec::with_capacity(cells.len());
+        for cell in cells {
+            names.push(cell.text().await?);
+        }
+        Ok(names)
+    }
+
     /// What this tab keeps in `sessionStorage`.
     async fn stored_token(&self) -> anyhow::Result<Option<String>> {
         let stored = self
@@ -773,6 +788,8 @@ async fn operator_round(app: &TestApp, b: &Browser) -> anyhow::Result<()> {
     assert!(audit.contains(&format!("{OPERATOR}@{ORG}")), "{audit}");
     b.screens("audit").await?;
 
+    pages(app, b).await?;
+
     // Signing out releases the token and empties the tab's storage.
     b.click("//button[normalize-space()='Sign out']").await?;
     b.until("the sign-in form", async |b: &Browser| {
@@ -791,6 +808,51 @@ async fn operator_round(app: &TestApp, b: &Browser) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// A list longer than a page: Next shows the rest (the API's `next_cursor`), Previous the first page again.
+async fn pages(app: &TestApp, b: &Browser) -> anyhow::Result<()> {
+    {
+        let conn: &mut DbConnection = &mut *app.conn()?;
+        let acme = admin::find_organisation(conn, ORG)?;
+        let units = ["Main".to_owned()];
+        for i in 0..PAGE_SIZE {
+            let username = format!("user{i:02}");
+            let new = NewUser {
+                username: &username,
+                units: &units,
+                default_unit: None,
+                password_hash: None,
+                role: Role::Member,
+            };
+            admin::add_user(conn, &Actor::Cli, &acme, new, app.clock.now())?;
+        }
+    }
+    // alice, olga and the users just added: two more than a page, every one on exactly one page.
+    b.goto(&format!("/admin/#/users/{ORG}")).await?;
+    b.loaded("users-table").await?;
+    let first = b.usernames().await?;
+    assert_eq!(first.len(), PAGE_SIZE);
+    b.click("//nav[contains(@class,'pager')]/button[normalize-space()='Next']")
+        .await?;
+    b.wait_text(".page-number", "Page 2").await?;
+    b.loaded("users-table").await?;
+    let second = b.usernames().await?;
+    assert_eq!(second.len(), 2, "{second:?}");
+    let mut all: Vec<String> = first.iter().chain(&second).cloned().collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), PAGE_SIZE + 2);
+    assert!(all.contains(&USER.to_owned()) && all.contains(&OPERATOR.to_owned()));
+    b.click("//nav[contains(@class,'pager')]/button[normalize-space()='Previous']")
+        .await?;
+    b.wait_text(".page-number", "Page 1").await?;
+    b.loaded("users-table").await?;
+    assert_eq!(b.usernames().await?, first);
+    Ok(())
+}
+
+/// The administration API's page size when no `limit` is asked for.
+const PAGE_SIZE: usize = 50;
 
 /// An admin of another organisation sees its own organisation only: none of the first one's users, and
 /// asking for it by name is `NOT_FOUND`.
