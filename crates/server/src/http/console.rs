@@ -4,7 +4,7 @@
 //!
 //! Assets are served at names carrying a hash of their content (`app.0123456789abcdef.js`) and cached for a
 //! year; the page, which names them, is never cached without asking again. The hashes are computed once, on
-//! first use: each file's references to the files before it in [`SOURCES`] are rewritten to their hashed
+//! first use: each file's references to the files before it in `SOURCES` are rewritten to their hashed
 //! names first, so a change in a module changes the name of every module that imports it.
 
 use std::sync::LazyLock;
