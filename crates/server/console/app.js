@@ -167,7 +167,7 @@ async function signIn(event) {
 
 async function signOut() {
   await api.signOut();
-  location.hash = '';
+  history.replaceState(null, '', location.pathname);
   showSignIn();
   clearStatus();
   clearAlert();

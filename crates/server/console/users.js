@@ -12,6 +12,11 @@ function roles(ctx) {
   return ctx.role === 'operator' ? [...all, ['operator', 'operator']] : all;
 }
 
+/** `options` with `role` among them (an admin sees an operator's role, though it may not grant it). */
+function withRole(options, role) {
+  return options.some(([value]) => value === role) ? options : [...options, [role, role]];
+}
+
 /** A comma-separated list as an array of its non-empty entries. */
 function list(text) {
   return text
@@ -62,7 +67,7 @@ export function render(ctx) {
       h('h2', { tabindex: '-1' }, `Manage ${u.username}`),
       form(
         { 'aria-label': `Change the role of ${u.username}` },
-        [select('Role', { name: 'role', value: u.role }, roles(ctx))],
+        [select('Role', { name: 'role' }, withRole(roles(ctx), u.role))],
         'Change role',
         async (values) => {
           await patch(user(u.username), { role: values.role });

@@ -562,6 +562,28 @@ impl Browser {
         Ok(names)
     }
 
+    /// Starts recording the page's `securitypolicyviolation` events (until the next page load).
+    async fn watch_policy(&self) -> anyhow::Result<()> {
+        self.client
+            .execute(
+                "window.violations = [];\
+                 document.addEventListener('securitypolicyviolation', (e) =>\
+                   window.violations.push(`${e.violatedDirective} ${e.blockedURI}`));",
+                vec![],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The violations recorded since [`Browser::watch_policy`].
+    async fn policy_violations(&self) -> anyhow::Result<Vec<Value>> {
+        let found = self.client.execute("return window.violations;", vec![]).await?;
+        found
+            .as_array()
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("the page was reloaded since watch_policy: {found}"))
+    }
+
     /// What this tab keeps in `sessionStorage`.
     async fn stored_token(&self) -> anyhow::Result<Option<String>> {
         let stored = self
@@ -731,6 +753,8 @@ async fn operator_round(app: &TestApp, b: &Browser) -> anyhow::Result<()> {
     // zero (it calls below 0.1 good; a bar shown after the first paint pushing the screen down scored 0.055).
     let shift = b.layout_shift().await?;
     assert!(shift < 0.001, "layout shift {shift} while the keys screen loaded");
+    // From here on, every screen is rendered in this document: none may do what the policy forbids.
+    b.watch_policy().await?;
     anyhow::ensure!(
         !b.client.source().await?.contains(&key),
         "the page still holds the key"
@@ -788,6 +812,11 @@ async fn operator_round(app: &TestApp, b: &Browser) -> anyhow::Result<()> {
     assert!(audit.contains(&format!("{OPERATOR}@{ORG}")), "{audit}");
     b.screens("audit").await?;
 
+    let violations = b.policy_violations().await?;
+    assert!(
+        violations.is_empty(),
+        "the console broke its own policy: {violations:?}"
+    );
     pages(app, b).await?;
 
     // Signing out releases the token and empties the tab's storage.
