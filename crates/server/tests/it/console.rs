@@ -609,6 +609,20 @@ impl Browser {
     /// Checks the screen at both widths (nothing wider than the window: tables scroll inside their frames) and
     /// writes a screenshot of each to the screenshot folder as `{prefix}-{name}-{width}.png`.
     async fn screens(&self, name: &str) -> anyhow::Result<()> {
+        // Every visible control has a label a screen reader reads out.
+        let unlabelled = self
+            .client
+            .execute(
+                "return [...document.querySelectorAll('input, select, textarea')]\
+                   .filter((c) => c.offsetParent !== null && (!c.labels || c.labels.length === 0))\
+                   .map((c) => c.name || c.id);",
+                vec![],
+            )
+            .await?;
+        anyhow::ensure!(
+            unlabelled.as_array().is_some_and(Vec::is_empty),
+            "{name}: controls without a label: {unlabelled}"
+        );
         let dir = screenshot_dir();
         std::fs::create_dir_all(&dir)?;
         for (width, height) in [WIDE, NARROW] {
