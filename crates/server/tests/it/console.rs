@@ -430,7 +430,9 @@ impl Browser {
     async fn fill(&self, form: &str, name: &str, value: &str) -> anyhow::Result<()> {
         let input = self
             .client
-            .find(Locator::Css(&format!("{form} [name='{name}']")))
+            .wait()
+            .at_most(Duration::from_secs(15))
+            .for_element(Locator::Css(&format!("{form} [name='{name}']")))
             .await?;
         input.clear().await?;
         input.send_keys(value).await?;
@@ -462,7 +464,11 @@ impl Browser {
     /// Opens a screen from the navigation.
     async fn open(&self, title: &str) -> anyhow::Result<()> {
         self.click(&format!("//nav[@id='nav']//a[normalize-space()='{title}']"))
-            .await
+            .await?;
+        // The route changes on `hashchange`, after the click has returned; the screen is rendered when its
+        // link is marked current.
+        self.wait_text("#screens a[aria-current='page']", title).await?;
+        Ok(())
     }
 
     /// The alert's text once it shows one.
@@ -815,12 +821,21 @@ async fn operator_round(app: &TestApp, b: &Browser) -> anyhow::Result<()> {
     b.fill(form, "username", NEW_USER).await?;
     b.submit(form).await?;
     b.table_with("sessions-table", "No live sessions").await?;
+    manage_user(app, b).await?;
 
     // Every change is in the audit log, reached by keyboard: a link focused with Tab shows its focus, and
     // Enter follows it.
     b.keyboard_open("Audit log").await?;
     let audit = b.table_with("audit-table", "user.disable").await?;
-    for action in ["unit.create", "user.create", "key.create", "key.revoke"] {
+    for action in [
+        "unit.create",
+        "user.create",
+        "key.create",
+        "key.revoke",
+        "user.enable",
+        "user.update",
+        "session.revoke",
+    ] {
         assert!(audit.contains(action), "{action} missing from {audit}");
     }
     assert!(audit.contains(&format!("{OPERATOR}@{ORG}")), "{audit}");
@@ -847,6 +862,75 @@ async fn operator_round(app: &TestApp, b: &Browser) -> anyhow::Result<()> {
     assert_eq!(b.storage_len().await?, 0);
     assert_eq!(
         code(app.client.validate(&token).await),
+        Some(ErrorCode::SessionEnded)
+    );
+    Ok(())
+}
+
+/// The user's other changes: enable again, make an admin, set a password; then a session of the user's,
+/// logged in with the new password and able to administer, is revoked from the sessions screen.
+async fn manage_user(app: &TestApp, b: &Browser) -> anyhow::Result<()> {
+    const NEW_PASSWORD: &str = "carol's new password";
+    b.open("Users").await?;
+    b.table_with("users-table", NEW_USER).await?;
+    let row = format!("//table[@data-testid='users-table']//tr[td[1]='{NEW_USER}']");
+    b.click(&format!("{row}//button[normalize-space()='Enable']"))
+        .await?;
+    b.wait_text("#status", &format!("{NEW_USER} enabled")).await?;
+    b.table_with("users-table", "active").await?;
+    b.click(&format!("{row}//button[normalize-space()='Manage']"))
+        .await?;
+    let panel = "section.panel";
+    b.wait_text(&format!("{panel} h2"), &format!("Manage {NEW_USER}"))
+        .await?;
+    b.client
+        .find(Locator::Css(&format!("{panel} select[name='role']")))
+        .await?
+        .select_by_value("admin")
+        .await?;
+    b.click("//section[contains(@class,'panel')]//button[normalize-space()='Change role']")
+        .await?;
+    b.wait_text("#status", &format!("{NEW_USER} is now admin"))
+        .await?;
+    b.table_with("users-table", "admin").await?;
+    b.fill(panel, "password", NEW_PASSWORD).await?;
+    b.click("//section[contains(@class,'panel')]//button[normalize-space()='Set password']")
+        .await?;
+    b.wait_text("#status", &format!("The password of {NEW_USER} is set"))
+        .await?;
+
+    // The old password no longer logs in, the new one does, and the session may administer.
+    assert_eq!(
+        code(
+            app.client
+                .token(&Credentials::password(NEW_USER, NEW_USER_PASSWORD, NEW_ORG))
+                .await
+        ),
+        Some(ErrorCode::InvalidCredentials)
+    );
+    let carol = app
+        .client
+        .token(&Credentials::password(NEW_USER, NEW_PASSWORD, NEW_ORG))
+        .await?;
+    let res = reqwest::Client::new()
+        .get(format!("{}/admin/v1/organisations/{NEW_ORG}/users", app.url))
+        .bearer_auth(carol.as_str())
+        .send()
+        .await?;
+    assert_eq!(res.status().as_u16(), 200);
+
+    b.open("Sessions").await?;
+    let form = "form[role='search']";
+    b.fill(form, "username", NEW_USER).await?;
+    b.submit(form).await?;
+    b.table_with("sessions-table", NEW_USER).await?;
+    b.click("//table[@data-testid='sessions-table']//button[normalize-space()='Revoke']")
+        .await?;
+    b.wait_text("#status", &format!("Session of {NEW_USER} revoked"))
+        .await?;
+    b.table_with("sessions-table", "No live sessions").await?;
+    assert_eq!(
+        code(app.client.validate(carol.as_str()).await),
         Some(ErrorCode::SessionEnded)
     );
     Ok(())
@@ -923,6 +1007,7 @@ async fn other_admin_sees_none_of_it(b: &Browser) -> anyhow::Result<()> {
     assert_eq!(choices.trim(), OTHER_ORG);
     for org in [NEW_ORG, ORG] {
         b.goto(&format!("/admin/#/users/{org}")).await?;
+        b.wait_text("#screen h1", &format!("Users of {org}")).await?;
         let alert = b.alert().await?;
         assert!(alert.contains(ErrorCode::NotFound.default_message()), "{alert}");
         let users = b.loaded("users-table").await?;
