@@ -44,10 +44,8 @@ export function showError(error) {
   const alert = document.getElementById('alert');
   const message = error && error.message ? error.message : String(error);
   const description = error && error.description ? error.description : '';
-  alert.replaceChildren(
-    h('span', { class: 'alert-message' }, message),
-    description ? h('span', { class: 'alert-detail' }, ` (${description})`) : null,
-  );
+  alert.replaceChildren(h('span', { class: 'alert-message' }, message));
+  if (description) alert.append(h('span', { class: 'alert-detail' }, ` (${description})`));
   alert.hidden = false;
   clearStatus();
 }
@@ -147,7 +145,7 @@ export function action(text, label, run, props = {}) {
 const SKELETON_ROWS = 5;
 
 /** Column widths in rem by class; others get DEFAULT_WIDTH. The table is never narrower than their sum. */
-const WIDTHS = { time: 11.5, id: 15, 'actions-cell': 14 };
+const WIDTHS = { time: 13, id: 15, 'actions-cell': 14 };
 const DEFAULT_WIDTH = 8;
 
 /**
@@ -233,6 +231,7 @@ export function pagedTable({ testid, caption, columns, load, empty }) {
 /** A screen's heading and body, replacing what the screen showed. */
 export function screen(title, ...parts) {
   const main = document.getElementById('screen');
-  main.replaceChildren(h('h1', { tabindex: '-1' }, title), ...parts);
+  // replaceChildren would write a null as the text "null".
+  main.replaceChildren(h('h1', { tabindex: '-1' }, title), ...parts.filter((part) => part));
   return main;
 }
