@@ -3,11 +3,18 @@
 import { del, get, post, seg } from './api.js';
 import { action, clearStatus, field, form, h, notify, pagedTable, screen, time } from './ui.js';
 
-/** Puts `text` on the clipboard; where the Clipboard API is unavailable (plain HTTP), copies the selection. */
+/**
+ * Puts `text` on the clipboard; where the Clipboard API is unavailable (plain HTTP to another host) or refused,
+ * selects the key and copies the selection.
+ */
 async function copy(text, source) {
   if (navigator.clipboard && window.isSecureContext) {
-    await navigator.clipboard.writeText(text);
-    return;
+    try {
+      await navigator.clipboard.writeText(text);
+      return;
+    } catch {
+      // Refused (no permission, document not focused): the selection below still works.
+    }
   }
   const range = document.createRange();
   range.selectNodeContents(source);

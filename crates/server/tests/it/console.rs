@@ -760,6 +760,9 @@ async fn operator_round(app: &TestApp, b: &Browser) -> anyhow::Result<()> {
             .is_empty(),
         "no copy button beside the new key"
     );
+    b.click("//section[contains(@class,'new-key')]//button[normalize-space()='Copy']")
+        .await?;
+    b.wait_text("section.new-key [role='status']", "Copied.").await?;
     b.table_with("keys-table", NEW_USER).await?;
     b.screens("keys").await?;
     let key_token = app.client.token(&Credentials::api_key(&key)).await?;
