@@ -84,3 +84,12 @@ pub const ADMIN_AUDIT: &str = "/admin/v1/organisations/{org}/audit";
 
 /// `POST`: imports NDJSON (`?dry_run=true`).
 pub const ADMIN_IMPORT: &str = "/admin/v1/import";
+
+/// `GET` at the root: redirects to [`CONSOLE`].
+pub const CONSOLE_ROOT: &str = "/admin";
+
+/// `GET` at the root: the admin console's page (HTML for a browser, not part of the API).
+pub const CONSOLE: &str = "/admin/";
+
+/// `GET` at the root: one of the console's files, by its name with its content hash (`app.0123456789abcdef.js`).
+pub const CONSOLE_ASSET: &str = "/admin/assets/{name}";

@@ -680,6 +680,8 @@ fn print_demo(
     );
     say!("# is a token's session live? (paste the token)");
     say!("curl -s {base}/authentication/token/validate -H 'Authorization: Bearer TOKEN'");
+    say!("# the admin console in a browser (sign in with the organisation, user and password above):");
+    say!("{root}{}", crm_auth_core::routes::CONSOLE);
     for line in verifying_hint(settings, &root) {
         say!("{line}");
     }

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod connections;
+pub mod console;
 pub mod health;
 pub mod listeners;
 pub mod openapi;
@@ -45,6 +46,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: &AppState) {
     cfg.app_data(web::Data::new(state.clone()))
         .service(web::scope(&state.settings.http.base_path).configure(token::configure))
         .configure(admin::configure)
+        .configure(|cfg| console::configure(cfg, state))
         .configure(health::configure)
         .configure(|cfg| ops::configure(cfg, &state.settings.http.base_path))
         .default_service(web::to(not_found));
