@@ -10,6 +10,7 @@ mod bad_input;
 mod cli;
 mod client;
 mod coalesce;
+mod failover;
 mod faults;
 mod import;
 mod legacy;

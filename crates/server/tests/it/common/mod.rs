@@ -18,6 +18,8 @@ use diesel::{Connection, PgConnection};
 
 use self::server::Node;
 
+pub mod load;
+pub mod pg;
 pub mod server;
 
 /// Declares each listed `async fn name(backend: Backend) -> anyhow::Result<()>` as a test on SQLite and
@@ -343,4 +345,26 @@ pub fn add_user(
         ..NewUser::default()
     };
     admin::add_user(conn, &Actor::Cli, org, new, now)
+}
+
+/// Seeds the database at `url` for a server run as its own process, which no test clock reaches: migrations,
+/// organisation Acme with unit Main (MN), alice in it with a password hashed cheaply, and a key of hers, all
+/// written at time 0. Returns the key.
+pub fn seed_database(url: &str) -> anyhow::Result<String> {
+    use crm_auth_server::db::{self, ConnectionManager};
+    let conn = &mut ConnectionManager::new(db::Backend::from_url(url)?)?.establish()?;
+    db::run_migrations(conn)?;
+    let org = admin::add_organisation(conn, &Actor::Cli, ORG, 0)?;
+    admin::add_unit(conn, &Actor::Cli, &org, "Main", Some("MN"), 0)?;
+    let hash = PasswordHasher::hash_blocking(
+        &crm_auth_server::settings::Argon2Settings {
+            m_kib: 256,
+            t: 1,
+            p: 1,
+        },
+        PASSWORD,
+    )?;
+    let user = add_user(conn, &org, USER, &["Main".into()], None, Some(hash), 0)?;
+    let (_, key) = admin::create_key(conn, &Actor::Cli, &org, &user, (None, None), 0)?;
+    Ok(key.expose().to_owned())
 }
