@@ -72,7 +72,7 @@ impl Store {
     /// Checks a connection out of the pool, recording how long that took. Call it on a blocking thread.
     pub fn conn(&self) -> Result<PooledConnection, ApiError> {
         let started = Stopwatch::start();
-        let conn = self.pool.get();
+        let conn = super::checkout(&self.pool);
         self.metrics.pool_waited(started.elapsed());
         Ok(conn?)
     }

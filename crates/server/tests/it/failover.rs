@@ -68,9 +68,10 @@ fn spawn_node(data: &Path, database_url: &str, port: u16, log: &Path) -> anyhow:
     ServerProcess::spawn(command, port)
 }
 
-/// One client's loop: a key login, then three rounds of validate and refresh on its newest token, then a new
-/// login; each call on the other node than the one before. A refresh that failed is tried again with the same
-/// token.
+/// One client's loop. Even workers log in with the key and validate the new token, as a service that logs in
+/// for each job does; odd ones log in, then validate and refresh their newest token three times, then log in
+/// again (a refresh that failed is tried again with the same token). Each call goes to the other node than the
+/// call before.
 async fn work(worker: usize, load: Arc<Load>, nodes: [Client; 2], key: String, acked: Arc<Acknowledged>) {
     let mut turn = worker;
     let mut next_node = || {
@@ -79,13 +80,18 @@ async fn work(worker: usize, load: Arc<Load>, nodes: [Client; 2], key: String, a
     };
     let credentials = Credentials::api_key(&key);
     let mut token: Option<String> = None;
-    let mut refreshes = 0;
+    let mut refreshes = 0u32;
     while load.running() {
         let Some(current) = token.clone() else {
             let login = next_node().token(&credentials);
             if let Ok(new) = load.call(worker, "key login", login).await {
                 acked.record(&new);
-                token = Some(new.as_str().to_owned());
+                if worker.is_multiple_of(2) {
+                    let validate = next_node().validate(new.as_str());
+                    let _ = load.call(worker, "validate", validate).await;
+                } else {
+                    token = Some(new.as_str().to_owned());
+                }
             }
             continue;
         };
@@ -95,7 +101,7 @@ async fn work(worker: usize, load: Arc<Load>, nodes: [Client; 2], key: String, a
         if let Ok(next) = load.call(worker, "refresh", next_node().refresh(&current)).await {
             acked.record(&next);
             refreshes += 1;
-            token = (refreshes % 3 != 0).then(|| next.as_str().to_owned());
+            token = (!refreshes.is_multiple_of(3)).then(|| next.as_str().to_owned());
         }
     }
 }
@@ -117,7 +123,8 @@ async fn failover_to_a_synchronous_standby_under_load() -> anyhow::Result<()> {
     let log = data.path().join("server.log");
     let mut servers = Vec::new();
     let mut nodes = Vec::new();
-    for _ in 0..2 {
+    // Two nodes under load, and a third that gets no request until the failover is over.
+    for _ in 0..3 {
         let port = free_port()?;
         let url = format!("http://127.0.0.1:{port}");
         // One after the other: the first generates the signing key the second then reads.
@@ -177,6 +184,15 @@ async fn failover_to_a_synchronous_standby_under_load() -> anyhow::Result<()> {
         let first = failed.iter().map(|a| a.sent).min();
         let last = failed.iter().map(|a| a.sent + a.took).max();
         let total = answers.len();
+        let slowest = answers.iter().map(|a| a.took).max().unwrap_or_default();
+        // The outage as clients lived it: the longest time in which no request was answered OK.
+        let mut oks: Vec<Instant> = answers
+            .iter()
+            .filter(|a| a.outcome == Outcome::Ok)
+            .map(|a| a.sent + a.took)
+            .collect();
+        oks.sort();
+        let gap = oks.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default();
         let ok_after = answers
             .iter()
             .filter(|a| a.outcome == Outcome::Ok && last.is_none_or(|last| a.sent > last))
@@ -186,7 +202,8 @@ async fn failover_to_a_synchronous_standby_under_load() -> anyhow::Result<()> {
                 println!(
                     "failover: outage window {:?} (first failed request sent {:?} after the primary stopped, \
                      last failure answered {:?} after the promotion, which took {:?}); {} of {total} requests \
-                     answered UNAVAILABLE, {ok_after} OK after the last",
+                     answered UNAVAILABLE, {ok_after} OK after the last; slowest answer {slowest:?}; \
+                     longest time without an OK answer {gap:?}",
                     last - first,
                     first.saturating_duration_since(stopped),
                     last.saturating_duration_since(promoted),
@@ -210,8 +227,9 @@ async fn failover_to_a_synchronous_standby_under_load() -> anyhow::Result<()> {
         );
     }
 
-    // No session acknowledged to a client is lost: each one's newest token validates and refreshes, on
-    // both nodes, with the load gone (no connection left to the old primary).
+    // No session acknowledged to a client is lost: each one's newest token validates and refreshes, with the
+    // load gone (no connection left to the old primary), on the nodes that had the load and on the one idle
+    // until now, whose pooled connections were all to the old primary.
     let sessions: Vec<String> = acked
         .0
         .lock()
@@ -221,11 +239,11 @@ async fn failover_to_a_synchronous_standby_under_load() -> anyhow::Result<()> {
         .collect();
     assert!(sessions.len() >= WORKERS * 5, "{} sessions", sessions.len());
     let checks = [client(&nodes[0])?, client(&nodes[1])?];
+    let idle = client(&nodes[2])?;
     for (i, token) in sessions.iter().enumerate() {
-        let node = &checks[i % 2];
-        node.validate(token).await?;
-        checks[(i + 1) % 2].validate(token).await?;
-        node.refresh(token).await?;
+        idle.validate(token).await?;
+        checks[i % 2].validate(token).await?;
+        checks[(i + 1) % 2].refresh(token).await?;
     }
     drop(servers);
     Ok(())

@@ -2,11 +2,6 @@
 //! restarted. PostgreSQL here is a private server that each test runs itself (`common::pg`), so the machine's
 //! shared one is never stopped; the killed server is the real `crm-auth` binary.
 
-#![expect(
-    clippy::disallowed_methods,
-    reason = "outages and recoveries are measured in wall-clock time"
-)]
-
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
