@@ -73,6 +73,7 @@ use diesel::r2d2::R2D2Connection;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 use crate::clock::Stopwatch;
+use crate::settings::DatabaseSettings;
 
 /// One set of migrations for both backends: the schema is written in SQL both accept (TEXT ids, BIGINT unix
 /// seconds, BOOLEAN), so it cannot differ between them. A change that needs each backend's own SQL would
@@ -202,6 +203,8 @@ fn with_connect_timeout(url: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct ConnectionManager {
     backend: Backend,
+    /// PostgreSQL: whether statements are prepared and kept per connection (`database.prepared_statements`).
+    prepared_statements: bool,
     /// How many of its connections were found lost so far (see [`checkout`]).
     losses: Arc<AtomicU64>,
 }
@@ -219,8 +222,27 @@ impl ConnectionManager {
         }
         Ok(ConnectionManager {
             backend,
+            prepared_statements: true,
             losses: Arc::default(),
         })
+    }
+
+    /// A manager for the database that `[database]` names, with its `prepared_statements`.
+    pub fn from_settings(settings: &DatabaseSettings) -> Result<ConnectionManager, DbError> {
+        let manager = ConnectionManager::new(Backend::from_url(settings.url.expose())?)?;
+        Ok(manager.prepared_statements(settings.prepared_statements))
+    }
+
+    /// Whether PostgreSQL statements are prepared and kept per connection (the default), or sent with their
+    /// parameters each time, as behind a pooler in transaction mode.
+    pub fn prepared_statements(mut self, on: bool) -> ConnectionManager {
+        self.prepared_statements = on;
+        self
+    }
+
+    /// Which database this manager connects to.
+    pub fn backend(&self) -> &Backend {
+        &self.backend
     }
 
     /// Opens one connection outside any pool.
@@ -250,13 +272,21 @@ impl r2d2::ManageConnection for ConnectionManager {
             Backend::Postgres(url) => {
                 let mut conn =
                     diesel::PgConnection::establish(url).map_err(|e| DbError::Connect(e.to_string()))?;
-                // Diesel keeps statements prepared, and after five runs PostgreSQL may switch one to a generic
-                // plan made from the statistics of that moment and keep it until they change. A server started
-                // on an empty database (or one without autovacuum) kept plans made for empty tables, which scan
-                // the whole table once it has grown: batched lookups fell to a tenth of their speed. Planning
-                // each run costs far less than that.
-                conn.batch_execute("SET plan_cache_mode = force_custom_plan")
-                    .map_err(|e| DbError::Connect(e.to_string()))?;
+                if self.prepared_statements {
+                    // Diesel keeps statements prepared, and after five runs PostgreSQL may switch one to a
+                    // generic plan made from the statistics of that moment and keep it until they change. A
+                    // server started on an empty database (or one without autovacuum) kept plans made for empty
+                    // tables, which scan the whole table once it has grown: batched lookups fell to a tenth of
+                    // their speed. Planning each run costs far less than that.
+                    conn.batch_execute("SET plan_cache_mode = force_custom_plan")
+                        .map_err(|e| DbError::Connect(e.to_string()))?;
+                } else {
+                    // Behind a pooler in transaction mode, a statement prepared on one server connection does
+                    // not exist on the next, and a session setting stays behind on whichever connection ran
+                    // it. Unprepared, each statement travels with its parameters (one round trip, as before)
+                    // and is planned for them, so the plan setting above is not needed either.
+                    conn.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
+                }
                 conn.set_instrumentation(Health::new(&self.losses));
                 Ok(DbConnection::Postgres(conn))
             }
@@ -390,9 +420,9 @@ impl diesel::connection::Instrumentation for Health {
     }
 }
 
-/// Builds the pool. Checkouts do not ping: a broken connection shows itself by the error it returns.
-pub fn build_pool(backend: Backend, size: u32) -> Result<Pool, DbError> {
-    let manager = ConnectionManager::new(backend)?;
+/// Builds the pool of `manager`'s connections. Checkouts ping only a connection that sat idle or may have
+/// been lost (see [`checkout`]); otherwise a broken connection shows itself by the error it returns.
+pub fn build_pool(manager: ConnectionManager, size: u32) -> Result<Pool, DbError> {
     if matches!(manager.backend, Backend::Sqlite(_)) {
         // Switching a new file to WAL needs it to itself: one connection does it before the pool opens more.
         manager.establish()?;
