@@ -13,6 +13,7 @@ mod db;
 mod deps;
 mod dev;
 mod fuzz;
+mod pgbouncer;
 mod quickstart;
 mod schemathesis;
 mod server;
@@ -30,7 +31,8 @@ use anyhow::{Context as _, Result, bail};
 const TASKS: &[(&str, &str)] = &[
     (
         "test [ARGS...]",
-        "run every test on SQLite, and on PostgreSQL when it answers (ARGS go to cargo nextest run), and build \
+        "run every test on SQLite, and on PostgreSQL when it answers (ARGS go to cargo nextest run), then \
+         without ARGS the PostgreSQL tests again through a private PgBouncer in transaction mode, and build \
          the README's quick starts as new projects",
     ),
     (
