@@ -328,7 +328,7 @@ impl r2d2::ManageConnection for ConnectionManager {
 /// whenever its traffic resumed. A connection in steady use is not pinged (a ping is a round trip).
 const IDLE_PING: Duration = Duration::from_secs(1);
 
-/// Checks a connection out of `pool`, pinging it first if it sat idle past [`IDLE_PING`] or if another
+/// Checks a connection out of `pool`, pinging it first if it sat idle past `IDLE_PING` (1 s) or if another
 /// connection of the pool was found lost since this one last answered: when one connection to a server is
 /// lost, the rest usually are too (the server stopped, a failover), so each is tested once instead of failing
 /// a request of its own. A connection that fails its ping is dropped and another taken.
