@@ -352,6 +352,7 @@ pub fn checkout(pool: &Pool) -> Result<PooledConnection, r2d2::Error> {
     }
     pool.get()
 }
+
 /// Whether `e` shows that the connection it came from is of no further use: the server is gone (a primary
 /// stopped, a network cut), or the server answers but is read-only (a standby, or a primary demoted after a
 /// failover, reached again through a pooler). Such a connection is dropped instead of going back to the pool,
