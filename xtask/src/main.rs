@@ -72,7 +72,7 @@ const TASKS: &[(&str, &str)] = &[
         "a release server under mixed load for N minutes (default 10); fails on any error or memory growth",
     ),
     (
-        "bench [--quick] [--write] [--backend sqlite|postgres] [--only logins|admin|import|algorithms [--binary PATH]]",
+        "bench [--quick] [--write] [--backend sqlite|postgres] [--only logins|admin|import|algorithms|pgbouncer [--binary PATH]]",
         "release build, then throughput, latency and memory on SQLite and PostgreSQL, each figure beside \
          its floor; writes target/bench/report.json (and docs/BENCHMARKS.md with --write)",
     ),
