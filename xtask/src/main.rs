@@ -13,6 +13,7 @@ mod db;
 mod deps;
 mod dev;
 mod fuzz;
+mod pgbouncer;
 mod quickstart;
 mod schemathesis;
 mod server;
@@ -30,7 +31,8 @@ use anyhow::{Context as _, Result, bail};
 const TASKS: &[(&str, &str)] = &[
     (
         "test [ARGS...]",
-        "run every test on SQLite, and on PostgreSQL when it answers (ARGS go to cargo nextest run), and build \
+        "run every test on SQLite, and on PostgreSQL when it answers (ARGS go to cargo nextest run), then \
+         without ARGS the PostgreSQL tests again through a private PgBouncer in transaction mode, and build \
          the README's quick starts as new projects",
     ),
     (
@@ -70,7 +72,7 @@ const TASKS: &[(&str, &str)] = &[
         "a release server under mixed load for N minutes (default 10); fails on any error or memory growth",
     ),
     (
-        "bench [--quick] [--write] [--backend sqlite|postgres] [--only logins|admin|import|algorithms [--binary PATH]]",
+        "bench [--quick] [--write] [--backend sqlite|postgres] [--only logins|admin|import|algorithms|pgbouncer [--binary PATH]]",
         "release build, then throughput, latency and memory on SQLite and PostgreSQL, each figure beside \
          its floor; writes target/bench/report.json (and docs/BENCHMARKS.md with --write)",
     ),

@@ -1,7 +1,11 @@
-//! `cargo xtask test`: every test of the workspace, on SQLite always and on PostgreSQL when one answers.
+//! `cargo xtask test`: every test of the workspace, on SQLite always and on PostgreSQL when one answers, then
+//! the PostgreSQL tests a second time through a PgBouncer in transaction mode.
 //!
 //! The tests learn their backends from `CRM_AUTH_TEST_BACKENDS` (`sqlite` or `sqlite,postgres`) and find
-//! PostgreSQL at `CRM_AUTH_TEST_POSTGRES_URL`; this task probes the database once and sets both.
+//! PostgreSQL at `CRM_AUTH_TEST_POSTGRES_URL`; this task probes the database once and sets both. For the second
+//! pass it starts a private PgBouncer (`pgbouncer.rs`) and names it in `CRM_AUTH_TEST_PGBOUNCER_URL`: the tests
+//! then create their databases on the direct URL and have their servers reach them through the pooler with
+//! `database.prepared_statements = false`.
 
 use std::{
     env,
@@ -14,12 +18,21 @@ use std::{
 use anyhow::{Context as _, Result, anyhow, bail};
 
 use crate::cmd::{cmd, redact};
+use crate::pgbouncer::PgBouncer;
 
 /// Environment variable through which the tests learn which backends to run on.
 pub const BACKENDS_VAR: &str = "CRM_AUTH_TEST_BACKENDS";
 
 /// Environment variable naming the PostgreSQL server the tests use.
 pub const POSTGRES_URL_VAR: &str = "CRM_AUTH_TEST_POSTGRES_URL";
+
+/// Environment variable naming the PgBouncer (a URL without a database) the tests' servers go through.
+pub const PGBOUNCER_URL_VAR: &str = "CRM_AUTH_TEST_PGBOUNCER_URL";
+
+/// The tests of the pass through PgBouncer: the PostgreSQL half of every test declared for both backends
+/// (`backend_tests!` puts it in a `postgres` module). Tests of a private PostgreSQL (`faults`, `failover`) and
+/// of SQLite alone would only repeat the first pass.
+const POOLED_FILTER: &str = "test(/(^|::)postgres::/)";
 
 /// Where the tests look for PostgreSQL when `CRM_AUTH_TEST_POSTGRES_URL` is unset.
 pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -28,8 +41,9 @@ pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postg
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Runs doctests, then every other test target under nextest (or `cargo test` when nextest is missing), with
-/// `extra` passed to the latter, then builds the README's quick start as a new project. All always run; the
-/// task fails if any did.
+/// `extra` passed to the latter, then (with PostgreSQL, nextest and no `extra`) the PostgreSQL tests through
+/// PgBouncer, then builds the README's quick start as a new project. All always run; the task fails if any
+/// did.
 pub fn run(extra: &[String]) -> Result<()> {
     let url = env::var(POSTGRES_URL_VAR).ok().filter(|url| !url.is_empty());
     let url = url.unwrap_or_else(|| DEFAULT_POSTGRES_URL.to_owned());
@@ -90,17 +104,32 @@ pub fn run(extra: &[String]) -> Result<()> {
         .args(extra)
         .env(BACKENDS_VAR, backends.join(","))
         .env(POSTGRES_URL_VAR, &url)
+        .env_remove(PGBOUNCER_URL_VAR)
         .run();
+
+    let pooled = if skipped.is_some() {
+        None
+    } else if !extra.is_empty() {
+        println!("note: arguments were given; the pass through PgBouncer is left out");
+        None
+    } else if runner != "cargo nextest" {
+        println!("note: the pass through PgBouncer needs cargo-nextest; left out");
+        None
+    } else {
+        Some(through_pgbouncer(&url))
+    };
 
     let quickstart = crate::project_root().and_then(|root| crate::quickstart::run(&root));
 
     let mut failed = Vec::new();
     println!();
-    for (name, outcome) in [
-        ("doctests", &doctests),
-        (runner, &tests),
-        ("README quick start build", &quickstart),
-    ] {
+    let pooled_name = "postgres tests through PgBouncer";
+    let mut outcomes = vec![("doctests", &doctests), (runner, &tests)];
+    if let Some(pooled) = &pooled {
+        outcomes.push((pooled_name, pooled));
+    }
+    outcomes.push(("README quick start build", &quickstart));
+    for (name, outcome) in outcomes {
         match outcome {
             Ok(()) => println!("{name}: ok"),
             Err(_) => {
@@ -117,6 +146,61 @@ pub fn run(extra: &[String]) -> Result<()> {
         bail!("tests failed: {}", failed.join(", "));
     }
     Ok(())
+}
+
+/// Starts a private PgBouncer in front of the PostgreSQL at `url` and runs the PostgreSQL tests through it.
+/// Without PgBouncer installed, or with a PostgreSQL URL that carries a password (the generated configuration
+/// authenticates by trust), this is a note, or a failure in CI.
+fn through_pgbouncer(url: &str) -> Result<()> {
+    let why_not = match (PgBouncer::program(), user_without_password(url)) {
+        (None, _) => "pgbouncer is not installed (apt-get install pgbouncer)".to_owned(),
+        (_, None) => format!("{} carries a password", redact(url)),
+        (Some(program), Some(user)) => {
+            let (host, port) = host_and_port(url)?;
+            let target = crate::project_root()?.join("target");
+            let bouncer = PgBouncer::start(&program, &target, &host, port, &user)?;
+            eprintln!(
+                "running the PostgreSQL tests through PgBouncer (transaction mode) at {}",
+                bouncer.url(&user)
+            );
+            return cmd(
+                "cargo",
+                [
+                    "nextest",
+                    "run",
+                    "--workspace",
+                    "--all-targets",
+                    "--all-features",
+                    "--no-fail-fast",
+                    "-E",
+                    POOLED_FILTER,
+                ],
+            )
+            .env(BACKENDS_VAR, "postgres")
+            .env(POSTGRES_URL_VAR, url)
+            .env(PGBOUNCER_URL_VAR, bouncer.url(&user))
+            .run();
+        }
+    };
+    if is_ci() {
+        bail!("cannot test through PgBouncer: {why_not}; CI requires it");
+    }
+    println!("note: the pass through PgBouncer is left out: {why_not}");
+    Ok(())
+}
+
+/// The user a `postgres://` URL names (`postgres` when it names none), or `None` when it carries a password.
+fn user_without_password(url: &str) -> Option<String> {
+    let rest = ["postgres://", "postgresql://"]
+        .iter()
+        .find_map(|scheme| url.strip_prefix(scheme))?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    match authority.rsplit_once('@') {
+        None => Some("postgres".to_owned()),
+        Some((info, _)) if info.contains(':') => None,
+        Some(("", _)) => Some("postgres".to_owned()),
+        Some((user, _)) => Some(user.to_owned()),
+    }
 }
 
 /// Whether this run is CI, where a missing PostgreSQL is an error: `CI` set to anything but empty, `0` or `false`.
@@ -257,6 +341,17 @@ mod tests {
         assert_eq!(parsed("postgres://[::1]/x"), Some(("::1".into(), 5432)));
         assert_eq!(parsed("postgres://a:5001,b:5002/x"), Some(("a".into(), 5001)));
         assert_eq!(parsed("postgres:///x"), Some(("localhost".into(), 5432)));
+    }
+
+    /// The pass through PgBouncer authenticates by trust: it needs the user, and a password rules it out.
+    #[test]
+    fn finds_the_user_for_pgbouncer() {
+        let user = |url: &str| user_without_password(url);
+        assert_eq!(user(DEFAULT_POSTGRES_URL).as_deref(), Some("postgres"));
+        assert_eq!(user("postgres://crm@db:5432/x").as_deref(), Some("crm"));
+        assert_eq!(user("postgresql://db/x").as_deref(), Some("postgres"));
+        assert_eq!(user("postgres://u:pw@db/x"), None);
+        assert_eq!(user("mysql://u@db/x"), None);
     }
 
     /// Anything that is not a PostgreSQL URL, or has a port that is not a number, is an error, not a guess.

@@ -168,6 +168,9 @@ enum Part {
     Import,
     /// Validate and key logins per signing algorithm.
     Algorithms,
+    /// Validate, key logins and refresh on PostgreSQL directly and through PgBouncer in transaction mode
+    /// (`database.prepared_statements = false`).
+    Pgbouncer,
 }
 
 /// Which database the server runs on.
@@ -1076,6 +1079,16 @@ fn run_part(
         },
         admin_url,
     };
+    if part == Part::Pgbouncer {
+        for check in pgbouncer_run(&ctx)? {
+            let verdict = if check.met { "met" } else { "NOT MET" };
+            println!(
+                "[postgres] {}: {} (required {}; {verdict})",
+                check.what, check.measured, check.required
+            );
+        }
+        return Ok(());
+    }
     for &backend in backends {
         let checks = match part {
             Part::Import => import_run(&ctx, backend)?,
@@ -1096,6 +1109,7 @@ fn run_part(
             }
             Part::Logins => logins_run(&ctx, backend)?,
             Part::Algorithms => algorithm_run(&ctx, backend)?,
+            Part::Pgbouncer => Vec::new(),
         };
         for check in checks {
             let verdict = if check.met { "met" } else { "NOT MET" };
@@ -1388,6 +1402,133 @@ fn algorithm_run(ctx: &Context, backend: Backend) -> Result<Vec<Check>> {
                 met: ratio >= ALGORITHM_RATIO_TARGET && load.errors() == 0,
             });
         }
+    }
+    Ok(checks)
+}
+
+/// Validate, key login and refresh with [`CLIENTS`] clients on one fresh PostgreSQL database, first with the
+/// server connected directly, then through a private PgBouncer in transaction mode with
+/// `database.prepared_statements = false`; each pooled figure is a check against the direct one (no target:
+/// it shows what the pooler costs), failing only on errors.
+fn pgbouncer_run(ctx: &Context) -> Result<Vec<Check>> {
+    let Some(program) = crate::pgbouncer::PgBouncer::program() else {
+        bail!("pgbouncer is not installed (apt-get install pgbouncer)");
+    };
+    let dir = ctx.out.join("postgres-pgbouncer");
+    let (mut database, instance) = fresh_instance(ctx, Backend::Postgres, &dir)?;
+    let direct_url = database
+        .as_ref()
+        .map(|d| d.url.clone())
+        .context("a PostgreSQL run has a database")?;
+    let mut pooled_url = reqwest::Url::parse(&direct_url)?;
+    let admin = reqwest::Url::parse(&ctx.admin_url)?;
+    let user = match admin.username() {
+        "" => "postgres",
+        user => user,
+    };
+    if admin.password().is_some() {
+        bail!("the PgBouncer run authenticates by trust: use a PostgreSQL URL without a password");
+    }
+    let bouncer = crate::pgbouncer::PgBouncer::start(
+        &program,
+        &dir,
+        admin.host_str().unwrap_or("127.0.0.1"),
+        admin.port().unwrap_or(5432),
+        user,
+    )?;
+    let bouncer_url = reqwest::Url::parse(&bouncer.url(user))?;
+    pooled_url
+        .set_port(bouncer_url.port())
+        .map_err(|()| anyhow::anyhow!("cannot set the port"))?;
+    pooled_url
+        .set_host(bouncer_url.host_str())
+        .context("cannot set the host")?;
+    let demo = instance.demo()?;
+    let pooled = instance.with(&[
+        ("CRM_AUTH__DATABASE__URL", pooled_url.as_str()),
+        ("CRM_AUTH__DATABASE__PREPARED_STATEMENTS", "false"),
+    ]);
+    let direct = Instance::new(&ctx.bin, &dir.join("data"), Some(&direct_url))?;
+    let mut figures = Vec::new();
+    for (label, instance) in [("direct", direct), ("pgbouncer", pooled)] {
+        let server = instance.start(false, &dir.join(format!("{label}.log")), None)?;
+        let base = server.url();
+        let validate_file = dir.join(format!("{label}-validate-tokens.txt"));
+        let refresh_file = dir.join(format!("{label}-refresh-tokens.txt"));
+        load::write_lines(
+            &validate_file,
+            &key_tokens(&base, &demo.key, ctx.plan.validate_tokens)?,
+        )?;
+        load::write_lines(
+            &refresh_file,
+            &key_tokens(&base, &demo.key, ctx.plan.refresh_tokens)?,
+        )?;
+        let scripts = [
+            (
+                "validate",
+                api::path(routes::VALIDATE_TOKEN),
+                Script::Bearer {
+                    tokens: validate_file,
+                },
+            ),
+            (
+                "web_api_key/token",
+                api::path(routes::API_KEY_TOKEN),
+                Script::Fixed {
+                    method: "POST",
+                    headers: vec![("Authorization".into(), api::basic(&demo.key))],
+                },
+            ),
+            (
+                "refresh",
+                api::path(routes::REFRESH_TOKEN),
+                Script::Rotating { tokens: refresh_file },
+            ),
+        ];
+        for (what, path, script) in &scripts {
+            let load = drive(
+                ctx,
+                "postgres",
+                &format!("{label}-{}", what.replace('/', "-")),
+                &Run {
+                    addr: server.addr,
+                    path,
+                    script,
+                    connections: CLIENTS,
+                    seconds: ctx.plan.seconds,
+                    timeout_seconds: 10,
+                },
+            )?;
+            figures.push((label, *what, load));
+        }
+        drop(server);
+    }
+    drop(bouncer);
+    if let Some(database) = &mut database {
+        database.drop_now()?;
+    }
+    let mut checks = Vec::new();
+    for (_, name, direct) in figures.iter().filter(|(label, ..)| *label == "direct") {
+        let Some((.., pooled)) = figures
+            .iter()
+            .find(|(label, other, _)| *label == "pgbouncer" && other == name)
+        else {
+            continue;
+        };
+        let ratio = pooled.rate() / direct.rate().max(1e-9);
+        checks.push(Check {
+            what: format!("{name} through PgBouncer (transaction mode) against direct, {CLIENTS} clients"),
+            measured: format!(
+                "{:.0} vs {:.0} req/s = {ratio:.2}x, p99 {:.2} vs {:.2} ms; {} errors",
+                pooled.rate(),
+                direct.rate(),
+                pooled.p99_ms,
+                direct.p99_ms,
+                pooled.errors() + direct.errors()
+            ),
+            required: "0 errors".into(),
+            met: pooled.errors() == 0 && direct.errors() == 0,
+        });
     }
     Ok(checks)
 }

@@ -264,8 +264,10 @@ fn scratch_database(admin_url: &str, sql: &str) -> Result<()> {
 
 /// A pool built as the server builds its own, on a migrated database.
 fn pool(settings: &Settings) -> Result<Pool> {
-    let backend = Backend::from_url(settings.database.url.expose())?;
-    let pool = db::build_pool(backend, settings.database.pool_size)?;
+    let pool = db::build_pool(
+        db::ConnectionManager::from_settings(&settings.database)?,
+        settings.database.pool_size,
+    )?;
     db::run_migrations(&mut *pool.get()?)?;
     Ok(pool)
 }
@@ -642,8 +644,7 @@ pub fn seed(settings: &Settings, wanted: &Seed<'_>) -> Result<String> {
 
 /// How many sessions the database of `settings` holds.
 pub fn session_count(settings: &Settings) -> Result<i64> {
-    let backend = Backend::from_url(settings.database.url.expose())?;
-    let conn = &mut db::ConnectionManager::new(backend)?.establish()?;
+    let conn = &mut db::ConnectionManager::from_settings(&settings.database)?.establish()?;
     Ok(sessions::table.count().get_result(conn)?)
 }
 

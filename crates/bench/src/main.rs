@@ -12,6 +12,10 @@
 mod api;
 mod bench;
 mod floors;
+/// PgBouncer for `bench --only pgbouncer`: xtask's launcher, compiled here too (it needs only std and anyhow)
+/// rather than kept twice.
+#[path = "../../../xtask/src/pgbouncer.rs"]
+mod pgbouncer;
 mod server;
 mod soak;
 

@@ -10,7 +10,7 @@ use crm_auth_core::limits::MAX_PASSWORD_BYTES;
 use crm_auth_core::{Algorithm, Role};
 
 use crate::clock::{Clock as _, SystemClock};
-use crate::db::{self, Backend, DbConnection};
+use crate::db::{self, DbConnection};
 use crate::http::listeners::Listeners;
 use crate::http::shutdown;
 use crate::logging;
@@ -594,8 +594,7 @@ fn warn_look_alike(kind: &str, name: &str, found: Result<Option<String>, admin::
 }
 
 fn connect(settings: &Settings) -> anyhow::Result<DbConnection> {
-    let backend = Backend::from_url(settings.database.url.expose())?;
-    Ok(db::ConnectionManager::new(backend)?.establish()?)
+    Ok(db::ConnectionManager::from_settings(&settings.database)?.establish()?)
 }
 
 fn migrated(settings: &Settings) -> anyhow::Result<DbConnection> {

@@ -151,10 +151,8 @@ impl ResponseError for ApiError {
 impl From<DieselError> for ApiError {
     fn from(e: DieselError) -> ApiError {
         match &e {
-            DieselError::DatabaseError(
-                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
-                _,
-            ) => ApiError::Unavailable(e.to_string()),
+            // The connection is lost, or reached a read-only server (a standby during a failover).
+            e if crate::db::ends_connection(e) => ApiError::Unavailable(e.to_string()),
             // SQLite reports a writer that waited past the busy timeout as "database is locked".
             DieselError::DatabaseError(_, info) if info.message().contains("database is locked") => {
                 ApiError::Unavailable(e.to_string())

@@ -86,6 +86,11 @@ pub struct DatabaseSettings {
     pub url: Secret,
     /// Connections in the pool.
     pub pool_size: u32,
+    /// Whether PostgreSQL statements are prepared once per connection and kept (true), or sent with their
+    /// parameters each time (false), which a pooler in transaction mode (PgBouncer `pool_mode = transaction`)
+    /// needs: it hands each transaction to any of its server connections, where a statement prepared on
+    /// another does not exist. Ignored on SQLite.
+    pub prepared_statements: bool,
 }
 
 /// `[http]`.
@@ -356,6 +361,7 @@ impl Default for DatabaseSettings {
         DatabaseSettings {
             url: Secret::new("sqlite://data/crm-auth.db"),
             pool_size: 16,
+            prepared_statements: true,
         }
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use crm_auth_core::VerifyOptions;
 
 use crate::clock::{Clock, SystemClock};
-use crate::db::{Backend, Store};
+use crate::db::{ConnectionManager, Store};
 use crate::http::shutdown::Drain;
 use crate::metrics::Metrics;
 use crate::password::PasswordHasher;
@@ -48,10 +48,10 @@ impl std::fmt::Debug for AppState {
 impl AppState {
     /// Builds the state: store (pool, migrations, batching threads), keyring, metrics and hashing threads.
     pub fn build(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<AppState> {
-        let backend = Backend::from_url(settings.database.url.expose())?;
+        let manager = ConnectionManager::from_settings(&settings.database)?;
         let keys = Keys::load(&settings, clock.now())?;
         let metrics = Arc::new(Metrics::new()?);
-        let store = Store::open(backend, settings.database.pool_size, Arc::clone(&metrics))?;
+        let store = Store::open(manager, settings.database.pool_size, Arc::clone(&metrics))?;
         let hasher = PasswordHasher::start(&settings.auth.argon2, settings.hash_threads(), metrics.clone())?;
         let rate_limiter = RateLimiter::new(&settings.http.rate_limit, Arc::clone(&clock));
         let lockout = Lockout::new(&settings.auth.lockout);

@@ -144,7 +144,7 @@ fn lane(queue: Queue, pool: &Pool, metrics: &Arc<Metrics>) -> std::io::Result<mp
 fn serve(queue: Queue, pool: &Pool, requests: &mpsc::Receiver<Request>, metrics: &Metrics) {
     let checkout = || {
         let started = Stopwatch::start();
-        let conn = pool.get();
+        let conn = super::checkout(pool);
         metrics.pool_waited(started.elapsed());
         conn
     };

@@ -64,12 +64,17 @@ pub mod unit;
 pub mod user;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::r2d2::R2D2Connection;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+use crate::clock::Stopwatch;
+use crate::settings::DatabaseSettings;
 
 /// One set of migrations for both backends: the schema is written in SQL both accept (TEXT ids, BIGINT unix
 /// seconds, BOOLEAN), so it cannot differ between them. A change that needs each backend's own SQL would
@@ -199,6 +204,10 @@ fn with_connect_timeout(url: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct ConnectionManager {
     backend: Backend,
+    /// PostgreSQL: whether statements are prepared and kept per connection (`database.prepared_statements`).
+    prepared_statements: bool,
+    /// How many of its connections were found lost so far (see [`checkout`]).
+    losses: Arc<AtomicU64>,
 }
 
 impl ConnectionManager {
@@ -212,7 +221,29 @@ impl ConnectionManager {
                 source,
             })?;
         }
-        Ok(ConnectionManager { backend })
+        Ok(ConnectionManager {
+            backend,
+            prepared_statements: true,
+            losses: Arc::default(),
+        })
+    }
+
+    /// A manager for the database that `[database]` names, with its `prepared_statements`.
+    pub fn from_settings(settings: &DatabaseSettings) -> Result<ConnectionManager, DbError> {
+        let manager = ConnectionManager::new(Backend::from_url(settings.url.expose())?)?;
+        Ok(manager.prepared_statements(settings.prepared_statements))
+    }
+
+    /// Whether PostgreSQL statements are prepared and kept per connection (the default), or sent with their
+    /// parameters each time, as behind a pooler in transaction mode.
+    pub fn prepared_statements(mut self, on: bool) -> ConnectionManager {
+        self.prepared_statements = on;
+        self
+    }
+
+    /// Which database this manager connects to.
+    pub fn backend(&self) -> &Backend {
+        &self.backend
     }
 
     /// Opens one connection outside any pool.
@@ -242,13 +273,22 @@ impl r2d2::ManageConnection for ConnectionManager {
             Backend::Postgres(url) => {
                 let mut conn =
                     diesel::PgConnection::establish(url).map_err(|e| DbError::Connect(e.to_string()))?;
-                // Diesel keeps statements prepared, and after five runs PostgreSQL may switch one to a generic
-                // plan made from the statistics of that moment and keep it until they change. A server started
-                // on an empty database (or one without autovacuum) kept plans made for empty tables, which scan
-                // the whole table once it has grown: batched lookups fell to a tenth of their speed. Planning
-                // each run costs far less than that.
-                conn.batch_execute("SET plan_cache_mode = force_custom_plan")
-                    .map_err(|e| DbError::Connect(e.to_string()))?;
+                if self.prepared_statements {
+                    // Diesel keeps statements prepared, and after five runs PostgreSQL may switch one to a
+                    // generic plan made from the statistics of that moment and keep it until they change. A
+                    // server started on an empty database (or one without autovacuum) kept plans made for empty
+                    // tables, which scan the whole table once it has grown: batched lookups fell to a tenth of
+                    // their speed. Planning each run costs far less than that.
+                    conn.batch_execute("SET plan_cache_mode = force_custom_plan")
+                        .map_err(|e| DbError::Connect(e.to_string()))?;
+                } else {
+                    // Behind a pooler in transaction mode, a statement prepared on one server connection does
+                    // not exist on the next, and a session setting stays behind on whichever connection ran
+                    // it. Unprepared, each statement travels with its parameters (one round trip, as before)
+                    // and is planned for them, so the plan setting above is not needed either.
+                    conn.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
+                }
+                conn.set_instrumentation(Health::new(&self.losses));
                 Ok(DbConnection::Postgres(conn))
             }
             Backend::Sqlite(path) => {
@@ -272,13 +312,119 @@ impl r2d2::ManageConnection for ConnectionManager {
     }
 
     fn has_broken(&self, conn: &mut DbConnection) -> bool {
-        conn.is_broken()
+        let broken = conn.is_broken() || Health::lost(conn);
+        match Health::of(conn) {
+            Some(health) if broken => {
+                health.losses.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(health) => health.returned = Stopwatch::start(),
+            None => {}
+        }
+        broken
     }
 }
 
-/// Builds the pool. Checkouts do not ping: a broken connection shows itself by the error it returns.
-pub fn build_pool(backend: Backend, size: u32) -> Result<Pool, DbError> {
-    let manager = ConnectionManager::new(backend)?;
+/// A connection that has sat in the pool this long is pinged before it is handed out: after a failover every
+/// pooled connection is to the old primary, and an idle node would otherwise fail one request per connection,
+/// whenever its traffic resumed. A connection in steady use is not pinged (a ping is a round trip).
+const IDLE_PING: Duration = Duration::from_secs(1);
+
+/// Checks a connection out of `pool`, pinging it first if it sat idle past `IDLE_PING` (1 s) or if another
+/// connection of the pool was found lost since this one last answered: when one connection to a server is
+/// lost, the rest usually are too (the server stopped, a failover), so each is tested once instead of failing
+/// a request of its own. A connection that fails its ping is dropped and another taken.
+pub fn checkout(pool: &Pool) -> Result<PooledConnection, r2d2::Error> {
+    for _ in 0..pool.max_size() {
+        let mut conn = pool.get()?;
+        let Some(health) = Health::of(&mut conn) else {
+            return Ok(conn);
+        };
+        let losses = health.losses.load(Ordering::Relaxed);
+        if health.seen_losses == losses && health.returned.elapsed() < IDLE_PING {
+            return Ok(conn);
+        }
+        if conn.ping().is_ok() {
+            if let Some(health) = Health::of(&mut conn) {
+                health.seen_losses = losses;
+            }
+            return Ok(conn);
+        }
+        // Dropped: the failed ping marked it lost, so the pool closes it and opens another.
+    }
+    pool.get()
+}
+
+/// Whether `e` shows that the connection it came from is of no further use: the server is gone (a primary
+/// stopped, a network cut), or the server answers but is read-only (a standby, or a primary demoted after a
+/// failover, reached again through a pooler). Such a connection is dropped instead of going back to the pool,
+/// and the request answers `UNAVAILABLE`.
+pub fn ends_connection(e: &diesel::result::Error) -> bool {
+    use diesel::result::{DatabaseErrorKind, Error};
+    matches!(
+        e,
+        Error::DatabaseError(
+            DatabaseErrorKind::ClosedConnection
+                | DatabaseErrorKind::UnableToSendCommand
+                | DatabaseErrorKind::ReadOnlyTransaction,
+            _
+        )
+    )
+}
+
+/// Watches a PostgreSQL connection's statements for an error that [`ends_connection`], which the pool then
+/// learns of in `has_broken`. Diesel itself marks a connection broken only when libpq reports its transaction
+/// status unknown after a statement; a statement whose preparation failed on a lost connection leaves it
+/// looking healthy, and after a failover such connections went back to the pool and failed every request
+/// given them, with the new primary up, until the load stopped.
+#[derive(Debug)]
+struct Health {
+    /// A statement failed with an error that ends the connection.
+    lost: bool,
+    /// The manager's count of lost connections, shared by its connections.
+    losses: Arc<AtomicU64>,
+    /// That count when this connection last answered a ping, or was opened.
+    seen_losses: u64,
+    /// Since the connection went back to the pool (or was opened).
+    returned: Stopwatch,
+}
+
+impl Health {
+    fn new(losses: &Arc<AtomicU64>) -> Health {
+        Health {
+            lost: false,
+            losses: Arc::clone(losses),
+            seen_losses: losses.load(Ordering::Relaxed),
+            returned: Stopwatch::start(),
+        }
+    }
+
+    /// The health record of a PostgreSQL connection.
+    fn of(conn: &mut DbConnection) -> Option<&mut Health> {
+        match conn {
+            DbConnection::Postgres(pg) => diesel::Connection::instrumentation(pg).downcast_mut::<Health>(),
+            DbConnection::Sqlite(_) => None,
+        }
+    }
+
+    /// Whether `conn`'s statements have shown it lost.
+    fn lost(conn: &mut DbConnection) -> bool {
+        Health::of(conn).is_some_and(|health| health.lost)
+    }
+}
+
+impl diesel::connection::Instrumentation for Health {
+    fn on_connection_event(&mut self, event: diesel::connection::InstrumentationEvent<'_>) {
+        if let diesel::connection::InstrumentationEvent::FinishQuery { error: Some(e), .. } = event
+            && ends_connection(e)
+        {
+            self.lost = true;
+        }
+    }
+}
+
+/// Builds the pool of `manager`'s connections. Checkouts ping only a connection that sat idle or may have
+/// been lost (see [`checkout`]); otherwise a broken connection shows itself by the error it returns.
+pub fn build_pool(manager: ConnectionManager, size: u32) -> Result<Pool, DbError> {
     if matches!(manager.backend, Backend::Sqlite(_)) {
         // Switching a new file to WAL needs it to itself: one connection does it before the pool opens more.
         manager.establish()?;

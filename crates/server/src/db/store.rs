@@ -11,7 +11,7 @@ use super::api_key::{self, KeyWithOwner};
 use super::coalesce::Coalescer;
 use super::group_commit::GroupCommit;
 use super::session::{self, Rotation, Session, Standing};
-use super::{Backend, DbConnection, DbError, Pool, PooledConnection};
+use super::{Backend, ConnectionManager, DbConnection, DbError, Pool, PooledConnection};
 use crate::clock::Stopwatch;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -40,10 +40,11 @@ enum Engine {
 }
 
 impl Store {
-    /// Opens the pool of `size` connections, applies pending migrations and starts the backend's batching
-    /// thread(s).
-    pub fn open(backend: Backend, size: u32, metrics: Arc<Metrics>) -> Result<Store, DbError> {
-        let pool = super::build_pool(backend.clone(), size)?;
+    /// Opens the pool of `size` connections of `manager`, applies pending migrations and starts the backend's
+    /// batching thread(s).
+    pub fn open(manager: ConnectionManager, size: u32, metrics: Arc<Metrics>) -> Result<Store, DbError> {
+        let backend = manager.backend().clone();
+        let pool = super::build_pool(manager, size)?;
         super::run_migrations(&mut *pool.get().map_err(|e| DbError::Connect(e.to_string()))?)?;
         let engine = match &backend {
             Backend::Sqlite(path) => Engine::Sqlite(GroupCommit::start(path, &metrics)?),
@@ -72,7 +73,7 @@ impl Store {
     /// Checks a connection out of the pool, recording how long that took. Call it on a blocking thread.
     pub fn conn(&self) -> Result<PooledConnection, ApiError> {
         let started = Stopwatch::start();
-        let conn = self.pool.get();
+        let conn = super::checkout(&self.pool);
         self.metrics.pool_waited(started.elapsed());
         Ok(conn?)
     }

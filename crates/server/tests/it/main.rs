@@ -11,6 +11,7 @@ mod cli;
 mod client;
 mod coalesce;
 mod console;
+mod failover;
 mod faults;
 mod import;
 mod legacy;

@@ -108,7 +108,7 @@ fn migrated(conn: &mut DbConnection, table_order: &[&str]) -> anyhow::Result<Vec
 
 async fn schema_rs_matches_the_migrated_database(backend: Backend) -> anyhow::Result<()> {
     let test_db = TestDb::new(&backend)?;
-    let mut conn = db::ConnectionManager::new(db::Backend::from_url(&test_db.url)?)?.establish()?;
+    let mut conn = test_db.manager()?.establish()?;
     db::run_migrations(&mut conn)?;
     let declared = declared()?;
     let mut tables: Vec<&str> = declared.iter().map(|c| c.table_name.as_str()).collect();

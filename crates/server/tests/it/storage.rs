@@ -7,7 +7,7 @@ use crm_auth_server::db::login_failure::LoginFailure;
 use crm_auth_server::db::organisation::Organisation;
 use crm_auth_server::db::unit::Unit;
 use crm_auth_server::db::user::{Membership, User};
-use crm_auth_server::db::{self, Backend as DbBackend, ConnectionManager, schema};
+use crm_auth_server::db::{self, schema};
 use crm_auth_server::service::admin::{self, Actor};
 use crm_auth_server::settings::Settings;
 use diesel::connection::SimpleConnection as _;
@@ -29,7 +29,7 @@ backend_tests!(
 );
 
 pub fn connect(db: &TestDb) -> anyhow::Result<db::DbConnection> {
-    Ok(ConnectionManager::new(DbBackend::from_url(&db.url)?)?.establish()?)
+    Ok(db.manager()?.establish()?)
 }
 
 async fn migrations_apply_revert_and_reapply(backend: Backend) -> anyhow::Result<()> {

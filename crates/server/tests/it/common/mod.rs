@@ -8,7 +8,7 @@ use crm_auth_client::{Client, Credentials};
 use crm_auth_core::{ErrorCode, Keyring, SigningKey};
 use crm_auth_server::clock::{Clock, ManualClock, SystemClock};
 use crm_auth_server::db::user::User;
-use crm_auth_server::db::{DbConnection, PooledConnection};
+use crm_auth_server::db::{self, ConnectionManager, DbConnection, PooledConnection};
 use crm_auth_server::password::PasswordHasher;
 use crm_auth_server::service::admin::{self, Actor, AdminError, NewUser};
 use crm_auth_server::settings::{Secret, Settings};
@@ -18,6 +18,8 @@ use diesel::{Connection, PgConnection};
 
 use self::server::Node;
 
+pub mod load;
+pub mod pg;
 pub mod server;
 
 /// Declares each listed `async fn name(backend: Backend) -> anyhow::Result<()>` as a test on SQLite and
@@ -70,10 +72,27 @@ impl Backend {
     }
 }
 
+/// Environment variable naming a PgBouncer in transaction mode (`postgres://USER@HOST:PORT`, no database) in
+/// front of the server at `CRM_AUTH_TEST_POSTGRES_URL`: when set, servers and their connections reach each
+/// test's PostgreSQL database through it, with `database.prepared_statements = false`, while the database
+/// itself is created and dropped on the direct URL. `cargo xtask test` runs the PostgreSQL tests so a second
+/// time.
+pub const PGBOUNCER_URL_VAR: &str = "CRM_AUTH_TEST_PGBOUNCER_URL";
+
+/// The PgBouncer that servers go through, if this run has one.
+pub fn pooler_url() -> Option<String> {
+    std::env::var(PGBOUNCER_URL_VAR)
+        .ok()
+        .filter(|url| !url.is_empty())
+}
+
 /// A database of its own for one test; PostgreSQL ones are dropped when this is.
 pub struct TestDb {
+    /// What servers connect to: the database, directly or through the run's PgBouncer.
     pub url: String,
     pub dir: tempfile::TempDir,
+    /// Whether `url` goes through a pooler in transaction mode.
+    pub pooled: bool,
     admin_url: Option<String>,
     name: String,
 }
@@ -94,6 +113,7 @@ impl TestDb {
                 Ok(TestDb {
                     url,
                     dir,
+                    pooled: false,
                     admin_url: None,
                     name: String::new(),
                 })
@@ -107,12 +127,16 @@ impl TestDb {
                     crm_auth_core::new_id().to_lowercase()
                 );
                 admin.batch_execute(&format!("CREATE DATABASE {name}"))?;
-                let base = admin_url
-                    .rsplit_once('/')
-                    .map_or(admin_url.as_str(), |(base, _)| base);
+                let pooler = pooler_url();
+                let base = pooler.as_deref().unwrap_or_else(|| {
+                    admin_url
+                        .rsplit_once('/')
+                        .map_or(admin_url.as_str(), |(base, _)| base)
+                });
                 Ok(TestDb {
-                    url: format!("{base}/{name}"),
+                    url: format!("{}/{name}", base.trim_end_matches('/')),
                     dir,
+                    pooled: pooler.is_some(),
                     admin_url: Some(admin_url.clone()),
                     name,
                 })
@@ -123,7 +147,13 @@ impl TestDb {
     pub fn settings(&self) -> Settings {
         let mut settings = Settings::for_test(self.dir.path());
         settings.database.url = Secret::new(self.url.clone());
+        settings.database.prepared_statements = !self.pooled;
         settings
+    }
+
+    /// Opens connections to this database as a server with [`TestDb::settings`] would.
+    pub fn manager(&self) -> anyhow::Result<ConnectionManager> {
+        Ok(ConnectionManager::new(db::Backend::from_url(&self.url)?)?.prepared_statements(!self.pooled))
     }
 }
 
@@ -343,4 +373,25 @@ pub fn add_user(
         ..NewUser::default()
     };
     admin::add_user(conn, &Actor::Cli, org, new, now)
+}
+
+/// Seeds the database at `url` for a server run as its own process, which no test clock reaches: migrations,
+/// organisation Acme with unit Main (MN), alice in it with a password hashed cheaply, and a key of hers, all
+/// written at time 0. Returns the key.
+pub fn seed_database(url: &str) -> anyhow::Result<String> {
+    let conn = &mut ConnectionManager::new(db::Backend::from_url(url)?)?.establish()?;
+    db::run_migrations(conn)?;
+    let org = admin::add_organisation(conn, &Actor::Cli, ORG, 0)?;
+    admin::add_unit(conn, &Actor::Cli, &org, "Main", Some("MN"), 0)?;
+    let hash = PasswordHasher::hash_blocking(
+        &crm_auth_server::settings::Argon2Settings {
+            m_kib: 256,
+            t: 1,
+            p: 1,
+        },
+        PASSWORD,
+    )?;
+    let user = add_user(conn, &org, USER, &["Main".into()], None, Some(hash), 0)?;
+    let (_, key) = admin::create_key(conn, &Actor::Cli, &org, &user, (None, None), 0)?;
+    Ok(key.expose().to_owned())
 }

@@ -75,6 +75,10 @@ pub fn crm_auth(data_dir: &Path, database_url: &str) -> Command {
         .env("CRM_AUTH__DATABASE__URL", database_url)
         .env("CRM_AUTH__AUTH__ARGON2__M_KIB", "256")
         .env("CRM_AUTH__AUTH__ARGON2__T", "1");
+    if super::pooler_url().is_some() {
+        // The database URL may go through the run's PgBouncer in transaction mode (see `TestDb`).
+        command.env("CRM_AUTH__DATABASE__PREPARED_STATEMENTS", "false");
+    }
     command
 }
 
