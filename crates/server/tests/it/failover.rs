@@ -9,7 +9,6 @@
 )]
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,7 +16,7 @@ use std::time::{Duration, Instant};
 use crate::common::load::{Load, MAX_ANSWER, Outcome, check_answers, wait_until};
 use crate::common::pg::PrivatePg;
 use crate::common::seed_database;
-use crate::common::server::{ServerProcess, crm_auth, free_port};
+use crate::common::server::{ServerProcess, free_port};
 use crm_auth_client::{Client, Credentials, Token};
 
 /// Clients under load, each alternating between the two nodes.
@@ -50,22 +49,6 @@ fn client(url: &str) -> anyhow::Result<Client> {
         .retries(0)
         .timeout(MAX_ANSWER)
         .build()?)
-}
-
-/// `crm-auth serve` on `port` with the database at `database_url` and the data folder `data` (shared by the
-/// nodes, so that they sign with one generated key), logging warnings to `log`.
-fn spawn_node(data: &Path, database_url: &str, port: u16, log: &Path) -> anyhow::Result<ServerProcess> {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
-    let mut command = crm_auth(data, database_url);
-    command
-        .arg("serve")
-        // A refresh whose answer the outage cut off may have rotated the session: the client's retry with the
-        // same token must fall within the reuse interval, however long the failover takes.
-        .env("CRM_AUTH__TOKEN__REUSE_INTERVAL_SECONDS", "600")
-        .env("RUST_LOG", "warn")
-        .stdout(log.try_clone()?)
-        .stderr(log);
-    ServerProcess::spawn(command, port)
 }
 
 /// One client's loop. Even workers log in with the key and validate the new token, as a service that logs in
@@ -128,7 +111,7 @@ async fn failover_to_a_synchronous_standby_under_load() -> anyhow::Result<()> {
         let port = free_port()?;
         let url = format!("http://127.0.0.1:{port}");
         // One after the other: the first generates the signing key the second then reads.
-        let mut server = spawn_node(data.path(), &database_url, port, &log)?;
+        let mut server = ServerProcess::serve_logging(data.path(), &database_url, port, &log)?;
         server.wait_ready(&client(&url)?).await?;
         servers.push(server);
         nodes.push(url);

@@ -2,14 +2,13 @@
 //! restarted. PostgreSQL here is a private server that each test runs itself (`common::pg`), so the machine's
 //! shared one is never stopped; the killed server is the real `crm-auth` binary.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::common::load::{CLIENT_TIMEOUT, Load, Outcome, check_answers, client, poll_until_ok, wait_until};
 use crate::common::pg::PrivatePg;
-use crate::common::server::{ServerProcess, crm_auth, free_port};
+use crate::common::server::{ServerProcess, free_port};
 use crate::common::{Backend, ORG, PASSWORD, TestApp, TestDb, USER, code, seed_database};
 use crm_auth_client::{Client, Credentials};
 use crm_auth_core::ErrorCode;
@@ -178,22 +177,6 @@ async fn database_outage_under_load_answers_unavailable_and_recovers() -> anyhow
     Ok(())
 }
 
-/// The real binary on a port, logging to a file.
-fn spawn_server(db: &TestDb, port: u16, log: &Path) -> anyhow::Result<ServerProcess> {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
-    // No token.keys: the generated key in the data folder must itself survive the kill.
-    let mut command = crm_auth(db.dir.path(), &db.url);
-    command
-        .arg("serve")
-        // This server reads the system clock; the rotation checks after the restart must fall inside the
-        // reuse interval however long the restart takes.
-        .env("CRM_AUTH__TOKEN__REUSE_INTERVAL_SECONDS", "600")
-        .env("RUST_LOG", "warn")
-        .stdout(log.try_clone()?)
-        .stderr(log);
-    ServerProcess::spawn(command, port)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_under_load_loses_nothing_on_sqlite() -> anyhow::Result<()> {
     sigkill_under_load(&Backend::Sqlite).await
@@ -216,7 +199,8 @@ async fn sigkill_under_load(backend: &Backend) -> anyhow::Result<()> {
     let log = db.dir.path().join("server.log");
     let url = format!("http://127.0.0.1:{port}");
     let api = client(&url)?;
-    let mut server = spawn_server(&db, port, &log)?;
+    // No token.keys: the generated key in the data folder must itself survive the kill.
+    let mut server = ServerProcess::serve_logging(db.dir.path(), &db.url, port, &log)?;
     server.wait_ready(&api).await?;
     let key_file = db.dir.path().join("signing-key");
     let signing_key = std::fs::read(&key_file)?;
@@ -283,7 +267,7 @@ async fn sigkill_under_load(backend: &Backend) -> anyhow::Result<()> {
         }
     }
 
-    let mut server = spawn_server(&db, port, &log)?;
+    let mut server = ServerProcess::serve_logging(db.dir.path(), &db.url, port, &log)?;
     server.wait_ready(&api).await?;
     assert_eq!(
         std::fs::read(&key_file)?,

@@ -120,6 +120,27 @@ impl ServerProcess {
         Ok(ServerProcess { child })
     }
 
+    /// `crm-auth serve` on `port` with the data folder `data_dir` and the database at `database_url`, logging
+    /// warnings to `log` (appended). The reuse interval is ten minutes: a refresh whose answer a fault cut off
+    /// may have rotated the session, and the client's retry with the same token must fall within the
+    /// interval however long the fault lasts (these servers read the system clock).
+    pub fn serve_logging(
+        data_dir: &Path,
+        database_url: &str,
+        port: u16,
+        log: &Path,
+    ) -> anyhow::Result<ServerProcess> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+        let mut command = crm_auth(data_dir, database_url);
+        command
+            .arg("serve")
+            .env("CRM_AUTH__TOKEN__REUSE_INTERVAL_SECONDS", "600")
+            .env("RUST_LOG", "warn")
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        ServerProcess::spawn(command, port)
+    }
+
     /// Polls the health check through `client` until the server answers, for at most 30 s.
     #[expect(
         clippy::disallowed_methods,
