@@ -17,7 +17,7 @@ use std::{
 
 use anyhow::{Context as _, Result, anyhow, bail};
 
-use crate::cmd::{cmd, redact};
+use crate::cmd::{Cmd, cmd, redact};
 use crate::pgbouncer::PgBouncer;
 
 /// Environment variable through which the tests learn which backends to run on.
@@ -68,20 +68,7 @@ pub fn run(extra: &[String]) -> Result<()> {
         .env(POSTGRES_URL_VAR, &url)
         .run();
     let (runner, tests) = if nextest_installed() {
-        (
-            "cargo nextest",
-            cmd(
-                "cargo",
-                [
-                    "nextest",
-                    "run",
-                    "--workspace",
-                    "--all-targets",
-                    "--all-features",
-                    "--no-fail-fast",
-                ],
-            ),
-        )
+        ("cargo nextest", nextest_run())
     } else {
         eprintln!(
             "note: cargo-nextest is not installed (cargo install cargo-nextest --locked); using cargo test"
@@ -163,23 +150,12 @@ fn through_pgbouncer(url: &str) -> Result<()> {
                 "running the PostgreSQL tests through PgBouncer (transaction mode) at {}",
                 bouncer.url(&user)
             );
-            return cmd(
-                "cargo",
-                [
-                    "nextest",
-                    "run",
-                    "--workspace",
-                    "--all-targets",
-                    "--all-features",
-                    "--no-fail-fast",
-                    "-E",
-                    POOLED_FILTER,
-                ],
-            )
-            .env(BACKENDS_VAR, "postgres")
-            .env(POSTGRES_URL_VAR, url)
-            .env(PGBOUNCER_URL_VAR, bouncer.url(&user))
-            .run();
+            return nextest_run()
+                .args(["-E", POOLED_FILTER])
+                .env(BACKENDS_VAR, "postgres")
+                .env(POSTGRES_URL_VAR, url)
+                .env(PGBOUNCER_URL_VAR, bouncer.url(&user))
+                .run();
         }
     };
     if is_ci() {
@@ -206,6 +182,21 @@ fn user_without_password(url: &str) -> Option<String> {
 /// Whether this run is CI, where a missing PostgreSQL is an error: `CI` set to anything but empty, `0` or `false`.
 pub fn is_ci() -> bool {
     env::var("CI").is_ok_and(|ci| !ci.is_empty() && ci != "0" && !ci.eq_ignore_ascii_case("false"))
+}
+
+/// `cargo nextest run` over every test of the workspace, running on past failures.
+fn nextest_run() -> Cmd {
+    cmd(
+        "cargo",
+        [
+            "nextest",
+            "run",
+            "--workspace",
+            "--all-targets",
+            "--all-features",
+            "--no-fail-fast",
+        ],
+    )
 }
 
 /// Whether `cargo nextest` runs here.
