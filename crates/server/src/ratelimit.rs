@@ -103,7 +103,7 @@ impl RateLimiter {
             buckets.retain_recent();
         }
         if let Err(not_until) = buckets.check_key(&key) {
-            let wait = not_until.wait_time_from(GovernorTime(Arc::clone(&self.clock)).now());
+            let wait = not_until.wait_time_from(buckets.clock().now());
             return Err(wait.as_secs_f64().ceil().max(1.0) as u64);
         }
         match &self.shared {
