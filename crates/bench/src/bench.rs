@@ -527,7 +527,7 @@ fn key_tokens(base: &str, key: &str, n: usize) -> Result<Vec<String>> {
 /// most 1, this wait's own, twice 200 ms apart), for at most `limit`. Requests that the load generator stopped
 /// waiting for are still answered: a figure taken meanwhile would share the cores with them, and their
 /// connections would count against the next run's at the per-address limit.
-fn wait_hashing_idle(base: &str, limit: Duration) -> Result<()> {
+fn wait_idle(base: &str, limit: Duration) -> Result<()> {
     let client = Client::builder().timeout(Duration::from_secs(10)).build()?;
     let deadline = Instant::now() + limit;
     let mut idle_reads = 0;
@@ -1023,14 +1023,14 @@ fn password_logins(
     let narrow = run("password-login-8", &logins, LOGIN_CLIENTS[0], plan.login_seconds)?;
     // The logins still queued when wrk stopped would share the cores with the next run, and their connections
     // would count against the next run's 256 at the per-address limit (wrk then counts refused connections).
-    wait_hashing_idle(&base, Duration::from_secs(60))?;
+    wait_idle(&base, Duration::from_secs(60))?;
     let wide = run(
         "password-login-256",
         &logins,
         LOGIN_CLIENTS[1],
         plan.login_wide_seconds,
     )?;
-    wait_hashing_idle(&base, Duration::from_secs(60))?;
+    wait_idle(&base, Duration::from_secs(60))?;
     let one_user = run(
         "password-login-256-one-user",
         &one_user_logins,
@@ -1038,7 +1038,7 @@ fn password_logins(
         plan.login_wide_seconds,
     )?;
     let after = server.memory()?;
-    wait_hashing_idle(&base, Duration::from_secs(60))?;
+    wait_idle(&base, Duration::from_secs(60))?;
     let h_after = hash_floor()?;
     Ok(Logins {
         h_before,
@@ -1242,7 +1242,7 @@ fn admin_run(ctx: &Context, backend: Backend) -> Result<AdminFigures> {
             timeout_seconds: 60,
         },
     )?;
-    wait_hashing_idle(&base, Duration::from_secs(60))?;
+    wait_idle(&base, Duration::from_secs(60))?;
     let h_after = hash_floor()?;
     let h = h_before.max(h_after);
     drop(server);
