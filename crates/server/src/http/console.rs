@@ -39,59 +39,30 @@ struct Source {
 const CSS: &str = "text/css; charset=utf-8";
 const JS: &str = "text/javascript; charset=utf-8";
 
+/// One file of `crates/server/console/`, named once for both its name and its embedded text.
+macro_rules! source {
+    ($name:literal, $content_type:expr) => {
+        Source {
+            name: $name,
+            content_type: $content_type,
+            text: include_str!(concat!("../../console/", $name)),
+        }
+    };
+}
+
 /// The console's files, each after every file it refers to (its references are rewritten to hashed names
 /// that must be known by then).
 const SOURCES: [Source; 10] = [
-    Source {
-        name: "console.css",
-        content_type: CSS,
-        text: include_str!("../../console/console.css"),
-    },
-    Source {
-        name: "api.js",
-        content_type: JS,
-        text: include_str!("../../console/api.js"),
-    },
-    Source {
-        name: "ui.js",
-        content_type: JS,
-        text: include_str!("../../console/ui.js"),
-    },
-    Source {
-        name: "organisations.js",
-        content_type: JS,
-        text: include_str!("../../console/organisations.js"),
-    },
-    Source {
-        name: "units.js",
-        content_type: JS,
-        text: include_str!("../../console/units.js"),
-    },
-    Source {
-        name: "users.js",
-        content_type: JS,
-        text: include_str!("../../console/users.js"),
-    },
-    Source {
-        name: "keys.js",
-        content_type: JS,
-        text: include_str!("../../console/keys.js"),
-    },
-    Source {
-        name: "sessions.js",
-        content_type: JS,
-        text: include_str!("../../console/sessions.js"),
-    },
-    Source {
-        name: "audit.js",
-        content_type: JS,
-        text: include_str!("../../console/audit.js"),
-    },
-    Source {
-        name: "app.js",
-        content_type: JS,
-        text: include_str!("../../console/app.js"),
-    },
+    source!("console.css", CSS),
+    source!("api.js", JS),
+    source!("ui.js", JS),
+    source!("organisations.js", JS),
+    source!("units.js", JS),
+    source!("users.js", JS),
+    source!("keys.js", JS),
+    source!("sessions.js", JS),
+    source!("audit.js", JS),
+    source!("app.js", JS),
 ];
 
 /// The page, with `{{name}}` where an asset's URL goes and `{{api_prefix}}` where the base path goes.
