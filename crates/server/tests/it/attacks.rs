@@ -797,7 +797,9 @@ fn envelope_code(response: &[u8], status: u16) -> anyhow::Result<String> {
 /// them exhausted the file limit and took the server from 16 MB to 544 MB. Each must be answered
 /// `REQUEST_TIMEOUT` and closed once the body timeout has passed, while other clients are answered at once,
 /// and the memory they took must be freed. The allocator keeps freed pages for reuse rather than handing them
-/// back, so "freed" is measured as a second wave that costs no more memory than the first.
+/// back, and not every wave lands on the pages the last one freed, so "freed" is measured over three waves:
+/// kept, each would add what the first took, three times it in all; freed, the three have cost from 1.0 to 1.8
+/// times the first. The bound is 2.5.
 async fn stalled_bodies_are_answered_request_timeout_and_free_their_memory(
     backend: Backend,
 ) -> anyhow::Result<()> {
@@ -811,7 +813,7 @@ async fn stalled_bodies_are_answered_request_timeout_and_free_their_memory(
     let addr = server_addr(&app)?;
     let before = rss_kib()?;
     let mut peaks = Vec::new();
-    for _wave in 0..2 {
+    for _wave in 0..3 {
         let started = crm_auth_server::clock::Stopwatch::start();
         let stalled = open_stalled(addr, &stalled_request(&app), STALLED).await?;
 
@@ -833,12 +835,12 @@ async fn stalled_bodies_are_answered_request_timeout_and_free_their_memory(
             assert_eq!(envelope_code(&answer, 408)?, "REQUEST_TIMEOUT");
         }
     }
-    // The server still answers, and the second wave reused what the first freed.
+    // The server still answers, and the later waves reused what the first freed.
     login_from_elsewhere(&app).await?;
-    let (first, second) = (peaks[0], peaks[1]);
+    let (first, last) = (peaks[0], peaks[2]);
     assert!(
-        second.saturating_sub(before) < first.saturating_sub(before) * 3 / 2,
-        "rss before {before} KiB, with the first wave {first} KiB, with the second {second} KiB"
+        last.saturating_sub(before) < first.saturating_sub(before) * 5 / 2,
+        "rss before {before} KiB, with each wave {peaks:?} KiB"
     );
     Ok(())
 }
