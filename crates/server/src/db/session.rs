@@ -392,7 +392,7 @@ pub fn find_with_standing(conn: &mut DbConnection, id: &str) -> QueryResult<Opti
 ///
 /// On PostgreSQL, which plans every run (see `plan_cache_mode` in `db`), the standing is read with a subquery
 /// per row it stands on: about 0.1 ms to plan, against about 0.4 ms for the join of six tables that SQLite
-/// runs.
+/// runs. Refresh's first read and the re-check of new sessions run it once per batch.
 pub fn find_many_with_standing(
     conn: &mut DbConnection,
     ids: &[&str],
@@ -476,61 +476,6 @@ pub fn lock_standing(conn: &mut PgConnection, rows: &[&Session]) -> QueryResult<
     .bind::<Array<Text>, _>(ids(|row| row.api_key_id.as_deref()))
     .execute(conn)
     .map(drop)
-}
-
-/// The [`Standing`] of new sessions, row by row and in order, read from the rows they stand on (their users,
-/// organisations, units, memberships and keys) in one statement, without the sessions themselves: a union of
-/// five primary-key lookups, which PostgreSQL plans in about 0.15 ms (it plans every run: see
-/// `plan_cache_mode` in `db`). Run it after [`lock_standing`], in a statement of its own, so that it reads
-/// what every revocation it waited for wrote.
-pub fn standing_of(conn: &mut PgConnection, rows: &[&Session]) -> QueryResult<Vec<Standing>> {
-    use std::collections::HashMap;
-
-    use diesel::sql_types::{Array, Bool};
-
-    /// One row a session stands on: `kind` says which table, `unit_id` is set for a membership only.
-    #[derive(QueryableByName)]
-    struct Found {
-        #[diesel(sql_type = Text)]
-        kind: String,
-        #[diesel(sql_type = Text)]
-        id: String,
-        #[diesel(sql_type = Text)]
-        unit_id: String,
-        #[diesel(sql_type = Bool)]
-        live: bool,
-    }
-
-    let ids = |of: fn(&Session) -> Option<&str>| rows.iter().filter_map(|row| of(row)).collect::<Vec<_>>();
-    // The memberships of every (user, unit) pair of the batch, and perhaps a few more pairs of its users and
-    // units: a pair is looked up below.
-    let found = diesel::sql_query(
-        "SELECT 'u' AS kind, id, '' AS unit_id, is_active AS live FROM users WHERE id = ANY($1) \
-         UNION ALL SELECT 'o', id, '', is_active FROM organisations WHERE id = ANY($2) \
-         UNION ALL SELECT 'n', id, '', is_active FROM units WHERE id = ANY($3) \
-         UNION ALL SELECT 'k', id, '', revoked_at IS NULL FROM api_keys WHERE id = ANY($4) \
-         UNION ALL SELECT 'm', user_id, unit_id, TRUE FROM user_units WHERE user_id = ANY($1) AND unit_id = ANY($3)",
-    )
-    .bind::<Array<Text>, _>(ids(|row| Some(row.user_id.as_str())))
-    .bind::<Array<Text>, _>(ids(|row| Some(row.organisation_id.as_str())))
-    .bind::<Array<Text>, _>(ids(|row| Some(row.unit_id.as_str())))
-    .bind::<Array<Text>, _>(ids(|row| row.api_key_id.as_deref()))
-    .load::<Found>(conn)?;
-    let live: HashMap<(&str, &str, &str), bool> = found
-        .iter()
-        .map(|f| ((f.kind.as_str(), f.id.as_str(), f.unit_id.as_str()), f.live))
-        .collect();
-    let is = |kind: &str, id: &str, unit_id: &str| live.get(&(kind, id, unit_id)) == Some(&true);
-    Ok(rows
-        .iter()
-        .map(|row| Standing {
-            user_active: is("u", &row.user_id, ""),
-            organisation_active: is("o", &row.organisation_id, ""),
-            unit_active: is("n", &row.unit_id, ""),
-            is_member: is("m", &row.user_id, &row.unit_id),
-            key_live: row.api_key_id.as_deref().is_none_or(|key| is("k", key, "")),
-        })
-        .collect())
 }
 
 /// The sessions with these ids, in one statement; ids not found are left out.

@@ -238,30 +238,23 @@ impl Store {
 /// key, unit or organisation was revoked meanwhile. Answers, row by row and in order, `Ok` for a session that
 /// may go on and `INVALID_CREDENTIALS` for one it ended; the outer error is the lookup's.
 ///
-/// On PostgreSQL the read ([`session::standing_of`], of the rows the sessions stand on) comes after
-/// [`session::lock_standing`], which waits for revocations in progress; on SQLite the batch's transaction
-/// holds the only write lock, so no revocation is in progress.
+/// On PostgreSQL the read comes after [`session::lock_standing`], which waits for revocations in progress;
+/// on SQLite the batch's transaction holds the only write lock, so no revocation is in progress.
 pub(super) fn recheck(
     conn: &mut DbConnection,
     rows: &[&Session],
 ) -> Result<Vec<Result<(), ApiError>>, ApiError> {
-    let standings: Vec<Option<Standing>> = match conn {
-        DbConnection::Postgres(pg) => {
-            session::lock_standing(pg, rows)?;
-            session::standing_of(pg, rows)?.into_iter().map(Some).collect()
-        }
-        DbConnection::Sqlite(_) => {
-            let ids: Vec<&str> = rows.iter().map(|row| row.id.as_str()).collect();
-            let found: HashMap<String, Standing> = session::find_many_with_standing(conn, &ids)?
-                .into_iter()
-                .map(|(found, standing)| (found.id, standing))
-                .collect();
-            rows.iter().map(|row| found.get(&row.id).copied()).collect()
-        }
-    };
+    if let DbConnection::Postgres(pg) = conn {
+        session::lock_standing(pg, rows)?;
+    }
+    let ids: Vec<&str> = rows.iter().map(|row| row.id.as_str()).collect();
+    let standings: HashMap<String, Standing> = session::find_many_with_standing(conn, &ids)?
+        .into_iter()
+        .map(|(found, standing)| (found.id, standing))
+        .collect();
     let mut checked = Vec::with_capacity(rows.len());
-    for (row, standing) in rows.iter().zip(standings) {
-        checked.push(match standing.map(Standing::end_reason) {
+    for row in rows {
+        checked.push(match standings.get(&row.id).map(|s| s.end_reason()) {
             None => Err(ApiError::Internal("a new session was not found".into())),
             Some(None) => Ok(()),
             Some(Some(reason)) => match session::update_end(conn, &row.id, row.created_at, reason) {
