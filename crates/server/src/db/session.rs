@@ -397,9 +397,9 @@ pub fn find_many_with_standing(
     conn: &mut DbConnection,
     ids: &[&str],
 ) -> QueryResult<Vec<(Session, Standing)>> {
-    use diesel::sql_types::{Array, Bool, Nullable};
+    use diesel::sql_types::{Array, BigInt, Bool, Nullable};
 
-    /// A session with its standing as the subqueries read it.
+    /// A [`StandingRow`] as the subqueries read it.
     #[derive(QueryableByName)]
     struct Found {
         #[diesel(embed)]
@@ -410,10 +410,12 @@ pub fn find_many_with_standing(
         organisation_active: Option<bool>,
         #[diesel(sql_type = Nullable<Bool>)]
         unit_active: Option<bool>,
-        #[diesel(sql_type = Bool)]
-        is_member: bool,
-        #[diesel(sql_type = Bool)]
-        key_live: bool,
+        #[diesel(sql_type = Nullable<Text>)]
+        member: Option<String>,
+        #[diesel(sql_type = Nullable<Text>)]
+        key_id: Option<String>,
+        #[diesel(sql_type = Nullable<BigInt>)]
+        key_revoked_at: Option<i64>,
     }
 
     let DbConnection::Postgres(pg) = conn else {
@@ -428,9 +430,9 @@ pub fn find_many_with_standing(
          (SELECT is_active FROM users WHERE id = s.user_id) AS user_active, \
          (SELECT is_active FROM organisations WHERE id = s.organisation_id) AS organisation_active, \
          (SELECT is_active FROM units WHERE id = s.unit_id) AS unit_active, \
-         EXISTS (SELECT 1 FROM user_units WHERE user_id = s.user_id AND unit_id = s.unit_id) AS is_member, \
-         (s.api_key_id IS NULL OR EXISTS (SELECT 1 FROM api_keys WHERE id = s.api_key_id AND revoked_at IS NULL)) \
-         AS key_live \
+         (SELECT user_id FROM user_units WHERE user_id = s.user_id AND unit_id = s.unit_id) AS member, \
+         (SELECT id FROM api_keys WHERE id = s.api_key_id) AS key_id, \
+         (SELECT revoked_at FROM api_keys WHERE id = s.api_key_id) AS key_revoked_at \
          FROM sessions s WHERE s.id = ANY($1)",
     )
     .bind::<Array<Text>, _>(ids)
@@ -438,14 +440,15 @@ pub fn find_many_with_standing(
     Ok(found
         .into_iter()
         .map(|f| {
-            let standing = Standing {
-                user_active: f.user_active == Some(true),
-                organisation_active: f.organisation_active == Some(true),
-                unit_active: f.unit_active == Some(true),
-                is_member: f.is_member,
-                key_live: f.key_live,
-            };
-            (f.session, standing)
+            with_standing((
+                f.session,
+                f.user_active,
+                f.organisation_active,
+                f.unit_active,
+                f.member,
+                f.key_id,
+                f.key_revoked_at,
+            ))
         })
         .collect())
 }
